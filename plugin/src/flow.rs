@@ -1,0 +1,857 @@
+//! The per-message state machine, sans-IO: events in ([`Flow::start`], [`Flow::on_response`]),
+//! [`Command`]s out. The shell carries out the commands and feeds responses back.
+//!
+//! Phases: claim orders → (login if no token) → query (one SOQL, all pages) → plan lines →
+//! issue (one license call per line, at most `max_concurrency` in flight; a lookup first where
+//! an earlier call's outcome is unknown) → write-back (sObject Collections) → one reply.
+//!
+//! Invariants a reader can check here: exactly one `Reply` per flow, always the last command;
+//! an ack only when every line that was meant to be licensed has a recorded key; every
+//! dispatched call gets exactly one response (reset and timeout arrive as [`Response`] too).
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::rc::Rc;
+
+use crate::config::{Config, Issuing};
+use crate::ids::SfId;
+use crate::ledger::{ClaimError, Ledger, LineState};
+use crate::license::{self, Customer, IssueRequest, LicenseError};
+use crate::metrics::Metric;
+use crate::reply::{FaultKind, Outcome, Reply};
+use crate::salesforce::{self, Order, SalesforceError, Token};
+use crate::soap::OutboundMessage;
+use crate::store::Store;
+
+/// What the shell must do next.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    Dispatch(Call),
+    Reply(Reply),
+    Log(Level, String),
+    Count(Metric, u64),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Info,
+    Warn,
+    Error,
+}
+
+/// One outbound HTTP call through an Envoy cluster.
+#[derive(Clone, PartialEq)]
+pub struct Call {
+    pub id: u32,
+    pub cluster: String,
+    pub method: &'static str,
+    pub path: String,
+    pub authority: String,
+    /// Regular headers (the shell adds `:method`, `:path`, `:authority`). May carry a token.
+    pub headers: Vec<(&'static str, String)>,
+    /// May carry credentials: never logged.
+    pub body: Vec<u8>,
+    pub timeout_ms: u64,
+}
+
+impl std::fmt::Debug for Call {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Headers and body may hold secrets; show only where the call goes.
+        write!(
+            f,
+            "Call#{} {} {} via {}",
+            self.id, self.method, self.path, self.cluster
+        )
+    }
+}
+
+/// The outcome of a call. `status: None` = reset, refused, overflow: no HTTP answer at all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    pub status: Option<u16>,
+    pub body: Vec<u8>,
+}
+
+/// The world the flow sees at each step: a clock and shared data.
+pub struct Env<'s> {
+    pub now_ms: u64,
+    pub store: &'s mut dyn Store,
+}
+
+const TOKEN_KEY: &str = "sf_token";
+/// Don't start a call that would have less than this before the deadline.
+const MIN_CALL_MS: u64 = 200;
+
+#[derive(Debug, Clone)]
+enum SfCall {
+    Query { path: String },
+    WriteBack { lines: Vec<(SfId, Vec<String>)> },
+}
+
+#[derive(Debug, Clone)]
+enum Pending {
+    Login { then: SfCall },
+    Sf(SfCall),
+    Issue(usize),
+    Lookup(usize),
+}
+
+/// One order line to license.
+#[derive(Debug, Clone)]
+struct Line {
+    order: usize,
+    item: SfId,
+    code: String,
+    quantity: u32,
+}
+
+#[derive(Debug, Clone)]
+struct PlannedOrder {
+    order_number: String,
+    customer: Customer,
+}
+
+pub struct Flow {
+    cfg: Rc<Config>,
+    owner: u64,
+    deadline_at: u64,
+    next_id: u32,
+    pending: BTreeMap<u32, Pending>,
+    relogged: bool,
+    /// Activated orders of the message, deduplicated, in message order.
+    wanted: Vec<SfId>,
+    claimed: Vec<SfId>,
+    fetched: Vec<Order>,
+    orders: Vec<PlannedOrder>,
+    lines: Vec<Line>,
+    /// Lines waiting for a license call (index into `lines`; `true` = look up first).
+    queue: VecDeque<(usize, bool)>,
+    in_flight: usize,
+    /// Lines with keys that Salesforce does not have yet.
+    to_write: Vec<(SfId, Vec<String>)>,
+    failures: Vec<String>,
+    deadline_hit: bool,
+    finished: bool,
+    out: Vec<Command>,
+}
+
+impl Flow {
+    /// Start on a parsed, sender-checked message. Returns the flow (if it has work in flight)
+    /// and the first commands.
+    pub fn start(
+        cfg: Rc<Config>,
+        msg: &OutboundMessage,
+        owner: u64,
+        env: &mut Env<'_>,
+    ) -> (Option<Flow>, Vec<Command>) {
+        let mut flow = Flow {
+            deadline_at: env.now_ms.saturating_add(cfg.deadline_ms),
+            cfg,
+            owner,
+            next_id: 1,
+            pending: BTreeMap::new(),
+            relogged: false,
+            wanted: Vec::new(),
+            claimed: Vec::new(),
+            fetched: Vec::new(),
+            orders: Vec::new(),
+            lines: Vec::new(),
+            queue: VecDeque::new(),
+            in_flight: 0,
+            to_write: Vec::new(),
+            failures: Vec::new(),
+            deadline_hit: false,
+            finished: false,
+            out: Vec::new(),
+        };
+        flow.count(Metric::Notifications, msg.notifications.len() as u64);
+        let mut seen = HashSet::new();
+        for n in &msg.notifications {
+            if !n.order.is_activated() {
+                continue;
+            }
+            if let Some(id) = n.order.id() {
+                if seen.insert(id.to_18()) {
+                    flow.wanted.push(id);
+                }
+            }
+        }
+        flow.begin(env);
+        let out = std::mem::take(&mut flow.out);
+        if flow.finished {
+            (None, out)
+        } else {
+            (Some(flow), out)
+        }
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    fn begin(&mut self, env: &mut Env<'_>) {
+        if self.wanted.is_empty() {
+            // Nothing activated: nothing to do is done.
+            return self.finish(env);
+        }
+        if self.cfg.issuing.is_none() {
+            let reply = Reply::fault(
+                503,
+                FaultKind::Unconfigured,
+                "license issuing is not configured on this gateway; the message will be retried",
+            );
+            self.log(
+                Level::Warn,
+                format!(
+                    "{} activated order(s) refused: issuing not configured",
+                    self.wanted.len()
+                ),
+            );
+            return self.reply(reply);
+        }
+        let ledger = Ledger::new(&self.cfg.state_prefix, self.cfg.ledger);
+        for id in self.wanted.clone() {
+            match ledger.claim(env.store, &id, self.owner, env.now_ms) {
+                Ok(()) => self.claimed.push(id),
+                Err(e) => {
+                    let reason = match e {
+                        ClaimError::Busy => {
+                            format!("order {id} is being processed by another request; retry later")
+                        }
+                        ClaimError::Unavailable => format!(
+                            "could not claim order {id} (shared state unavailable); retry later"
+                        ),
+                    };
+                    self.log(Level::Warn, reason.clone());
+                    self.release_claims(env);
+                    return self.reply(Reply::fault(500, FaultKind::Busy, &reason));
+                }
+            }
+        }
+        let soql = match &self.cfg.issuing {
+            Some(i) => salesforce::build_soql(
+                &self.wanted,
+                i.salesforce.contact,
+                i.salesforce.writeback_field.as_deref(),
+            ),
+            None => return self.finish(env),
+        };
+        let path = salesforce::query_path(self.sf_version(), &soql);
+        self.sf_call(SfCall::Query { path }, env);
+    }
+
+    fn issuing(&self) -> Option<&Issuing> {
+        self.cfg.issuing.as_ref()
+    }
+
+    fn sf_version(&self) -> &str {
+        self.issuing()
+            .map(|i| i.salesforce.api_version.as_str())
+            .unwrap_or("v60.0")
+    }
+
+    fn token_key(&self) -> String {
+        format!("{}:{TOKEN_KEY}", self.cfg.state_prefix)
+    }
+
+    /// A Salesforce REST call with the shared token, or a login first when there is none.
+    fn sf_call(&mut self, call: SfCall, env: &mut Env<'_>) {
+        let token = env
+            .store
+            .get(&self.token_key())
+            .and_then(|(v, _)| Token::from_shared(&v));
+        match token {
+            Some(t) => self.dispatch_sf(call, &t, env),
+            None => self.login(call, env),
+        }
+    }
+
+    fn login(&mut self, then: SfCall, env: &mut Env<'_>) {
+        let Some(i) = self.issuing() else { return };
+        let sf = &i.salesforce;
+        let (cluster, authority, timeout) =
+            (sf.cluster.clone(), sf.authority.clone(), sf.timeout_ms);
+        let body = salesforce::token_request_body(sf).into_bytes();
+        let headers = vec![
+            (
+                "content-type",
+                "application/x-www-form-urlencoded".to_owned(),
+            ),
+            ("accept", "application/json".to_owned()),
+        ];
+        self.dispatch(
+            Pending::Login { then },
+            cluster,
+            "POST",
+            salesforce::TOKEN_PATH.to_owned(),
+            authority,
+            headers,
+            body,
+            timeout,
+            env,
+        );
+    }
+
+    fn dispatch_sf(&mut self, call: SfCall, token: &Token, env: &mut Env<'_>) {
+        let Some(i) = self.issuing() else { return };
+        let sf = &i.salesforce;
+        let (cluster, timeout) = (sf.cluster.clone(), sf.timeout_ms);
+        let mut headers = vec![
+            (
+                "authorization",
+                format!("Bearer {}", token.access_token.expose()),
+            ),
+            ("accept", "application/json".to_owned()),
+        ];
+        let (method, path, body) = match &call {
+            SfCall::Query { path } => ("GET", path.clone(), Vec::new()),
+            SfCall::WriteBack { lines } => {
+                let field = sf.writeback_field.as_deref().unwrap_or("");
+                headers.push(("content-type", "application/json".to_owned()));
+                (
+                    "PATCH",
+                    salesforce::writeback_path(&sf.api_version),
+                    salesforce::writeback_body(field, lines).into_bytes(),
+                )
+            }
+        };
+        let authority = token.instance_authority.clone();
+        self.dispatch(
+            Pending::Sf(call),
+            cluster,
+            method,
+            path,
+            authority,
+            headers,
+            body,
+            timeout,
+            env,
+        );
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn dispatch(
+        &mut self,
+        what: Pending,
+        cluster: String,
+        method: &'static str,
+        path: String,
+        authority: String,
+        headers: Vec<(&'static str, String)>,
+        body: Vec<u8>,
+        configured_timeout: u64,
+        env: &mut Env<'_>,
+    ) -> bool {
+        let remaining = self.deadline_at.saturating_sub(env.now_ms);
+        if remaining < MIN_CALL_MS {
+            self.deadline_hit = true;
+            return false;
+        }
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1);
+        self.pending.insert(id, what);
+        self.out.push(Command::Dispatch(Call {
+            id,
+            cluster,
+            method,
+            path,
+            authority,
+            headers,
+            body,
+            timeout_ms: configured_timeout.min(remaining),
+        }));
+        true
+    }
+
+    /// Feed the response of call `id`. Unknown ids (e.g. after the flow finished) are ignored.
+    pub fn on_response(&mut self, id: u32, resp: Response, env: &mut Env<'_>) -> Vec<Command> {
+        if self.finished {
+            return Vec::new();
+        }
+        if let Some(what) = self.pending.remove(&id) {
+            match what {
+                Pending::Login { then } => self.on_login(then, resp, env),
+                Pending::Sf(call) => self.on_sf(call, resp, env),
+                Pending::Issue(line) => self.on_issue(line, resp, env),
+                Pending::Lookup(line) => self.on_lookup(line, resp, env),
+            }
+            self.maybe_finish(env);
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    /// The downstream request went away (Salesforce hung up): outstanding calls are cancelled
+    /// by Envoy. Lines already marked pending stay pending; claims are released.
+    pub fn on_cancel(&mut self, env: &mut Env<'_>) {
+        if !self.finished {
+            self.finished = true;
+            self.log(
+                Level::Warn,
+                "request cancelled before it finished; the message will be redelivered".into(),
+            );
+            self.release_claims(env);
+        }
+    }
+
+    fn on_login(&mut self, then: SfCall, resp: Response, env: &mut Env<'_>) {
+        let Some(status) = resp.status else {
+            return self.sf_failed(
+                "Salesforce login failed: no response (connection reset or refused)".into(),
+            );
+        };
+        match salesforce::parse_token(status, &resp.body) {
+            Ok(token) => {
+                self.count(Metric::Logins, 1);
+                let _ = env.store.set(&self.token_key(), &token.to_shared(), None);
+                self.dispatch_sf(then, &token, env);
+            }
+            Err(e) => {
+                let msg = format!("{e}");
+                self.log(
+                    Level::Error,
+                    format!("{msg}; check the Salesforce app and credentials"),
+                );
+                self.sf_failed(msg);
+            }
+        }
+    }
+
+    fn sf_failed(&mut self, reason: String) {
+        self.count(Metric::CalloutsFailedSalesforce, 1);
+        self.failures.push(reason);
+    }
+
+    fn on_sf(&mut self, call: SfCall, resp: Response, env: &mut Env<'_>) {
+        let Some(status) = resp.status else {
+            let what = match call {
+                SfCall::Query { .. } => "order query",
+                SfCall::WriteBack { .. } => "write-back",
+            };
+            return self.sf_failed(format!(
+                "Salesforce {what} failed: no response (reset or timeout)"
+            ));
+        };
+        if status == 401
+            && salesforce::classify_error(status, &resp.body) == SalesforceError::SessionInvalid
+        {
+            // The cached token expired: log in again once, and retry this call once.
+            let _ = env.store.set(&self.token_key(), b"", None);
+            if self.relogged {
+                return self.sf_failed("Salesforce session invalid right after a new login".into());
+            }
+            self.relogged = true;
+            return self.login(call, env);
+        }
+        match call {
+            SfCall::Query { .. } => self.on_query_page(status, &resp.body, env),
+            SfCall::WriteBack { lines } => self.on_writeback(status, &resp.body, lines, env),
+        }
+    }
+
+    fn on_query_page(&mut self, status: u16, body: &[u8], env: &mut Env<'_>) {
+        let Some(i) = self.issuing() else { return };
+        let (contact, field) = (i.salesforce.contact, i.salesforce.writeback_field.clone());
+        match salesforce::parse_query(status, body, contact, field.as_deref()) {
+            Err(e) => self.sf_failed(format!("Salesforce order query failed: {e}")),
+            Ok(page) => {
+                self.fetched.extend(page.orders);
+                match page.next_records_url {
+                    Some(next) => self.sf_call(SfCall::Query { path: next }, env),
+                    None => self.plan(env),
+                }
+            }
+        }
+    }
+
+    /// Decide, per order line, what is left to do.
+    fn plan(&mut self, env: &mut Env<'_>) {
+        let Some(issuing) = self.cfg.issuing.as_ref() else {
+            return;
+        };
+        let ledger = Ledger::new(&self.cfg.state_prefix, self.cfg.ledger);
+        let fetched = std::mem::take(&mut self.fetched);
+        let mut counts: BTreeMap<Metric, u64> = BTreeMap::new();
+        let mut logs = Vec::new();
+        for id in self.wanted.clone() {
+            let Some(order) = fetched.iter().find(|o| o.id.same_record(&id)) else {
+                logs.push((
+                    Level::Warn,
+                    format!("order {id} not found in Salesforce (deleted?): skipped"),
+                ));
+                *counts.entry(Metric::OrdersSkipped).or_default() += 1;
+                continue;
+            };
+            if order.status != "Activated" {
+                logs.push((
+                    Level::Info,
+                    format!(
+                        "order {id} is now '{}', not Activated: skipped",
+                        crate::text::excerpt(&order.status)
+                    ),
+                ));
+                *counts.entry(Metric::OrdersSkipped).or_default() += 1;
+                continue;
+            }
+            if !order.items_complete {
+                logs.push((Level::Error, format!("order {id} has more order products than one query page returns: skipped, license it by hand")));
+                *counts.entry(Metric::OrdersSkipped).or_default() += 1;
+                continue;
+            }
+            let order_idx = self.orders.len();
+            self.orders.push(PlannedOrder {
+                order_number: order.order_number.clone(),
+                customer: order.customer.clone().unwrap_or_default(),
+            });
+            if order.customer.is_none() {
+                logs.push((
+                    Level::Warn,
+                    format!(
+                        "order {id} has no {} contact: licensing without customer details",
+                        issuing.salesforce.contact.relationship()
+                    ),
+                ));
+            }
+            for item in &order.items {
+                let code = item.product_code.clone().unwrap_or_default();
+                if !issuing.products.contains_key(&code) {
+                    *counts.entry(Metric::LinesSkippedUnmapped).or_default() += 1;
+                    continue;
+                }
+                if item.written_back.is_some() {
+                    // Salesforce already holds this line's key: the durable marker across replicas.
+                    *counts.entry(Metric::LinesAlreadyLicensed).or_default() += 1;
+                    continue;
+                }
+                let q = item.quantity;
+                if !(q >= 1.0 && q <= 1_000_000.0 && q.fract() == 0.0) {
+                    logs.push((Level::Error, format!("order {id} line {}: quantity {q} is not a positive whole number: skipped", item.id)));
+                    *counts.entry(Metric::LinesSkippedInvalid).or_default() += 1;
+                    continue;
+                }
+                let line = self.lines.len();
+                self.lines.push(Line {
+                    order: order_idx,
+                    item: item.id.clone(),
+                    code,
+                    quantity: q as u32,
+                });
+                match ledger.line(env.store, &item.id) {
+                    LineState::Issued(keys) | LineState::WrittenBack(keys) => {
+                        // Issued by an earlier delivery: only the write-back may be missing.
+                        *counts.entry(Metric::LinesAlreadyLicensed).or_default() += 1;
+                        self.to_write.push((item.id.clone(), keys));
+                    }
+                    LineState::Pending => {
+                        if issuing.license.lookup_before_reissue {
+                            self.queue.push_back((line, true));
+                        } else {
+                            *counts.entry(Metric::UncertainReissued).or_default() += 1;
+                            logs.push((Level::Warn, format!("line {}: earlier license call had an unknown outcome; issuing again (lookup disabled)", item.id)));
+                            self.queue.push_back((line, false));
+                        }
+                    }
+                    LineState::Unknown => self.queue.push_back((line, false)),
+                }
+            }
+        }
+        for (m, n) in counts {
+            self.count(m, n);
+        }
+        for (l, m) in logs {
+            self.log(l, m);
+        }
+        self.pump(env);
+    }
+
+    /// Start queued license calls up to the concurrency bound.
+    fn pump(&mut self, env: &mut Env<'_>) {
+        let Some(max) = self.issuing().map(|i| i.license.max_concurrency) else {
+            return;
+        };
+        while self.in_flight < max {
+            let Some((line, lookup)) = self.queue.pop_front() else {
+                break;
+            };
+            if !self.start_line(line, lookup, env) {
+                let item = self
+                    .lines
+                    .get(line)
+                    .map(|l| l.item.to_string())
+                    .unwrap_or_default();
+                self.failures
+                    .push(format!("deadline reached before licensing line {item}"));
+                // Nothing else can start either.
+                let rest = self.queue.len();
+                if rest > 0 {
+                    self.failures.push(format!(
+                        "{rest} more line(s) not started before the deadline"
+                    ));
+                }
+                self.queue.clear();
+                break;
+            }
+        }
+    }
+
+    fn start_line(&mut self, idx: usize, lookup: bool, env: &mut Env<'_>) -> bool {
+        let Some(issuing) = self.cfg.issuing.as_ref() else {
+            return false;
+        };
+        let Some(line) = self.lines.get(idx) else {
+            return false;
+        };
+        let lic = &issuing.license;
+        let (path, body, what) = if lookup {
+            let (p, b) = license::retrieve_request(lic, &line.item);
+            (p, b, Pending::Lookup(idx))
+        } else {
+            let (Some(product), Some(order)) = (
+                issuing.products.get(&line.code),
+                self.orders.get(line.order),
+            ) else {
+                return false;
+            };
+            // Write-ahead: from here until a key is recorded, the outcome counts as uncertain.
+            let ledger = Ledger::new(&self.cfg.state_prefix, self.cfg.ledger);
+            if ledger.mark_pending(env.store, &line.item).is_err() {
+                self.failures.push(format!(
+                    "could not record line {} in shared state",
+                    line.item
+                ));
+                return true;
+            }
+            let (p, b) = license::issue_request(
+                lic,
+                &IssueRequest {
+                    product,
+                    quantity: line.quantity,
+                    order_item_id: &line.item,
+                    order_number: &order.order_number,
+                    customer: &order.customer,
+                },
+            );
+            (p, b, Pending::Issue(idx))
+        };
+        let headers = vec![(
+            "content-type",
+            "application/x-www-form-urlencoded".to_owned(),
+        )];
+        let (cluster, authority, timeout) =
+            (lic.cluster.clone(), lic.authority.clone(), lic.timeout_ms);
+        let started = self.dispatch(
+            what,
+            cluster,
+            "POST",
+            path,
+            authority,
+            headers,
+            body.into_bytes(),
+            timeout,
+            env,
+        );
+        if started {
+            self.in_flight += 1;
+        }
+        started
+    }
+
+    fn line_item(&self, idx: usize) -> String {
+        self.lines
+            .get(idx)
+            .map(|l| l.item.to_string())
+            .unwrap_or_default()
+    }
+
+    fn on_issue(&mut self, idx: usize, resp: Response, env: &mut Env<'_>) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        let item = self.line_item(idx);
+        let result = match resp.status {
+            None => Err("no response (reset or refused); outcome unknown".to_owned()),
+            Some(504) => Err("timed out; outcome unknown".to_owned()),
+            Some(s) => match license::parse_keys(s, &resp.body) {
+                Ok(keys) if !keys.is_empty() => Ok(keys),
+                Ok(_) => Err("reply carried no key".to_owned()),
+                Err(e) => Err(e.to_string()),
+            },
+        };
+        match result {
+            Ok(keys) => self.line_licensed(idx, keys, Metric::LicensesIssued, env),
+            Err(why) => {
+                self.count(Metric::CalloutsFailedLicense, 1);
+                self.log(
+                    Level::Warn,
+                    format!("license call for line {item} failed: {why}"),
+                );
+                self.failures
+                    .push(format!("license call for line {item} failed: {why}"));
+            }
+        }
+        self.pump(env);
+    }
+
+    fn on_lookup(&mut self, idx: usize, resp: Response, env: &mut Env<'_>) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        let item = self.line_item(idx);
+        let found = match resp.status {
+            None => Err(LicenseError::Unparseable("no response".into())),
+            Some(s) => license::parse_keys(s, &resp.body),
+        };
+        match found {
+            Ok(keys) if !keys.is_empty() => {
+                self.log(
+                    Level::Info,
+                    format!(
+                        "line {item}: found {} key(s) issued by an earlier delivery",
+                        keys.len()
+                    ),
+                );
+                self.line_licensed(idx, keys, Metric::LicensesRecovered, env);
+            }
+            Ok(_) => self.queue.push_front((idx, false)),
+            Err(e) => {
+                self.count(Metric::CalloutsFailedLicense, 1);
+                self.failures.push(format!(
+                    "could not check for keys already issued for line {item}: {e}"
+                ));
+            }
+        }
+        self.pump(env);
+    }
+
+    fn line_licensed(&mut self, idx: usize, keys: Vec<String>, metric: Metric, env: &mut Env<'_>) {
+        let Some(line) = self.lines.get(idx) else {
+            return;
+        };
+        let item = line.item.clone();
+        let ledger = Ledger::new(&self.cfg.state_prefix, self.cfg.ledger);
+        if ledger.record_issued(env.store, &item, &keys).is_err() {
+            self.log(
+                Level::Error,
+                format!("line {item}: key issued but not recorded in shared state"),
+            );
+        }
+        self.count(metric, 1);
+        self.to_write.push((item, keys));
+    }
+
+    fn on_writeback(
+        &mut self,
+        status: u16,
+        body: &[u8],
+        lines: Vec<(SfId, Vec<String>)>,
+        env: &mut Env<'_>,
+    ) {
+        match salesforce::parse_writeback(status, body) {
+            Err(e) => self.sf_failed(format!("write-back to Salesforce failed: {e}")),
+            Ok(failed) => {
+                let ledger = Ledger::new(&self.cfg.state_prefix, self.cfg.ledger);
+                for (id, keys) in &lines {
+                    if !failed
+                        .iter()
+                        .any(|(f, _)| SfId::parse(f).is_some_and(|f| f.same_record(id)))
+                    {
+                        let _ = ledger.mark_written(env.store, id, keys);
+                    }
+                }
+                for (id, code) in failed {
+                    self.sf_failed(format!("write-back of line {id} refused: {code}"));
+                }
+            }
+        }
+    }
+
+    /// Everything issued, nothing in flight: write back, then reply.
+    fn maybe_finish(&mut self, env: &mut Env<'_>) {
+        if !self.pending.is_empty() || self.finished {
+            return;
+        }
+        if !self.to_write.is_empty() {
+            let writeback = self
+                .issuing()
+                .and_then(|i| i.salesforce.writeback_field.clone());
+            let batch: Vec<(SfId, Vec<String>)> = if writeback.is_some() {
+                let n = self.to_write.len().min(salesforce::WRITEBACK_BATCH);
+                self.to_write.drain(..n).collect()
+            } else {
+                self.to_write.clear();
+                Vec::new()
+            };
+            if !batch.is_empty() {
+                self.sf_call(SfCall::WriteBack { lines: batch }, env);
+                if !self.pending.is_empty() {
+                    return;
+                }
+                self.failures
+                    .push("deadline reached before the write-back".into());
+            }
+        }
+        self.finish(env);
+    }
+
+    fn finish(&mut self, env: &mut Env<'_>) {
+        let reply = if self.failures.is_empty() && !self.deadline_hit {
+            Reply::ack()
+        } else {
+            let kind = if self.deadline_hit {
+                FaultKind::Deadline
+            } else {
+                FaultKind::Upstream
+            };
+            let mut reason =
+                String::from("not all activated orders were licensed; Salesforce will redeliver: ");
+            let shown = self
+                .failures
+                .iter()
+                .take(3)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("; ");
+            reason.push_str(if shown.is_empty() {
+                "deadline reached"
+            } else {
+                &shown
+            });
+            if self.failures.len() > 3 {
+                reason.push_str(&format!("; and {} more", self.failures.len() - 3));
+            }
+            self.log(Level::Warn, reason.clone());
+            Reply::fault(500, kind, &reason)
+        };
+        self.release_claims(env);
+        self.reply(reply);
+    }
+
+    fn release_claims(&mut self, env: &mut Env<'_>) {
+        let ledger = Ledger::new(&self.cfg.state_prefix, self.cfg.ledger);
+        for id in std::mem::take(&mut self.claimed) {
+            ledger.release(env.store, &id, self.owner, env.now_ms);
+        }
+    }
+
+    fn reply(&mut self, reply: Reply) {
+        self.finished = true;
+        self.count(outcome_metric(&reply.outcome), 1);
+        self.out.push(Command::Reply(reply));
+    }
+
+    fn count(&mut self, m: Metric, n: u64) {
+        if n > 0 {
+            self.out.push(Command::Count(m, n));
+        }
+    }
+
+    fn log(&mut self, level: Level, msg: String) {
+        self.out.push(Command::Log(level, msg));
+    }
+}
+
+pub fn outcome_metric(o: &Outcome) -> Metric {
+    match o {
+        Outcome::Acked => Metric::MessagesAcked,
+        Outcome::Faulted(FaultKind::Client) => Metric::FaultedClient,
+        Outcome::Faulted(FaultKind::Auth) => Metric::FaultedAuth,
+        Outcome::Faulted(FaultKind::Unconfigured) => Metric::FaultedUnconfigured,
+        Outcome::Faulted(FaultKind::Upstream) => Metric::FaultedUpstream,
+        Outcome::Faulted(FaultKind::Deadline) => Metric::FaultedDeadline,
+        Outcome::Faulted(FaultKind::Busy) => Metric::FaultedBusy,
+    }
+}

@@ -1,0 +1,268 @@
+//! The idempotency ledger, kept in shared data (one per Envoy, seen by every worker):
+//!
+//! - **Lines**: per OrderItem, `P` (a license call was started: its outcome is uncertain until
+//!   recorded), `I` + keys (issued), `W` + keys (issued and written back to Salesforce). A line is
+//!   marked `P` *before* the call goes out, so a request cancelled mid-call (Salesforce hung up)
+//!   still leaves a trace, and the next delivery asks the license server before issuing again.
+//! - **Claims**: per Order, who is working on it and until when. Taken with compare-and-swap, so
+//!   two deliveries of one order on two workers cannot both issue keys. Claims expire.
+//!
+//! Bounded: at most `max_lines` lines; the oldest recorded line is evicted first (a FIFO ring of
+//! slots). An evicted line is still protected by the write-back field in Salesforce.
+
+use crate::config::LedgerConfig;
+use crate::ids::SfId;
+use crate::store::{Store, StoreError};
+
+/// Claims live in a fixed set of slots created at configure time, because a CAS write to a key
+/// that does not exist yet is unconditional in proxy-wasm and so cannot arbitrate a race.
+pub const CLAIM_SLOTS: u64 = 64;
+const CAS_RETRIES: usize = 8;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LineState {
+    Unknown,
+    /// A license call was started and its outcome never recorded.
+    Pending,
+    Issued(Vec<String>),
+    WrittenBack(Vec<String>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimError {
+    /// Another live request holds the order.
+    Busy,
+    /// Shared data refused or kept changing under us.
+    Unavailable,
+}
+
+pub struct Ledger<'a> {
+    prefix: &'a str,
+    cfg: LedgerConfig,
+}
+
+impl<'a> Ledger<'a> {
+    pub fn new(prefix: &'a str, cfg: LedgerConfig) -> Ledger<'a> {
+        Ledger { prefix, cfg }
+    }
+
+    /// Create the keys that must exist before any CAS on them. Idempotent: never overwrites.
+    pub fn init(&self, store: &mut dyn Store) {
+        for slot in 0..CLAIM_SLOTS {
+            let key = self.claim_key(slot);
+            if store.get(&key).is_none() {
+                let _ = store.set(&key, b"-", None);
+            }
+        }
+        let seq = self.seq_key();
+        if store.get(&seq).is_none() {
+            let _ = store.set(&seq, b"0", None);
+        }
+    }
+
+    fn line_key(&self, item: &SfId) -> String {
+        format!("{}:line:{}", self.prefix, item.to_18())
+    }
+    fn ring_key(&self, slot: u64) -> String {
+        format!("{}:ring:{slot}", self.prefix)
+    }
+    fn seq_key(&self) -> String {
+        format!("{}:seq", self.prefix)
+    }
+    fn claim_key(&self, slot: u64) -> String {
+        format!("{}:claims:{slot}", self.prefix)
+    }
+
+    pub fn line(&self, store: &dyn Store, item: &SfId) -> LineState {
+        let Some((v, _)) = store.get(&self.line_key(item)) else {
+            return LineState::Unknown;
+        };
+        let s = String::from_utf8_lossy(&v);
+        let mut parts = s.split('\n');
+        let tag = parts.next().unwrap_or("");
+        let keys: Vec<String> = parts.filter(|k| !k.is_empty()).map(str::to_owned).collect();
+        match tag {
+            "P" => LineState::Pending,
+            "I" if !keys.is_empty() => LineState::Issued(keys),
+            "W" if !keys.is_empty() => LineState::WrittenBack(keys),
+            _ => LineState::Unknown,
+        }
+    }
+
+    pub fn mark_pending(&self, store: &mut dyn Store, item: &SfId) -> Result<(), StoreError> {
+        if self.line(store, item) == LineState::Unknown {
+            self.make_room(store, item)?;
+        }
+        store.set(&self.line_key(item), b"P", None)
+    }
+
+    pub fn record_issued(
+        &self,
+        store: &mut dyn Store,
+        item: &SfId,
+        keys: &[String],
+    ) -> Result<(), StoreError> {
+        self.write_keys(store, item, "I", keys)
+    }
+
+    pub fn mark_written(
+        &self,
+        store: &mut dyn Store,
+        item: &SfId,
+        keys: &[String],
+    ) -> Result<(), StoreError> {
+        self.write_keys(store, item, "W", keys)
+    }
+
+    fn write_keys(
+        &self,
+        store: &mut dyn Store,
+        item: &SfId,
+        tag: &str,
+        keys: &[String],
+    ) -> Result<(), StoreError> {
+        if self.line(store, item) == LineState::Unknown {
+            self.make_room(store, item)?;
+        }
+        let mut v = String::from(tag);
+        for k in keys {
+            v.push('\n');
+            v.push_str(k);
+        }
+        store.set(&self.line_key(item), v.as_bytes(), None)
+    }
+
+    /// Take the next ring slot for a new line, evicting the line that held it.
+    fn make_room(&self, store: &mut dyn Store, item: &SfId) -> Result<(), StoreError> {
+        let seq_key = self.seq_key();
+        let mut taken = None;
+        for _ in 0..CAS_RETRIES {
+            let (v, cas) = store.get(&seq_key).unwrap_or_else(|| (b"0".to_vec(), 0));
+            let n: u64 = std::str::from_utf8(&v)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            let cas = (cas != 0).then_some(cas);
+            match store.set(&seq_key, (n + 1).to_string().as_bytes(), cas) {
+                Ok(()) => {
+                    taken = Some(n);
+                    break;
+                }
+                Err(StoreError::CasMismatch) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        let n = taken.ok_or(StoreError::CasMismatch)?;
+        let slot = n % self.cfg.max_lines as u64;
+        let ring = self.ring_key(slot);
+        if let Some((old, _)) = store.get(&ring) {
+            let old = String::from_utf8_lossy(&old).into_owned();
+            if !old.is_empty() && old != self.line_key(item) {
+                store.set(&old, b"", None)?;
+            }
+        }
+        store.set(&ring, self.line_key(item).as_bytes(), None)
+    }
+
+    fn slot_of(order: &SfId) -> u64 {
+        // FNV-1a: stable across workers and builds (RandomState would not be).
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in order.to_18().bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        h % CLAIM_SLOTS
+    }
+
+    /// Claim `order` for `owner` until `now + claim_ttl`. Expired claims are taken over.
+    pub fn claim(
+        &self,
+        store: &mut dyn Store,
+        order: &SfId,
+        owner: u64,
+        now_ms: u64,
+    ) -> Result<(), ClaimError> {
+        let order18 = order.to_18();
+        let key = self.claim_key(Self::slot_of(order));
+        for _ in 0..CAS_RETRIES {
+            let Some((v, cas)) = store.get(&key) else {
+                return Err(ClaimError::Unavailable);
+            };
+            let mut entries = parse_claims(&v, now_ms);
+            if entries
+                .iter()
+                .any(|c| c.order == order18 && c.owner != owner)
+            {
+                return Err(ClaimError::Busy);
+            }
+            entries.retain(|c| c.order != order18);
+            entries.push(Claim {
+                order: order18.clone(),
+                owner,
+                expires_ms: now_ms.saturating_add(self.cfg.claim_ttl_ms),
+            });
+            match store.set(&key, &render_claims(&entries), Some(cas)) {
+                Ok(()) => return Ok(()),
+                Err(StoreError::CasMismatch) => continue,
+                Err(StoreError::Unavailable) => return Err(ClaimError::Unavailable),
+            }
+        }
+        Err(ClaimError::Unavailable)
+    }
+
+    /// Drop `owner`'s claim on `order` (best effort: an unreleased claim simply expires).
+    pub fn release(&self, store: &mut dyn Store, order: &SfId, owner: u64, now_ms: u64) {
+        let order18 = order.to_18();
+        let key = self.claim_key(Self::slot_of(order));
+        for _ in 0..CAS_RETRIES {
+            let Some((v, cas)) = store.get(&key) else {
+                return;
+            };
+            let mut entries = parse_claims(&v, now_ms);
+            let before = entries.len();
+            entries.retain(|c| !(c.order == order18 && c.owner == owner));
+            if entries.len() == before {
+                return;
+            }
+            match store.set(&key, &render_claims(&entries), Some(cas)) {
+                Err(StoreError::CasMismatch) => continue,
+                _ => return,
+            }
+        }
+    }
+}
+
+struct Claim {
+    order: String,
+    owner: u64,
+    expires_ms: u64,
+}
+
+/// Live claims of one slot (expired ones are dropped on read).
+fn parse_claims(v: &[u8], now_ms: u64) -> Vec<Claim> {
+    String::from_utf8_lossy(v)
+        .lines()
+        .filter_map(|l| {
+            let mut p = l.split(' ');
+            let order = p.next()?.to_owned();
+            let owner = p.next()?.parse().ok()?;
+            let expires_ms = p.next()?.parse().ok()?;
+            (expires_ms > now_ms).then_some(Claim {
+                order,
+                owner,
+                expires_ms,
+            })
+        })
+        .collect()
+}
+
+fn render_claims(entries: &[Claim]) -> Vec<u8> {
+    if entries.is_empty() {
+        return b"-".to_vec();
+    }
+    let mut s = String::new();
+    for c in entries {
+        s.push_str(&format!("{} {} {}\n", c.order, c.owner, c.expires_ms));
+    }
+    s.into_bytes()
+}

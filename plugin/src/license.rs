@@ -1,0 +1,297 @@
+//! The license server (Quick License Manager's HTTP API): product argument strings, request
+//! building and response parsing.
+//!
+//! Requests are form posts: credentials and customer data travel in the body, never in the URL
+//! (URLs end up in access logs).
+
+use std::collections::BTreeMap;
+
+use quick_xml::events::Event;
+use quick_xml::reader::Reader;
+
+use crate::config::LicenseConfig;
+use crate::ids::SfId;
+use crate::text::excerpt as error_excerpt;
+
+/// Arguments we set ourselves; a product mapping may not override them.
+const RESERVED: &[&str] = &[
+    "is_user",
+    "is_pwd",
+    "is_quantity",
+    "is_orderid",
+    "is_vendor",
+    "is_affiliateid",
+    "is_email",
+    "is_fullname",
+    "is_company",
+];
+const REQUIRED: &[&str] = &["is_productid", "is_majorversion", "is_minorversion"];
+
+/// The license-server arguments of one product, in order, already decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProductArgs {
+    args: Vec<(String, String)>,
+}
+
+impl ProductArgs {
+    /// QLM's server-property value, verbatim: `&is_productid=1&is_majorversion=1&…&is_emailtemplate=1. New Order`.
+    /// Parsed the way the license server parses a query string, so `%20`/`+` and literal spaces
+    /// all mean a space, and re-encoded correctly when sent.
+    pub fn from_qlm(s: &str) -> Result<ProductArgs, String> {
+        let args: Vec<(String, String)> = form_urlencoded::parse(s.trim().as_bytes())
+            .filter(|(k, _)| !k.is_empty())
+            .map(|(k, v)| (k.trim().to_owned(), v.into_owned()))
+            .collect();
+        ProductArgs::checked(args)
+    }
+
+    pub fn from_structured(
+        productid: u32,
+        majorversion: u32,
+        minorversion: u32,
+        productname: Option<String>,
+        emailtemplate: Option<String>,
+        extra: BTreeMap<String, String>,
+    ) -> Result<ProductArgs, String> {
+        let mut args = vec![
+            ("is_productid".to_owned(), productid.to_string()),
+            ("is_majorversion".to_owned(), majorversion.to_string()),
+            ("is_minorversion".to_owned(), minorversion.to_string()),
+        ];
+        if let Some(n) = productname {
+            args.push(("is_productname".to_owned(), n));
+        }
+        if let Some(t) = emailtemplate {
+            args.push(("is_emailtemplate".to_owned(), t));
+        }
+        args.extend(extra);
+        ProductArgs::checked(args)
+    }
+
+    fn checked(args: Vec<(String, String)>) -> Result<ProductArgs, String> {
+        for (k, _) in &args {
+            if !k.starts_with("is_") || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                return Err(format!(
+                    "argument '{k}' is not a license-server argument (is_…)"
+                ));
+            }
+            if RESERVED.contains(&k.as_str()) {
+                return Err(format!(
+                    "argument '{k}' is set by keygate and may not be mapped"
+                ));
+            }
+            if args.iter().filter(|(o, _)| o == k).count() > 1 {
+                return Err(format!("argument '{k}' appears twice"));
+            }
+        }
+        for r in REQUIRED {
+            match args.iter().find(|(k, _)| k == r) {
+                Some((_, v)) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => {}
+                Some(_) => return Err(format!("{r} must be a number")),
+                None => return Err(format!("{r} is required")),
+            }
+        }
+        Ok(ProductArgs { args })
+    }
+
+    pub fn args(&self) -> &[(String, String)] {
+        &self.args
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.args
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Who the license is for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Customer {
+    pub full_name: String,
+    pub email: String,
+    pub company: String,
+    pub phone: String,
+}
+
+/// One license to create: one order line.
+pub struct IssueRequest<'a> {
+    pub product: &'a ProductArgs,
+    pub quantity: u32,
+    /// The idempotency reference: the license server records keys under it.
+    pub order_item_id: &'a SfId,
+    pub order_number: &'a str,
+    pub customer: &'a Customer,
+}
+
+/// Path and form body of a `GetActivationKeyWithExpiryDate` call.
+pub fn issue_request(cfg: &LicenseConfig, req: &IssueRequest<'_>) -> (String, String) {
+    let mut form = form_urlencoded::Serializer::new(String::with_capacity(512));
+    for (k, v) in req.product.args() {
+        form.append_pair(k, v);
+    }
+    form.append_pair("is_vendor", &cfg.vendor);
+    if let Some(a) = &cfg.affiliate_id {
+        form.append_pair("is_affiliateid", a);
+    }
+    form.append_pair("is_quantity", &req.quantity.to_string());
+    form.append_pair("is_orderid", req.order_item_id.as_str());
+    form.append_pair("orderNumber", req.order_number);
+    form.append_pair("is_fullname", &req.customer.full_name);
+    form.append_pair("is_email", &req.customer.email);
+    form.append_pair("is_company", &req.customer.company);
+    if !req.customer.phone.is_empty() {
+        form.append_pair("is_phone", &req.customer.phone);
+    }
+    form.append_pair("is_user", cfg.user.expose());
+    form.append_pair("is_pwd", cfg.password.expose());
+    (
+        format!("{}/GetActivationKeyWithExpiryDate", cfg.path_prefix),
+        form.finish(),
+    )
+}
+
+/// Path and form body of a `RetrieveActivationKeyHttp` call: keys already issued under a reference.
+pub fn retrieve_request(cfg: &LicenseConfig, order_item_id: &SfId) -> (String, String) {
+    let mut form = form_urlencoded::Serializer::new(String::with_capacity(128));
+    form.append_pair("is_orderid", order_item_id.as_str());
+    form.append_pair("is_format", "xml");
+    form.append_pair("is_vendor", &cfg.vendor);
+    form.append_pair("is_user", cfg.user.expose());
+    form.append_pair("is_pwd", cfg.password.expose());
+    (
+        format!("{}/RetrieveActivationKeyHttp", cfg.path_prefix),
+        form.finish(),
+    )
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LicenseError {
+    /// Not a 2xx status.
+    Status(u16),
+    /// The body says it failed (QLM answers `Error: …`, or an `<error>` element).
+    Refused(String),
+    /// Neither keys nor a recognisable error.
+    Unparseable(String),
+}
+
+impl std::fmt::Display for LicenseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LicenseError::Status(s) => write!(f, "license server answered HTTP {s}"),
+            LicenseError::Refused(m) => write!(f, "license server refused: {m}"),
+            LicenseError::Unparseable(m) => write!(f, "license server reply not understood: {m}"),
+        }
+    }
+}
+
+const MAX_KEY_LEN: usize = 512;
+
+/// Keys from a license-server reply: every `<activationKey>` element, or a plain-text key
+/// (also inside ASMX's `<string>` wrapper). Tolerant by design: the error format is undocumented.
+pub fn parse_keys(status: u16, body: &[u8]) -> Result<Vec<String>, LicenseError> {
+    if !(200..300).contains(&status) {
+        return Err(LicenseError::Status(status));
+    }
+    let text = std::str::from_utf8(body)
+        .map_err(|_| LicenseError::Unparseable("not UTF-8".into()))?
+        .trim()
+        .trim_start_matches('\u{feff}');
+    if !text.starts_with('<') {
+        return plain_key(text).map(|k| vec![k]);
+    }
+    let mut reader = Reader::from_str(text);
+    let mut keys = Vec::new();
+    let mut in_key = false;
+    let mut in_error = false;
+    let mut root: Option<String> = None;
+    let mut root_text = String::new();
+    let mut depth = 0usize;
+    let mut current = String::new();
+    loop {
+        match reader.read_event() {
+            Err(e) => return Err(LicenseError::Unparseable(error_excerpt(&e.to_string()))),
+            Ok(Event::Eof) => break,
+            Ok(Event::DocType(_)) => {
+                return Err(LicenseError::Unparseable("DOCTYPE in reply".into()))
+            }
+            Ok(Event::Start(e)) => {
+                depth += 1;
+                if depth > 16 {
+                    return Err(LicenseError::Unparseable("reply nested too deep".into()));
+                }
+                let name = e.local_name().as_ref().to_owned();
+                if root.is_none() {
+                    root = Some(name.clone());
+                }
+                in_key = name == "activationKey";
+                in_error = name.eq_ignore_ascii_case("error");
+                current.clear();
+            }
+            Ok(Event::Empty(e)) => {
+                if root.is_none() {
+                    root = Some(e.local_name().as_ref().to_owned());
+                }
+            }
+            Ok(Event::Text(t)) => {
+                let t = t.xml10_content();
+                if depth == 1 {
+                    root_text.push_str(&t);
+                }
+                current.push_str(&t);
+            }
+            Ok(Event::GeneralRef(_)) => {}
+            Ok(Event::End(_)) => {
+                depth = depth.saturating_sub(1);
+                if in_key {
+                    let k = current.trim();
+                    if !k.is_empty() {
+                        keys.push(valid_key(k)?);
+                    }
+                }
+                if in_error && !current.trim().is_empty() {
+                    return Err(LicenseError::Refused(error_excerpt(current.trim())));
+                }
+                in_key = false;
+                in_error = false;
+            }
+            Ok(_) => {}
+        }
+        if keys.len() > 10_000 {
+            return Err(LicenseError::Unparseable("too many keys".into()));
+        }
+    }
+    if keys.is_empty() && root.as_deref() == Some("string") {
+        return plain_key(root_text.trim()).map(|k| vec![k]);
+    }
+    if keys.is_empty() && root.as_deref() != Some("QuickLicenseManager") {
+        return Err(LicenseError::Unparseable(format!(
+            "unexpected root element {}",
+            error_excerpt(root.as_deref().unwrap_or("(none)"))
+        )));
+    }
+    Ok(keys)
+}
+
+fn plain_key(text: &str) -> Result<String, LicenseError> {
+    if text.is_empty() {
+        return Err(LicenseError::Unparseable("empty reply".into()));
+    }
+    if text.to_ascii_lowercase().contains("error") {
+        return Err(LicenseError::Refused(error_excerpt(text)));
+    }
+    valid_key(text)
+}
+
+fn valid_key(k: &str) -> Result<String, LicenseError> {
+    let ok = k.len() <= MAX_KEY_LEN && k.bytes().all(|b| b.is_ascii_graphic());
+    if ok {
+        Ok(k.to_owned())
+    } else {
+        Err(LicenseError::Unparseable(format!(
+            "not a license key: {}",
+            error_excerpt(k)
+        )))
+    }
+}

@@ -1,0 +1,70 @@
+//! The counters the plugin keeps. The shell defines them in Envoy at configure time;
+//! `/stats/prometheus` shows them under these names.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Metric {
+    MessagesAcked,
+    FaultedClient,
+    FaultedAuth,
+    FaultedUnconfigured,
+    FaultedUpstream,
+    FaultedDeadline,
+    FaultedBusy,
+    Notifications,
+    LicensesIssued,
+    LicensesRecovered,
+    LinesSkippedUnmapped,
+    LinesSkippedInvalid,
+    LinesAlreadyLicensed,
+    OrdersSkipped,
+    CalloutsFailedSalesforce,
+    CalloutsFailedLicense,
+    Logins,
+    UncertainReissued,
+}
+
+impl Metric {
+    pub const ALL: [Metric; 18] = [
+        Metric::MessagesAcked,
+        Metric::FaultedClient,
+        Metric::FaultedAuth,
+        Metric::FaultedUnconfigured,
+        Metric::FaultedUpstream,
+        Metric::FaultedDeadline,
+        Metric::FaultedBusy,
+        Metric::Notifications,
+        Metric::LicensesIssued,
+        Metric::LicensesRecovered,
+        Metric::LinesSkippedUnmapped,
+        Metric::LinesSkippedInvalid,
+        Metric::LinesAlreadyLicensed,
+        Metric::OrdersSkipped,
+        Metric::CalloutsFailedSalesforce,
+        Metric::CalloutsFailedLicense,
+        Metric::Logins,
+        Metric::UncertainReissued,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::MessagesAcked => "keygate_messages_acked",
+            Metric::FaultedClient => "keygate_messages_faulted_client",
+            Metric::FaultedAuth => "keygate_messages_faulted_auth",
+            Metric::FaultedUnconfigured => "keygate_messages_faulted_unconfigured",
+            Metric::FaultedUpstream => "keygate_messages_faulted_upstream",
+            Metric::FaultedDeadline => "keygate_messages_faulted_deadline",
+            Metric::FaultedBusy => "keygate_messages_faulted_busy",
+            Metric::Notifications => "keygate_notifications",
+            Metric::LicensesIssued => "keygate_licenses_issued",
+            Metric::LicensesRecovered => "keygate_licenses_recovered",
+            Metric::LinesSkippedUnmapped => "keygate_lines_skipped_unmapped",
+            Metric::LinesSkippedInvalid => "keygate_lines_skipped_invalid",
+            Metric::LinesAlreadyLicensed => "keygate_lines_already_licensed",
+            Metric::OrdersSkipped => "keygate_orders_skipped",
+            Metric::CalloutsFailedSalesforce => "keygate_callouts_failed_salesforce",
+            Metric::CalloutsFailedLicense => "keygate_callouts_failed_license",
+            Metric::Logins => "keygate_logins",
+            Metric::UncertainReissued => "keygate_uncertain_reissued",
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! Host services behind the core's ports: shared data, metrics, logs, clock.
+
+use std::collections::BTreeMap;
+use std::time::UNIX_EPOCH;
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{LogLevel, MetricType, Status};
+
+use crate::metrics::Metric;
+use crate::store::{Store, StoreError};
+
+pub fn log(level: LogLevel, msg: &str) {
+    let _ = hostcalls::log(level, msg);
+}
+
+pub fn now_ms() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// proxy-wasm shared data: one map per VM id, shared by every worker.
+pub struct HostStore;
+
+impl Store for HostStore {
+    fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        match hostcalls::get_shared_data(key) {
+            Ok((Some(v), cas)) => Some((v, cas.unwrap_or(0))),
+            _ => None,
+        }
+    }
+
+    fn set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
+        match hostcalls::set_shared_data(key, Some(value), cas) {
+            Ok(()) => Ok(()),
+            Err(Status::CasMismatch) => Err(StoreError::CasMismatch),
+            Err(_) => Err(StoreError::Unavailable),
+        }
+    }
+}
+
+/// Envoy counter ids, defined once per configuration.
+#[derive(Default)]
+pub struct Metrics {
+    ids: BTreeMap<Metric, u32>,
+}
+
+impl Metrics {
+    pub fn define() -> Metrics {
+        let mut ids = BTreeMap::new();
+        for m in Metric::ALL {
+            match hostcalls::define_metric(MetricType::Counter, m.name()) {
+                Ok(id) => {
+                    ids.insert(m, id);
+                }
+                Err(e) => log(
+                    LogLevel::Warn,
+                    &format!("keygate: cannot define metric {}: {e:?}", m.name()),
+                ),
+            }
+        }
+        Metrics { ids }
+    }
+
+    pub fn add(&self, m: Metric, n: u64) {
+        if let Some(&id) = self.ids.get(&m) {
+            let _ = hostcalls::increment_metric(id, i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+}

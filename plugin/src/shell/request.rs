@@ -1,0 +1,274 @@
+//! One HTTP stream: gate on headers, buffer the body, run the core's flow, answer locally.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::hash::{BuildHasher, Hasher};
+use std::rc::Rc;
+use std::time::Duration;
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
+
+use crate::config::Config;
+use crate::flow::{Command, Env, Flow, Level, Response};
+use crate::inbound::{self, HeadDecision, RequestHead};
+use crate::reply::CONTENT_TYPE;
+use crate::webhook;
+
+use super::host::{log, now_ms, HostStore, Metrics};
+
+#[derive(Debug, PartialEq, Eq)]
+enum Phase {
+    Headers,
+    PassThrough,
+    ReadingBody,
+    Running,
+    Replied,
+}
+
+pub struct Request {
+    config: Rc<Config>,
+    metrics: Rc<Metrics>,
+    context_id: u32,
+    phase: Phase,
+    flow: Option<Flow>,
+    /// proxy-wasm call token → the core's call id.
+    calls: BTreeMap<u32, u32>,
+}
+
+impl Request {
+    pub fn new(config: Rc<Config>, metrics: Rc<Metrics>, context_id: u32) -> Request {
+        Request {
+            config,
+            metrics,
+            context_id,
+            phase: Phase::Headers,
+            flow: None,
+            calls: BTreeMap::new(),
+        }
+    }
+
+    fn header(name: &str) -> Option<String> {
+        hostcalls::get_map_value(MapType::HttpRequestHeaders, name)
+            .ok()
+            .flatten()
+    }
+
+    /// A per-request owner id for order claims, unique across workers (WASI random via RandomState).
+    fn owner_id(&self) -> u64 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(self.context_id);
+        h.write_u64(now_ms());
+        h.finish()
+    }
+
+    fn handle_body(&mut self, body: &[u8]) {
+        self.phase = Phase::Running;
+        let owner = self.owner_id();
+        let mut store = HostStore;
+        let mut env = Env {
+            now_ms: now_ms(),
+            store: &mut store,
+        };
+        let (flow, commands) = webhook::on_body(&self.config, body, owner, &mut env);
+        self.flow = flow;
+        self.run(commands);
+    }
+
+    /// Carry out commands. A dispatch the host refuses at once becomes a failed response fed
+    /// straight back into the flow, so the flow always sees one response per call.
+    fn run(&mut self, commands: Vec<Command>) {
+        let mut queue: VecDeque<Command> = commands.into();
+        while let Some(cmd) = queue.pop_front() {
+            match cmd {
+                Command::Dispatch(call) => {
+                    let mut headers: Vec<(&str, &str)> = vec![
+                        (":method", call.method),
+                        (":path", &call.path),
+                        (":authority", &call.authority),
+                    ];
+                    headers.extend(call.headers.iter().map(|(k, v)| (*k, v.as_str())));
+                    let body = (!call.body.is_empty()).then_some(call.body.as_slice());
+                    let timeout = Duration::from_millis(call.timeout_ms);
+                    match hostcalls::dispatch_http_call(
+                        &call.cluster,
+                        headers,
+                        body,
+                        vec![],
+                        timeout,
+                    ) {
+                        Ok(token) => {
+                            self.calls.insert(token, call.id);
+                        }
+                        Err(status) => {
+                            log(
+                                LogLevel::Error,
+                                &format!(
+                                    "keygate[{}]: dispatch to cluster '{}' refused ({status:?}); is the cluster defined?",
+                                    self.context_id, call.cluster
+                                ),
+                            );
+                            if let Some(flow) = self.flow.as_mut() {
+                                let mut store = HostStore;
+                                let mut env = Env {
+                                    now_ms: now_ms(),
+                                    store: &mut store,
+                                };
+                                let failed = Response {
+                                    status: None,
+                                    body: Vec::new(),
+                                };
+                                queue.extend(flow.on_response(call.id, failed, &mut env));
+                            }
+                        }
+                    }
+                }
+                Command::Reply(reply) => {
+                    self.phase = Phase::Replied;
+                    let headers = vec![("content-type", CONTENT_TYPE)];
+                    if let Err(e) = hostcalls::send_http_response(
+                        u32::from(reply.status),
+                        headers,
+                        Some(reply.body.as_bytes()),
+                    ) {
+                        log(
+                            LogLevel::Error,
+                            &format!("keygate[{}]: cannot send reply: {e:?}", self.context_id),
+                        );
+                    }
+                }
+                Command::Log(level, msg) => {
+                    let level = match level {
+                        Level::Info => LogLevel::Info,
+                        Level::Warn => LogLevel::Warn,
+                        Level::Error => LogLevel::Error,
+                    };
+                    log(level, &format!("keygate[{}]: {msg}", self.context_id));
+                }
+                Command::Count(metric, n) => self.metrics.add(metric, n),
+            }
+        }
+    }
+}
+
+impl Context for Request {
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        num_headers: usize,
+        body_size: usize,
+        _trailers: usize,
+    ) {
+        let Some(call_id) = self.calls.remove(&token) else {
+            return;
+        };
+        // On reset/overflow Envoy calls back with no headers at all: no status = no answer.
+        let status = if num_headers == 0 {
+            None
+        } else {
+            hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
+                .ok()
+                .flatten()
+                .and_then(|s| s.parse::<u16>().ok())
+        };
+        let body = if status.is_some() && body_size > 0 {
+            hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let Some(flow) = self.flow.as_mut() else {
+            return;
+        };
+        let mut store = HostStore;
+        let mut env = Env {
+            now_ms: now_ms(),
+            store: &mut store,
+        };
+        let commands = flow.on_response(call_id, Response { status, body }, &mut env);
+        self.run(commands);
+    }
+}
+
+impl HttpContext for Request {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let method = Self::header(":method").unwrap_or_default();
+        let path = Self::header(":path").unwrap_or_default();
+        let content_type = Self::header("content-type");
+        let content_length =
+            Self::header("content-length").and_then(|v| v.trim().parse::<u64>().ok());
+        let secret_header = self
+            .config
+            .inbound_secret
+            .as_ref()
+            .and_then(|s| Self::header(&s.header));
+        let head = RequestHead {
+            method: &method,
+            path: &path,
+            content_type: content_type.as_deref(),
+            content_length,
+            secret_header: secret_header.as_deref(),
+        };
+        match inbound::on_headers(&self.config, &head) {
+            HeadDecision::PassThrough => {
+                self.phase = Phase::PassThrough;
+                Action::Continue
+            }
+            HeadDecision::Reply(reply) => {
+                self.run(webhook::early_reply(reply));
+                Action::Pause
+            }
+            HeadDecision::ReadBody => {
+                self.phase = Phase::ReadingBody;
+                if end_of_stream {
+                    self.handle_body(&[]);
+                }
+                Action::Pause
+            }
+        }
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        match self.phase {
+            Phase::PassThrough => return Action::Continue,
+            Phase::ReadingBody => {}
+            // Already answered or working: swallow the rest, never forward it.
+            _ => return Action::Pause,
+        }
+        // body_size is the size buffered so far (cumulative), not this chunk's.
+        if body_size > self.config.max_body_bytes {
+            self.run(webhook::early_reply(inbound::too_large(&self.config)));
+            return Action::Pause;
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        self.handle_body(&body);
+        Action::Pause
+    }
+
+    fn on_log(&mut self) {
+        // The stream is over. If the flow had not replied, Salesforce hung up: Envoy cancels our
+        // callouts; release claims so the redelivery is not blocked.
+        if let Some(flow) = self.flow.as_mut() {
+            if !flow.is_finished() {
+                let mut store = HostStore;
+                let mut env = Env {
+                    now_ms: now_ms(),
+                    store: &mut store,
+                };
+                flow.on_cancel(&mut env);
+                log(
+                    LogLevel::Warn,
+                    &format!("keygate[{}]: downstream went away before the reply; Salesforce will redeliver", self.context_id),
+                );
+            }
+        }
+    }
+}

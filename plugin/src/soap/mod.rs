@@ -1,0 +1,62 @@
+//! SOAP 1.1 Outbound Message: the model, its parser and the replies Salesforce expects.
+
+mod error;
+mod parse;
+mod render;
+
+pub use error::SoapError;
+pub use parse::{parse, Limits};
+pub use render::{ack, fault, FaultCode};
+
+use crate::ids::SfId;
+
+pub const ENVELOPE_NS: &str = "http://schemas.xmlsoap.org/soap/envelope/";
+pub const OUTBOUND_NS: &str = "http://soap.sforce.com/2005/09/outbound";
+pub const SOBJECT_NS: &str = "urn:sobject.enterprise.soap.sforce.com";
+pub const XSI_NS: &str = "http://www.w3.org/2001/XMLSchema-instance";
+
+/// A validated `notifications` message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboundMessage {
+    pub organization_id: SfId,
+    pub action_id: SfId,
+    /// Present when "Send Session ID" is on. A credential: never logged, never used.
+    pub session_id: Option<String>,
+    pub enterprise_url: String,
+    pub partner_url: String,
+    pub notifications: Vec<Notification>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notification {
+    pub id: SfId,
+    pub order: OrderFields,
+}
+
+/// The selected fields of the Order, by local name. `None` is `xsi:nil="true"`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct OrderFields {
+    pub fields: Vec<(String, Option<String>)>,
+}
+
+impl OrderFields {
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, v)| v.as_deref())
+    }
+
+    /// The Order id. `None` for a record deleted before delivery ("the notification contains no data").
+    pub fn id(&self) -> Option<SfId> {
+        self.get("Id").and_then(SfId::parse)
+    }
+
+    pub fn status(&self) -> Option<&str> {
+        self.get("Status")
+    }
+
+    pub fn is_activated(&self) -> bool {
+        self.status() == Some("Activated")
+    }
+}
