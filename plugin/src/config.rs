@@ -328,9 +328,11 @@ impl Config {
         for id in &raw.allowed_org_ids {
             match SfId::parse(id) {
                 Some(sf) if sf.key_prefix() == "00D" => allowed_orgs.push(sf),
-                _ => return err(format!(
+                _ => {
+                    return err(format!(
                     "allowed_org_ids: '{id}' is not an organization id (00D…, 15 or 18 characters)"
-                )),
+                ))
+                }
             }
         }
         if !(1_000..=58_000).contains(&raw.deadline_ms) {

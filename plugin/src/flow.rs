@@ -522,7 +522,7 @@ impl Flow {
                     continue;
                 }
                 let q = item.quantity;
-                if !(q >= 1.0 && q <= 1_000_000.0 && q.fract() == 0.0) {
+                if !((1.0..=1_000_000.0).contains(&q) && q.fract() == 0.0) {
                     logs.push((Level::Error, format!("order {id} line {}: quantity {q} is not a positive whole number: skipped", item.id)));
                     *counts.entry(Metric::LinesSkippedInvalid).or_default() += 1;
                     continue;

@@ -186,7 +186,11 @@ impl<'a> Ledger<'a> {
         let key = self.claim_key(Self::slot_of(order));
         for _ in 0..CAS_RETRIES {
             let Some((v, cas)) = store.get(&key) else {
-                return Err(ClaimError::Unavailable);
+                // Normally created by `init` at configure time; create it late rather than never.
+                store
+                    .set(&key, b"-", None)
+                    .map_err(|_| ClaimError::Unavailable)?;
+                continue;
             };
             let mut entries = parse_claims(&v, now_ms);
             if entries

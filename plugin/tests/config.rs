@@ -1,0 +1,190 @@
+//! Plugin configuration: defaults, every validation rule, secrets resolved from the environment.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+
+use keygate::config::{Config, ContactField, Grant};
+
+const FULL: &str = include_str!("../../testdata/config/full.json");
+const MINIMAL: &str = include_str!("../../testdata/config/minimal.json");
+const PASSWORD: &str = include_str!("../../testdata/config/password_grant.json");
+
+fn env(name: &str) -> Option<String> {
+    match name {
+        "KEYGATE_HOOK_USER" => Some("john@example.com".into()),
+        "KEYGATE_HOOK_PASSWORD" => Some("hook-password-1".into()),
+        "KEYGATE_SF_CLIENT_ID" => Some("cid".into()),
+        "KEYGATE_SF_CLIENT_SECRET" => Some("sf-client-secret-1".into()),
+        "KEYGATE_SF_USERNAME" => Some("integration@example.com".into()),
+        "KEYGATE_SF_PASSWORD" => Some("pwTOKEN".into()),
+        "KEYGATE_QLM_USER" => Some("keygate".into()),
+        "KEYGATE_QLM_PASSWORD" => Some("qlm-password-1".into()),
+        "EMPTY" => Some(String::new()),
+        _ => None,
+    }
+}
+
+fn load(json: &str) -> Result<Config, String> {
+    Config::from_json(json.as_bytes(), &env).map_err(|e| e.to_string())
+}
+
+/// Apply a JSON merge patch to FULL, then load it.
+fn patched(patch: serde_json::Value) -> Result<Config, String> {
+    let mut base: serde_json::Value = serde_json::from_str(FULL).unwrap();
+    merge(&mut base, patch);
+    load(&base.to_string())
+}
+
+fn merge(base: &mut serde_json::Value, patch: serde_json::Value) {
+    match (base, patch) {
+        (serde_json::Value::Object(b), serde_json::Value::Object(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    b.remove(&k);
+                } else {
+                    merge(b.entry(k).or_insert(serde_json::Value::Null), v);
+                }
+            }
+        }
+        (b, p) => *b = p,
+    }
+}
+
+#[test]
+fn full_example_loads_with_secrets_from_env() {
+    let c = load(FULL).unwrap();
+    assert_eq!(c.handler_name, "QlmWebHookHandler");
+    assert_eq!(c.allowed_orgs[0].as_str(), "00D5Y000001MPM7UAO");
+    let s = c.inbound_secret.as_ref().unwrap();
+    assert!(s.password.matches("hook-password-1"));
+    assert!(!s.password.matches("hook-password-2"));
+    assert_eq!(s.header, "x-keygate-secret");
+    let i = c.issuing.as_ref().unwrap();
+    assert!(matches!(
+        i.salesforce.grant,
+        Grant::ClientCredentials { .. }
+    ));
+    assert_eq!(i.salesforce.contact, ContactField::BillToContact);
+    assert_eq!(i.license.max_concurrency, 4);
+    assert_eq!(i.license.vendor, "salesforce");
+    assert_eq!(i.license.affiliate_id.as_deref(), Some("salesforce"));
+    // QLM's verbatim value: decoded like the license server decodes a query string.
+    let p1 = &i.products["001"];
+    assert_eq!(p1.get("is_emailtemplate"), Some("1. New Order"));
+    assert_eq!(p1.get("is_productname"), Some("MyProduct"));
+    // `salesforce_pid_` keys are accepted as QLM names them.
+    let p2 = &i.products["002"];
+    assert_eq!(p2.get("is_productid"), Some("2"));
+    assert_eq!(p2.get("is_expduration"), Some("365"));
+}
+
+#[test]
+fn debug_output_never_shows_secret_values() {
+    let c = load(FULL).unwrap();
+    let dump = format!("{c:?}");
+    for secret in [
+        "hook-password-1",
+        "sf-client-secret-1",
+        "qlm-password-1",
+        "john@example.com",
+    ] {
+        assert!(!dump.contains(secret), "{secret} leaked in Debug output");
+    }
+}
+
+#[test]
+fn minimal_config_has_safe_defaults_and_no_issuing() {
+    let c = load(MINIMAL).unwrap();
+    assert_eq!(c.handler_name, "QlmWebHookHandler");
+    assert_eq!(c.max_body_bytes, 1024 * 1024);
+    assert_eq!(c.deadline_ms, 45_000);
+    assert!(c.issuing.is_none());
+    assert!(c.inbound_secret.is_none());
+}
+
+#[test]
+fn password_grant_and_customer_contact_variant() {
+    let c = load(PASSWORD).unwrap();
+    let i = c.issuing.unwrap();
+    assert!(matches!(i.salesforce.grant, Grant::Password { .. }));
+    assert_eq!(i.salesforce.contact, ContactField::CustomerAuthorizedBy);
+    assert_eq!(i.salesforce.writeback_field, None);
+}
+
+#[test]
+fn invalid_configurations_are_refused_with_a_reason() {
+    use serde_json::json;
+    let cases = [
+        (json!({"allowed_org_ids": []}), "allowed_org_ids"),
+        (
+            json!({"allowed_org_ids": ["0015Y000001MPM7UAO"]}),
+            "not an organization id",
+        ),
+        (json!({"unknown_field": 1}), "unknown field"),
+        (json!({"handler_name": "a/b"}), "handler_name"),
+        (json!({"max_body_bytes": 10}), "max_body_bytes"),
+        (json!({"deadline_ms": 60000}), "deadline_ms"),
+        (json!({"salesforce": {"grant": "jwt"}}), "grant"),
+        (json!({"salesforce": {"client_secret_env": "NOPE"}}), "NOPE"),
+        (
+            json!({"salesforce": {"client_secret_env": "EMPTY"}}),
+            "EMPTY",
+        ),
+        (json!({"salesforce": {"api_version": "60"}}), "api_version"),
+        (
+            json!({"salesforce": {"writeback_field": "a b"}}),
+            "writeback_field",
+        ),
+        (
+            json!({"salesforce": {"authority": "evil.com/x"}}),
+            "authority",
+        ),
+        (json!({"license_server": null}), "together"),
+        (
+            json!({"license_server": {"max_concurrency": 0}}),
+            "max_concurrency",
+        ),
+        (
+            json!({"license_server": {"path_prefix": "no-slash"}}),
+            "path_prefix",
+        ),
+        (
+            json!({"products": {"003": "&is_majorversion=1&is_minorversion=0"}}),
+            "is_productid is required",
+        ),
+        (
+            json!({"products": {"003": "&is_productid=x&is_majorversion=1&is_minorversion=0"}}),
+            "must be a number",
+        ),
+        (
+            json!({"products": {"003": "&is_productid=1&is_majorversion=1&is_minorversion=0&is_pwd=x"}}),
+            "is_pwd",
+        ),
+        (
+            json!({"products": {"003": "&is_productid=1&is_majorversion=1&is_minorversion=0&foo=1"}}),
+            "foo",
+        ),
+        (
+            json!({"products": {"salesforce_pid_001": "&is_productid=1&is_majorversion=1&is_minorversion=0"}}),
+            "mapped twice",
+        ),
+        (json!({"ledger": {"claim_ttl_ms": 1000}}), "claim_ttl_ms"),
+    ];
+    for (patch, needle) in cases {
+        let shown = patch.to_string();
+        let err = patched(patch).expect_err(&shown);
+        assert!(
+            err.contains(needle),
+            "patch {shown}: error '{err}' should mention '{needle}'"
+        );
+        assert!(!err.contains("sf-client-secret-1") && !err.contains("qlm-password-1"));
+    }
+    assert!(load("not json").is_err());
+    assert!(load("").is_err());
+}
