@@ -359,13 +359,13 @@ fn demo_world() -> World {
             &[("8025Y00000AbCdEQAV", "001", 3.0)],
         ))
         .with_order(order(
-            "8015Y000001AbCeQAK",
+            "8015Y000001MuLtQAK",
             "00000115",
             "Activated",
             &[
-                ("8025Y00000AbCe1QAV", "001", 1.0),
-                ("8025Y00000AbCe2QAV", "002", 2.0),
-                ("8025Y00000AbCe3QAV", "999", 5.0),
+                ("8025Y000001MuL1QAK", "001", 1.0),
+                ("8025Y000001MuL2QAK", "002", 2.0),
+                ("8025Y000001MuL3QAK", "999", 5.0),
             ],
         ))
 }
@@ -477,7 +477,7 @@ fn license_request_carries_mapped_arguments_quantity_customer_and_reference() {
     assert_eq!(first["is_user"], "secret-of-KEYGATE_QLM_USER");
     let second = seen
         .iter()
-        .find(|f| f["is_orderid"] == "8025Y00000AbCe2QAV")
+        .find(|f| f["is_orderid"] == "8025Y000001MuL2QAK")
         .unwrap();
     assert_eq!(second["is_productid"], "2");
     assert_eq!(second["is_majorversion"], "3");
@@ -496,10 +496,10 @@ fn unmapped_lines_and_vanished_or_deactivated_orders_are_skipped_and_acked() {
             &[("8025Y00000AbCdEQAV", "999", 1.0)],
         ))
         .with_order(order(
-            "8015Y000001AbCeQAK",
+            "8015Y000001MuLtQAK",
             "00000115",
             "Draft",
-            &[("8025Y00000AbCe1QAV", "001", 1.0)],
+            &[("8025Y000001MuL1QAK", "001", 1.0)],
         ));
     let mut store = MemStore::new();
     let run = deliver(&cfg, &mut world, &mut store, SEVERAL);
@@ -824,10 +824,10 @@ fn a_hundred_orders_take_one_query_bounded_concurrency_and_one_write_back() {
     let mut world = World::new();
     for i in 0..100 {
         world = world.with_order(order(
-            &format!("8015Y00000B{i:04}QAA"),
+            &format!("8015Y00000B{i:04}QAB"),
             &format!("{:08}", 1000 + i),
             "Activated",
-            &[(&format!("8025Y00000B{i:04}QAA"), "001", 1.0)],
+            &[(&format!("8025Y00000B{i:04}QAB"), "001", 1.0)],
         ));
     }
     let mut store = MemStore::new();
@@ -867,7 +867,7 @@ fn a_second_delivery_of_an_order_in_progress_is_refused_as_busy() {
     // Its claim on the other order was released: that order can be worked on.
     let other = String::from_utf8(ONE.to_vec())
         .unwrap()
-        .replace("8015Y000001AbCdQAK", "8015Y000001AbCeQAK");
+        .replace("8015Y000001AbCdQAK", "8015Y000001MuLtQAK");
     let mut env = Env {
         now_ms: 20,
         store: &mut store,

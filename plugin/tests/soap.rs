@@ -65,8 +65,8 @@ fn several_notifications_keep_their_order() {
         ids,
         [
             "8015Y000001AbCdQAK",
-            "8015Y000001AbCeQAK",
-            "8015Y000001AbCfQAK"
+            "8015Y000001MuLtQAK",
+            "8015Y000001DrAfQAK"
         ]
     );
     let activated = m
@@ -83,7 +83,7 @@ fn a_hundred_notifications_is_the_maximum_accepted() {
     assert_eq!(m.notifications.len(), 100);
     assert_eq!(
         m.notifications[99].order.id().unwrap().as_str(),
-        "8015Y00000B0099QAA"
+        "8015Y00000B0099QAB"
     );
     assert_eq!(
         parse(fixture!("invalid/too_many_notifications.xml")),

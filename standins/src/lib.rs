@@ -1,1 +1,250 @@
-//! Stand-ins (skeleton).
+//! Loopback stand-ins for Salesforce and the QLM license server (plus an echo upstream), for the
+//! end-to-end tests and the demo. The HTTP contract is in `docs/architecture.md` ("Stand-ins HTTP
+//! contract"); the wire formats follow `wire-formats.md` §2, §3 and §5.
+//!
+//! ```no_run
+//! use keygate_standins::{Standins, StandinsConfig, Fault, FaultKind, Endpoint};
+//! let standins = Standins::start(StandinsConfig::default())?;
+//! standins.inject_fault(Fault::new(Endpoint::License, FaultKind::Reset))?;
+//! println!("salesforce at {}", standins.salesforce_url());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod faults;
+mod http;
+mod ids;
+mod license;
+mod record;
+mod salesforce;
+mod state;
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub use faults::{Fault, FaultKind};
+pub use ids::{family_item_id, family_order_id, sf_id18, FAMILY_SIZE};
+pub use license::{PATH_PREFIX as LICENSE_PATH_PREFIX, QLM_PASSWORD, QLM_USER};
+pub use record::{Endpoint, EndpointStats, RecordedRequest, Service};
+pub use salesforce::{CLIENT_ID, CLIENT_SECRET, ORG_ID, PASSWORD, USERNAME};
+/// Written-back fields of one order product, by field name.
+pub type FieldMap = serde_json::Map<String, serde_json::Value>;
+
+use http::Server;
+use state::{Listener, Shared};
+
+/// The demo order: Activated, Acme, BillToContact Jane Doe, one line of product `001` × 3.
+pub const DEMO_ORDER_ID: &str = "8015Y000001AbCdQAK";
+/// Its one order product.
+pub const DEMO_ITEM_ID: &str = "8025Y00000AbCdEQAV";
+/// Activated, three lines (`001` × 1, `002` × 2, unmapped `999` × 5), CustomerAuthorizedBy set,
+/// BillToContact null.
+pub const MULTI_LINE_ORDER_ID: &str = "8015Y000001MuLtQAK";
+/// Its order products, in line order (`001`, `002`, `999`).
+pub const MULTI_LINE_ITEM_IDS: [&str; 3] = [
+    "8025Y000001MuL1QAK",
+    "8025Y000001MuL2QAK",
+    "8025Y000001MuL3QAK",
+];
+/// Status `Draft`, one line of `001` × 1.
+pub const DRAFT_ORDER_ID: &str = "8015Y000001DrAfQAK";
+/// Activated, `OrderItems: null` (no order products).
+pub const NO_ITEMS_ORDER_ID: &str = "8015Y000001NoItQAK";
+
+/// Where `testdata/salesforce/orders.json` is in this workspace (resolved at compile time, so
+/// in-process users do not depend on their working directory).
+pub fn default_orders_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("testdata")
+        .join("salesforce")
+        .join("orders.json")
+}
+
+#[derive(Debug, Clone)]
+pub struct StandinsConfig {
+    pub salesforce_addr: SocketAddr,
+    pub license_addr: SocketAddr,
+    pub upstream_addr: SocketAddr,
+    pub orders_path: PathBuf,
+    /// Records per query page (Salesforce's default is 2000); at least 1.
+    pub page_size: usize,
+    /// Answer `GetActivationKeyWithExpiryDate` with the bare key(s) instead of QLM's XML.
+    pub plain_text_keys: bool,
+    /// The OrderItem field `writebacks()` reports (any `__c` field can be written).
+    pub writeback_field: String,
+    /// Print one line per request to stdout (secrets masked).
+    pub log_requests: bool,
+}
+
+impl Default for StandinsConfig {
+    /// Ephemeral loopback ports, the workspace fixture, page size 2000, XML keys, no logging.
+    fn default() -> StandinsConfig {
+        let ephemeral = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+        StandinsConfig {
+            salesforce_addr: ephemeral,
+            license_addr: ephemeral,
+            upstream_addr: ephemeral,
+            orders_path: default_orders_path(),
+            page_size: 2000,
+            plain_text_keys: false,
+            writeback_field: "License_Keys__c".to_owned(),
+            log_requests: false,
+        }
+    }
+}
+
+/// The running stand-ins. Dropping it (or `shutdown`) closes the listeners and connections.
+pub struct Standins {
+    shared: Arc<Shared>,
+    salesforce: Server,
+    license: Server,
+    upstream: Server,
+}
+
+fn bind(what: &str, addr: SocketAddr) -> io::Result<TcpListener> {
+    TcpListener::bind(addr).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("{what} stand-in: cannot bind {addr}: {e}"),
+        )
+    })
+}
+
+/// `http://ADDR` for a bound address; an unspecified IP is reached through loopback.
+fn url_of(mut addr: SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        addr.set_ip(Ipv4Addr::LOCALHOST.into());
+    }
+    format!("http://{addr}")
+}
+
+impl Standins {
+    /// Loads the fixture, binds the three listeners and starts serving.
+    pub fn start(config: StandinsConfig) -> io::Result<Standins> {
+        let orders = salesforce::Orders::load(&config.orders_path)?;
+        let sf_listener = bind("salesforce", config.salesforce_addr)?;
+        let license_listener = bind("license", config.license_addr)?;
+        let upstream_listener = bind("upstream", config.upstream_addr)?;
+        let shared = Arc::new(Shared::new(
+            orders,
+            url_of(sf_listener.local_addr()?),
+            config.page_size,
+            config.plain_text_keys,
+            config.writeback_field,
+            config.log_requests,
+        ));
+        let start = |listener, service| {
+            let handler = Arc::new(Listener {
+                shared: shared.clone(),
+                service,
+            });
+            Server::start(listener, service.as_str(), handler)
+        };
+        Ok(Standins {
+            salesforce: start(sf_listener, Service::Salesforce)?,
+            license: start(license_listener, Service::License)?,
+            upstream: start(upstream_listener, Service::Upstream)?,
+            shared,
+        })
+    }
+
+    pub fn salesforce_addr(&self) -> SocketAddr {
+        self.salesforce.local_addr()
+    }
+
+    pub fn license_addr(&self) -> SocketAddr {
+        self.license.local_addr()
+    }
+
+    pub fn upstream_addr(&self) -> SocketAddr {
+        self.upstream.local_addr()
+    }
+
+    /// The Salesforce stand-in's base URL, as the token reply's `instance_url` gives it.
+    pub fn salesforce_url(&self) -> String {
+        self.shared.salesforce_url.clone()
+    }
+
+    pub fn license_url(&self) -> String {
+        url_of(self.license_addr())
+    }
+
+    pub fn upstream_url(&self) -> String {
+        url_of(self.upstream_addr())
+    }
+
+    /// Ids of every order in the fixture.
+    pub fn order_ids(&self) -> Vec<String> {
+        self.shared.orders.ids()
+    }
+
+    /// Every request so far (control requests excluded), in arrival order.
+    pub fn record(&self) -> Vec<RecordedRequest> {
+        self.shared.record()
+    }
+
+    /// `is_orderid` → keys issued under it, in issue order.
+    pub fn issued(&self) -> BTreeMap<String, Vec<String>> {
+        self.shared.issued()
+    }
+
+    /// OrderItem id → written value of the configured write-back field.
+    pub fn writebacks(&self) -> BTreeMap<String, String> {
+        self.shared.writebacks()
+    }
+
+    /// OrderItem id → every field written to it.
+    pub fn writeback_fields(&self) -> BTreeMap<String, FieldMap> {
+        self.shared.writeback_fields()
+    }
+
+    pub fn stats(&self) -> BTreeMap<String, EndpointStats> {
+        self.shared.stats()
+    }
+
+    /// Forgets record, stats, issued keys, write-backs, faults, tokens and query cursors, and
+    /// restores the configured page size and key format.
+    pub fn reset(&self) {
+        self.shared.reset()
+    }
+
+    /// Queues a fault; rejects `issue_then_*` outside the license endpoint and `other`.
+    pub fn inject_fault(&self, fault: Fault) -> Result<(), String> {
+        self.shared.inject_fault(fault)
+    }
+
+    /// Faults not yet used up.
+    pub fn pending_faults(&self) -> Vec<Fault> {
+        self.shared.pending_faults()
+    }
+
+    /// Every token issued so far now gets 401 INVALID_SESSION_ID.
+    pub fn expire_tokens(&self) {
+        self.shared.expire_tokens()
+    }
+
+    /// Records per query page; 0 is treated as 1.
+    pub fn set_page_size(&self, n: usize) {
+        self.shared.set_page_size(n)
+    }
+
+    pub fn set_plain_text_keys(&self, on: bool) {
+        self.shared.set_plain_text_keys(on)
+    }
+
+    /// Stops accepting and closes open connections. Idempotent; `Drop` calls it.
+    pub fn shutdown(&mut self) {
+        self.salesforce.shutdown();
+        self.license.shutdown();
+        self.upstream.shutdown();
+    }
+}
+
+impl Drop for Standins {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

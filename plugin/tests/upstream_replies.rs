@@ -1,0 +1,214 @@
+//! Parsing what Salesforce and the license server answer, including their error shapes.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+
+use keygate::config::ContactField;
+use keygate::ids::SfId;
+use keygate::license::{parse_keys, LicenseError};
+use keygate::salesforce::{self, SalesforceError};
+
+#[test]
+fn token_success_and_refusals() {
+    let ok = br#"{"id":"https://login.salesforce.com/id/00Dx0000000BV7z/005x00000012Q9P","issued_at":"1278448832702","instance_url":"https://na1.salesforce.com","signature":"0Cm=","access_token":"00Dx0000000BV7z!AR8AQ","token_type":"Bearer","scope":"api"}"#;
+    let t = salesforce::parse_token(200, ok).unwrap();
+    assert_eq!(t.instance_authority, "na1.salesforce.com");
+    assert_eq!(t.access_token.expose(), "00Dx0000000BV7z!AR8AQ");
+    let shared = t.to_shared();
+    assert_eq!(
+        salesforce::Token::from_shared(&shared)
+            .unwrap()
+            .instance_authority,
+        "na1.salesforce.com"
+    );
+
+    let refused = br#"{"error":"invalid_grant","error_description":"authentication failure"}"#;
+    assert_eq!(
+        salesforce::parse_token(400, refused).unwrap_err(),
+        SalesforceError::LoginRefused {
+            error: "invalid_grant".into(),
+            description: "authentication failure".into()
+        }
+    );
+    assert!(matches!(
+        salesforce::parse_token(200, b"{}"),
+        Err(SalesforceError::Unparseable(_))
+    ));
+    assert!(matches!(
+        salesforce::parse_token(503, b"<html>"),
+        Err(SalesforceError::Status { status: 503, .. })
+    ));
+    let smuggle = br#"{"access_token":"a","instance_url":"https://evil.com\r\nx: y"}"#;
+    assert!(salesforce::parse_token(200, smuggle).is_err());
+}
+
+#[test]
+fn session_errors_are_matched_on_error_code_not_message() {
+    let b = br#"[{"message":"This session is not valid for use with the REST API","errorCode":"INVALID_SESSION_ID"}]"#;
+    assert_eq!(
+        salesforce::classify_error(401, b),
+        SalesforceError::SessionInvalid
+    );
+    let b = br#"[{"message":"Session expired or invalid","errorCode":"REQUEST_LIMIT_EXCEEDED"}]"#;
+    assert_eq!(
+        salesforce::classify_error(403, b),
+        SalesforceError::Status {
+            status: 403,
+            error_code: "REQUEST_LIMIT_EXCEEDED".into()
+        }
+    );
+}
+
+#[test]
+fn soql_quotes_validated_ids_and_selects_the_configured_contact() {
+    let ids = [
+        SfId::parse("8015Y000001AbCdQAK").unwrap(),
+        SfId::parse("8015Y000001AbCe").unwrap(),
+    ];
+    let q = salesforce::build_soql(
+        &ids,
+        ContactField::CustomerAuthorizedBy,
+        Some("License_Keys__c"),
+    );
+    assert!(
+        q.ends_with("FROM Order WHERE Id IN ('8015Y000001AbCdQAK','8015Y000001AbCe')"),
+        "{q}"
+    );
+    assert!(q.contains("CustomerAuthorizedBy.Email"));
+    assert!(q.contains("Product2.ProductCode, Product2.Name, License_Keys__c FROM OrderItems"));
+    let p = salesforce::query_path("v60.0", &q);
+    assert!(p.starts_with("/services/data/v60.0/query?q=SELECT+Id%2C+OrderNumber"));
+    assert!(!p.contains(' ') && !p.contains('\''));
+    // Anything that is not letters and digits never becomes an id.
+    assert!(SfId::parse("8015Y000001AbC'Q").is_none());
+    assert!(SfId::parse("8015Y000001AbCdQ\r").is_none());
+}
+
+#[test]
+fn ids_convert_between_15_and_18_characters() {
+    let id = SfId::parse("00D5Y000001MPM7").unwrap();
+    assert_eq!(id.to_18(), "00D5Y000001MPM7UAO");
+    assert!(id.same_record(&SfId::parse("00D5Y000001MPM7UAO").unwrap()));
+    assert!(!id.same_record(&SfId::parse("00D5y000001MPM7UAO").unwrap()));
+}
+
+#[test]
+fn query_pages_orders_lines_contacts_and_written_back_values() {
+    let body = br#"{"totalSize":2,"done":false,"nextRecordsUrl":"/services/data/v60.0/query/01gD0000002HU6KIAW-2000","records":[
+      {"attributes":{"type":"Order"},"Id":"8015Y000001AbCdQAK","OrderNumber":"00000114","Status":"Activated",
+       "Account":{"attributes":{"type":"Account"},"Name":"Acme"},
+       "BillToContact":{"FirstName":"Jane","LastName":"Doe","Email":"jane@acme.com","Phone":null},
+       "OrderItems":{"totalSize":2,"done":true,"records":[
+         {"Id":"8025Y00000AbCdEQAV","Quantity":3.0,"Product2":{"ProductCode":"001","Name":"MyProduct"},"License_Keys__c":null},
+         {"Id":"8025Y00000AbCdFQAV","Quantity":1.0,"Product2":null,"License_Keys__c":"K1\nK2"}]}},
+      {"Id":"8015Y000001AbCeQAK","OrderNumber":"00000115","Status":"Activated","BillToContact":null,"OrderItems":null}]}"#;
+    let page = salesforce::parse_query(
+        200,
+        body,
+        ContactField::BillToContact,
+        Some("License_Keys__c"),
+    )
+    .unwrap();
+    assert_eq!(
+        page.next_records_url.as_deref(),
+        Some("/services/data/v60.0/query/01gD0000002HU6KIAW-2000")
+    );
+    let o = &page.orders[0];
+    let c = o.customer.as_ref().unwrap();
+    assert_eq!(
+        (c.full_name.as_str(), c.email.as_str(), c.company.as_str()),
+        ("Jane Doe", "jane@acme.com", "Acme")
+    );
+    assert_eq!(o.items[0].quantity, 3.0);
+    assert_eq!(o.items[0].product_code.as_deref(), Some("001"));
+    assert_eq!(o.items[0].written_back, None);
+    assert_eq!(o.items[1].product_code, None);
+    assert_eq!(o.items[1].written_back.as_deref(), Some("K1\nK2"));
+    assert!(page.orders[1].customer.is_none());
+    assert!(page.orders[1].items.is_empty());
+
+    let evil = br#"{"done":false,"nextRecordsUrl":"http://evil.example/x","records":[]}"#;
+    assert!(salesforce::parse_query(200, evil, ContactField::BillToContact, None).is_err());
+}
+
+#[test]
+fn write_back_body_and_partial_failures() {
+    let id = SfId::parse("8025Y00000AbCdEQAV").unwrap();
+    let body = salesforce::writeback_body("License_Keys__c", &[(id, vec!["A".into(), "B".into()])]);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["allOrNone"], false);
+    assert_eq!(v["records"][0]["attributes"]["type"], "OrderItem");
+    assert_eq!(v["records"][0]["License_Keys__c"], "A\nB");
+    let reply = br#"[{"id":"8025Y00000AbCdEQAV","success":true,"errors":[]},{"id":"8025Y00000AbCdFQAV","success":false,"errors":[{"statusCode":"FIELD_CUSTOM_VALIDATION_EXCEPTION","message":"x"}]}]"#;
+    let failed = salesforce::parse_writeback(200, reply).unwrap();
+    assert_eq!(
+        failed,
+        vec![(
+            "8025Y00000AbCdFQAV".to_owned(),
+            "FIELD_CUSTOM_VALIDATION_EXCEPTION".to_owned()
+        )]
+    );
+}
+
+#[test]
+fn license_keys_from_xml_plain_text_and_asmx_string() {
+    let xml = b"<?xml version=\"1.0\"?><QuickLicenseManager><licenses><license><activationKey>FGGH0-S0K00-71B18-S868R-1F1J2-UQKPUN</activationKey></license><license><activationKey>K2</activationKey></license></licenses></QuickLicenseManager>";
+    assert_eq!(
+        parse_keys(200, xml).unwrap(),
+        ["FGGH0-S0K00-71B18-S868R-1F1J2-UQKPUN", "K2"]
+    );
+    assert_eq!(
+        parse_keys(200, b"  AAAAA-BBBBB-CCCCC \r\n").unwrap(),
+        ["AAAAA-BBBBB-CCCCC"]
+    );
+    assert_eq!(
+        parse_keys(200, b"<string xmlns=\"http://tempuri.org/\">KEY-1</string>").unwrap(),
+        ["KEY-1"]
+    );
+    assert_eq!(
+        parse_keys(
+            200,
+            b"<QuickLicenseManager><licenses/></QuickLicenseManager>"
+        )
+        .unwrap(),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn license_errors_are_failures_never_keys() {
+    assert!(matches!(
+        parse_keys(200, b"Error: invalid user or password"),
+        Err(LicenseError::Refused(_))
+    ));
+    assert!(matches!(
+        parse_keys(
+            200,
+            b"<QuickLicenseManager><error>Product not found</error></QuickLicenseManager>"
+        ),
+        Err(LicenseError::Refused(_))
+    ));
+    assert_eq!(parse_keys(500, b"AAAA"), Err(LicenseError::Status(500)));
+    assert!(matches!(
+        parse_keys(200, b""),
+        Err(LicenseError::Unparseable(_))
+    ));
+    assert!(matches!(
+        parse_keys(200, b"two words"),
+        Err(LicenseError::Unparseable(_))
+    ));
+    assert!(matches!(
+        parse_keys(200, b"<html><body>502</body></html>"),
+        Err(LicenseError::Unparseable(_))
+    ));
+    assert!(matches!(
+        parse_keys(200, b"<!DOCTYPE x><QuickLicenseManager/>"),
+        Err(LicenseError::Unparseable(_))
+    ));
+}

@@ -1,0 +1,443 @@
+//! Shared state of the three listeners, request dispatch (faults → endpoint → record) and the
+//! `/_standin/` control API.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use crate::faults::{Fault, FaultKind, Faults};
+use crate::http::{Handler, Outcome, Request, Response};
+use crate::ids::Rng;
+use crate::record::{record_of, Endpoint, EndpointStats, RecordedRequest, Service};
+use crate::{license, salesforce};
+
+/// Everything that changes while the stand-ins run. One lock: contention is irrelevant at test
+/// volumes, and one lock makes every control operation atomic.
+pub struct State {
+    pub page_size: usize,
+    pub plain_text_keys: bool,
+    pub record: Vec<RecordedRequest>,
+    pub stats: BTreeMap<String, EndpointStats>,
+    pub faults: Faults,
+    pub tokens: HashSet<String>,
+    /// Order reference (`is_orderid`) → keys issued under it, in issue order.
+    pub issued: BTreeMap<String, Vec<String>>,
+    /// Every key ever issued by this process, so keys stay unique across resets too.
+    pub all_keys: HashSet<String>,
+    /// OrderItem id → fields written by sObject Collections updates.
+    pub writebacks: BTreeMap<String, Map<String, Value>>,
+    /// Query locator → the full result it pages through (a snapshot, as Salesforce's cursors are).
+    pub cursors: HashMap<String, Vec<Value>>,
+    pub rng: Rng,
+}
+
+impl State {
+    pub fn issue_keys(&mut self, order: &str, count: u64) -> Vec<String> {
+        let mut keys = Vec::new();
+        while (keys.len() as u64) < count {
+            let key = self.rng.activation_key();
+            if self.all_keys.insert(key.clone()) {
+                keys.push(key);
+            }
+        }
+        self.issued
+            .entry(order.to_owned())
+            .or_default()
+            .extend(keys.iter().cloned());
+        keys
+    }
+}
+
+pub struct Shared {
+    pub orders: salesforce::Orders,
+    /// `http://127.0.0.1:PORT` of the Salesforce listener: the token's `instance_url`.
+    pub salesforce_url: String,
+    pub default_page_size: usize,
+    pub default_plain_text_keys: bool,
+    pub writeback_field: String,
+    pub log_requests: bool,
+    seq: AtomicU64,
+    state: Mutex<State>,
+}
+
+impl Shared {
+    pub fn new(
+        orders: salesforce::Orders,
+        salesforce_url: String,
+        page_size: usize,
+        plain_text_keys: bool,
+        writeback_field: String,
+        log_requests: bool,
+    ) -> Shared {
+        Shared {
+            orders,
+            salesforce_url,
+            default_page_size: page_size.max(1),
+            default_plain_text_keys: plain_text_keys,
+            writeback_field,
+            log_requests,
+            seq: AtomicU64::new(0),
+            state: Mutex::new(State {
+                page_size: page_size.max(1),
+                plain_text_keys,
+                record: Vec::new(),
+                stats: BTreeMap::new(),
+                faults: Faults::default(),
+                tokens: HashSet::new(),
+                issued: BTreeMap::new(),
+                all_keys: HashSet::new(),
+                writebacks: BTreeMap::new(),
+                cursors: HashMap::new(),
+                rng: Rng::new(),
+            }),
+        }
+    }
+
+    /// The state lock. A panicking handler (caught per request) must not wedge every later
+    /// request, so a poisoned lock is simply taken over.
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn record(&self) -> Vec<RecordedRequest> {
+        let mut record = self.lock().record.clone();
+        record.sort_by_key(|r| r.seq);
+        record
+    }
+
+    pub fn issued(&self) -> BTreeMap<String, Vec<String>> {
+        self.lock().issued.clone()
+    }
+
+    pub fn writeback_fields(&self) -> BTreeMap<String, Map<String, Value>> {
+        self.lock().writebacks.clone()
+    }
+
+    /// OrderItem id → the written value of `writeback_field`, or of the only field written when
+    /// the call used another name. Strings as they are, anything else as JSON text.
+    pub fn writebacks(&self) -> BTreeMap<String, String> {
+        self.lock()
+            .writebacks
+            .iter()
+            .filter_map(|(id, fields)| {
+                let value = fields.get(&self.writeback_field).or_else(|| {
+                    (fields.len() == 1)
+                        .then(|| fields.values().next())
+                        .flatten()
+                })?;
+                let text = value
+                    .as_str()
+                    .map_or_else(|| value.to_string(), str::to_owned);
+                Some((id.clone(), text))
+            })
+            .collect()
+    }
+
+    pub fn stats(&self) -> BTreeMap<String, EndpointStats> {
+        self.lock().stats.clone()
+    }
+
+    /// Forgets the record, stats, issued keys, write-backs, faults, tokens and cursors, and
+    /// restores the configured page size and key format.
+    pub fn reset(&self) {
+        let mut s = self.lock();
+        s.record.clear();
+        s.stats.clear();
+        s.faults.clear();
+        s.tokens.clear();
+        s.issued.clear();
+        s.writebacks.clear();
+        s.cursors.clear();
+        s.page_size = self.default_page_size;
+        s.plain_text_keys = self.default_plain_text_keys;
+        self.seq.store(0, Ordering::SeqCst);
+    }
+
+    pub fn inject_fault(&self, fault: Fault) -> Result<(), String> {
+        fault.validate()?;
+        self.lock().faults.push(fault);
+        Ok(())
+    }
+
+    pub fn pending_faults(&self) -> Vec<Fault> {
+        self.lock().faults.pending()
+    }
+
+    pub fn expire_tokens(&self) {
+        self.lock().tokens.clear();
+    }
+
+    pub fn set_page_size(&self, n: usize) {
+        self.lock().page_size = n.max(1);
+    }
+
+    pub fn set_plain_text_keys(&self, on: bool) {
+        self.lock().plain_text_keys = on;
+    }
+
+    fn route(&self, service: Service, req: &Request) -> (Endpoint, String) {
+        match service {
+            Service::Salesforce => {
+                let (endpoint, version) = salesforce::route(&req.path);
+                (endpoint, version.to_owned())
+            }
+            Service::License => (license::route(&req.path), String::new()),
+            Service::Upstream => (Endpoint::Echo, String::new()),
+        }
+    }
+
+    /// The endpoint's normal answer (this is where keys are issued and write-backs stored).
+    fn serve(
+        &self,
+        service: Service,
+        endpoint: Endpoint,
+        version: &str,
+        req: &Request,
+    ) -> Response {
+        match endpoint {
+            Endpoint::Token => salesforce::token(self, req),
+            Endpoint::Query => salesforce::query(self, req, version),
+            Endpoint::QueryMore => salesforce::query_more(self, req, version),
+            Endpoint::Composite => salesforce::composite(self, req),
+            Endpoint::License => license::get_activation_key(self, req),
+            Endpoint::Retrieve => license::retrieve(self, req),
+            Endpoint::Echo => {
+                Response::text(200, format!("upstream: {} {}", req.method, req.target))
+            }
+            Endpoint::Other => match service {
+                Service::License => license::unrouted(&req.path),
+                _ => salesforce::not_found(),
+            },
+        }
+    }
+
+    fn dispatch(&self, service: Service, req: &Request) -> Outcome {
+        let seq = self.seq.fetch_add(1, Ordering::SeqCst) + 1;
+        let started = Instant::now();
+        let (endpoint, version) = self.route(service, req);
+        let fault = match endpoint {
+            Endpoint::Other => None,
+            e => self.lock().faults.take(e),
+        };
+        let sleep = |f: &Fault| thread::sleep(Duration::from_millis(f.delay_ms));
+        let outcome = match &fault {
+            None => Outcome::Reply(self.serve(service, endpoint, &version, req)),
+            Some(f) => match f.kind {
+                FaultKind::Status => Outcome::Reply(fault_reply(service, endpoint, f.status)),
+                FaultKind::Delay => {
+                    sleep(f);
+                    Outcome::Reply(self.serve(service, endpoint, &version, req))
+                }
+                FaultKind::Reset => Outcome::Reset,
+                FaultKind::Garbage => Outcome::Reply(garbage(service)),
+                FaultKind::IssueThenReset => {
+                    let _ = self.serve(service, endpoint, &version, req);
+                    Outcome::Reset
+                }
+                FaultKind::IssueThenDelay => {
+                    let resp = self.serve(service, endpoint, &version, req);
+                    sleep(f);
+                    Outcome::Reply(resp)
+                }
+            },
+        };
+        let service_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let mut entry = record_of(seq, service, endpoint, req);
+        entry.status = match &outcome {
+            Outcome::Reply(r) => r.status,
+            Outcome::Reset => 0,
+        };
+        entry.fault = fault.map(|f| f.kind);
+        entry.service_us = service_us;
+        if self.log_requests {
+            log_line(&entry);
+        }
+        // Recorded before the reply is written: a client that has its answer sees it recorded.
+        let mut state = self.lock();
+        let stats = state.stats.entry(endpoint.as_str().to_owned()).or_default();
+        stats.count += 1;
+        stats.service_us_total += service_us;
+        state.record.push(entry);
+        outcome
+    }
+
+    fn control(&self, req: &Request) -> Response {
+        let name = req.path.trim_start_matches("/_standin/");
+        let ok = || Response::json(200, &json!({ "ok": true }));
+        let bad = |msg: String| Response::json(400, &json!({ "error": msg }));
+        let as_json = |v: Result<Value, serde_json::Error>| match v {
+            Ok(v) => Response::json(200, &v),
+            Err(e) => Response::json(500, &json!({ "error": e.to_string() })),
+        };
+        match (req.method.as_str(), name) {
+            ("GET", "record") => as_json(serde_json::to_value(self.record())),
+            ("GET", "issued") => as_json(serde_json::to_value(self.issued())),
+            ("GET", "writebacks") => as_json(serde_json::to_value(self.writebacks())),
+            ("GET", "writeback_fields") => as_json(serde_json::to_value(self.writeback_fields())),
+            ("GET", "stats") => as_json(serde_json::to_value(self.stats())),
+            ("GET", "faults") => as_json(serde_json::to_value(self.pending_faults())),
+            ("GET", "orders") => as_json(serde_json::to_value(self.orders.ids())),
+            ("GET", "config") => {
+                let s = self.lock();
+                Response::json(
+                    200,
+                    &json!({ "page_size": s.page_size, "plain_text_keys": s.plain_text_keys }),
+                )
+            }
+            ("POST", "reset") => {
+                self.reset();
+                ok()
+            }
+            ("POST", "expire_tokens") => {
+                self.expire_tokens();
+                ok()
+            }
+            ("POST", "fault") => match serde_json::from_slice::<Fault>(&req.body) {
+                Ok(fault) => match self.inject_fault(fault) {
+                    Ok(()) => ok(),
+                    Err(e) => bad(e),
+                },
+                Err(e) => bad(format!("fault: {e}")),
+            },
+            ("POST", "config") => match serde_json::from_slice::<ConfigChange>(&req.body) {
+                Ok(change) if change.page_size == Some(0) => {
+                    bad("page_size must be at least 1".into())
+                }
+                Ok(change) => {
+                    let mut s = self.lock();
+                    if let Some(n) = change.page_size {
+                        s.page_size = n;
+                    }
+                    if let Some(p) = change.plain_text_keys {
+                        s.plain_text_keys = p;
+                    }
+                    Response::json(
+                        200,
+                        &json!({ "page_size": s.page_size, "plain_text_keys": s.plain_text_keys }),
+                    )
+                }
+                Err(e) => bad(format!("config: {e}")),
+            },
+            (
+                _,
+                "record" | "issued" | "writebacks" | "writeback_fields" | "stats" | "faults"
+                | "orders" | "config" | "reset" | "expire_tokens" | "fault",
+            ) => Response::json(405, &json!({ "error": "method not allowed" })),
+            _ => Response::json(404, &json!({ "error": "no such control endpoint" })),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigChange {
+    page_size: Option<usize>,
+    plain_text_keys: Option<bool>,
+}
+
+fn fault_reply(service: Service, endpoint: Endpoint, status: u16) -> Response {
+    match service {
+        Service::Salesforce => salesforce::fault_reply(endpoint, status),
+        Service::License => license::fault_reply(status),
+        Service::Upstream => Response::text(status, format!("upstream fault: {status}\n")),
+    }
+}
+
+/// 200 with a body that is neither JSON, XML nor a key: truncated markup plus invalid UTF-8.
+fn garbage(service: Service) -> Response {
+    let (content_type, body): (&str, &[u8]) = match service {
+        Service::Salesforce => (
+            "application/json;charset=UTF-8",
+            b"{\"totalSize\":1,\"done\":tr\xff\xfe<html>",
+        ),
+        Service::License => (
+            "text/xml; charset=utf-8",
+            b"<?xml version=\"1.0\"?><QuickLicenseManager><licenses><lic\xff\xfe",
+        ),
+        Service::Upstream => ("text/plain", b"\xff\xfe\x00garbage"),
+    };
+    Response::new(200, content_type, body.to_vec())
+}
+
+fn log_line(r: &RecordedRequest) {
+    let query = if r.query.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", r.query)
+    };
+    let fault = r
+        .fault
+        .map(|k| {
+            format!(
+                " [fault {}]",
+                serde_json::to_string(&k)
+                    .unwrap_or_default()
+                    .trim_matches('"')
+            )
+        })
+        .unwrap_or_default();
+    let status = if r.status == 0 {
+        "reset".to_owned()
+    } else {
+        r.status.to_string()
+    };
+    println!(
+        "{} {} {} {}{} -> {} ({}us){}",
+        r.service, r.endpoint, r.method, r.path, query, status, r.service_us, fault
+    );
+}
+
+/// The `http::Handler` of one listener.
+pub struct Listener {
+    pub shared: Arc<Shared>,
+    pub service: Service,
+}
+
+impl Handler for Listener {
+    fn handle(&self, req: &Request) -> Outcome {
+        if req.path.starts_with("/_standin/") {
+            let resp = self.shared.control(req);
+            if self.shared.log_requests {
+                println!(
+                    "{} control {} {} -> {}",
+                    self.service, req.method, req.path, resp.status
+                );
+            }
+            return Outcome::Reply(resp);
+        }
+        self.shared.dispatch(self.service, req)
+    }
+
+    fn bad_request(&self, status: u16, reason: &str) {
+        let seq = self.shared.seq.fetch_add(1, Ordering::SeqCst) + 1;
+        let entry = RecordedRequest {
+            seq,
+            service: self.service,
+            endpoint: Endpoint::Other,
+            method: String::new(),
+            path: String::new(),
+            query: String::new(),
+            headers: BTreeMap::new(),
+            body: format!("unparseable request: {reason}"),
+            form: BTreeMap::new(),
+            status,
+            fault: None,
+            service_us: 0,
+        };
+        if self.shared.log_requests {
+            println!("{} bad request -> {status} ({reason})", self.service);
+        }
+        let mut state = self.shared.lock();
+        let stats = state
+            .stats
+            .entry(Endpoint::Other.as_str().to_owned())
+            .or_default();
+        stats.count += 1;
+        state.record.push(entry);
+    }
+}
