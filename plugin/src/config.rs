@@ -2,10 +2,7 @@
 //! and resolved into [`Config`]. Secrets never appear in the JSON: it names environment variables,
 //! which the caller resolves (the shell reads them from the VM environment at configure time).
 
-use std::collections::BTreeMap;
 use std::fmt;
-
-use serde::Deserialize;
 
 use crate::ids::SfId;
 use crate::license::ProductArgs;
@@ -38,8 +35,8 @@ pub struct InboundSecret {
 pub struct Issuing {
     pub salesforce: SalesforceConfig,
     pub license: LicenseConfig,
-    /// Product Code → license-server arguments.
-    pub products: BTreeMap<String, ProductArgs>,
+    /// Product Code → license-server arguments, sorted by code.
+    pub products: Vec<(String, ProductArgs)>,
 }
 
 #[derive(Debug)]
@@ -78,7 +75,7 @@ impl Grant {
 }
 
 /// Which Order lookup names the licensee: QLM's two Apex variants.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ContactField {
     BillToContact,
     CustomerAuthorizedBy,
@@ -131,166 +128,100 @@ fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
 }
 
 // ---- the JSON shape -------------------------------------------------------------------------
+//
+// The JSON is walked as a `serde_json::Value` (already needed for Salesforce replies) rather than
+// through `#[derive(Deserialize)]`: one generic parser instead of a deserializer per struct keeps
+// the .wasm far smaller. Unknown fields are refused, as `deny_unknown_fields` would.
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawConfig {
-    #[serde(default = "default_handler")]
-    handler_name: String,
-    #[serde(default = "default_max_body")]
-    max_body_bytes: usize,
-    allowed_org_ids: Vec<String>,
-    #[serde(default)]
-    inbound_secret: Option<RawInboundSecret>,
-    #[serde(default = "default_deadline")]
-    deadline_ms: u64,
-    #[serde(default)]
-    salesforce: Option<RawSalesforce>,
-    #[serde(default)]
-    license_server: Option<RawLicense>,
-    #[serde(default)]
-    products: BTreeMap<String, RawProduct>,
-    #[serde(default)]
-    ledger: Option<RawLedger>,
-    #[serde(default = "default_state_prefix")]
-    state_prefix: String,
+use serde_json::{Map, Value};
+
+/// One JSON object being read: every field must be known and of the right type.
+struct Obj<'v> {
+    path: &'static str,
+    map: &'v Map<String, Value>,
 }
 
-fn default_handler() -> String {
-    "QlmWebHookHandler".into()
+impl<'v> Obj<'v> {
+    fn new(path: &'static str, v: &'v Value) -> Result<Obj<'v>, ConfigError> {
+        match v.as_object() {
+            Some(map) => Ok(Obj { path, map }),
+            None => err(format!("{} must be an object", display_path(path))),
+        }
+    }
+
+    fn field(&self, key: &str) -> String {
+        if self.path.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{}.{key}", self.path)
+        }
+    }
+
+    /// Refuse fields this object does not have (typos would otherwise be silently ignored).
+    fn only(&self, known: &[&str]) -> Result<(), ConfigError> {
+        match self.map.keys().find(|k| !known.contains(&k.as_str())) {
+            Some(k) => err(format!("unknown field `{}`", self.field(k))),
+            None => Ok(()),
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<&'v Value> {
+        self.map.get(key).filter(|v| !v.is_null())
+    }
+
+    fn string(&self, key: &str, default: Option<&str>) -> Result<String, ConfigError> {
+        match (self.get(key), default) {
+            (Some(Value::String(s)), _) => Ok(s.clone()),
+            (Some(_), _) => err(format!("{} must be a string", self.field(key))),
+            (None, Some(d)) => Ok(d.to_owned()),
+            (None, None) => err(format!("missing field `{}`", self.field(key))),
+        }
+    }
+
+    fn opt_string(&self, key: &str) -> Result<Option<String>, ConfigError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(_) => self.string(key, None).map(Some),
+        }
+    }
+
+    fn number(&self, key: &str, default: u64) -> Result<u64, ConfigError> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(v) => v
+                .as_u64()
+                .ok_or_else(|| ConfigError(format!("{} must be a whole number", self.field(key)))),
+        }
+    }
+
+    fn boolean(&self, key: &str, default: bool) -> Result<bool, ConfigError> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(v) => v
+                .as_bool()
+                .ok_or_else(|| ConfigError(format!("{} must be true or false", self.field(key)))),
+        }
+    }
+
+    fn object(&self, key: &'static str) -> Result<Option<Obj<'v>>, ConfigError> {
+        self.get(key).map(|v| Obj::new(key, v)).transpose()
+    }
 }
-fn default_max_body() -> usize {
-    1024 * 1024
+
+fn display_path(path: &str) -> &str {
+    if path.is_empty() {
+        "the configuration"
+    } else {
+        path
+    }
 }
+
 /// Salesforce hangs up after 60 s; answering by 45 s leaves room for the network and Envoy.
-fn default_deadline() -> u64 {
-    45_000
-}
-fn default_state_prefix() -> String {
-    "keygate".into()
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawInboundSecret {
-    #[serde(default)]
-    user_env: Option<String>,
-    password_env: String,
-    #[serde(default = "default_secret_header")]
-    header: String,
-}
-fn default_secret_header() -> String {
-    "x-keygate-secret".into()
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSalesforce {
-    cluster: String,
-    authority: String,
-    #[serde(default = "default_api_version")]
-    api_version: String,
-    #[serde(default = "default_grant")]
-    grant: String,
-    client_id_env: String,
-    client_secret_env: String,
-    #[serde(default)]
-    username_env: Option<String>,
-    #[serde(default)]
-    password_env: Option<String>,
-    #[serde(default = "default_contact")]
-    contact: ContactField,
-    #[serde(default)]
-    writeback_field: Option<String>,
-    #[serde(default = "default_timeout")]
-    timeout_ms: u64,
-}
-fn default_api_version() -> String {
-    "v60.0".into()
-}
-fn default_grant() -> String {
-    "client_credentials".into()
-}
-fn default_contact() -> ContactField {
-    ContactField::BillToContact
-}
-fn default_timeout() -> u64 {
-    10_000
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawLicense {
-    cluster: String,
-    authority: String,
-    #[serde(default = "default_prefix")]
-    path_prefix: String,
-    user_env: String,
-    password_env: String,
-    #[serde(default = "default_vendor")]
-    vendor: String,
-    #[serde(default = "default_affiliate")]
-    affiliate_id: Option<String>,
-    #[serde(default = "default_concurrency")]
-    max_concurrency: usize,
-    #[serde(default = "default_timeout")]
-    timeout_ms: u64,
-    #[serde(default = "default_true")]
-    lookup_before_reissue: bool,
-}
-fn default_prefix() -> String {
-    "/qlmLicenseServer/qlmservice.asmx".into()
-}
-fn default_vendor() -> String {
-    "salesforce".into()
-}
-fn default_affiliate() -> Option<String> {
-    Some("salesforce".into())
-}
-fn default_concurrency() -> usize {
-    4
-}
-fn default_true() -> bool {
-    true
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawLedger {
-    #[serde(default = "default_max_lines")]
-    max_lines: usize,
-    #[serde(default = "default_claim_ttl")]
-    claim_ttl_ms: u64,
-}
-fn default_max_lines() -> usize {
-    10_000
-}
+const DEFAULT_DEADLINE_MS: u64 = 45_000;
+const DEFAULT_TIMEOUT_MS: u64 = 10_000;
+const DEFAULT_MAX_LINES: u64 = 10_000;
 /// Longer than the deadline, so a live request never loses its claim.
-fn default_claim_ttl() -> u64 {
-    90_000
-}
-
-/// A product mapping: QLM's verbatim `&is_…` string, or the structured form.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum RawProduct {
-    Qlm(String),
-    Structured(RawStructuredProduct),
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawStructuredProduct {
-    productid: u32,
-    majorversion: u32,
-    minorversion: u32,
-    #[serde(default)]
-    productname: Option<String>,
-    #[serde(default)]
-    emailtemplate: Option<String>,
-    #[serde(default)]
-    args: BTreeMap<String, String>,
-}
+const DEFAULT_CLAIM_TTL_MS: u64 = 90_000;
 
 // ---- validation -----------------------------------------------------------------------------
 
@@ -300,70 +231,50 @@ impl Config {
         json: &[u8],
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let raw: RawConfig =
-            serde_json::from_slice(json).map_err(|e| ConfigError(format!("{e}")))?;
-        Config::validate(raw, env)
-    }
+        let v: Value =
+            serde_json::from_slice(json).map_err(|e| ConfigError(format!("not JSON: {e}")))?;
+        let root = Obj::new("", &v)?;
+        root.only(&[
+            "handler_name",
+            "max_body_bytes",
+            "allowed_org_ids",
+            "inbound_secret",
+            "deadline_ms",
+            "salesforce",
+            "license_server",
+            "products",
+            "ledger",
+            "state_prefix",
+        ])?;
 
-    fn validate(
-        raw: RawConfig,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Config, ConfigError> {
-        if raw.handler_name.is_empty()
-            || raw.handler_name.contains(['/', '?', '#'])
-            || raw
-                .handler_name
+        let handler_name = root.string("handler_name", Some("QlmWebHookHandler"))?;
+        if handler_name.is_empty()
+            || handler_name.contains(['/', '?', '#'])
+            || handler_name
                 .chars()
                 .any(|c| c.is_whitespace() || c.is_control())
         {
             return err("handler_name must be one non-empty path segment");
         }
-        if !(1024..=16 * 1024 * 1024).contains(&raw.max_body_bytes) {
+        let max_body_bytes = root.number("max_body_bytes", 1024 * 1024)?;
+        if !(1024..=16 * 1024 * 1024).contains(&max_body_bytes) {
             return err("max_body_bytes must be between 1024 and 16777216");
         }
-        if raw.allowed_org_ids.is_empty() {
-            return err("allowed_org_ids must name at least one Salesforce organization id");
-        }
-        let mut allowed_orgs = Vec::new();
-        for id in &raw.allowed_org_ids {
-            match SfId::parse(id) {
-                Some(sf) if sf.key_prefix() == "00D" => allowed_orgs.push(sf),
-                _ => {
-                    return err(format!(
-                    "allowed_org_ids: '{id}' is not an organization id (00D…, 15 or 18 characters)"
-                ))
-                }
-            }
-        }
-        if !(1_000..=58_000).contains(&raw.deadline_ms) {
+        let allowed_orgs = allowed_orgs(root.get("allowed_org_ids"))?;
+        let deadline_ms = root.number("deadline_ms", DEFAULT_DEADLINE_MS)?;
+        if !(1_000..=58_000).contains(&deadline_ms) {
             return err(
                 "deadline_ms must be between 1000 and 58000 (Salesforce gives up after 60 s)",
             );
         }
-        let inbound_secret = match raw.inbound_secret {
-            None => None,
-            Some(s) => {
-                let header = s.header.to_ascii_lowercase();
-                if header.is_empty()
-                    || !header
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-                {
-                    return err("inbound_secret.header must be a header name");
-                }
-                Some(InboundSecret {
-                    user: match &s.user_env {
-                        Some(v) => Some(secret(env, v, "inbound_secret.user_env")?),
-                        None => None,
-                    },
-                    password: secret(env, &s.password_env, "inbound_secret.password_env")?,
-                    header,
-                })
-            }
-        };
-        let issuing = match (raw.salesforce, raw.license_server) {
+        let inbound_secret = root
+            .object("inbound_secret")?
+            .map(|o| inbound(&o, env))
+            .transpose()?;
+        let products = root.object("products")?;
+        let issuing = match (root.object("salesforce")?, root.object("license_server")?) {
             (None, None) => {
-                if !raw.products.is_empty() {
+                if products.as_ref().is_some_and(|p| !p.map.is_empty()) {
                     return err(
                         "products are configured but salesforce and license_server are not",
                     );
@@ -371,47 +282,104 @@ impl Config {
                 None
             }
             (Some(sf), Some(lic)) => Some(Issuing {
-                salesforce: validate_salesforce(sf, env)?,
-                license: validate_license(lic, env)?,
-                products: validate_products(raw.products)?,
+                salesforce: validate_salesforce(&sf, env)?,
+                license: validate_license(&lic, env)?,
+                products: match products {
+                    Some(p) => validate_products(&p)?,
+                    None => Vec::new(),
+                },
             }),
             _ => return err("salesforce and license_server must be configured together"),
         };
-        let ledger = match raw.ledger {
+        let ledger = match root.object("ledger")? {
             None => LedgerConfig {
-                max_lines: default_max_lines(),
-                claim_ttl_ms: default_claim_ttl(),
+                max_lines: DEFAULT_MAX_LINES as usize,
+                claim_ttl_ms: DEFAULT_CLAIM_TTL_MS,
             },
-            Some(l) => LedgerConfig {
-                max_lines: l.max_lines,
-                claim_ttl_ms: l.claim_ttl_ms,
-            },
+            Some(l) => {
+                l.only(&["max_lines", "claim_ttl_ms"])?;
+                LedgerConfig {
+                    max_lines: usize::try_from(l.number("max_lines", DEFAULT_MAX_LINES)?)
+                        .unwrap_or(usize::MAX),
+                    claim_ttl_ms: l.number("claim_ttl_ms", DEFAULT_CLAIM_TTL_MS)?,
+                }
+            }
         };
         if !(1..=1_000_000).contains(&ledger.max_lines) {
             return err("ledger.max_lines must be between 1 and 1000000");
         }
-        if ledger.claim_ttl_ms <= raw.deadline_ms {
+        if ledger.claim_ttl_ms <= deadline_ms {
             return err("ledger.claim_ttl_ms must be longer than deadline_ms");
         }
-        if raw.state_prefix.is_empty()
-            || !raw
-                .state_prefix
+        let state_prefix = root.string("state_prefix", Some("keygate"))?;
+        if state_prefix.is_empty()
+            || !state_prefix
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
         {
             return err("state_prefix must be letters, digits, '_' or '-'");
         }
         Ok(Config {
-            handler_name: raw.handler_name,
-            max_body_bytes: raw.max_body_bytes,
+            handler_name,
+            max_body_bytes: max_body_bytes as usize,
             allowed_orgs,
             inbound_secret,
-            deadline_ms: raw.deadline_ms,
+            deadline_ms,
             issuing,
             ledger,
-            state_prefix: raw.state_prefix,
+            state_prefix,
         })
     }
+}
+
+fn allowed_orgs(v: Option<&Value>) -> Result<Vec<SfId>, ConfigError> {
+    let Some(list) = v.and_then(Value::as_array) else {
+        return err("allowed_org_ids must be a list of Salesforce organization ids");
+    };
+    if list.is_empty() {
+        return err("allowed_org_ids must name at least one Salesforce organization id");
+    }
+    list.iter()
+        .map(|id| {
+            let id = id.as_str().unwrap_or("");
+            match SfId::parse(id) {
+                Some(sf) if sf.key_prefix() == "00D" => Ok(sf),
+                _ => err(format!(
+                    "allowed_org_ids: '{}' is not an organization id (00D…, 15 or 18 characters)",
+                    crate::text::excerpt(id)
+                )),
+            }
+        })
+        .collect()
+}
+
+fn inbound(
+    o: &Obj<'_>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<InboundSecret, ConfigError> {
+    o.only(&["user_env", "password_env", "header"])?;
+    let header = o
+        .string("header", Some("x-keygate-secret"))?
+        .to_ascii_lowercase();
+    if header.is_empty()
+        || !header
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return err("inbound_secret.header must be a header name");
+    }
+    Ok(InboundSecret {
+        user: match o.opt_string("user_env")? {
+            Some(v) => Some(secret(env, &v, "inbound_secret.user_env")?),
+            None => None,
+        },
+        password: secret(
+            env,
+            &o.string("password_env", None)?,
+            "inbound_secret.password_env",
+        )?,
+        header,
+    })
 }
 
 fn secret(
@@ -430,12 +398,12 @@ fn secret(
     }
 }
 
-fn check_upstream(
-    section: &str,
-    cluster: &str,
-    authority: &str,
-    timeout_ms: u64,
-) -> Result<(), ConfigError> {
+/// Cluster, authority and timeout: common to both upstreams.
+fn upstream(o: &Obj<'_>) -> Result<(String, String, u64), ConfigError> {
+    let section = o.path;
+    let cluster = o.string("cluster", None)?;
+    let authority = o.string("authority", None)?;
+    let timeout_ms = o.number("timeout_ms", DEFAULT_TIMEOUT_MS)?;
     if cluster.is_empty() {
         return err(format!("{section}.cluster must name an Envoy cluster"));
     }
@@ -447,15 +415,29 @@ fn check_upstream(
             "{section}.timeout_ms must be between 100 and 60000"
         ));
     }
-    Ok(())
+    Ok((cluster, authority, timeout_ms))
 }
 
 fn validate_salesforce(
-    sf: RawSalesforce,
+    o: &Obj<'_>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<SalesforceConfig, ConfigError> {
-    check_upstream("salesforce", &sf.cluster, &sf.authority, sf.timeout_ms)?;
-    let v = sf.api_version.strip_prefix('v').unwrap_or("");
+    o.only(&[
+        "cluster",
+        "authority",
+        "api_version",
+        "grant",
+        "client_id_env",
+        "client_secret_env",
+        "username_env",
+        "password_env",
+        "contact",
+        "writeback_field",
+        "timeout_ms",
+    ])?;
+    let (cluster, authority, timeout_ms) = upstream(o)?;
+    let api_version = o.string("api_version", Some("v60.0"))?;
+    let v = api_version.strip_prefix('v').unwrap_or("");
     let valid_version = v.split_once('.').is_some_and(|(a, b)| {
         !a.is_empty()
             && !b.is_empty()
@@ -465,31 +447,47 @@ fn validate_salesforce(
     if !valid_version {
         return err("salesforce.api_version must look like v60.0");
     }
-    let client_id = secret(env, &sf.client_id_env, "salesforce.client_id_env")?;
-    let client_secret = secret(env, &sf.client_secret_env, "salesforce.client_secret_env")?;
-    let grant = match sf.grant.as_str() {
+    let client_id = secret(
+        env,
+        &o.string("client_id_env", None)?,
+        "salesforce.client_id_env",
+    )?;
+    let client_secret = secret(
+        env,
+        &o.string("client_secret_env", None)?,
+        "salesforce.client_secret_env",
+    )?;
+    let grant = match o.string("grant", Some("client_credentials"))?.as_str() {
         "client_credentials" => Grant::ClientCredentials {
             client_id,
             client_secret,
         },
         "password" => {
-            let (Some(u), Some(p)) = (&sf.username_env, &sf.password_env) else {
+            let (Some(u), Some(p)) = (o.opt_string("username_env")?, o.opt_string("password_env")?)
+            else {
                 return err("salesforce.grant password needs username_env and password_env");
             };
             Grant::Password {
                 client_id,
                 client_secret,
-                username: secret(env, u, "salesforce.username_env")?,
-                password: secret(env, p, "salesforce.password_env")?,
+                username: secret(env, &u, "salesforce.username_env")?,
+                password: secret(env, &p, "salesforce.password_env")?,
             }
         }
         other => {
             return err(format!(
-                "salesforce.grant '{other}' is not client_credentials or password"
+                "salesforce.grant '{}' is not client_credentials or password",
+                crate::text::excerpt(other)
             ))
         }
     };
-    if let Some(f) = &sf.writeback_field {
+    let contact = match o.string("contact", Some("BillToContact"))?.as_str() {
+        "BillToContact" => ContactField::BillToContact,
+        "CustomerAuthorizedBy" => ContactField::CustomerAuthorizedBy,
+        _ => return err("salesforce.contact must be BillToContact or CustomerAuthorizedBy"),
+    };
+    let writeback_field = o.opt_string("writeback_field")?;
+    if let Some(f) = &writeback_field {
         let ok = f.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
             && f.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
             && f.len() <= 80;
@@ -498,75 +496,146 @@ fn validate_salesforce(
         }
     }
     Ok(SalesforceConfig {
-        cluster: sf.cluster,
-        authority: sf.authority,
-        api_version: sf.api_version,
+        cluster,
+        authority,
+        api_version,
         grant,
-        contact: sf.contact,
-        writeback_field: sf.writeback_field,
-        timeout_ms: sf.timeout_ms,
+        contact,
+        writeback_field,
+        timeout_ms,
     })
 }
 
 fn validate_license(
-    l: RawLicense,
+    o: &Obj<'_>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<LicenseConfig, ConfigError> {
-    check_upstream("license_server", &l.cluster, &l.authority, l.timeout_ms)?;
-    let prefix = l.path_prefix.trim_end_matches('/').to_owned();
-    if !l.path_prefix.starts_with('/') || prefix.contains(['?', '#', ' ']) {
+    o.only(&[
+        "cluster",
+        "authority",
+        "path_prefix",
+        "user_env",
+        "password_env",
+        "vendor",
+        "affiliate_id",
+        "max_concurrency",
+        "timeout_ms",
+        "lookup_before_reissue",
+    ])?;
+    let (cluster, authority, timeout_ms) = upstream(o)?;
+    let raw_prefix = o.string("path_prefix", Some("/qlmLicenseServer/qlmservice.asmx"))?;
+    let path_prefix = raw_prefix.trim_end_matches('/').to_owned();
+    if !raw_prefix.starts_with('/') || path_prefix.contains(['?', '#', ' ']) {
         return err("license_server.path_prefix must be an absolute path without query, e.g. /qlmLicenseServer/qlmservice.asmx");
     }
-    if !(1..=32).contains(&l.max_concurrency) {
+    let max_concurrency = o.number("max_concurrency", 4)?;
+    if !(1..=32).contains(&max_concurrency) {
         return err("license_server.max_concurrency must be between 1 and 32");
     }
-    if l.vendor.is_empty() {
+    let vendor = o.string("vendor", Some("salesforce"))?;
+    if vendor.is_empty() {
         return err("license_server.vendor must not be empty");
     }
+    // An explicit null or "" turns the affiliate off; absent means QLM's Salesforce default.
+    let affiliate_id = match o.map.get("affiliate_id") {
+        None => Some("salesforce".to_owned()),
+        Some(Value::Null) => None,
+        Some(_) => o.opt_string("affiliate_id")?.filter(|a| !a.is_empty()),
+    };
     Ok(LicenseConfig {
-        cluster: l.cluster,
-        authority: l.authority,
-        path_prefix: prefix,
-        user: secret(env, &l.user_env, "license_server.user_env")?,
-        password: secret(env, &l.password_env, "license_server.password_env")?,
-        vendor: l.vendor,
-        affiliate_id: l.affiliate_id.filter(|a| !a.is_empty()),
-        max_concurrency: l.max_concurrency,
-        timeout_ms: l.timeout_ms,
-        lookup_before_reissue: l.lookup_before_reissue,
+        cluster,
+        authority,
+        path_prefix,
+        user: secret(env, &o.string("user_env", None)?, "license_server.user_env")?,
+        password: secret(
+            env,
+            &o.string("password_env", None)?,
+            "license_server.password_env",
+        )?,
+        vendor,
+        affiliate_id,
+        max_concurrency: max_concurrency as usize,
+        timeout_ms,
+        lookup_before_reissue: o.boolean("lookup_before_reissue", true)?,
     })
 }
 
 /// QLM names its mapping properties `salesforce_pid_<ProductCode>`; accept both spellings of the key.
 const QLM_PROPERTY_PREFIX: &str = "salesforce_pid_";
 
-fn validate_products(
-    raw: BTreeMap<String, RawProduct>,
-) -> Result<BTreeMap<String, ProductArgs>, ConfigError> {
-    let mut out = BTreeMap::new();
-    for (key, product) in raw {
+fn validate_products(o: &Obj<'_>) -> Result<Vec<(String, ProductArgs)>, ConfigError> {
+    let mut out: Vec<(String, ProductArgs)> = Vec::with_capacity(o.map.len());
+    for (key, value) in o.map {
         let code = key
             .strip_prefix(QLM_PROPERTY_PREFIX)
-            .unwrap_or(&key)
+            .unwrap_or(key)
             .to_owned();
         if code.is_empty() || code.len() > 255 {
-            return err(format!("products: '{key}' is not a Product Code"));
+            return err(format!(
+                "products: '{}' is not a Product Code",
+                crate::text::excerpt(key)
+            ));
         }
-        let args = match product {
-            RawProduct::Qlm(s) => ProductArgs::from_qlm(&s),
-            RawProduct::Structured(p) => ProductArgs::from_structured(
-                p.productid,
-                p.majorversion,
-                p.minorversion,
-                p.productname,
-                p.emailtemplate,
-                p.args,
-            ),
+        let args = match value {
+            Value::String(s) => ProductArgs::from_qlm(s),
+            Value::Object(_) => structured_product(&Obj::new("products", value)?),
+            _ => Err("must be QLM's '&is_…' string or an object".to_owned()),
         }
         .map_err(|e| ConfigError(format!("products.{key}: {e}")))?;
-        if out.insert(code.clone(), args).is_some() {
+        if out.iter().any(|(c, _)| *c == code) {
             return err(format!("products: Product Code '{code}' is mapped twice"));
         }
+        out.push((code, args));
     }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
+}
+
+fn structured_product(o: &Obj<'_>) -> Result<ProductArgs, String> {
+    o.only(&[
+        "productid",
+        "majorversion",
+        "minorversion",
+        "productname",
+        "emailtemplate",
+        "args",
+    ])
+    .map_err(|e| e.0)?;
+    let num = |k: &str| -> Result<u64, String> {
+        o.get(k)
+            .and_then(Value::as_u64)
+            .ok_or_else(|| format!("{k} must be a whole number"))
+    };
+    let mut extra = Vec::new();
+    if let Some(args) = o.get("args") {
+        let args = args.as_object().ok_or("args must be an object")?;
+        for (k, v) in args {
+            let v = match v {
+                Value::String(s) => s.clone(),
+                Value::Number(n) if n.is_u64() => n.as_u64().unwrap_or_default().to_string(),
+                Value::Bool(b) => b.to_string(),
+                _ => return Err(format!("args.{k} must be a string or number")),
+            };
+            extra.push((k.clone(), v));
+        }
+    }
+    ProductArgs::from_structured(
+        num("productid")?,
+        num("majorversion")?,
+        num("minorversion")?,
+        o.opt_string("productname").map_err(|e| e.0)?,
+        o.opt_string("emailtemplate").map_err(|e| e.0)?,
+        extra,
+    )
+}
+
+impl Issuing {
+    /// The license-server arguments for a Product Code, if it is mapped.
+    pub fn product(&self, code: &str) -> Option<&ProductArgs> {
+        self.products
+            .binary_search_by(|(c, _)| c.as_str().cmp(code))
+            .ok()
+            .and_then(|i| self.products.get(i))
+            .map(|(_, p)| p)
+    }
 }

@@ -9,7 +9,7 @@
 //! an ack only when every line that was meant to be licensed has a recorded key; every
 //! dispatched call gets exactly one response (reset and timeout arrive as [`Response`] too).
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::rc::Rc;
 
 use crate::config::{Config, Issuing};
@@ -115,7 +115,8 @@ pub struct Flow {
     owner: u64,
     deadline_at: u64,
     next_id: u32,
-    pending: BTreeMap<u32, Pending>,
+    /// Calls in flight: (call id, what it was). Few at a time, so a Vec beats a map in size.
+    pending: Vec<(u32, Pending)>,
     relogged: bool,
     /// Activated orders of the message, deduplicated, in message order.
     wanted: Vec<SfId>,
@@ -148,7 +149,7 @@ impl Flow {
             cfg,
             owner,
             next_id: 1,
-            pending: BTreeMap::new(),
+            pending: Vec::new(),
             relogged: false,
             wanted: Vec::new(),
             claimed: Vec::new(),
@@ -164,13 +165,13 @@ impl Flow {
             out: Vec::new(),
         };
         flow.count(Metric::Notifications, msg.notifications.len() as u64);
-        let mut seen = HashSet::new();
         for n in &msg.notifications {
             if !n.order.is_activated() {
                 continue;
             }
+            // One order can be in a message twice (two edits); it is licensed once.
             if let Some(id) = n.order.id() {
-                if seen.insert(id.to_18()) {
+                if !flow.wanted.iter().any(|w| w.same_record(&id)) {
                     flow.wanted.push(id);
                 }
             }
@@ -348,7 +349,7 @@ impl Flow {
         }
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1);
-        self.pending.insert(id, what);
+        self.pending.push((id, what));
         self.out.push(Command::Dispatch(Call {
             id,
             cluster,
@@ -367,7 +368,8 @@ impl Flow {
         if self.finished {
             return Vec::new();
         }
-        if let Some(what) = self.pending.remove(&id) {
+        if let Some(pos) = self.pending.iter().position(|(i, _)| *i == id) {
+            let (_, what) = self.pending.swap_remove(pos);
             match what {
                 Pending::Login { then } => self.on_login(then, resp, env),
                 Pending::Sf(call) => self.on_sf(call, resp, env),
@@ -469,7 +471,7 @@ impl Flow {
         };
         let ledger = Ledger::new(&self.cfg.state_prefix, self.cfg.ledger);
         let fetched = std::mem::take(&mut self.fetched);
-        let mut counts: BTreeMap<Metric, u64> = BTreeMap::new();
+        let mut counts = Counts::default();
         let mut logs = Vec::new();
         for id in self.wanted.clone() {
             let Some(order) = fetched.iter().find(|o| o.id.same_record(&id)) else {
@@ -477,7 +479,7 @@ impl Flow {
                     Level::Warn,
                     format!("order {id} not found in Salesforce (deleted?): skipped"),
                 ));
-                *counts.entry(Metric::OrdersSkipped).or_default() += 1;
+                counts.add(Metric::OrdersSkipped);
                 continue;
             };
             if order.status != "Activated" {
@@ -488,12 +490,12 @@ impl Flow {
                         crate::text::excerpt(&order.status)
                     ),
                 ));
-                *counts.entry(Metric::OrdersSkipped).or_default() += 1;
+                counts.add(Metric::OrdersSkipped);
                 continue;
             }
             if !order.items_complete {
                 logs.push((Level::Error, format!("order {id} has more order products than one query page returns: skipped, license it by hand")));
-                *counts.entry(Metric::OrdersSkipped).or_default() += 1;
+                counts.add(Metric::OrdersSkipped);
                 continue;
             }
             let order_idx = self.orders.len();
@@ -512,19 +514,25 @@ impl Flow {
             }
             for item in &order.items {
                 let code = item.product_code.clone().unwrap_or_default();
-                if !issuing.products.contains_key(&code) {
-                    *counts.entry(Metric::LinesSkippedUnmapped).or_default() += 1;
+                if !issuing.product(&code).is_some() {
+                    counts.add(Metric::LinesSkippedUnmapped);
                     continue;
                 }
                 if item.written_back.is_some() {
                     // Salesforce already holds this line's key: the durable marker across replicas.
-                    *counts.entry(Metric::LinesAlreadyLicensed).or_default() += 1;
+                    counts.add(Metric::LinesAlreadyLicensed);
                     continue;
                 }
                 let q = item.quantity;
                 if !((1.0..=1_000_000.0).contains(&q) && q.fract() == 0.0) {
-                    logs.push((Level::Error, format!("order {id} line {}: quantity {q} is not a positive whole number: skipped", item.id)));
-                    *counts.entry(Metric::LinesSkippedInvalid).or_default() += 1;
+                    logs.push((
+                        Level::Error,
+                        format!(
+                            "order {id} line {}: quantity is not a positive whole number: skipped",
+                            item.id
+                        ),
+                    ));
+                    counts.add(Metric::LinesSkippedInvalid);
                     continue;
                 }
                 let line = self.lines.len();
@@ -537,14 +545,14 @@ impl Flow {
                 match ledger.line(env.store, &item.id) {
                     LineState::Issued(keys) | LineState::WrittenBack(keys) => {
                         // Issued by an earlier delivery: only the write-back may be missing.
-                        *counts.entry(Metric::LinesAlreadyLicensed).or_default() += 1;
+                        counts.add(Metric::LinesAlreadyLicensed);
                         self.to_write.push((item.id.clone(), keys));
                     }
                     LineState::Pending => {
                         if issuing.license.lookup_before_reissue {
                             self.queue.push_back((line, true));
                         } else {
-                            *counts.entry(Metric::UncertainReissued).or_default() += 1;
+                            counts.add(Metric::UncertainReissued);
                             logs.push((Level::Warn, format!("line {}: earlier license call had an unknown outcome; issuing again (lookup disabled)", item.id)));
                             self.queue.push_back((line, false));
                         }
@@ -553,7 +561,7 @@ impl Flow {
                 }
             }
         }
-        for (m, n) in counts {
+        for (m, n) in counts.0 {
             self.count(m, n);
         }
         for (l, m) in logs {
@@ -604,10 +612,9 @@ impl Flow {
             let (p, b) = license::retrieve_request(lic, &line.item);
             (p, b, Pending::Lookup(idx))
         } else {
-            let (Some(product), Some(order)) = (
-                issuing.products.get(&line.code),
-                self.orders.get(line.order),
-            ) else {
+            let (Some(product), Some(order)) =
+                (issuing.product(&line.code), self.orders.get(line.order))
+            else {
                 return false;
             };
             // Write-ahead: from here until a key is recorded, the outcome counts as uncertain.
@@ -853,5 +860,18 @@ pub fn outcome_metric(o: &Outcome) -> Metric {
         Outcome::Faulted(FaultKind::Upstream) => Metric::FaultedUpstream,
         Outcome::Faulted(FaultKind::Deadline) => Metric::FaultedDeadline,
         Outcome::Faulted(FaultKind::Busy) => Metric::FaultedBusy,
+    }
+}
+
+/// Per-metric tallies for one planning pass, in first-seen order.
+#[derive(Default)]
+struct Counts(Vec<(Metric, u64)>);
+
+impl Counts {
+    fn add(&mut self, m: Metric) {
+        match self.0.iter_mut().find(|(k, _)| *k == m) {
+            Some((_, n)) => *n += 1,
+            None => self.0.push((m, 1)),
+        }
     }
 }

@@ -4,8 +4,6 @@
 //! Requests are form posts: credentials and customer data travel in the body, never in the URL
 //! (URLs end up in access logs).
 
-use std::collections::BTreeMap;
-
 use quick_xml::events::Event;
 use quick_xml::reader::Reader;
 
@@ -46,12 +44,12 @@ impl ProductArgs {
     }
 
     pub fn from_structured(
-        productid: u32,
-        majorversion: u32,
-        minorversion: u32,
+        productid: u64,
+        majorversion: u64,
+        minorversion: u64,
         productname: Option<String>,
         emailtemplate: Option<String>,
-        extra: BTreeMap<String, String>,
+        extra: Vec<(String, String)>,
     ) -> Result<ProductArgs, String> {
         let mut args = vec![
             ("is_productid".to_owned(), productid.to_string()),

@@ -1,7 +1,7 @@
 //! Salesforce: OAuth 2.0 token request/response, the SOQL order query and its pages, and the
 //! sObject Collections write-back. Pure functions over bytes; the flow decides when to call them.
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::config::{ContactField, Grant, SalesforceConfig};
 use crate::ids::SfId;
@@ -389,18 +389,51 @@ pub fn writeback_path(api_version: &str) -> String {
 }
 
 /// Body of one sObject Collections update: each line's keys on the configured OrderItem field.
+/// Written by hand: serializing a `serde_json::Value` would pull float formatting into the .wasm.
 pub fn writeback_body(field: &str, lines: &[(SfId, Vec<String>)]) -> String {
-    let records: Vec<Value> = lines
-        .iter()
-        .map(|(id, keys)| {
-            let mut rec = serde_json::Map::new();
-            rec.insert("attributes".into(), json!({ "type": "OrderItem" }));
-            rec.insert("id".into(), Value::String(id.as_str().to_owned()));
-            rec.insert(field.to_owned(), Value::String(writeback_value(keys)));
-            Value::Object(rec)
-        })
-        .collect();
-    json!({ "allOrNone": false, "records": records }).to_string()
+    let mut out = String::with_capacity(64 + lines.len() * (80 + field.len()));
+    out.push_str(r#"{"allOrNone":false,"records":["#);
+    for (i, (id, keys)) in lines.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        // Ids are alphanumeric and the field an API name (validated): only the keys need escaping.
+        out.push_str(r#"{"attributes":{"type":"OrderItem"},"id":""#);
+        out.push_str(id.as_str());
+        out.push_str(r#"",""#);
+        out.push_str(field);
+        out.push_str(r#"":"#);
+        json_string_into(&mut out, &writeback_value(keys));
+        out.push('}');
+    }
+    out.push_str("]}");
+    out
+}
+
+/// A JSON string literal.
+fn json_string_into(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.push_str("\\u00");
+                out.push(char::from(
+                    HEX.get((c as usize) >> 4).copied().unwrap_or(b'0'),
+                ));
+                out.push(char::from(
+                    HEX.get((c as usize) & 15).copied().unwrap_or(b'0'),
+                ));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 /// Per-record results of a write-back: the ids that failed, with Salesforce's error code.

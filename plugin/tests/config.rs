@@ -75,11 +75,11 @@ fn full_example_loads_with_secrets_from_env() {
     assert_eq!(i.license.vendor, "salesforce");
     assert_eq!(i.license.affiliate_id.as_deref(), Some("salesforce"));
     // QLM's verbatim value: decoded like the license server decodes a query string.
-    let p1 = &i.products["001"];
+    let p1 = i.product("001").unwrap();
     assert_eq!(p1.get("is_emailtemplate"), Some("1. New Order"));
     assert_eq!(p1.get("is_productname"), Some("MyProduct"));
     // `salesforce_pid_` keys are accepted as QLM names them.
-    let p2 = &i.products["002"];
+    let p2 = i.product("002").unwrap();
     assert_eq!(p2.get("is_productid"), Some("2"));
     assert_eq!(p2.get("is_expduration"), Some("365"));
 }

@@ -227,22 +227,62 @@ fn shared_wire_samples_parse() {
         salesforce::parse_token(400, sample!("salesforce/token_invalid_grant.json")),
         Err(SalesforceError::LoginRefused { .. })
     ));
-    let p1 = salesforce::parse_query(200, sample!("salesforce/query_page1.json"), ContactField::BillToContact, Some("License_Keys__c")).unwrap();
+    let p1 = salesforce::parse_query(
+        200,
+        sample!("salesforce/query_page1.json"),
+        ContactField::BillToContact,
+        Some("License_Keys__c"),
+    )
+    .unwrap();
     assert!(p1.next_records_url.is_some());
     assert_eq!(p1.orders.len(), 1);
-    let p2 = salesforce::parse_query(200, sample!("salesforce/query_page2.json"), ContactField::CustomerAuthorizedBy, Some("License_Keys__c")).unwrap();
+    let p2 = salesforce::parse_query(
+        200,
+        sample!("salesforce/query_page2.json"),
+        ContactField::CustomerAuthorizedBy,
+        Some("License_Keys__c"),
+    )
+    .unwrap();
     assert!(p2.next_records_url.is_none());
     assert!(p2.orders[0].customer.is_some());
     assert_eq!(
-        salesforce::parse_query(401, sample!("salesforce/query_invalid_session.json"), ContactField::BillToContact, None),
+        salesforce::parse_query(
+            401,
+            sample!("salesforce/query_invalid_session.json"),
+            ContactField::BillToContact,
+            None
+        ),
         Err(SalesforceError::SessionInvalid)
     );
-    assert!(salesforce::parse_writeback(200, sample!("salesforce/composite_ok.json")).unwrap().is_empty());
-    let failed = salesforce::parse_writeback(200, sample!("salesforce/composite_partial_failure.json")).unwrap();
+    assert!(
+        salesforce::parse_writeback(200, sample!("salesforce/composite_ok.json"))
+            .unwrap()
+            .is_empty()
+    );
+    let failed =
+        salesforce::parse_writeback(200, sample!("salesforce/composite_partial_failure.json"))
+            .unwrap();
     assert_eq!(failed.len(), 2);
-    assert_eq!(parse_keys(200, sample!("license/key_xml.xml")).unwrap().len(), 1);
-    assert_eq!(parse_keys(200, sample!("license/key_xml_multi.xml")).unwrap().len(), 3);
-    assert_eq!(parse_keys(200, sample!("license/key_plain.txt")).unwrap().len(), 1);
+    assert_eq!(
+        parse_keys(200, sample!("license/key_xml.xml"))
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        parse_keys(200, sample!("license/key_xml_multi.xml"))
+            .unwrap()
+            .len(),
+        3
+    );
+    assert_eq!(
+        parse_keys(200, sample!("license/key_plain.txt"))
+            .unwrap()
+            .len(),
+        1
+    );
     assert!(parse_keys(200, sample!("license/error_plain.txt")).is_err());
-    assert!(parse_keys(200, sample!("license/retrieve_empty.xml")).unwrap().is_empty());
+    assert!(parse_keys(200, sample!("license/retrieve_empty.xml"))
+        .unwrap()
+        .is_empty());
 }

@@ -1,6 +1,5 @@
 //! Host services behind the core's ports: shared data, metrics, logs, clock.
 
-use std::collections::BTreeMap;
 use std::time::UNIX_EPOCH;
 
 use proxy_wasm::hostcalls;
@@ -44,17 +43,16 @@ impl Store for HostStore {
 /// Envoy counter ids, defined once per configuration.
 #[derive(Default)]
 pub struct Metrics {
-    ids: BTreeMap<Metric, u32>,
+    /// (metric, Envoy metric id) for every metric the host accepted.
+    ids: Vec<(Metric, u32)>,
 }
 
 impl Metrics {
     pub fn define() -> Metrics {
-        let mut ids = BTreeMap::new();
+        let mut ids = Vec::with_capacity(Metric::ALL.len());
         for m in Metric::ALL {
             match hostcalls::define_metric(MetricType::Counter, m.name()) {
-                Ok(id) => {
-                    ids.insert(m, id);
-                }
+                Ok(id) => ids.push((m, id)),
                 Err(e) => log(
                     LogLevel::Warn,
                     &format!("keygate: cannot define metric {}: {e:?}", m.name()),
@@ -65,7 +63,7 @@ impl Metrics {
     }
 
     pub fn add(&self, m: Metric, n: u64) {
-        if let Some(&id) = self.ids.get(&m) {
+        if let Some(&(_, id)) = self.ids.iter().find(|(k, _)| *k == m) {
             let _ = hostcalls::increment_metric(id, i64::try_from(n).unwrap_or(i64::MAX));
         }
     }

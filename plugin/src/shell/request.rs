@@ -1,6 +1,6 @@
 //! One HTTP stream: gate on headers, buffer the body, run the core's flow, answer locally.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hasher};
 use std::rc::Rc;
 use std::time::Duration;
@@ -33,7 +33,7 @@ pub struct Request {
     phase: Phase,
     flow: Option<Flow>,
     /// proxy-wasm call token → the core's call id.
-    calls: BTreeMap<u32, u32>,
+    calls: Vec<(u32, u32)>,
 }
 
 impl Request {
@@ -44,7 +44,7 @@ impl Request {
             context_id,
             phase: Phase::Headers,
             flow: None,
-            calls: BTreeMap::new(),
+            calls: Vec::new(),
         }
     }
 
@@ -98,7 +98,7 @@ impl Request {
                         timeout,
                     ) {
                         Ok(token) => {
-                            self.calls.insert(token, call.id);
+                            self.calls.push((token, call.id));
                         }
                         Err(status) => {
                             log(
@@ -159,9 +159,10 @@ impl Context for Request {
         body_size: usize,
         _trailers: usize,
     ) {
-        let Some(call_id) = self.calls.remove(&token) else {
+        let Some(pos) = self.calls.iter().position(|(t, _)| *t == token) else {
             return;
         };
+        let (_, call_id) = self.calls.swap_remove(pos);
         // On reset/overflow Envoy calls back with no headers at all: no status = no answer.
         let status = if num_headers == 0 {
             None

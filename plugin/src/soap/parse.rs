@@ -4,8 +4,6 @@
 //! entities: a DOCTYPE is refused outright and only the five predefined entities and character
 //! references are accepted, so XXE and entity-expansion attacks have nothing to work with.
 
-use std::collections::HashSet;
-
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::name::{QName, ResolveResult};
 use quick_xml::reader::NsReader;
@@ -145,7 +143,8 @@ struct Parser {
     seen: Seen,
     header: Header,
     notifications: Vec<Notification>,
-    notification_ids: HashSet<String>,
+    /// 18-character forms seen so far (at most 100: a Vec is smaller than a set in the .wasm).
+    notification_ids: Vec<String>,
     current: PendingNotification,
     fields: OrderFields,
 }
@@ -171,7 +170,7 @@ pub fn parse(body: &[u8], limits: &Limits) -> Result<OutboundMessage, SoapError>
         seen: Seen::default(),
         header: Header::default(),
         notifications: Vec::new(),
-        notification_ids: HashSet::new(),
+        notification_ids: Vec::new(),
         current: PendingNotification::default(),
         fields: OrderFields::default(),
     };
@@ -494,9 +493,11 @@ impl Parser {
                 let order = pending
                     .order
                     .ok_or(SoapError::MissingElement("Notification/sObject"))?;
-                if !self.notification_ids.insert(id.to_18()) {
+                let id18 = id.to_18();
+                if self.notification_ids.contains(&id18) {
                     return Err(SoapError::DuplicateNotificationId(id.to_string()));
                 }
+                self.notification_ids.push(id18);
                 self.notifications.push(Notification { id, order });
             }
             Frame::SObject => {

@@ -1,0 +1,96 @@
+//! `keygate::soap::parse` on arbitrary bytes (the webhook body as Salesforce — or anyone — sends it).
+//!
+//! On Ok: 1..=100 notifications, valid and unique ids, Order ids start with 801, fields within the
+//! limits. On Err: the reason is short and printable, and its fault renders to well-formed XML in
+//! which the reason reads back unchanged (no raw '<' from the input). Also: `SfId::parse`/`to_18`
+//! on slices of the input, and `soap::fault` escaping of the raw input itself.
+#![no_main]
+
+use std::collections::HashSet;
+
+use keygate::soap::{self, FaultCode, Limits, OutboundMessage};
+use keygate_fuzz::{assert_reason, check_fault, check_id, fuzz_id};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let limits = Limits::default();
+    match soap::parse(data, &limits) {
+        Ok(msg) => check_message(data, &msg, &limits),
+        Err(e) => {
+            assert!(!e.code().is_empty());
+            let reason = e.reason();
+            assert_reason("SoapError reason", &reason);
+            check_fault(FaultCode::Client, &reason);
+        }
+    }
+
+    // Escaping of untrusted text as such: the first 4 KiB of the input, lossily decoded.
+    let head = String::from_utf8_lossy(&data[..data.len().min(4096)]);
+    check_fault(FaultCode::Server, &head);
+
+    // SfId::parse / to_18 on the first 15 and 18 bytes and on the whole input when it is short.
+    for n in [15, 18] {
+        if let Some(s) = data.get(..n).and_then(|b| std::str::from_utf8(b).ok()) {
+            fuzz_id(s);
+        }
+    }
+    if data.len() <= 32 {
+        if let Ok(s) = std::str::from_utf8(data) {
+            fuzz_id(s);
+        }
+    }
+});
+
+fn check_message(data: &[u8], msg: &OutboundMessage, limits: &Limits) {
+    assert!(std::str::from_utf8(data).is_ok(), "accepted a body that is not UTF-8");
+    let n = msg.notifications.len();
+    assert!(
+        (1..=limits.max_notifications).contains(&n),
+        "{n} notifications accepted"
+    );
+    check_id("OrganizationId", &msg.organization_id);
+    check_id("ActionId", &msg.action_id);
+    if let Some(s) = &msg.session_id {
+        assert!(!s.is_empty(), "empty SessionId kept as Some");
+    }
+    let mut seen = HashSet::new();
+    for note in &msg.notifications {
+        check_id("Notification Id", &note.id);
+        assert!(
+            seen.insert(note.id.to_18()),
+            "duplicate notification id {} accepted",
+            note.id
+        );
+        let fields = &note.order.fields;
+        assert!(
+            fields.len() <= limits.max_fields,
+            "{} fields accepted",
+            fields.len()
+        );
+        let mut names = HashSet::new();
+        for (name, value) in fields {
+            assert!(!name.is_empty(), "empty field name");
+            assert!(names.insert(name.as_str()), "duplicate field {name} accepted");
+            if let Some(v) = value {
+                assert!(
+                    v.len() <= limits.max_value_len,
+                    "value of {name} is {} bytes",
+                    v.len()
+                );
+                assert_eq!(v.trim(), v, "value of {name} not trimmed");
+            }
+        }
+        if let Some(raw) = note.order.get("Id") {
+            let id = note
+                .order
+                .id()
+                .unwrap_or_else(|| panic!("sObject Id {raw:?} accepted but does not parse"));
+            check_id("sObject Id", &id);
+            assert!(
+                raw.starts_with("801"),
+                "sObject Id {raw:?} accepted but is not an Order id"
+            );
+        }
+        let _ = note.order.is_activated();
+    }
+}
