@@ -9,3 +9,49 @@ WASM_BINDGEN_RUNNER="$TOOLS/bin/wasm-bindgen-test-runner"
 WASM_OUT="$ROOT/target/wasm32-wasip1/release/keygate.wasm"
 export PATH="$TOOLS/bin:$HOME/.cargo/bin:$PATH"
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf '\033[1;31mxx> %s\033[0m\n' "$*" >&2; exit 1; }
+
+# Ports (docs/architecture.md, "Ports"); every script honours these overrides.
+: "${KEYGATE_PORT:=10000}" "${KEYGATE_FLOOR_PORT:=10001}" "${KEYGATE_ADMIN_PORT:=9901}"
+: "${KEYGATE_UPSTREAM_PORT:=18080}" "${KEYGATE_SF_PORT:=18081}" "${KEYGATE_QLM_PORT:=18082}"
+WEBHOOK_PATH="/qlmLicenseServer/qlmservice.asmx/QlmWebHookHandler"
+
+# The credentials the stand-ins accept (docs/architecture.md) and the demo's inbound secret,
+# exported for Envoy's host_env_keys. The e2e harness uses the same values (e2e/src/lib.rs).
+export_standin_secrets() {
+  export KEYGATE_HOOK_USER="${KEYGATE_HOOK_USER:-keygate-hook}"
+  export KEYGATE_HOOK_PASSWORD="${KEYGATE_HOOK_PASSWORD:-standin-hook-password}"
+  export KEYGATE_SF_CLIENT_ID="${KEYGATE_SF_CLIENT_ID:-standin-client-id}"
+  export KEYGATE_SF_CLIENT_SECRET="${KEYGATE_SF_CLIENT_SECRET:-standin-client-secret}"
+  export KEYGATE_SF_USERNAME="${KEYGATE_SF_USERNAME:-integration@example.com}"
+  export KEYGATE_SF_PASSWORD="${KEYGATE_SF_PASSWORD:-standin-passwordTOKEN}"
+  export KEYGATE_QLM_USER="${KEYGATE_QLM_USER:-keygate}"
+  export KEYGATE_QLM_PASSWORD="${KEYGATE_QLM_PASSWORD:-standin-qlm-password}"
+}
+
+# The webhook as Salesforce calls it in QLM's setup (secret as is_user/is_pwd query parameters).
+webhook_url() {
+  echo "http://127.0.0.1:$KEYGATE_PORT$WEBHOOK_PATH?is_vendor=salesforce&is_user=$KEYGATE_HOOK_USER&is_pwd=$KEYGATE_HOOK_PASSWORD"
+}
+
+# render_envoy_config OUT [WASM]: host-config/envoy.local.yaml with the ports above and an absolute
+# wasm path (default: KEYGATE_WASM if set, to try another build as in the e2e harness, else WASM_OUT). Each default port is written `port_value: P` or `127.0.0.1:P`; it goes through a
+# placeholder first, so a new port equal to another default is not rewritten twice.
+# Same rule as render_envoy_config in e2e/src/envoy.rs.
+render_envoy_config() {
+  local out="$1" wasm="${2:-${KEYGATE_WASM:-$WASM_OUT}}" i from to pair args=()
+  local pairs=("10000 $KEYGATE_PORT" "10001 $KEYGATE_FLOOR_PORT" "9901 $KEYGATE_ADMIN_PORT"
+               "18080 $KEYGATE_UPSTREAM_PORT" "18081 $KEYGATE_SF_PORT" "18082 $KEYGATE_QLM_PORT")
+  i=0; for pair in "${pairs[@]}"; do read -r from to <<<"$pair"; args+=(-e "s/\(port_value: \|127\.0\.0\.1:\)$from\b/\1@port$i@/g"); i=$((i + 1)); done
+  i=0; for pair in "${pairs[@]}"; do read -r from to <<<"$pair"; args+=(-e "s/@port$i@/$to/g"); i=$((i + 1)); done
+  sed "${args[@]}" -e "s#target/wasm32-wasip1/release/keygate.wasm#$wasm#" "$ROOT/host-config/envoy.local.yaml" >"$out"
+}
+
+# wait_http URL [SECONDS]: until URL answers 200 (default 10 s).
+wait_http() {
+  local url="$1" deadline=$((SECONDS + ${2:-10}))
+  until [ "$(curl -s -m 1 -o /dev/null -w '%{http_code}' "$url" 2>/dev/null)" = 200 ]; do
+    [ "$SECONDS" -lt "$deadline" ] || return 1
+    sleep 0.05
+  done
+}

@@ -514,7 +514,7 @@ impl Flow {
             }
             for item in &order.items {
                 let code = item.product_code.clone().unwrap_or_default();
-                if !issuing.product(&code).is_some() {
+                if issuing.product(&code).is_none() {
                     counts.add(Metric::LinesSkippedUnmapped);
                     continue;
                 }
