@@ -1,0 +1,190 @@
+//! Rendering `host-config/envoy.local.yaml` for one test: other ports, an absolute wasm path, and a
+//! patched plugin configuration. Plain text work on purpose: the YAML stays the single source, and
+//! scripts/lib.sh (`render_envoy_config`) does the same substitution with sed.
+
+use serde_json::{Map, Value};
+use std::path::Path;
+
+/// The wasm path as written in envoy.local.yaml (relative to the repo root).
+pub const DEFAULT_WASM: &str = "target/wasm32-wasip1/release/keygate.wasm";
+
+/// Ports to put in place of the defaults of envoy.local.yaml.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ports {
+    pub gateway: u16,
+    pub floor: u16,
+    pub admin: u16,
+    pub upstream: u16,
+    pub salesforce: u16,
+    pub license: u16,
+}
+
+impl Ports {
+    /// The defaults written in envoy.local.yaml (docs/architecture.md, "Ports").
+    pub const DEFAULT: Ports = Ports {
+        gateway: 10000,
+        floor: 10001,
+        admin: 9901,
+        upstream: 18080,
+        salesforce: 18081,
+        license: 18082,
+    };
+
+    fn pairs(&self) -> [(u16, u16); 6] {
+        let d = Ports::DEFAULT;
+        [
+            (d.gateway, self.gateway),
+            (d.floor, self.floor),
+            (d.admin, self.admin),
+            (d.upstream, self.upstream),
+            (d.salesforce, self.salesforce),
+            (d.license, self.license),
+        ]
+    }
+}
+
+/// Replaces each default port, written as `port_value: P` or `127.0.0.1:P`, and the wasm path.
+/// Two passes through placeholders, so a new port that equals another default is not rewritten twice.
+pub fn render_envoy_config(template: &str, ports: &Ports, wasm: &Path) -> String {
+    let mut text = template.replace(DEFAULT_WASM, &wasm.display().to_string());
+    for (i, (from, _)) in ports.pairs().iter().enumerate() {
+        for form in ["port_value: ", "127.0.0.1:"] {
+            text = text.replace(&format!("{form}{from}"), &format!("{form}@port{i}@"));
+        }
+    }
+    for (i, (_, to)) in ports.pairs().iter().enumerate() {
+        text = text.replace(&format!("@port{i}@"), &to.to_string());
+    }
+    text
+}
+
+/// The plugin JSON of envoy.local.yaml: the block scalar after the first `value: |` line.
+/// Returns (line index of `value: |`, indentation of the block, block end line index, JSON).
+fn plugin_block(yaml: &str) -> (usize, usize, usize, Value) {
+    let lines: Vec<&str> = yaml.lines().collect();
+    let start = lines
+        .iter()
+        .position(|l| l.trim_end().ends_with("value: |"))
+        .expect("envoy.local.yaml: no `value: |` block holding the plugin JSON");
+    let indent_of = |l: &str| l.len() - l.trim_start().len();
+    let outer = indent_of(lines[start]);
+    let end = (start + 1..lines.len())
+        .find(|&i| !lines[i].trim().is_empty() && indent_of(lines[i]) <= outer)
+        .unwrap_or(lines.len());
+    let body = &lines[start + 1..end];
+    let inner = body
+        .iter()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| indent_of(l))
+        .min()
+        .unwrap_or(0);
+    let json: String = body
+        .iter()
+        .map(|l| format!("{}\n", l.get(inner..).unwrap_or("")))
+        .collect();
+    let value = serde_json::from_str(&json)
+        .unwrap_or_else(|e| panic!("envoy.local.yaml: plugin JSON does not parse: {e}"));
+    (start, inner, end, value)
+}
+
+/// The plugin configuration JSON embedded in envoy.local.yaml.
+pub fn plugin_config(yaml: &str) -> Value {
+    plugin_block(yaml).3
+}
+
+/// envoy.local.yaml with its plugin JSON replaced by `config` (pretty-printed, same indentation).
+pub fn with_plugin_config(yaml: &str, config: &Value) -> String {
+    let (start, inner, end, _) = plugin_block(yaml);
+    let lines: Vec<&str> = yaml.lines().collect();
+    let pretty = serde_json::to_string_pretty(config).expect("JSON values always serialize");
+    let pad = " ".repeat(inner);
+    let mut out: Vec<String> = lines[..=start].iter().map(|l| l.to_string()).collect();
+    out.extend(pretty.lines().map(|l| format!("{pad}{l}")));
+    out.extend(lines[end..].iter().map(|l| l.to_string()));
+    out.join("\n") + "\n"
+}
+
+/// RFC 7386 JSON merge patch: objects merge key by key, `null` removes a key, anything else replaces.
+pub fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(patch) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(Map::new());
+    }
+    if let Value::Object(target) = target {
+        for (key, value) in patch {
+            if value.is_null() {
+                target.remove(key);
+            } else {
+                merge_patch(target.entry(key.clone()).or_insert(Value::Null), value);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::path::PathBuf;
+
+    fn template() -> String {
+        std::fs::read_to_string(crate::repo_root().join("host-config/envoy.local.yaml")).unwrap()
+    }
+
+    #[test]
+    fn render_replaces_every_default_once() {
+        // New ports deliberately equal to other defaults: a naive sequential replace would chain.
+        let ports = Ports {
+            gateway: 10001,
+            floor: 9901,
+            admin: 18080,
+            upstream: 18081,
+            salesforce: 18082,
+            license: 10000,
+        };
+        let out = render_envoy_config(&template(), &ports, &PathBuf::from("/abs/keygate.wasm"));
+        assert!(out.contains("filename: /abs/keygate.wasm"));
+        assert!(!out.contains("filename: target/"));
+        assert!(
+            out.contains("address: 127.0.0.1, port_value: 10001 }"),
+            "gateway listener"
+        );
+        assert!(
+            out.contains("\"authority\": \"127.0.0.1:18082\""),
+            "salesforce authority"
+        );
+        assert!(
+            out.contains("\"authority\": \"127.0.0.1:10000\""),
+            "license authority"
+        );
+        assert_eq!(
+            out.matches("port_value: 10000").count(),
+            1,
+            "only the license cluster"
+        );
+    }
+
+    #[test]
+    fn plugin_json_round_trips_and_patches() {
+        let yaml = template();
+        let mut config = plugin_config(&yaml);
+        assert_eq!(config["handler_name"], "QlmWebHookHandler");
+        assert_eq!(config["salesforce"]["cluster"], "salesforce");
+        merge_patch(
+            &mut config,
+            &json!({"max_body_bytes": 4096, "salesforce": {"grant": "password"}, "license_server": null}),
+        );
+        let patched = with_plugin_config(&yaml, &config);
+        let back = plugin_config(&patched);
+        assert_eq!(back["max_body_bytes"], 4096);
+        assert_eq!(back["salesforce"]["grant"], "password");
+        assert_eq!(back["salesforce"]["contact"], "BillToContact");
+        assert!(back.get("license_server").is_none());
+        // The YAML around the block is untouched.
+        assert!(patched.contains("- name: envoy.filters.http.router"));
+        assert!(patched.contains("allow_on_headers_stop_iteration: true"));
+    }
+}

@@ -1,0 +1,308 @@
+//! Foundation end-to-end tests: the inbound checks of the real plugin in a real Envoy, none of
+//! which may call Salesforce or the license server. The activated-order flow lives in other tests.
+
+use keygate_e2e::{
+    json, testdata, webhook_path_with_secret, Gateway, GatewayOptions, Response, HOOK_PASSWORD,
+    HOOK_USER, WEBHOOK_PATH,
+};
+
+const OUTBOUND_NS: &str = "http://soap.sforce.com/2005/09/outbound";
+const OUR_ORG: &str = "00D5Y000001MPM7UAO";
+
+fn gateway() -> Gateway {
+    Gateway::start(GatewayOptions::default())
+}
+
+fn not_activated() -> String {
+    testdata("soap/valid/not_activated_one.xml")
+}
+
+fn element<'a>(body: &'a str, name: &str) -> Option<&'a str> {
+    let open = format!("<{name}>");
+    let start = body.find(&open)? + open.len();
+    let end = body[start..].find(&format!("</{name}>"))?;
+    Some(&body[start..start + end])
+}
+
+fn assert_xml_reply(r: &Response) {
+    let content_type = r.header("content-type").unwrap_or_default();
+    assert!(
+        content_type.starts_with("text/xml"),
+        "content-type {content_type:?}, body {}",
+        r.text()
+    );
+}
+
+fn assert_ack(r: &Response) {
+    let body = r.text();
+    assert_eq!(r.status, 200, "expected the SOAP ack, got: {body}");
+    assert_xml_reply(r);
+    assert!(body.contains("notificationsResponse"), "{body}");
+    assert!(
+        body.contains(&format!("xmlns=\"{OUTBOUND_NS}\"")),
+        "ack not in the outbound namespace: {body}"
+    );
+    assert!(body.contains("<Ack>true</Ack>"), "{body}");
+}
+
+/// Asserts a SOAP fault and returns its faultstring.
+fn assert_fault(r: &Response, status: u16, faultcode: &str) -> String {
+    let body = r.text();
+    assert_eq!(r.status, status, "body: {body}");
+    assert_xml_reply(r);
+    assert!(body.contains("Fault>"), "not a SOAP fault: {body}");
+    assert_eq!(element(&body, "faultcode"), Some(faultcode), "{body}");
+    let faultstring = element(&body, "faultstring").unwrap_or_default();
+    assert!(!faultstring.trim().is_empty(), "empty faultstring: {body}");
+    faultstring.to_string()
+}
+
+/// The stand-ins saw no Salesforce or license-server call.
+fn assert_no_callouts(gw: &Gateway) {
+    let callouts: Vec<_> = gw
+        .standins
+        .record()
+        .into_iter()
+        .filter(|e| e.service != "upstream")
+        .collect();
+    assert!(callouts.is_empty(), "unexpected callouts: {callouts:?}");
+}
+
+/// A valid message is still acked, nothing was called out, no secret reached Envoy's log.
+fn assert_still_healthy(gw: &Gateway) {
+    assert_ack(&gw.post_webhook(not_activated()));
+    assert_no_callouts(gw);
+    let leaked = gw.leaked_secrets();
+    assert!(leaked.is_empty(), "secrets in Envoy's log: {leaked:?}");
+}
+
+#[test]
+fn not_activated_order_is_acked_without_callouts() {
+    let gw = gateway();
+    assert_ack(&gw.post_webhook(not_activated()));
+    assert!(
+        gw.counter("keygate_messages_acked") >= 1,
+        "stats: {:?}",
+        gw.stats()
+    );
+    assert_still_healthy(&gw);
+}
+
+#[test]
+fn floor_listener_answers_the_ack_without_the_plugin() {
+    let gw = gateway();
+    let r = keygate_e2e::http::request(
+        gw.floor_addr,
+        "POST",
+        "/floor",
+        &[("Content-Type", "text/xml")],
+        b"<any/>",
+        keygate_e2e::http::DEFAULT_TIMEOUT,
+    )
+    .unwrap();
+    assert_ack(&r);
+    assert_eq!(
+        gw.counter("keygate_messages_acked"),
+        0,
+        "the floor must not reach the plugin"
+    );
+}
+
+#[test]
+fn get_is_405() {
+    let gw = gateway();
+    assert_fault(&gw.get(&webhook_path_with_secret()), 405, "soapenv:Client");
+    assert_still_healthy(&gw);
+}
+
+#[test]
+fn json_content_type_is_415() {
+    let gw = gateway();
+    let r = gw.request(
+        "POST",
+        &webhook_path_with_secret(),
+        &[("Content-Type", "application/json")],
+        not_activated().as_bytes(),
+    );
+    assert_fault(&r, 415, "soapenv:Client");
+    assert_still_healthy(&gw);
+}
+
+#[test]
+fn body_over_max_body_bytes_is_413() {
+    let gw = Gateway::start(GatewayOptions::default().patch(json!({"max_body_bytes": 4096})));
+    let big = format!("{}<!-- {} -->", not_activated(), "x".repeat(8192));
+    // Content-Length announces it: refused on the headers.
+    assert_fault(&gw.post_webhook(&big), 413, "soapenv:Client");
+    // Chunked, no length: refused while the body is being buffered.
+    let chunked = format!("{:x}\r\n{big}\r\n0\r\n\r\n", big.len());
+    let headers = [
+        ("Content-Type", "text/xml; charset=utf-8"),
+        ("Transfer-Encoding", "chunked"),
+    ];
+    let r = gw.request(
+        "POST",
+        &webhook_path_with_secret(),
+        &headers,
+        chunked.as_bytes(),
+    );
+    assert_fault(&r, 413, "soapenv:Client");
+    assert!(
+        gw.counter("keygate_messages_faulted_client") >= 2,
+        "stats: {:?}",
+        gw.stats()
+    );
+    assert_still_healthy(&gw);
+}
+
+#[test]
+fn malformed_xml_is_400_naming_the_problem() {
+    let gw = gateway();
+    for fixture in ["malformed_truncated.xml", "malformed_mismatched_tag.xml"] {
+        let r = gw.post_webhook(testdata(&format!("soap/invalid/{fixture}")));
+        let faultstring = assert_fault(&r, 400, "soapenv:Client");
+        let lower = faultstring.to_lowercase();
+        assert!(
+            [
+                "xml",
+                "malformed",
+                "parse",
+                "unexpected",
+                "mismatch",
+                "unclosed",
+                "end of"
+            ]
+            .iter()
+            .any(|w| lower.contains(w)),
+            "{fixture}: faultstring does not say what is wrong: {faultstring:?}"
+        );
+    }
+    assert!(
+        gw.counter("keygate_messages_faulted_client") >= 2,
+        "stats: {:?}",
+        gw.stats()
+    );
+    assert_still_healthy(&gw);
+}
+
+#[test]
+fn missing_secret_is_401() {
+    let gw = gateway();
+    assert_fault(
+        &gw.post_soap(WEBHOOK_PATH, not_activated()),
+        401,
+        "soapenv:Client",
+    );
+    let no_password = format!("{WEBHOOK_PATH}?is_vendor=salesforce&is_user={HOOK_USER}");
+    assert_fault(
+        &gw.post_soap(&no_password, not_activated()),
+        401,
+        "soapenv:Client",
+    );
+    assert!(
+        gw.counter("keygate_messages_faulted_auth") >= 2,
+        "stats: {:?}",
+        gw.stats()
+    );
+    assert_still_healthy(&gw);
+}
+
+#[test]
+fn wrong_secret_is_401_in_query_and_header() {
+    let gw = gateway();
+    let wrong_password =
+        format!("{WEBHOOK_PATH}?is_vendor=salesforce&is_user={HOOK_USER}&is_pwd=wrong-password");
+    assert_fault(
+        &gw.post_soap(&wrong_password, not_activated()),
+        401,
+        "soapenv:Client",
+    );
+    let wrong_user =
+        format!("{WEBHOOK_PATH}?is_vendor=salesforce&is_user=somebody&is_pwd={HOOK_PASSWORD}");
+    assert_fault(
+        &gw.post_soap(&wrong_user, not_activated()),
+        401,
+        "soapenv:Client",
+    );
+
+    let soap = |secret: &str| {
+        let headers = [
+            ("Content-Type", "text/xml; charset=utf-8"),
+            ("x-keygate-secret", secret),
+        ];
+        gw.request("POST", WEBHOOK_PATH, &headers, not_activated().as_bytes())
+    };
+    assert_fault(&soap("wrong-password"), 401, "soapenv:Client");
+    assert_ack(&soap(HOOK_PASSWORD)); // the header form with the right secret works
+    assert_still_healthy(&gw);
+}
+
+#[test]
+fn foreign_org_is_403() {
+    let gw = gateway();
+    let message = not_activated();
+    assert!(
+        message.contains(OUR_ORG),
+        "fixture no longer carries org {OUR_ORG}"
+    );
+    for foreign in [
+        "00D000000000001AAA",
+        "00D000000000001EAA",
+        "00D000000000001",
+        "00D5Y000001MPM8UAO",
+    ] {
+        let r = gw.post_webhook(message.replace(OUR_ORG, foreign));
+        assert_fault(&r, 403, "soapenv:Client");
+    }
+    assert!(
+        gw.counter("keygate_messages_faulted_auth") >= 4,
+        "stats: {:?}",
+        gw.stats()
+    );
+    // 15-character form of our own org is the same org.
+    assert_ack(&gw.post_webhook(message.replace(OUR_ORG, &OUR_ORG[..15])));
+    assert_still_healthy(&gw);
+}
+
+#[test]
+fn other_paths_pass_through_to_the_upstream() {
+    let gw = gateway();
+    let r = gw.get("/hello");
+    assert_eq!((r.status, r.text().as_str()), (200, "upstream: GET /hello"));
+    // The handler name in a query string does not make a path the webhook.
+    let r = gw.get("/hello?next=QlmWebHookHandler");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().starts_with("upstream: GET /hello"), "{}", r.text());
+    assert_eq!(gw.counter("keygate_messages_acked"), 0);
+    assert_still_healthy(&gw);
+}
+
+#[test]
+fn query_string_is_ignored_for_route_matching() {
+    let gw = gateway();
+    let with_query = format!(
+        "{WEBHOOK_PATH}?is_vendor=salesforce&is_user={HOOK_USER}&is_pwd={HOOK_PASSWORD}&is_extra=1"
+    );
+    assert_ack(&gw.post_soap(&with_query, not_activated()));
+    // Only the last path segment matters, not the prefix.
+    let other_prefix =
+        format!("/hooks/QlmWebHookHandler?is_user={HOOK_USER}&is_pwd={HOOK_PASSWORD}");
+    assert_ack(&gw.post_soap(&other_prefix, not_activated()));
+    assert_still_healthy(&gw);
+}
+
+#[test]
+fn activated_order_without_issuing_configured_is_503() {
+    let gw = Gateway::start(
+        GatewayOptions::default()
+            .patch(json!({"salesforce": null, "license_server": null, "products": null})),
+    );
+    let r = gw.post_webhook(testdata("soap/valid/activated_one.xml"));
+    assert_fault(&r, 503, "soapenv:Server");
+    assert!(
+        gw.counter("keygate_messages_faulted_unconfigured") >= 1,
+        "stats: {:?}",
+        gw.stats()
+    );
+    assert_still_healthy(&gw);
+}
