@@ -47,9 +47,37 @@ impl SfId {
         out
     }
 
-    /// True when both name the same record: compares the case-sensitive 15-character base.
+    /// True when both name the same record. 15-character ids are case-sensitive; an 18-character
+    /// id is safe to compare without regard to case because its suffix encodes the case of the
+    /// first 15 characters, so it is first brought back to its exact 15-character form.
     pub fn same_record(&self, other: &SfId) -> bool {
-        self.0.get(..15) == other.0.get(..15)
+        let (a, b) = (self.canonical15(), other.canonical15());
+        a.is_some() && a == b
+    }
+
+    fn canonical15(&self) -> Option<[u8; 15]> {
+        let bytes = self.0.as_bytes();
+        let mut out = [0u8; 15];
+        out.copy_from_slice(bytes.get(..15)?);
+        if let Some(suffix) = bytes.get(15..18) {
+            for (chunk, s) in suffix.iter().enumerate() {
+                let bits = match s.to_ascii_uppercase() {
+                    c @ b'A'..=b'Z' => c - b'A',
+                    c @ b'0'..=b'5' => c - b'0' + 26,
+                    _ => return None,
+                };
+                for i in 0..5 {
+                    if let Some(c) = out.get_mut(chunk * 5 + i) {
+                        *c = if bits & (1 << i) != 0 {
+                            c.to_ascii_uppercase()
+                        } else {
+                            c.to_ascii_lowercase()
+                        };
+                    }
+                }
+            }
+        }
+        Some(out)
     }
 }
 

@@ -95,7 +95,7 @@ fn ids_convert_between_15_and_18_characters() {
     let id = SfId::parse("00D5Y000001MPM7").unwrap();
     assert_eq!(id.to_18(), "00D5Y000001MPM7UAO");
     assert!(id.same_record(&SfId::parse("00D5Y000001MPM7UAO").unwrap()));
-    assert!(!id.same_record(&SfId::parse("00D5y000001MPM7UAO").unwrap()));
+    assert!(!id.same_record(&SfId::parse("00D5y000001MPM7").unwrap()));
 }
 
 #[test]
@@ -285,4 +285,15 @@ fn shared_wire_samples_parse() {
     assert!(parse_keys(200, sample!("license/retrieve_empty.xml"))
         .unwrap()
         .is_empty());
+}
+
+#[test]
+fn eighteen_character_ids_compare_without_regard_to_case() {
+    let exact = SfId::parse("00D5Y000001MPM7UAO").unwrap();
+    assert!(exact.same_record(&SfId::parse("00d5y000001mpm7uao").unwrap()));
+    assert!(exact.same_record(&SfId::parse("00D5Y000001MPM7").unwrap()));
+    // A 15-character id is case-sensitive: this is another record.
+    assert!(!exact.same_record(&SfId::parse("00d5Y000001MPM7").unwrap()));
+    // A suffix that is not a checksum character never matches.
+    assert!(!exact.same_record(&SfId::parse("00D5Y000001MPM7UA9").unwrap()));
 }

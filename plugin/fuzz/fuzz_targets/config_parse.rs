@@ -9,7 +9,7 @@
 #![no_main]
 
 use keygate::config::{Config, Grant};
-use keygate_fuzz::{assert_no_control, check_id, contains};
+use keygate_fuzz::{allowed, assert_no_control, check_id, contains};
 use libfuzzer_sys::fuzz_target;
 
 const SENTINEL: &str = "Zq9-fuzz-secret-value-Zq9";
@@ -49,7 +49,11 @@ fuzz_target!(|data: &[u8]| {
     }
 });
 
+/// Strings that become `:authority` or part of `:path` of an outgoing call (`config-header-safe`).
 fn header_safe(what: &str, s: &str) {
+    if allowed("config-header-safe") {
+        return;
+    }
     assert!(
         !s.chars().any(|c| c.is_whitespace() || c.is_control()),
         "{what} {s:?} contains whitespace or a control character"
@@ -60,7 +64,10 @@ fn check_config(cfg: &Config) {
     let h = &cfg.handler_name;
     assert!(!h.is_empty(), "empty handler_name");
     assert!(!h.contains(['/', '?', '#']), "handler_name {h:?} not one segment");
-    header_safe("handler_name", h);
+    assert!(
+        !h.chars().any(|c| c.is_whitespace() || c.is_control()),
+        "handler_name {h:?}"
+    );
     assert!((1024..=16 * 1024 * 1024).contains(&cfg.max_body_bytes));
     assert!(!cfg.allowed_orgs.is_empty(), "no allowed org");
     for org in &cfg.allowed_orgs {

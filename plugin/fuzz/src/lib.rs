@@ -1,10 +1,30 @@
 //! Property checks shared by the fuzz targets. Each check panics (= a libFuzzer crash) with a
 //! message naming the property that failed.
 
+use std::sync::OnceLock;
+
 use keygate::ids::SfId;
 use keygate::soap::{fault, FaultCode};
 use quick_xml::events::Event;
 use quick_xml::reader::Reader;
+
+/// Properties switched off by name through `KEYGATE_FUZZ_ALLOW` (comma-separated), so a target
+/// whose known, reported bug is not fixed yet can still be fuzzed for other bugs. Names in use:
+/// `config-header-safe`, `fault-xml-chars`. Off by default: every property is checked.
+pub fn allowed(name: &str) -> bool {
+    static ALLOW: OnceLock<Vec<String>> = OnceLock::new();
+    ALLOW
+        .get_or_init(|| {
+            std::env::var("KEYGATE_FUZZ_ALLOW")
+                .unwrap_or_default()
+                .split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
+        .iter()
+        .any(|a| a == name)
+}
 
 /// Salesforce's 15→18 suffix alphabet.
 const SUFFIX_ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ012345";
@@ -123,7 +143,7 @@ pub fn check_fault_body(body: &str, code: &str, reason: &str) {
         );
     }
 
-    if let Some(c) = body.chars().find(|c| !is_xml_char(*c)) {
+    if let Some(c) = body.chars().find(|c| !is_xml_char(*c) && !allowed("fault-xml-chars")) {
         panic!("fault contains {c:?}, not an XML 1.0 character (reason {reason:?})");
     }
 
@@ -142,7 +162,7 @@ pub fn check_fault_body(body: &str, code: &str, reason: &str) {
             Event::Eof => break,
             Event::Decl(_) => None,
             Event::Start(e) => {
-                let name = String::from_utf8_lossy(e.name().as_ref()).into_owned();
+                let name = e.name().as_ref().to_owned();
                 elements.push(name.clone());
                 path.push(name);
                 None
