@@ -132,6 +132,9 @@ pub struct Flow {
     failures: Vec<String>,
     deadline_hit: bool,
     finished: bool,
+    /// Keys issued / found by lookup in this delivery, for the summary log line.
+    issued: u32,
+    recovered: u32,
     out: Vec<Command>,
 }
 
@@ -162,6 +165,8 @@ impl Flow {
             failures: Vec::new(),
             deadline_hit: false,
             finished: false,
+            issued: 0,
+            recovered: 0,
             out: Vec::new(),
         };
         flow.count(Metric::Notifications, msg.notifications.len() as u64);
@@ -737,6 +742,11 @@ impl Flow {
             );
         }
         self.count(metric, 1);
+        if metric == Metric::LicensesRecovered {
+            self.recovered += 1;
+        } else {
+            self.issued += 1;
+        }
         self.to_write.push((item, keys));
     }
 
@@ -796,6 +806,17 @@ impl Flow {
 
     fn finish(&mut self, env: &mut Env<'_>) {
         let reply = if self.failures.is_empty() && !self.deadline_hit {
+            if !self.wanted.is_empty() {
+                self.log(
+                    Level::Info,
+                    format!(
+                        "acked: {} activated order(s), {} key(s) issued, {} found from an earlier delivery",
+                        self.wanted.len(),
+                        self.issued,
+                        self.recovered
+                    ),
+                );
+            }
             Reply::ack()
         } else {
             let kind = if self.deadline_hit {
