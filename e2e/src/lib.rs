@@ -54,3 +54,5 @@ pub fn testdata(relative: &str) -> String {
     let path = repo_root().join("testdata").join(relative);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
+pub mod duplex;
+pub mod exactly_once;

@@ -506,7 +506,10 @@ impl Flow {
             let order_idx = self.orders.len();
             self.orders.push(PlannedOrder {
                 order_number: order.order_number.clone(),
-                customer: order.customer.clone().unwrap_or_default(),
+                customer: order.customer.clone().unwrap_or_else(|| Customer {
+                    company: order.company.clone(),
+                    ..Customer::default()
+                }),
             });
             if order.customer.is_none() {
                 logs.push((

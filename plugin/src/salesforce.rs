@@ -234,6 +234,9 @@ pub struct Order {
     pub id: SfId,
     pub order_number: String,
     pub status: String,
+    /// `Account.Name`: the licensee's company, also when the order has no contact.
+    pub company: String,
+    /// The configured contact; `None` when the lookup is empty.
     pub customer: Option<Customer>,
     pub items: Vec<OrderItem>,
     /// False when Salesforce paginated the OrderItems subquery (more lines than one page).
@@ -350,6 +353,7 @@ fn parse_order(
         id,
         order_number: str_field(r, "OrderNumber").unwrap_or("").to_owned(),
         status: str_field(r, "Status").unwrap_or("").to_owned(),
+        company,
         customer,
         items,
         items_complete,

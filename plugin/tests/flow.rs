@@ -1027,3 +1027,58 @@ fn no_response_at_all_from_salesforce_is_a_fault() {
     );
     assert_eq!(run.counts[&Metric::CalloutsFailedSalesforce], 1);
 }
+
+#[test]
+fn the_company_comes_from_the_account_even_without_a_contact() {
+    let cfg = config(json!({}));
+    let mut o = order(
+        "8015Y000001AbCdQAK",
+        "00000114",
+        "Activated",
+        &[("8025Y00000AbCdEQAV", "001", 1.0)],
+    );
+    o["BillToContact"] = Value::Null;
+    let mut world = World::new().with_order(o);
+    let mut store = MemStore::new();
+    let mut env = Env {
+        now_ms: 0,
+        store: &mut store,
+    };
+    let (flow, cmds) = webhook::on_body(&cfg, ONE, 1, &mut env);
+    let mut flow = flow.unwrap();
+    let mut queue: VecDeque<Call> = cmds
+        .into_iter()
+        .filter_map(|c| {
+            if let Command::Dispatch(c) = c {
+                Some(c)
+            } else {
+                None
+            }
+        })
+        .collect();
+    let mut form = None;
+    while let Some(call) = queue.pop_front() {
+        if World::endpoint(&call) == "license" {
+            form = Some(World::form(&call));
+        }
+        let resp = world.serve(&call);
+        let mut env = Env {
+            now_ms: 0,
+            store: &mut store,
+        };
+        queue.extend(
+            flow.on_response(call.id, resp, &mut env)
+                .into_iter()
+                .filter_map(|c| {
+                    if let Command::Dispatch(c) = c {
+                        Some(c)
+                    } else {
+                        None
+                    }
+                }),
+        );
+    }
+    let f = form.unwrap();
+    assert_eq!(f["is_company"], "Acme");
+    assert_eq!(f["is_fullname"], "");
+}

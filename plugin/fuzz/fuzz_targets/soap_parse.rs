@@ -9,7 +9,7 @@
 use std::collections::HashSet;
 
 use keygate::soap::{self, FaultCode, Limits, OutboundMessage};
-use keygate_fuzz::{assert_reason, check_fault, check_id, fuzz_id};
+use keygate_fuzz::{allowed, assert_reason, check_fault, check_id, fuzz_id};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -48,6 +48,20 @@ fn check_message(data: &[u8], msg: &OutboundMessage, limits: &Limits) {
         (1..=limits.max_notifications).contains(&n),
         "{n} notifications accepted"
     );
+    // The same record in another spelling (an 18-character id in other case) is a duplicate too.
+    if !allowed("id-canonical") {
+        for (i, note) in msg.notifications.iter().enumerate() {
+            if let Some(other) = msg.notifications[..i]
+                .iter()
+                .find(|o| o.id.same_record(&note.id))
+            {
+                panic!(
+                    "notification ids {} and {} name the same record and were both accepted",
+                    other.id, note.id
+                );
+            }
+        }
+    }
     check_id("OrganizationId", &msg.organization_id);
     check_id("ActionId", &msg.action_id);
     if let Some(s) = &msg.session_id {
@@ -61,6 +75,7 @@ fn check_message(data: &[u8], msg: &OutboundMessage, limits: &Limits) {
             "duplicate notification id {} accepted",
             note.id
         );
+
         let fields = &note.order.fields;
         assert!(
             fields.len() <= limits.max_fields,

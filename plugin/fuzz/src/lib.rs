@@ -10,7 +10,7 @@ use quick_xml::reader::Reader;
 
 /// Properties switched off by name through `KEYGATE_FUZZ_ALLOW` (comma-separated), so a target
 /// whose known, reported bug is not fixed yet can still be fuzzed for other bugs. Names in use:
-/// `config-header-safe`, `fault-xml-chars`. Off by default: every property is checked.
+/// `config-header-safe`, `fault-xml-chars`, `id-canonical`. Off by default: every property is checked.
 pub fn allowed(name: &str) -> bool {
     static ALLOW: OnceLock<Vec<String>> = OnceLock::new();
     ALLOW
@@ -60,7 +60,43 @@ pub fn reference_to_18(base15: &str) -> String {
     out
 }
 
-/// A parsed id: 15/18 ASCII alphanumerics, and its 15/18 forms agree.
+/// The exact 15-character form, independently of keygate: a 15-character id as is; an
+/// 18-character id with its first 15 characters re-cased from the suffix (`None` for a suffix
+/// character outside the alphabet, in either case).
+pub fn reference_canonical15(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    match b.len() {
+        15 => Some(s.to_owned()),
+        18 => {
+            let mut out = b[..15].to_vec();
+            for (chunk, c) in b[15..].iter().enumerate() {
+                let bits = SUFFIX_ALPHABET
+                    .iter()
+                    .position(|a| *a == c.to_ascii_uppercase())?;
+                for i in 0..5 {
+                    let x = &mut out[chunk * 5 + i];
+                    *x = if bits & (1 << i) != 0 {
+                        x.to_ascii_uppercase()
+                    } else {
+                        x.to_ascii_lowercase()
+                    };
+                }
+            }
+            String::from_utf8(out).ok()
+        }
+        _ => None,
+    }
+}
+
+fn same_record_reference(a: &SfId, b: &SfId) -> bool {
+    let ca = reference_canonical15(a.as_str());
+    ca.is_some() && ca == reference_canonical15(b.as_str())
+}
+
+/// A parsed id: 15/18 ASCII alphanumerics; `to_18` computes Salesforce's suffix and is
+/// idempotent; `same_record` is symmetric and agrees with an independent implementation; and
+/// (`id-canonical`) ids that are the same record have the same `to_18`, which keygate uses as the
+/// key of shared state (ledger lines, order claims, notification de-duplication).
 pub fn check_id(what: &str, id: &SfId) {
     let s = id.as_str();
     assert!(
@@ -70,13 +106,37 @@ pub fn check_id(what: &str, id: &SfId) {
     let base = &s[..15];
     let full = id.to_18();
     assert_eq!(full, reference_to_18(base), "{what}: to_18 of {s:?}");
-    let reparsed = SfId::parse(&full).unwrap_or_else(|| panic!("{what}: to_18 {full:?} does not parse"));
+    let reparsed =
+        SfId::parse(&full).unwrap_or_else(|| panic!("{what}: to_18 {full:?} does not parse"));
     assert_eq!(reparsed.to_18(), full, "{what}: to_18 not idempotent for {s:?}");
-    assert!(reparsed.same_record(id), "{what}: {full:?} and {s:?} not the same record");
-    let short = SfId::parse(base).unwrap_or_else(|| panic!("{what}: 15-char base of {s:?} does not parse"));
+    let short = SfId::parse(base)
+        .unwrap_or_else(|| panic!("{what}: 15-char base of {s:?} does not parse"));
     assert_eq!(short.to_18(), full, "{what}: 15 and 18 forms of {s:?} differ");
+    assert!(short.same_record(&reparsed), "{what}: {base:?} vs {full:?}");
     assert_eq!(id.key_prefix(), &s[..3], "{what}: key prefix of {s:?}");
     assert_eq!(id.to_string(), s, "{what}: Display of {s:?}");
+
+    let mut variants = vec![reparsed, short];
+    for v in [s.to_ascii_lowercase(), s.to_ascii_uppercase()] {
+        variants.extend(SfId::parse(&v));
+    }
+    variants.push(id.clone());
+    for other in &variants {
+        let same = id.same_record(other);
+        assert_eq!(same, other.same_record(id), "same_record({s:?}, {other}) not symmetric");
+        assert_eq!(
+            same,
+            same_record_reference(id, other),
+            "same_record({s:?}, {other}) = {same}"
+        );
+        if same && !allowed("id-canonical") {
+            assert_eq!(
+                id.to_18(),
+                other.to_18(),
+                "{s:?} and {other} are the same record but their to_18 differ"
+            );
+        }
+    }
 }
 
 /// `SfId::parse` accepts exactly the 15/18-alphanumeric strings, and what it accepts is sound.

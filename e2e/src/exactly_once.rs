@@ -1,0 +1,219 @@
+//! Helpers for delivery-guarantee tests: build Outbound Messages for the stand-ins' orders, wait
+//! until injected faults have fully played out, count the calls of one delivery, and check from the
+//! stand-ins' record that every order line got exactly one key, written back.
+//!
+//! ```no_run
+//! use keygate_e2e::exactly_once::{assert_one_key_per_line, family_message, settle};
+//! use keygate_e2e::{Gateway, GatewayOptions};
+//! let gw = Gateway::start(GatewayOptions::default());
+//! gw.post_webhook(family_message(0..3));
+//! settle(&gw.standins, 0);
+//! let lines: Vec<String> = (0..3).map(keygate_standins::family_item_id).collect();
+//! assert_one_key_per_line(&gw.standins, &lines);
+//! ```
+
+use keygate_standins::{family_order_id, sf_id18, Endpoint, RecordedRequest, Standins, ORG_ID};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+/// How long `settle` waits for injected faults to fire and for delayed stand-in replies to finish.
+pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// One Outbound Message with one Activated Order notification per `(order id, order number)`.
+/// Notification ids are `04l5Y00000N` + index (4 digits), with their real suffix.
+pub fn outbound_message<'a>(orders: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    let mut notifications = String::new();
+    for (i, (order_id, order_number)) in orders.into_iter().enumerate() {
+        let notification_id = sf_id18(&format!("04l5Y00000N{:04}", i % 10_000));
+        notifications.push_str(&format!(
+            r#"   <Notification>
+    <Id>{notification_id}</Id>
+    <sObject xsi:type="sf:Order" xmlns:sf="urn:sobject.enterprise.soap.sforce.com">
+     <sf:Id>{order_id}</sf:Id>
+     <sf:OrderNumber>{order_number}</sf:OrderNumber>
+     <sf:Status>Activated</sf:Status>
+    </sObject>
+   </Notification>
+"#
+        ));
+    }
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
+ <soapenv:Body>
+  <notifications xmlns="http://soap.sforce.com/2005/09/outbound">
+   <OrganizationId>{ORG_ID}</OrganizationId>
+   <ActionId>04k5Y0000008Q1hQAE</ActionId>
+   <SessionId xsi:nil="true"/>
+   <EnterpriseUrl>https://mydomain.my.salesforce.com/services/Soap/c/51.0/00D5Y000001MPM7</EnterpriseUrl>
+   <PartnerUrl>https://mydomain.my.salesforce.com/services/Soap/u/51.0/00D5Y000001MPM7</PartnerUrl>
+{notifications}  </notifications>
+ </soapenv:Body>
+</soapenv:Envelope>
+"#
+    )
+}
+
+/// A message for family orders `n` (see testdata/README.md): one line of `001` × 1 each.
+pub fn family_message(orders: impl IntoIterator<Item = usize>) -> String {
+    let orders: Vec<(String, String)> = orders
+        .into_iter()
+        .map(|n| (family_order_id(n), format!("{:08}", 1000 + n)))
+        .collect();
+    outbound_message(orders.iter().map(|(id, num)| (id.as_str(), num.as_str())))
+}
+
+/// The license reference (`is_orderid`) of a license-server request, from its form or query.
+pub fn order_ref(r: &RecordedRequest) -> Option<String> {
+    if let Some(v) = r.form.get("is_orderid") {
+        return Some(v.clone());
+    }
+    r.query
+        .split('&')
+        .filter_map(|p| p.split_once('='))
+        .find(|(k, _)| k.eq_ignore_ascii_case("is_orderid"))
+        .map(|(_, v)| v.to_owned())
+}
+
+/// `is_orderid`s of the requests to `endpoint` in `record`, in arrival order.
+pub fn refs_of(record: &[RecordedRequest], endpoint: Endpoint) -> Vec<String> {
+    record
+        .iter()
+        .filter(|r| r.endpoint == endpoint)
+        .filter_map(order_ref)
+        .collect()
+}
+
+/// Calls the stand-ins saw, per endpoint (everything but the pass-through echo).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Calls {
+    pub token: usize,
+    pub query: usize,
+    pub license: usize,
+    pub retrieve: usize,
+    pub composite: usize,
+    /// `query_more` and anything unrouted.
+    pub other: usize,
+}
+
+impl Calls {
+    /// Token, query, license, retrieve, composite; nothing else.
+    pub const fn new(
+        token: usize,
+        query: usize,
+        license: usize,
+        retrieve: usize,
+        composite: usize,
+    ) -> Calls {
+        Calls {
+            token,
+            query,
+            license,
+            retrieve,
+            composite,
+            other: 0,
+        }
+    }
+
+    pub fn of(record: &[RecordedRequest]) -> Calls {
+        let mut c = Calls::default();
+        for r in record {
+            match r.endpoint {
+                Endpoint::Token => c.token += 1,
+                Endpoint::Query => c.query += 1,
+                Endpoint::License => c.license += 1,
+                Endpoint::Retrieve => c.retrieve += 1,
+                Endpoint::Composite => c.composite += 1,
+                Endpoint::Echo => {}
+                Endpoint::QueryMore | Endpoint::Other => c.other += 1,
+            }
+        }
+        c
+    }
+}
+
+impl std::fmt::Display for Calls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "token {} query {} license {} retrieve {} composite {}",
+            self.token, self.query, self.license, self.retrieve, self.composite
+        )?;
+        if self.other > 0 {
+            write!(f, " other {}", self.other)?;
+        }
+        Ok(())
+    }
+}
+
+/// Waits until every injected fault has been used up and the stand-ins have recorded at least
+/// `fired` faulted requests (a delayed reply is recorded only when its delay is over, and a
+/// `delay` fault issues its key only then). Panics after [`SETTLE_TIMEOUT`].
+pub fn settle(standins: &Standins, fired: usize) {
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    loop {
+        let pending = standins.pending_faults();
+        let recorded = standins
+            .record()
+            .iter()
+            .filter(|r| r.fault.is_some())
+            .count();
+        if pending.is_empty() && recorded >= fired {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "faults did not play out within {SETTLE_TIMEOUT:?}: still pending {pending:?}, \
+                 {recorded} of {fired} faulted requests recorded"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Asserts that exactly `lines` (OrderItem ids) have keys: one key each, issued once, and that
+/// exactly these lines were written back, each with its key. Returns line → key.
+pub fn assert_one_key_per_line(standins: &Standins, lines: &[String]) -> BTreeMap<String, String> {
+    let issued = standins.issued();
+    let writebacks = standins.writebacks();
+    let wanted: BTreeSet<&str> = lines.iter().map(String::as_str).collect();
+
+    let unexpected: Vec<_> = issued
+        .iter()
+        .filter(|(id, _)| !wanted.contains(id.as_str()))
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "keys issued for lines that should have none: {unexpected:?}"
+    );
+    let missing: Vec<_> = wanted
+        .iter()
+        .filter(|id| issued.get(**id).is_none_or(|k| k.is_empty()))
+        .collect();
+    assert!(missing.is_empty(), "lines without a key: {missing:?}");
+    let duplicated: Vec<_> = issued.iter().filter(|(_, keys)| keys.len() != 1).collect();
+    assert!(
+        duplicated.is_empty(),
+        "lines with more than one key issued (duplicate licensing): {duplicated:?}"
+    );
+
+    let mut keys = BTreeMap::new();
+    for line in lines {
+        let key = &issued[line][0];
+        assert_eq!(
+            writebacks.get(line),
+            Some(key),
+            "line {line}: written-back value is not its one key (all write-backs: {writebacks:?})"
+        );
+        keys.insert(line.clone(), key.clone());
+    }
+    let stray: Vec<_> = writebacks
+        .keys()
+        .filter(|id| !wanted.contains(id.as_str()))
+        .collect();
+    assert!(
+        stray.is_empty(),
+        "write-backs to unexpected lines: {stray:?}"
+    );
+    keys
+}

@@ -1,0 +1,1133 @@
+//! The order-to-license flow end to end: a real Envoy with the built plugin, the stand-ins behind
+//! it. Every test asserts the SOAP reply, what the stand-ins were asked (endpoints, methods, form
+//! fields, SOQL), what they issued and had written back, the plugin's Envoy counters, and that no
+//! secret reached Envoy's log.
+
+use keygate_e2e::{json, testdata, Gateway, GatewayOptions, Response, Value};
+use keygate_standins::{
+    family_item_id, family_order_id, sf_id18, Endpoint, Fault, FaultKind, RecordedRequest,
+    CLIENT_ID, DEMO_ITEM_ID, DEMO_ORDER_ID, DRAFT_ORDER_ID, MULTI_LINE_ITEM_IDS,
+    MULTI_LINE_ORDER_ID, NO_ITEMS_ORDER_ID, QLM_USER, USERNAME,
+};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+const OUTBOUND_NS: &str = "http://soap.sforce.com/2005/09/outbound";
+const LICENSE_PATH: &str = "/qlmLicenseServer/qlmservice.asmx/GetActivationKeyWithExpiryDate";
+const RETRIEVE_PATH: &str = "/qlmLicenseServer/qlmservice.asmx/RetrieveActivationKeyHttp";
+const WRITEBACK_FIELD: &str = "License_Keys__c";
+/// Draft order's one line (testdata/README.md).
+const DRAFT_ITEM_ID: &str = "8025Y000001DrA1QAK";
+
+// ---- replies --------------------------------------------------------------------------------
+
+fn element<'a>(body: &'a str, name: &str) -> Option<&'a str> {
+    let open = format!("<{name}>");
+    let start = body.find(&open)? + open.len();
+    let end = body[start..].find(&format!("</{name}>"))?;
+    Some(&body[start..start + end])
+}
+
+fn assert_ack(r: &Response) {
+    let body = r.text();
+    assert_eq!(r.status, 200, "expected the SOAP ack, got: {body}");
+    assert!(
+        r.header("content-type")
+            .is_some_and(|c| c.starts_with("text/xml")),
+        "{:?}",
+        r.headers
+    );
+    assert!(body.contains("notificationsResponse"), "{body}");
+    assert!(body.contains(&format!("xmlns=\"{OUTBOUND_NS}\"")), "{body}");
+    assert!(body.contains("<Ack>true</Ack>"), "{body}");
+}
+
+/// Asserts a SOAP fault and returns its faultstring (XML-unescaped enough for `contains`).
+fn assert_fault(r: &Response, status: u16, faultcode: &str) -> String {
+    let body = r.text();
+    assert_eq!(r.status, status, "body: {body}");
+    assert!(body.contains("Fault>"), "not a SOAP fault: {body}");
+    assert!(!body.contains("<Ack>"), "a fault must not ack: {body}");
+    assert_eq!(element(&body, "faultcode"), Some(faultcode), "{body}");
+    let faultstring = element(&body, "faultstring").unwrap_or_default();
+    assert!(!faultstring.trim().is_empty(), "empty faultstring: {body}");
+    faultstring
+        .replace("&apos;", "'")
+        .replace("&quot;", "\"")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+// ---- messages -------------------------------------------------------------------------------
+
+fn activated_one() -> String {
+    testdata("soap/valid/activated_one.xml")
+}
+
+/// activated_one.xml with the demo order replaced by `order_id` (still one Activated notification).
+fn message_for(order_id: &str) -> String {
+    let m = activated_one();
+    assert!(m.contains(DEMO_ORDER_ID), "fixture changed");
+    m.replace(DEMO_ORDER_ID, order_id)
+}
+
+// ---- what the stand-ins saw -----------------------------------------------------------------
+
+fn calls(gw: &Gateway, endpoint: Endpoint) -> Vec<RecordedRequest> {
+    gw.standins
+        .record()
+        .into_iter()
+        .filter(|r| r.endpoint == endpoint)
+        .collect()
+}
+
+fn count(gw: &Gateway, endpoint: Endpoint) -> usize {
+    calls(gw, endpoint).len()
+}
+
+/// `endpoint → number of calls`, for failure messages and exact comparisons.
+fn call_counts(gw: &Gateway) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for r in gw.standins.record() {
+        *out.entry(r.endpoint.to_string()).or_insert(0) += 1;
+    }
+    out
+}
+
+fn expect_counts(gw: &Gateway, want: &[(&str, usize)]) {
+    let want: BTreeMap<String, usize> = want
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(e, n)| (e.to_string(), *n))
+        .collect();
+    assert_eq!(call_counts(gw), want, "calls the stand-ins saw");
+}
+
+/// `application/x-www-form-urlencoded` decoding (`+` is a space, `%XX` a byte).
+fn form_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => match bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                Some(b) => {
+                    out.push(b);
+                    i += 2;
+                }
+                None => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn query_param(raw_query: &str, name: &str) -> Option<String> {
+    raw_query
+        .split('&')
+        .filter_map(|p| p.split_once('='))
+        .find(|(k, _)| form_decode(k) == name)
+        .map(|(_, v)| form_decode(v))
+}
+
+/// The SOQL of a recorded query call.
+fn soql(r: &RecordedRequest) -> String {
+    query_param(&r.query, "q").unwrap_or_else(|| panic!("query call without q: {r:?}"))
+}
+
+/// The license calls' forms, by `is_orderid` (each order line must appear once).
+fn license_forms(gw: &Gateway) -> BTreeMap<String, BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for r in calls(gw, Endpoint::License) {
+        let id = r
+            .form
+            .get("is_orderid")
+            .unwrap_or_else(|| panic!("license call without is_orderid: {r:?}"))
+            .clone();
+        assert!(
+            out.insert(id.clone(), r.form.clone()).is_none(),
+            "two license calls for line {id}"
+        );
+    }
+    out
+}
+
+/// Every license call: POST to the documented path, credentials in the form body only.
+fn assert_license_calls_well_formed(gw: &Gateway) {
+    for r in calls(gw, Endpoint::License) {
+        assert_eq!(r.method, "POST", "{r:?}");
+        assert_eq!(r.path, LICENSE_PATH, "{r:?}");
+        assert!(
+            !r.path.contains("is_pwd") && !r.query.contains("is_pwd") && !r.query.contains("pwd"),
+            "credentials in the license URL: {} ? {}",
+            r.path,
+            r.query
+        );
+        assert!(
+            r.query.is_empty(),
+            "license call with a query string: {}",
+            r.query
+        );
+        assert!(
+            r.headers
+                .get("content-type")
+                .is_some_and(|c| c.starts_with("application/x-www-form-urlencoded")),
+            "{:?}",
+            r.headers
+        );
+        assert!(
+            r.form.contains_key("is_pwd"),
+            "no is_pwd in the form: {r:?}"
+        );
+        assert_eq!(
+            r.form.get("is_user").map(String::as_str),
+            Some(QLM_USER),
+            "{r:?}"
+        );
+        assert_eq!(r.status, 200, "license call refused: {r:?}");
+    }
+}
+
+/// Like `assert_license_calls_well_formed`, for a record that holds failed (500) calls too.
+fn assert_license_calls_well_formed_after_fault(gw: &Gateway) {
+    for r in calls(gw, Endpoint::License) {
+        assert_eq!((r.method.as_str(), r.path.as_str()), ("POST", LICENSE_PATH));
+        assert!(r.query.is_empty(), "{}", r.query);
+        assert!(r.form.contains_key("is_pwd"));
+        assert!(
+            r.status == 200 || (r.status == 500 && r.fault.is_some()),
+            "{r:?}"
+        );
+    }
+}
+
+/// The license-server arguments the plugin configuration maps `code` to (QLM's `&is_…` string or
+/// the structured form).
+fn mapped_args(gw: &Gateway, code: &str) -> Vec<(String, String)> {
+    let products = &gw.plugin_config["products"];
+    let mapping = products
+        .get(code)
+        .or_else(|| products.get(format!("salesforce_pid_{code}")))
+        .unwrap_or_else(|| panic!("product {code} not in {products}"));
+    match mapping {
+        Value::String(s) => s
+            .split('&')
+            .filter(|p| !p.trim().is_empty())
+            .map(|p| {
+                let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                (form_decode(k.trim()), form_decode(v))
+            })
+            .collect(),
+        Value::Object(o) => {
+            let mut out = Vec::new();
+            for (key, arg) in [
+                ("productid", "is_productid"),
+                ("majorversion", "is_majorversion"),
+                ("minorversion", "is_minorversion"),
+                ("productname", "is_productname"),
+                ("emailtemplate", "is_emailtemplate"),
+            ] {
+                match o.get(key) {
+                    Some(Value::String(s)) => out.push((arg.to_string(), s.clone())),
+                    Some(v) if !v.is_null() => out.push((arg.to_string(), v.to_string())),
+                    _ => {}
+                }
+            }
+            if let Some(Value::Object(args)) = o.get("args") {
+                for (k, v) in args {
+                    let v = v
+                        .as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| v.to_string());
+                    out.push((k.clone(), v));
+                }
+            }
+            out
+        }
+        other => panic!("unexpected mapping {other}"),
+    }
+}
+
+/// The form of one license call carries the mapping of `code`, the quantity and the reference.
+fn assert_line_form(
+    gw: &Gateway,
+    form: &BTreeMap<String, String>,
+    code: &str,
+    quantity: u32,
+    item: &str,
+) {
+    for (k, v) in mapped_args(gw, code) {
+        assert_eq!(
+            form.get(&k),
+            Some(&v),
+            "line {item} (product {code}): argument {k}; form {form:?}"
+        );
+    }
+    let fixed = [
+        ("is_quantity", quantity.to_string()),
+        ("is_orderid", item.to_string()),
+        ("is_vendor", "salesforce".to_string()),
+        ("is_affiliateid", "salesforce".to_string()),
+    ];
+    for (k, v) in fixed {
+        assert_eq!(
+            form.get(k),
+            Some(&v),
+            "line {item}: argument {k}; form {form:?}"
+        );
+    }
+}
+
+fn assert_customer(
+    form: &BTreeMap<String, String>,
+    name: &str,
+    email: &str,
+    company: &str,
+    phone: Option<&str>,
+) {
+    assert_person(form, name, email, phone);
+    let item = form.get("is_orderid").cloned().unwrap_or_default();
+    assert_eq!(
+        form.get("is_company").map(String::as_str),
+        Some(company),
+        "{item} is_company (the order's Account.Name)"
+    );
+}
+
+/// The contact's part of the customer: name, email, phone (sent only when known).
+fn assert_person(form: &BTreeMap<String, String>, name: &str, email: &str, phone: Option<&str>) {
+    let item = form.get("is_orderid").cloned().unwrap_or_default();
+    assert_eq!(
+        form.get("is_fullname").map(String::as_str),
+        Some(name),
+        "{item} is_fullname"
+    );
+    assert_eq!(
+        form.get("is_email").map(String::as_str),
+        Some(email),
+        "{item} is_email"
+    );
+    assert_eq!(
+        form.get("is_phone").map(String::as_str),
+        phone,
+        "{item} is_phone"
+    );
+}
+
+/// Records of every composite (write-back) call, in call order: (OrderItem id, field value).
+fn composite_records(gw: &Gateway) -> Vec<Vec<(String, String)>> {
+    calls(gw, Endpoint::Composite)
+        .into_iter()
+        .map(|r| {
+            assert_eq!(r.method, "PATCH", "{r:?}");
+            assert_eq!(r.status, 200, "{r:?}");
+            let body: Value = serde_json::from_str(&r.body)
+                .unwrap_or_else(|e| panic!("composite body is not JSON ({e}): {}", r.body));
+            assert_eq!(body["allOrNone"], json!(false), "{body}");
+            body["records"]
+                .as_array()
+                .unwrap_or_else(|| panic!("no records: {body}"))
+                .iter()
+                .map(|rec| {
+                    assert_eq!(rec["attributes"]["type"], "OrderItem", "{rec}");
+                    (
+                        rec["id"].as_str().unwrap_or_default().to_string(),
+                        rec[WRITEBACK_FIELD]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string(),
+                    )
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Every issued key was written back to its line, and each line got exactly one key.
+fn assert_one_key_per_line_written_back(gw: &Gateway, lines: &[&str]) {
+    let issued = gw.standins.issued();
+    let writebacks = gw.standins.writebacks();
+    let lines_issued: Vec<&String> = issued.keys().collect();
+    let mut want: Vec<&str> = lines.to_vec();
+    want.sort();
+    assert_eq!(lines_issued, want, "lines with keys: {issued:?}");
+    for line in lines {
+        let keys = &issued[*line];
+        assert_eq!(keys.len(), 1, "line {line}: keys {keys:?}");
+        assert_eq!(
+            writebacks.get(*line),
+            Some(&keys[0]),
+            "line {line}: written back {writebacks:?}"
+        );
+    }
+}
+
+fn assert_counters(gw: &Gateway, want: &[(&str, u64)]) {
+    let stats = gw.stats();
+    for (name, n) in want {
+        assert_eq!(
+            stats.get(*name).copied().unwrap_or(0),
+            *n,
+            "counter {name}; all: {stats:?}"
+        );
+    }
+}
+
+fn assert_no_leaks(gw: &Gateway) {
+    let leaked = gw.leaked_secrets();
+    assert!(leaked.is_empty(), "secrets in Envoy's log: {leaked:?}");
+}
+
+fn seqs(gw: &Gateway, endpoint: Endpoint) -> Vec<u64> {
+    calls(gw, endpoint).iter().map(|r| r.seq).collect()
+}
+
+// ---- tests ----------------------------------------------------------------------------------
+
+#[test]
+fn one_order_one_line_is_licensed_and_written_back() {
+    let gw = Gateway::start(GatewayOptions::default());
+    assert_ack(&gw.post_webhook(activated_one()));
+
+    expect_counts(
+        &gw,
+        &[("token", 1), ("query", 1), ("license", 1), ("composite", 1)],
+    );
+
+    // Login: client credentials (the default grant), secret in the form.
+    let token = &calls(&gw, Endpoint::Token)[0];
+    assert_eq!(
+        (token.method.as_str(), token.path.as_str()),
+        ("POST", "/services/oauth2/token")
+    );
+    assert_eq!(
+        token.form.get("grant_type").map(String::as_str),
+        Some("client_credentials")
+    );
+    assert_eq!(
+        token.form.get("client_id").map(String::as_str),
+        Some(CLIENT_ID)
+    );
+    assert!(token.form.contains_key("client_secret"), "{token:?}");
+    assert!(!token.form.contains_key("password"), "{token:?}");
+    assert_eq!(token.status, 200);
+
+    // One SOQL query for the one order, with the bearer token.
+    let query = &calls(&gw, Endpoint::Query)[0];
+    assert_eq!(query.method, "GET");
+    assert_eq!(
+        query.headers.get("authorization").map(String::as_str),
+        Some("Bearer ***")
+    );
+    let q = soql(query);
+    assert!(
+        q.contains(&format!("WHERE Id IN ('{DEMO_ORDER_ID}')")),
+        "{q}"
+    );
+    assert!(
+        q.contains("BillToContact.Email") && !q.contains("CustomerAuthorizedBy"),
+        "{q}"
+    );
+    assert!(q.contains(WRITEBACK_FIELD), "{q}");
+    assert_eq!(query.status, 200);
+
+    // One license call with the mapped arguments, the line's quantity and reference, the customer.
+    assert_license_calls_well_formed(&gw);
+    let forms = license_forms(&gw);
+    let form = &forms[DEMO_ITEM_ID];
+    assert_line_form(&gw, form, "001", 3, DEMO_ITEM_ID);
+    for (k, v) in [
+        ("is_productid", "1"),
+        ("is_majorversion", "1"),
+        ("is_minorversion", "0"),
+        ("is_productname", "MyProduct"),
+        ("is_emailtemplate", "1. New Order"),
+        ("is_quantity", "3"),
+        ("orderNumber", "00000114"),
+    ] {
+        assert_eq!(form.get(k).map(String::as_str), Some(v), "{k} in {form:?}");
+    }
+    assert_customer(
+        form,
+        "Jane Doe",
+        "jane@acme.com",
+        "Acme",
+        Some("+1 415 555 0100"),
+    );
+    assert_eq!(
+        count(&gw, Endpoint::Retrieve),
+        0,
+        "no lookup for a new line"
+    );
+
+    // One write-back holding exactly the issued key.
+    let issued = gw.standins.issued();
+    let key = issued[DEMO_ITEM_ID][0].clone();
+    assert_eq!(
+        composite_records(&gw),
+        vec![vec![(DEMO_ITEM_ID.to_string(), key.clone())]]
+    );
+    assert_one_key_per_line_written_back(&gw, &[DEMO_ITEM_ID]);
+
+    // In that order.
+    let order = [
+        Endpoint::Token,
+        Endpoint::Query,
+        Endpoint::License,
+        Endpoint::Composite,
+    ]
+    .map(|e| seqs(&gw, e)[0]);
+    assert!(
+        order.windows(2).all(|w| w[0] < w[1]),
+        "call order {order:?}"
+    );
+
+    assert_counters(
+        &gw,
+        &[
+            ("keygate_messages_acked", 1),
+            ("keygate_notifications", 1),
+            ("keygate_logins", 1),
+            ("keygate_licenses_issued", 1),
+            ("keygate_lines_skipped_unmapped", 0),
+            ("keygate_messages_faulted_upstream", 0),
+            ("keygate_callouts_failed_license", 0),
+            ("keygate_callouts_failed_salesforce", 0),
+        ],
+    );
+
+    // Salesforce redelivers: the written-back field says it is done; no license call, no write.
+    assert_ack(&gw.post_webhook(activated_one()));
+    expect_counts(
+        &gw,
+        &[("token", 1), ("query", 2), ("license", 1), ("composite", 1)],
+    );
+    assert_one_key_per_line_written_back(&gw, &[DEMO_ITEM_ID]);
+    assert_eq!(gw.standins.writebacks()[DEMO_ITEM_ID], key);
+    assert_counters(
+        &gw,
+        &[
+            ("keygate_messages_acked", 2),
+            ("keygate_licenses_issued", 1),
+            ("keygate_lines_already_licensed", 1),
+        ],
+    );
+    assert_no_leaks(&gw);
+}
+
+#[test]
+fn several_orders_and_lines_get_their_quantities_and_mappings() {
+    let gw = Gateway::start(GatewayOptions::default());
+    assert_ack(&gw.post_webhook(testdata("soap/valid/several.xml")));
+
+    expect_counts(
+        &gw,
+        &[("token", 1), ("query", 1), ("license", 3), ("composite", 1)],
+    );
+    let q = soql(&calls(&gw, Endpoint::Query)[0]);
+    assert!(
+        q.contains(DEMO_ORDER_ID) && q.contains(MULTI_LINE_ORDER_ID),
+        "{q}"
+    );
+    assert!(
+        !q.contains(DRAFT_ORDER_ID),
+        "the Draft order must not be queried: {q}"
+    );
+
+    assert_license_calls_well_formed(&gw);
+    let forms = license_forms(&gw);
+    let [l001, l002, l999] = MULTI_LINE_ITEM_IDS;
+    let lines: Vec<&str> = forms.keys().map(String::as_str).collect();
+    let mut want = vec![DEMO_ITEM_ID, l001, l002];
+    want.sort();
+    assert_eq!(
+        lines, want,
+        "unmapped {l999} and Draft {DRAFT_ITEM_ID} get no license call"
+    );
+
+    assert_line_form(&gw, &forms[DEMO_ITEM_ID], "001", 3, DEMO_ITEM_ID);
+    assert_line_form(&gw, &forms[l001], "001", 1, l001);
+    assert_line_form(&gw, &forms[l002], "002", 2, l002);
+    // 002's structured mapping, spelled out (host-config/envoy.local.yaml).
+    for (k, v) in [
+        ("is_productid", "2"),
+        ("is_majorversion", "3"),
+        ("is_minorversion", "0"),
+        ("is_productname", "Other"),
+        ("is_expduration", "365"),
+    ] {
+        assert_eq!(
+            forms[l002].get(k).map(String::as_str),
+            Some(v),
+            "{k}: {:?}",
+            forms[l002]
+        );
+    }
+    assert!(
+        !forms[l002].contains_key("is_emailtemplate"),
+        "002 maps no template"
+    );
+    for l in [l001, l002] {
+        assert_eq!(
+            forms[l].get("orderNumber").map(String::as_str),
+            Some("00000115")
+        );
+        // BillToContact is null on this order: no person (its company: see
+        // `company_comes_from_the_account_even_without_a_contact`).
+        assert_person(&forms[l], "", "", None);
+    }
+    assert_customer(
+        &forms[DEMO_ITEM_ID],
+        "Jane Doe",
+        "jane@acme.com",
+        "Acme",
+        Some("+1 415 555 0100"),
+    );
+
+    // One write-back call with the three keys.
+    let written = composite_records(&gw);
+    assert_eq!(written.len(), 1);
+    assert_eq!(written[0].len(), 3, "{written:?}");
+    assert_one_key_per_line_written_back(&gw, &[DEMO_ITEM_ID, l001, l002]);
+    let issued = gw.standins.issued();
+    for (id, value) in &written[0] {
+        assert_eq!(&issued[id][0], value, "write-back of {id}");
+    }
+
+    assert_counters(
+        &gw,
+        &[
+            ("keygate_messages_acked", 1),
+            ("keygate_notifications", 3),
+            ("keygate_licenses_issued", 3),
+            ("keygate_lines_skipped_unmapped", 1),
+            ("keygate_orders_skipped", 0),
+        ],
+    );
+    assert_no_leaks(&gw);
+}
+
+#[test]
+fn hundred_notifications_one_query_bounded_concurrency() {
+    const MAX: usize = 3;
+    const DELAY_MS: u64 = 50;
+    let gw = Gateway::start(
+        GatewayOptions::default().patch(json!({"license_server": {"max_concurrency": MAX}})),
+    );
+    gw.standins
+        .inject_fault(
+            Fault::new(Endpoint::License, FaultKind::Delay)
+                .delay_ms(DELAY_MS)
+                .times(1000),
+        )
+        .unwrap();
+
+    // Sample Envoy's gauge of license calls in flight while the message is processed.
+    let admin = gw.admin_addr;
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (reply, elapsed, max_active) = std::thread::scope(|s| {
+        let sampler = s.spawn(|| {
+            let mut max_active = 0u64;
+            let path = "/stats?filter=%5Ecluster%5C.license_server%5C.upstream_rq_active%24";
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(r) =
+                    keygate_e2e::http::request(admin, "GET", path, &[], b"", Duration::from_secs(2))
+                {
+                    if let Some(n) = r
+                        .text()
+                        .lines()
+                        .filter_map(|l| l.split_once(": "))
+                        .find(|(k, _)| *k == "cluster.license_server.upstream_rq_active")
+                        .and_then(|(_, v)| v.trim().parse::<u64>().ok())
+                    {
+                        max_active = max_active.max(n);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            max_active
+        });
+        let started = Instant::now();
+        let reply = gw.post_webhook(testdata("soap/valid/hundred.xml"));
+        let elapsed = started.elapsed();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        (reply, elapsed, sampler.join().unwrap())
+    });
+    assert_ack(&reply);
+
+    let counts = call_counts(&gw);
+    assert_eq!(counts.get("query").copied(), Some(1), "{counts:?}");
+    assert!(counts.get("token").copied().unwrap_or(0) <= 1, "{counts:?}");
+    assert_eq!(counts.get("license").copied(), Some(100), "{counts:?}");
+    assert_eq!(counts.get("composite").copied(), Some(1), "{counts:?}");
+    assert_eq!(counts.get("query_more"), None, "{counts:?}");
+    let q = soql(&calls(&gw, Endpoint::Query)[0]);
+    for n in [0, 42, 99] {
+        assert!(q.contains(&family_order_id(n)), "order {n} not queried");
+    }
+
+    assert_license_calls_well_formed(&gw);
+    let forms = license_forms(&gw);
+    assert_eq!(forms.len(), 100);
+    for n in 0..100 {
+        let item = family_item_id(n);
+        let form = forms
+            .get(&item)
+            .unwrap_or_else(|| panic!("no license call for {item}"));
+        assert_line_form(&gw, form, "001", 1, &item);
+    }
+    let written = composite_records(&gw);
+    assert_eq!(written.len(), 1);
+    assert_eq!(written[0].len(), 100);
+    let all: Vec<String> = (0..100).map(family_item_id).collect();
+    assert_one_key_per_line_written_back(&gw, &all.iter().map(String::as_str).collect::<Vec<_>>());
+
+    // Bounded concurrency, two independent ways.
+    // 1. Envoy's own gauge, sampled every few ms, never showed more than MAX license calls in flight.
+    // The plugin starts the next call from inside the previous call's response callback, and
+    // Envoy decrements the gauge only after that callback returns: a sample may catch MAX + 1.
+    // (The core's flow test bounds in-flight calls exactly; this checks it survives Envoy.)
+    assert!(
+        max_active <= MAX as u64 + 1,
+        "{max_active} license calls in flight at once"
+    );
+    // (Envoy's connection count to the license server is no bound: it may open a new connection
+    // for the next call before it has put the previous call's connection back in its pool.)
+    let cx = gw
+        .admin_get("/stats?filter=%5Ecluster%5C.license_server%5C.upstream_cx_total%24")
+        .text();
+    let cx_total = cx.trim().to_string();
+    // 2. Time: each call is served for ≥ DELAY_MS inside the message's wall time, so the sum of
+    //    service times over the wall time bounds the average overlap from below, and
+    //    ceil(100/MAX) rounds of DELAY_MS bound the wall time from below.
+    let served: Vec<u64> = calls(&gw, Endpoint::License)
+        .iter()
+        .map(|r| r.service_us)
+        .collect();
+    assert!(
+        served.iter().all(|us| *us >= DELAY_MS * 1000),
+        "every call was delayed"
+    );
+    let busy_us: u64 = served.iter().sum();
+    let wall_us = elapsed.as_micros() as u64;
+    let rounds = 100u64.div_ceil(MAX as u64);
+    assert!(
+        wall_us >= rounds * DELAY_MS * 1000,
+        "{wall_us} µs for 100 calls of {DELAY_MS} ms at most {MAX} at a time"
+    );
+    let average_overlap = busy_us as f64 / wall_us as f64;
+    assert!(
+        average_overlap <= MAX as f64,
+        "average overlap {average_overlap:.2}"
+    );
+    assert!(
+        average_overlap > 1.5 && max_active >= 2,
+        "license calls were not run in parallel: average overlap {average_overlap:.2}, \
+         max in flight {max_active}, wall {elapsed:?}"
+    );
+    eprintln!(
+        "hundred: wall {elapsed:?}, average overlap {average_overlap:.2}, max in flight \
+         {max_active}, {cx_total}"
+    );
+
+    assert_counters(
+        &gw,
+        &[
+            ("keygate_messages_acked", 1),
+            ("keygate_notifications", 100),
+            ("keygate_licenses_issued", 100),
+            ("keygate_logins", 1),
+        ],
+    );
+    assert_no_leaks(&gw);
+}
+
+#[test]
+fn orders_with_nothing_to_license_are_acked_without_license_calls() {
+    let gw = Gateway::start(GatewayOptions::default());
+
+    // Not activated: nothing to look up at all.
+    assert_ack(&gw.post_webhook(testdata("soap/valid/not_activated_one.xml")));
+    expect_counts(&gw, &[]);
+    assert_counters(
+        &gw,
+        &[
+            ("keygate_messages_acked", 1),
+            ("keygate_notifications", 1),
+            ("keygate_orders_skipped", 0),
+        ],
+    );
+
+    // Vanished: a well-formed Order id Salesforce does not have (deleted since the message).
+    let vanished = sf_id18("8015Y000001GoNe");
+    assert!(!gw.standins.order_ids().contains(&vanished));
+    assert_ack(&gw.post_webhook(message_for(&vanished)));
+    expect_counts(&gw, &[("token", 1), ("query", 1)]);
+    assert!(soql(&calls(&gw, Endpoint::Query)[0]).contains(&vanished));
+    assert_counters(
+        &gw,
+        &[("keygate_messages_acked", 2), ("keygate_orders_skipped", 1)],
+    );
+
+    // OrderItems null: an activated order without order products.
+    assert_ack(&gw.post_webhook(message_for(NO_ITEMS_ORDER_ID)));
+    expect_counts(&gw, &[("token", 1), ("query", 2)]);
+    assert!(soql(&calls(&gw, Endpoint::Query)[1]).contains(NO_ITEMS_ORDER_ID));
+
+    assert!(gw.standins.issued().is_empty());
+    assert!(gw.standins.writebacks().is_empty());
+    assert_counters(
+        &gw,
+        &[
+            ("keygate_messages_acked", 3),
+            ("keygate_notifications", 3),
+            ("keygate_licenses_issued", 0),
+            ("keygate_lines_skipped_unmapped", 0),
+            ("keygate_messages_faulted_upstream", 0),
+        ],
+    );
+    assert_no_leaks(&gw);
+}
+
+#[test]
+fn unmapped_only_order_is_acked_and_counted() {
+    // Without a mapping for 001, the demo order's only line is unmapped.
+    let gw = Gateway::start(GatewayOptions::default().patch(json!({"products": {"001": null}})));
+    assert!(gw.plugin_config["products"].get("001").is_none());
+    assert_ack(&gw.post_webhook(activated_one()));
+    expect_counts(&gw, &[("token", 1), ("query", 1)]);
+    assert!(gw.standins.issued().is_empty());
+    assert_counters(
+        &gw,
+        &[
+            ("keygate_messages_acked", 1),
+            ("keygate_lines_skipped_unmapped", 1),
+            ("keygate_licenses_issued", 0),
+        ],
+    );
+    assert_no_leaks(&gw);
+}
+
+#[test]
+fn customer_authorized_by_contact_is_used_when_configured() {
+    let gw = Gateway::start(
+        GatewayOptions::default().patch(json!({"salesforce": {"contact": "CustomerAuthorizedBy"}})),
+    );
+    assert_ack(&gw.post_webhook(testdata("soap/valid/several.xml")));
+    let q = soql(&calls(&gw, Endpoint::Query)[0]);
+    for field in [
+        "CustomerAuthorizedById",
+        "CustomerAuthorizedBy.FirstName",
+        "CustomerAuthorizedBy.LastName",
+        "CustomerAuthorizedBy.Email",
+    ] {
+        assert!(q.contains(field), "SOQL does not select {field}: {q}");
+    }
+    assert!(!q.contains("BillToContact"), "{q}");
+
+    let forms = license_forms(&gw);
+    let [l001, l002, _] = MULTI_LINE_ITEM_IDS;
+    for l in [l001, l002] {
+        assert_customer(
+            &forms[l],
+            "Seán O'Brien",
+            "sean.obrien@globex.example",
+            "Globex & Søn",
+            None,
+        );
+    }
+    // The demo order has no CustomerAuthorizedBy: no person (its company: see
+    // `company_comes_from_the_account_even_without_a_contact`).
+    assert_person(&forms[DEMO_ITEM_ID], "", "", None);
+    assert_one_key_per_line_written_back(&gw, &[DEMO_ITEM_ID, l001, l002]);
+    assert_no_leaks(&gw);
+}
+
+/// The customer is the configured contact, the company the order's Account (the SOQL selects
+/// `Account.Name` for every order). An order without that contact still has its Account, and the
+/// license server still gets its name as `is_company`.
+#[test]
+fn company_comes_from_the_account_even_without_a_contact() {
+    let gw = Gateway::start(GatewayOptions::default());
+    // Multi-line order: BillToContact null, Account "Globex & Søn".
+    assert_ack(&gw.post_webhook(message_for(MULTI_LINE_ORDER_ID)));
+    let forms = license_forms(&gw);
+    let [l001, l002, _] = MULTI_LINE_ITEM_IDS;
+    for l in [l001, l002] {
+        assert_customer(&forms[l], "", "", "Globex & Søn", None);
+    }
+    assert_no_leaks(&gw);
+}
+
+#[test]
+fn password_grant_logs_in_with_username_and_password() {
+    let gw = Gateway::start(GatewayOptions::default().patch(json!({
+        "salesforce": {"grant": "password", "username_env": "KEYGATE_SF_USERNAME",
+                       "password_env": "KEYGATE_SF_PASSWORD"}
+    })));
+    assert_ack(&gw.post_webhook(activated_one()));
+    expect_counts(
+        &gw,
+        &[("token", 1), ("query", 1), ("license", 1), ("composite", 1)],
+    );
+    let token = &calls(&gw, Endpoint::Token)[0];
+    assert_eq!(token.status, 200, "{token:?}");
+    assert_eq!(
+        token.form.get("grant_type").map(String::as_str),
+        Some("password")
+    );
+    assert_eq!(
+        token.form.get("username").map(String::as_str),
+        Some(USERNAME)
+    );
+    assert_eq!(
+        token.form.get("client_id").map(String::as_str),
+        Some(CLIENT_ID)
+    );
+    assert!(token.form.contains_key("password"), "{token:?}");
+    assert!(token.form.contains_key("client_secret"), "{token:?}");
+    assert_one_key_per_line_written_back(&gw, &[DEMO_ITEM_ID]);
+    assert_counters(&gw, &[("keygate_logins", 1), ("keygate_messages_acked", 1)]);
+    assert_no_leaks(&gw);
+}
+
+#[test]
+fn expired_token_mid_flow_logs_in_once_more_and_retries() {
+    let gw = Gateway::start(GatewayOptions::default());
+    assert_ack(&gw.post_webhook(activated_one()));
+    assert_eq!(count(&gw, Endpoint::Token), 1);
+    let first_key = gw.standins.issued()[DEMO_ITEM_ID].clone();
+
+    gw.standins.expire_tokens();
+    let other = family_order_id(7);
+    assert_ack(&gw.post_webhook(message_for(&other)));
+
+    // One re-login: the query got 401 INVALID_SESSION_ID, was retried once with the new token.
+    assert_eq!(count(&gw, Endpoint::Token), 2, "{:?}", call_counts(&gw));
+    let queries = calls(&gw, Endpoint::Query);
+    assert_eq!(queries.len(), 3, "{:?}", call_counts(&gw));
+    assert_eq!(queries[1].status, 401, "{:?}", queries[1]);
+    assert_eq!(queries[2].status, 200, "{:?}", queries[2]);
+    let relogin = calls(&gw, Endpoint::Token)[1].seq;
+    assert!(queries[1].seq < relogin && relogin < queries[2].seq);
+    assert_eq!(
+        soql(&queries[1]),
+        soql(&queries[2]),
+        "the same query retried"
+    );
+
+    let items = [DEMO_ITEM_ID.to_string(), family_item_id(7)];
+    assert_one_key_per_line_written_back(&gw, &[&items[0], &items[1]]);
+    assert_eq!(
+        gw.standins.issued()[DEMO_ITEM_ID],
+        first_key,
+        "no second key for the first order"
+    );
+
+    // The first order redelivered now: the new token works, nothing is issued again.
+    assert_ack(&gw.post_webhook(activated_one()));
+    assert_eq!(count(&gw, Endpoint::Token), 2);
+    assert_eq!(count(&gw, Endpoint::License), 2);
+    assert_eq!(gw.standins.issued()[DEMO_ITEM_ID], first_key);
+    assert_counters(
+        &gw,
+        &[
+            ("keygate_logins", 2),
+            ("keygate_messages_acked", 3),
+            ("keygate_licenses_issued", 2),
+            ("keygate_messages_faulted_upstream", 0),
+        ],
+    );
+    assert_no_leaks(&gw);
+}
+
+#[test]
+fn without_writeback_nothing_is_written_and_the_ledger_prevents_a_second_key() {
+    let gw = Gateway::start(
+        GatewayOptions::default().patch(json!({"salesforce": {"writeback_field": null}})),
+    );
+    assert!(gw.plugin_config["salesforce"]
+        .get("writeback_field")
+        .is_none());
+    assert_ack(&gw.post_webhook(activated_one()));
+    expect_counts(&gw, &[("token", 1), ("query", 1), ("license", 1)]);
+    let q = soql(&calls(&gw, Endpoint::Query)[0]);
+    assert!(!q.contains(WRITEBACK_FIELD), "{q}");
+    let key = gw.standins.issued()[DEMO_ITEM_ID].clone();
+    assert_eq!(key.len(), 1);
+
+    // Redelivered to the same gateway (either worker): the ledger knows the line.
+    for _ in 0..3 {
+        assert_ack(&gw.post_webhook(activated_one()));
+    }
+    expect_counts(&gw, &[("token", 1), ("query", 4), ("license", 1)]);
+    assert_eq!(gw.standins.issued()[DEMO_ITEM_ID], key);
+    assert!(gw.standins.writebacks().is_empty());
+    assert_counters(
+        &gw,
+        &[
+            ("keygate_messages_acked", 4),
+            ("keygate_licenses_issued", 1),
+            ("keygate_lines_already_licensed", 3),
+        ],
+    );
+    assert_no_leaks(&gw);
+}
+
+#[test]
+fn license_server_failure_faults_then_redelivery_licenses_each_line_once() {
+    let gw = Gateway::start(GatewayOptions::default());
+    let several = testdata("soap/valid/several.xml");
+    let [l001, l002, _] = MULTI_LINE_ITEM_IDS;
+    let lines = [DEMO_ITEM_ID, l001, l002];
+
+    gw.standins
+        .inject_fault(
+            Fault::new(Endpoint::License, FaultKind::Status)
+                .status(500)
+                .times(3),
+        )
+        .unwrap();
+    let reply = gw.post_webhook(&several);
+    let faultstring = assert_fault(&reply, 500, "soapenv:Server");
+    assert!(
+        faultstring.contains("license server answered HTTP 500"),
+        "{faultstring}"
+    );
+    assert!(gw.standins.pending_faults().is_empty());
+    assert_eq!(count(&gw, Endpoint::License), 3);
+    assert_eq!(count(&gw, Endpoint::Composite), 0, "nothing to write back");
+    assert!(gw.standins.issued().is_empty());
+    assert_counters(
+        &gw,
+        &[
+            ("keygate_messages_acked", 0),
+            ("keygate_messages_faulted_upstream", 1),
+            ("keygate_callouts_failed_license", 3),
+            ("keygate_licenses_issued", 0),
+        ],
+    );
+
+    // Healed; Salesforce redelivers. Each line was marked pending before its call, so it is looked
+    // up on the license server (nothing there) before it is issued.
+    assert_ack(&gw.post_webhook(&several));
+    let retrieved: Vec<String> = calls(&gw, Endpoint::Retrieve)
+        .iter()
+        .map(|r| {
+            assert_eq!(r.path, RETRIEVE_PATH, "{r:?}");
+            assert!(r.query.is_empty() || !r.query.contains("pwd"), "{r:?}");
+            r.form.get("is_orderid").cloned().unwrap_or_default()
+        })
+        .collect();
+    let mut retrieved_sorted = retrieved.clone();
+    retrieved_sorted.sort();
+    let mut want: Vec<String> = lines.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    assert_eq!(retrieved_sorted, want, "a lookup per pending line");
+    assert_eq!(count(&gw, Endpoint::License), 6, "{:?}", call_counts(&gw));
+    assert_license_calls_well_formed_after_fault(&gw);
+    assert_one_key_per_line_written_back(&gw, &lines);
+    assert_eq!(count(&gw, Endpoint::Composite), 1);
+    assert_counters(
+        &gw,
+        &[
+            ("keygate_messages_acked", 1),
+            ("keygate_messages_faulted_upstream", 1),
+            ("keygate_licenses_issued", 3),
+        ],
+    );
+    assert_no_leaks(&gw);
+}
+
+#[test]
+fn refused_login_is_a_server_fault_naming_the_error() {
+    // The token endpoint answers 400 once.
+    let gw = Gateway::start(GatewayOptions::default());
+    gw.standins
+        .inject_fault(Fault::new(Endpoint::Token, FaultKind::Status).status(400))
+        .unwrap();
+    let faultstring = assert_fault(&gw.post_webhook(activated_one()), 500, "soapenv:Server");
+    assert!(
+        faultstring.contains("login refused") && faultstring.contains("unknown_error"),
+        "{faultstring}"
+    );
+    expect_counts(&gw, &[("token", 1)]);
+    assert_counters(
+        &gw,
+        &[
+            ("keygate_messages_faulted_upstream", 1),
+            ("keygate_callouts_failed_salesforce", 1),
+            ("keygate_logins", 0),
+        ],
+    );
+    // Healed: the redelivery logs in and licenses.
+    assert_ack(&gw.post_webhook(activated_one()));
+    assert_one_key_per_line_written_back(&gw, &[DEMO_ITEM_ID]);
+    assert_no_leaks(&gw);
+    drop(gw);
+
+    // A wrong client secret: Salesforce says invalid_client, every time.
+    const WRONG: &str = "not-the-standin-client-secret";
+    let gw = Gateway::start(GatewayOptions::default().env("KEYGATE_SF_CLIENT_SECRET", WRONG));
+    for _ in 0..2 {
+        let faultstring = assert_fault(&gw.post_webhook(activated_one()), 500, "soapenv:Server");
+        assert!(faultstring.contains("invalid_client"), "{faultstring}");
+        assert!(!faultstring.contains(WRONG), "secret echoed: {faultstring}");
+    }
+    expect_counts(&gw, &[("token", 2)]);
+    assert!(calls(&gw, Endpoint::Token).iter().all(|r| r.status == 400));
+    assert_counters(
+        &gw,
+        &[
+            ("keygate_messages_faulted_upstream", 2),
+            ("keygate_messages_acked", 0),
+        ],
+    );
+    assert!(
+        gw.envoy_log().contains("invalid_client"),
+        "the refusal is logged"
+    );
+    assert!(
+        !gw.envoy_log().contains(WRONG),
+        "the wrong secret is in Envoy's log"
+    );
+    assert_no_leaks(&gw);
+}
+
+#[test]
+fn query_pages_are_followed() {
+    let gw = Gateway::start(GatewayOptions::default());
+    gw.standins.set_page_size(1);
+    assert_ack(&gw.post_webhook(testdata("soap/valid/several.xml")));
+    let counts = call_counts(&gw);
+    assert_eq!(counts.get("query").copied(), Some(1), "{counts:?}");
+    assert!(
+        counts.get("query_more").copied().unwrap_or(0) >= 1,
+        "{counts:?}"
+    );
+    for r in calls(&gw, Endpoint::QueryMore) {
+        assert_eq!(r.method, "GET");
+        assert_eq!(r.status, 200, "{r:?}");
+        assert!(r.path.starts_with("/services/data/"), "{r:?}");
+    }
+    assert_eq!(counts.get("license").copied(), Some(3), "{counts:?}");
+    let [l001, l002, _] = MULTI_LINE_ITEM_IDS;
+    assert_one_key_per_line_written_back(&gw, &[DEMO_ITEM_ID, l001, l002]);
+    assert_counters(
+        &gw,
+        &[
+            ("keygate_messages_acked", 1),
+            ("keygate_licenses_issued", 3),
+            ("keygate_lines_skipped_unmapped", 1),
+        ],
+    );
+    assert_no_leaks(&gw);
+}
