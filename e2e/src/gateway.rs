@@ -83,6 +83,19 @@ impl Gateway {
 
     /// Like `start`, but a configuration Envoy (or the plugin) refuses is an `Err` with the log tail.
     pub fn try_start(options: GatewayOptions) -> Result<Gateway, String> {
+        // Free ports are found by binding port 0 and letting go; another process can take one
+        // before Envoy binds it. That race is retried with fresh ports, nothing else is.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match Gateway::start_once(options.clone()) {
+                Err(e) if attempt < 4 && e.contains("Address already in use") => continue,
+                other => return other,
+            }
+        }
+    }
+
+    fn start_once(options: GatewayOptions) -> Result<Gateway, String> {
         let root = repo_root();
         let envoy_bin = root.join(".venv/bin/envoy");
         if !envoy_bin.exists() {

@@ -111,6 +111,9 @@ pub struct LedgerConfig {
     pub max_lines: usize,
     /// How long a claim on an order holds before another delivery may take it over.
     pub claim_ttl_ms: u64,
+    /// May an issued line be evicted? Only without write-back: with it, an issued line waits for
+    /// its key to reach Salesforce, which then protects it.
+    pub evict_issued: bool,
 }
 
 /// Why a configuration was refused. The text names fields and variables, never secret values.
@@ -291,10 +294,11 @@ impl Config {
             }),
             _ => return err("salesforce and license_server must be configured together"),
         };
-        let ledger = match root.object("ledger")? {
+        let mut ledger = match root.object("ledger")? {
             None => LedgerConfig {
                 max_lines: DEFAULT_MAX_LINES as usize,
                 claim_ttl_ms: DEFAULT_CLAIM_TTL_MS,
+                evict_issued: true,
             },
             Some(l) => {
                 l.only(&["max_lines", "claim_ttl_ms"])?;
@@ -302,9 +306,13 @@ impl Config {
                     max_lines: usize::try_from(l.number("max_lines", DEFAULT_MAX_LINES)?)
                         .unwrap_or(usize::MAX),
                     claim_ttl_ms: l.number("claim_ttl_ms", DEFAULT_CLAIM_TTL_MS)?,
+                    evict_issued: true,
                 }
             }
         };
+        ledger.evict_issued = issuing
+            .as_ref()
+            .is_none_or(|i| i.salesforce.writeback_field.is_none());
         if !(1..=1_000_000).contains(&ledger.max_lines) {
             return err("ledger.max_lines must be between 1 and 1000000");
         }

@@ -20,7 +20,7 @@ use crate::metrics::Metric;
 use crate::reply::{FaultKind, Outcome, Reply};
 use crate::salesforce::{self, Order, SalesforceError, Token};
 use crate::soap::OutboundMessage;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// What the shell must do next.
 #[derive(Debug, Clone, PartialEq)]
@@ -413,10 +413,13 @@ impl Flow {
             }
             Err(e) => {
                 let msg = format!("{e}");
-                self.log(
-                    Level::Error,
-                    format!("{msg}; check the Salesforce app and credentials"),
-                );
+                match e {
+                    SalesforceError::LoginRefused { .. } => self.log(
+                        Level::Error,
+                        format!("{msg}; check the Salesforce app and credentials"),
+                    ),
+                    _ => self.log(Level::Warn, format!("Salesforce login failed: {msg}")),
+                }
                 self.sf_failed(msg);
             }
         }
@@ -625,11 +628,20 @@ impl Flow {
             else {
                 return false;
             };
+            // A call that will not be sent must not leave the line marked uncertain.
+            if self.deadline_at.saturating_sub(env.now_ms) < MIN_CALL_MS {
+                self.deadline_hit = true;
+                return false;
+            }
             // Write-ahead: from here until a key is recorded, the outcome counts as uncertain.
             let ledger = Ledger::new(&self.cfg.state_prefix, self.cfg.ledger);
-            if ledger.mark_pending(env.store, &line.item).is_err() {
+            if let Err(e) = ledger.mark_pending(env.store, &line.item) {
+                let why = match e {
+                    StoreError::Full => "the ledger is full of unfinished lines",
+                    _ => "shared state unavailable",
+                };
                 self.failures.push(format!(
-                    "could not record line {} in shared state",
+                    "could not record line {} before licensing it: {why}",
                     line.item
                 ));
                 return true;

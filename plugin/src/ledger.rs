@@ -7,8 +7,11 @@
 //! - **Claims**: per Order, who is working on it and until when. Taken with compare-and-swap, so
 //!   two deliveries of one order on two workers cannot both issue keys. Claims expire.
 //!
-//! Bounded: at most `max_lines` lines; the oldest recorded line is evicted first (a FIFO ring of
-//! slots). An evicted line is still protected by the write-back field in Salesforce.
+//! Bounded: at most `max_lines` lines, in a FIFO ring of slots: the oldest recorded line is evicted
+//! first, but only a line that is protected elsewhere — its key is in Salesforce's write-back field
+//! (`W`), or, without write-back, it is issued (`I`; nothing else protects it anyway). A pending line
+//! and an issued line still waiting for its write-back are skipped; when a run of slots holds only
+//! such lines, recording a new line fails (the message faults and is retried) rather than forget one.
 
 use crate::config::LedgerConfig;
 use crate::ids::SfId;
@@ -18,6 +21,8 @@ use crate::store::{Store, StoreError};
 /// that does not exist yet is unconditional in proxy-wasm and so cannot arbitrate a race.
 pub const CLAIM_SLOTS: u64 = 64;
 const CAS_RETRIES: usize = 8;
+/// Slots tried past unfinished lines before recording a new line gives up.
+const EVICTION_PROBES: usize = 16;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LineState {
@@ -74,7 +79,11 @@ impl<'a> Ledger<'a> {
     }
 
     pub fn line(&self, store: &dyn Store, item: &SfId) -> LineState {
-        let Some((v, _)) = store.get(&self.line_key(item)) else {
+        self.line_at(store, &self.line_key(item))
+    }
+
+    fn line_at(&self, store: &dyn Store, key: &str) -> LineState {
+        let Some((v, _)) = store.get(key) else {
             return LineState::Unknown;
         };
         let s = String::from_utf8_lossy(&v);
@@ -86,6 +95,15 @@ impl<'a> Ledger<'a> {
             "I" if !keys.is_empty() => LineState::Issued(keys),
             "W" if !keys.is_empty() => LineState::WrittenBack(keys),
             _ => LineState::Unknown,
+        }
+    }
+
+    /// May this line be forgotten? Only when something else stops it being licensed twice.
+    fn evictable(&self, store: &dyn Store, key: &str) -> bool {
+        match self.line_at(store, key) {
+            LineState::Pending => false,
+            LineState::Issued(_) => self.cfg.evict_issued,
+            LineState::WrittenBack(_) | LineState::Unknown => true,
         }
     }
 
@@ -132,10 +150,30 @@ impl<'a> Ledger<'a> {
         store.set(&self.line_key(item), v.as_bytes(), None)
     }
 
-    /// Take the next ring slot for a new line, evicting the line that held it.
+    /// Take the next ring slot for a new line, evicting the line that held it when that is safe.
     fn make_room(&self, store: &mut dyn Store, item: &SfId) -> Result<(), StoreError> {
+        let me = self.line_key(item);
+        for _ in 0..EVICTION_PROBES {
+            let n = self.next_seq(store)?;
+            let ring = self.ring_key(n % self.cfg.max_lines as u64);
+            let old = store
+                .get(&ring)
+                .map(|(v, _)| String::from_utf8_lossy(&v).into_owned())
+                .unwrap_or_default();
+            if !old.is_empty() && old != me {
+                if !self.evictable(store, &old) {
+                    continue;
+                }
+                store.set(&old, b"", None)?;
+            }
+            return store.set(&ring, me.as_bytes(), None);
+        }
+        Err(StoreError::Full)
+    }
+
+    /// Atomically take the next sequence number (CAS increment shared by every worker).
+    fn next_seq(&self, store: &mut dyn Store) -> Result<u64, StoreError> {
         let seq_key = self.seq_key();
-        let mut taken = None;
         for _ in 0..CAS_RETRIES {
             let (v, cas) = store.get(&seq_key).unwrap_or_else(|| (b"0".to_vec(), 0));
             let n: u64 = std::str::from_utf8(&v)
@@ -144,24 +182,12 @@ impl<'a> Ledger<'a> {
                 .unwrap_or(0);
             let cas = (cas != 0).then_some(cas);
             match store.set(&seq_key, (n + 1).to_string().as_bytes(), cas) {
-                Ok(()) => {
-                    taken = Some(n);
-                    break;
-                }
+                Ok(()) => return Ok(n),
                 Err(StoreError::CasMismatch) => continue,
                 Err(e) => return Err(e),
             }
         }
-        let n = taken.ok_or(StoreError::CasMismatch)?;
-        let slot = n % self.cfg.max_lines as u64;
-        let ring = self.ring_key(slot);
-        if let Some((old, _)) = store.get(&ring) {
-            let old = String::from_utf8_lossy(&old).into_owned();
-            if !old.is_empty() && old != self.line_key(item) {
-                store.set(&old, b"", None)?;
-            }
-        }
-        store.set(&ring, self.line_key(item).as_bytes(), None)
+        Err(StoreError::CasMismatch)
     }
 
     fn slot_of(order: &SfId) -> u64 {
@@ -208,7 +234,9 @@ impl<'a> Ledger<'a> {
             match store.set(&key, &render_claims(&entries), Some(cas)) {
                 Ok(()) => return Ok(()),
                 Err(StoreError::CasMismatch) => continue,
-                Err(StoreError::Unavailable) => return Err(ClaimError::Unavailable),
+                Err(StoreError::Unavailable | StoreError::Full) => {
+                    return Err(ClaimError::Unavailable)
+                }
             }
         }
         Err(ClaimError::Unavailable)

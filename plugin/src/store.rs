@@ -9,6 +9,8 @@ pub enum StoreError {
     CasMismatch,
     /// The host refused (should not happen; treated as "state unavailable").
     Unavailable,
+    /// The ledger has no slot it may reuse: every probed line is still unfinished.
+    Full,
 }
 
 pub trait Store {

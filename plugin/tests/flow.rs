@@ -1082,3 +1082,96 @@ fn the_company_comes_from_the_account_even_without_a_contact() {
     assert_eq!(f["is_company"], "Acme");
     assert_eq!(f["is_fullname"], "");
 }
+
+/// The hundred family orders, each with one line of product 001.
+fn family_world() -> World {
+    let mut world = World::new();
+    for i in 0..100 {
+        world = world.with_order(order(
+            &format!("8015Y00000B{i:04}QAB"),
+            &format!("{:08}", 1000 + i),
+            "Activated",
+            &[(&format!("8025Y00000B{i:04}QAB"), "001", 1.0)],
+        ));
+    }
+    world
+}
+
+fn family_message(i: usize) -> Vec<u8> {
+    String::from_utf8(ONE.to_vec())
+        .unwrap()
+        .replace("8015Y000001AbCdQAK", &format!("8015Y00000B{i:04}QAB"))
+        .into_bytes()
+}
+
+#[test]
+fn unfinished_lines_are_never_evicted_from_a_full_ledger() {
+    let cfg = config(json!({"ledger": {"max_lines": 2}}));
+    let (mut world, mut store) = (family_world(), MemStore::new());
+    // Line 0: issued, then the answer is lost (pending). Line 1: issued, write-back refused (issued).
+    world.issue_then_fail.push_back(reset());
+    assert_eq!(
+        deliver(&cfg, &mut world, &mut store, &family_message(0))
+            .reply
+            .status,
+        500
+    );
+    world.fail_next(
+        "composite",
+        status(500, r#"[{"message":"x","errorCode":"SERVER_UNAVAILABLE"}]"#),
+    );
+    assert_eq!(
+        deliver(&cfg, &mut world, &mut store, &family_message(1))
+            .reply
+            .status,
+        500
+    );
+    // The ledger is full of unfinished lines: a new line is refused rather than one forgotten.
+    let run = deliver(&cfg, &mut world, &mut store, &family_message(2));
+    assert!(
+        is_fault(&run.reply, 500, "the ledger is full of unfinished lines"),
+        "{}",
+        run.reply.body
+    );
+    assert!(!world.keys_issued.contains_key("8025Y00000B0002QAB"));
+    // Redeliveries finish the unfinished lines without a second key...
+    assert!(deliver(&cfg, &mut world, &mut store, &family_message(0))
+        .reply
+        .is_ack());
+    assert!(deliver(&cfg, &mut world, &mut store, &family_message(1))
+        .reply
+        .is_ack());
+    // ...and once written back they make room for new lines.
+    for i in 2..6 {
+        let run = deliver(&cfg, &mut world, &mut store, &family_message(i));
+        assert!(run.reply.is_ack(), "{i}: {}", run.reply.body);
+    }
+    for (item, keys) in &world.keys_issued {
+        assert_eq!(keys.len(), 1, "{item} licensed twice");
+    }
+    assert_eq!(world.keys_issued.len(), 6);
+    assert!(
+        store.len() < 20,
+        "the ledger stays bounded: {:?}",
+        store.keys()
+    );
+}
+
+#[test]
+fn a_line_the_deadline_kept_from_starting_is_not_marked_uncertain() {
+    let cfg = config(json!({"deadline_ms": 1000, "license_server": {"max_concurrency": 1}}));
+    let (mut world, mut store) = (demo_world(), MemStore::new());
+    let run = deliver_at(&cfg, &mut world, &mut store, SEVERAL, 1_000_000, 300);
+    assert_eq!(run.reply.outcome, Outcome::Faulted(FaultKind::Deadline));
+    let started = world.count("license");
+    world.calls.clear();
+    let run = deliver(&cfg, &mut world, &mut store, SEVERAL);
+    assert!(run.reply.is_ack(), "{}", run.reply.body);
+    // Only lines whose call went out may need a lookup; none of those failed here.
+    assert_eq!(
+        world.count("retrieve"),
+        0,
+        "lines never started were looked up"
+    );
+    assert_eq!(world.count("license"), 3 - started);
+}
