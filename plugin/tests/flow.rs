@@ -65,6 +65,8 @@ struct World {
     /// Misbehaviour *after* really issuing the key (uncertain outcome).
     issue_then_fail: VecDeque<Response>,
     calls: Vec<(String, String)>,
+    /// Every call served, in order, for tests that inspect what was sent.
+    sent: Vec<Call>,
     page_size: usize,
 }
 
@@ -148,6 +150,7 @@ impl World {
     fn serve(&mut self, call: &Call) -> Response {
         let ep = Self::endpoint(call);
         self.calls.push((ep.to_owned(), call.path.clone()));
+        self.sent.push(call.clone());
         if let Some(r) = self.faults.get_mut(ep).and_then(VecDeque::pop_front) {
             return r;
         }
@@ -280,6 +283,15 @@ impl World {
 
     fn count(&self, ep: &str) -> usize {
         self.calls.iter().filter(|(e, _)| e == ep).count()
+    }
+
+    /// The forms of every call to one endpoint, in order.
+    fn forms(&self, ep: &str) -> Vec<BTreeMap<String, String>> {
+        self.sent
+            .iter()
+            .filter(|c| World::endpoint(c) == ep)
+            .map(World::form)
+            .collect()
     }
 }
 
@@ -425,40 +437,10 @@ fn one_order_one_line_logs_in_queries_issues_writes_back_and_acks() {
 fn license_request_carries_mapped_arguments_quantity_customer_and_reference() {
     let cfg = config(json!({}));
     let (mut world, mut store) = (demo_world(), MemStore::new());
-    let mut seen = Vec::new();
-    // Capture the license form by wrapping the world.
-    let body = SEVERAL;
-    let mut env = Env {
-        now_ms: 0,
-        store: &mut store,
-    };
-    let (flow, cmds) = webhook::on_body(&cfg, body, 7, &mut env);
-    let mut flow = flow.unwrap();
-    let mut queue: VecDeque<Call> = cmds
-        .into_iter()
-        .filter_map(|c| {
-            if let Command::Dispatch(c) = c {
-                Some(c)
-            } else {
-                None
-            }
-        })
-        .collect();
-    while let Some(call) = queue.pop_front() {
-        if World::endpoint(&call) == "license" {
-            seen.push(World::form(&call));
-        }
-        let resp = world.serve(&call);
-        let mut env = Env {
-            now_ms: 0,
-            store: &mut store,
-        };
-        for c in flow.on_response(call.id, resp, &mut env) {
-            if let Command::Dispatch(c) = c {
-                queue.push_back(c);
-            }
-        }
-    }
+    assert!(deliver(&cfg, &mut world, &mut store, SEVERAL)
+        .reply
+        .is_ack());
+    let seen = world.forms("license");
     // Two mapped lines on the second order + one on the first; the unmapped 999 is skipped.
     assert_eq!(seen.len(), 3);
     let first = seen
@@ -520,52 +502,18 @@ fn unmapped_lines_and_vanished_or_deactivated_orders_are_skipped_and_acked() {
 fn the_contact_variant_chooses_who_the_license_is_for() {
     let cfg = config(json!({"salesforce": {"contact": "CustomerAuthorizedBy"}}));
     let (mut world, mut store) = (demo_world(), MemStore::new());
-    let mut env = Env {
-        now_ms: 0,
-        store: &mut store,
-    };
-    let (flow, cmds) = webhook::on_body(&cfg, ONE, 1, &mut env);
-    let mut flow = flow.unwrap();
-    let mut queue: VecDeque<Call> = cmds
-        .into_iter()
-        .filter_map(|c| {
-            if let Command::Dispatch(c) = c {
-                Some(c)
-            } else {
-                None
-            }
-        })
-        .collect();
-    let mut license_form = None;
-    while let Some(call) = queue.pop_front() {
-        if World::endpoint(&call) == "query" {
-            assert!(
-                call.path.contains("CustomerAuthorizedBy.Email"),
-                "{}",
-                call.path
-            );
-        }
-        if World::endpoint(&call) == "license" {
-            license_form = Some(World::form(&call));
-        }
-        let resp = world.serve(&call);
-        let mut env = Env {
-            now_ms: 0,
-            store: &mut store,
-        };
-        queue.extend(
-            flow.on_response(call.id, resp, &mut env)
-                .into_iter()
-                .filter_map(|c| {
-                    if let Command::Dispatch(c) = c {
-                        Some(c)
-                    } else {
-                        None
-                    }
-                }),
-        );
-    }
-    let f = license_form.unwrap();
+    assert!(deliver(&cfg, &mut world, &mut store, ONE).reply.is_ack());
+    let query = world
+        .sent
+        .iter()
+        .find(|c| World::endpoint(c) == "query")
+        .unwrap();
+    assert!(
+        query.path.contains("CustomerAuthorizedBy.Email"),
+        "{}",
+        query.path
+    );
+    let f = &world.forms("license")[0];
     assert_eq!(f["is_fullname"], "Carl Buyer");
     assert_eq!(f["is_email"], "carl@acme.example");
 }
@@ -821,15 +769,7 @@ fn without_write_back_no_composite_call_is_made() {
 #[test]
 fn a_hundred_orders_take_one_query_bounded_concurrency_and_one_write_back() {
     let cfg = config(json!({"license_server": {"max_concurrency": 3}}));
-    let mut world = World::new();
-    for i in 0..100 {
-        world = world.with_order(order(
-            &format!("8015Y00000B{i:04}QAB"),
-            &format!("{:08}", 1000 + i),
-            "Activated",
-            &[(&format!("8025Y00000B{i:04}QAB"), "001", 1.0)],
-        ));
-    }
+    let mut world = family_world();
     let mut store = MemStore::new();
     let run = deliver(&cfg, &mut world, &mut store, HUNDRED);
     assert!(run.reply.is_ack(), "{}", run.reply.body);
@@ -1039,46 +979,10 @@ fn the_company_comes_from_the_account_even_without_a_contact() {
     );
     o["BillToContact"] = Value::Null;
     let mut world = World::new().with_order(o);
-    let mut store = MemStore::new();
-    let mut env = Env {
-        now_ms: 0,
-        store: &mut store,
-    };
-    let (flow, cmds) = webhook::on_body(&cfg, ONE, 1, &mut env);
-    let mut flow = flow.unwrap();
-    let mut queue: VecDeque<Call> = cmds
-        .into_iter()
-        .filter_map(|c| {
-            if let Command::Dispatch(c) = c {
-                Some(c)
-            } else {
-                None
-            }
-        })
-        .collect();
-    let mut form = None;
-    while let Some(call) = queue.pop_front() {
-        if World::endpoint(&call) == "license" {
-            form = Some(World::form(&call));
-        }
-        let resp = world.serve(&call);
-        let mut env = Env {
-            now_ms: 0,
-            store: &mut store,
-        };
-        queue.extend(
-            flow.on_response(call.id, resp, &mut env)
-                .into_iter()
-                .filter_map(|c| {
-                    if let Command::Dispatch(c) = c {
-                        Some(c)
-                    } else {
-                        None
-                    }
-                }),
-        );
-    }
-    let f = form.unwrap();
+    assert!(deliver(&cfg, &mut world, &mut MemStore::new(), ONE)
+        .reply
+        .is_ack());
+    let f = &world.forms("license")[0];
     assert_eq!(f["is_company"], "Acme");
     assert_eq!(f["is_fullname"], "");
 }
