@@ -7,6 +7,9 @@ TOOLS="$ROOT/.tools"
 ENVOY_BIN="$VENV/bin/envoy"
 WASM_BINDGEN_RUNNER="$TOOLS/bin/wasm-bindgen-test-runner"
 WASM_OUT="$ROOT/target/wasm32-wasip1/release/keygate.wasm"
+# binaryen's wasm-opt as the npm package's JS/wasm build (runs on Node; no prebuilt binary to fetch).
+BINARYEN_VERSION="132.0.0"
+WASM_OPT="$TOOLS/node_modules/.bin/wasm-opt"
 export PATH="$TOOLS/bin:$HOME/.cargo/bin:$PATH"
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf '\033[1;31mxx> %s\033[0m\n' "$*" >&2; exit 1; }
@@ -45,6 +48,25 @@ render_envoy_config() {
   i=0; for pair in "${pairs[@]}"; do read -r from to <<<"$pair"; args+=(-e "s/\(port_value: \|127\.0\.0\.1:\)$from\b/\1@port$i@/g"); i=$((i + 1)); done
   i=0; for pair in "${pairs[@]}"; do read -r from to <<<"$pair"; args+=(-e "s/@port$i@/$to/g"); i=$((i + 1)); done
   sed "${args[@]}" -e "s#target/wasm32-wasip1/release/keygate.wasm#$wasm#" "$ROOT/host-config/envoy.local.yaml" >"$out"
+}
+
+# wasm_opt IN OUT: binaryen `wasm-opt -Oz` from IN to OUT (written atomically). Skipped when OUT is
+# already the optimisation of exactly these IN bytes (OUT.stamp holds both hashes). The stripped
+# module has no target_features section, so the features rustc's wasm32 targets emit by default
+# are named here; should rustc start emitting another, validation fails loudly instead of silently.
+WASM_OPT_FEATURES=(--enable-bulk-memory --enable-bulk-memory-opt --enable-nontrapping-float-to-int
+  --enable-sign-ext --enable-mutable-globals --enable-multivalue --enable-reference-types)
+wasm_opt() {
+  local in="$1" out="$2" h_in
+  h_in="$(sha256sum <"$in" | cut -d' ' -f1)"
+  if [ -f "$out" ] && [ -f "$out.stamp" ] &&
+    [ "$(cat "$out.stamp")" = "$h_in $(sha256sum <"$out" | cut -d' ' -f1)" ]; then
+    return 0
+  fi
+  say "wasm-opt -Oz $(basename "$in") (binaryen $BINARYEN_VERSION)"
+  "$WASM_OPT" -Oz "${WASM_OPT_FEATURES[@]}" "$in" -o "$out.tmp" || { rm -f "$out.tmp"; return 1; }
+  mv -f "$out.tmp" "$out"
+  echo "$h_in $(sha256sum <"$out" | cut -d' ' -f1)" >"$out.stamp"
 }
 
 # wait_http URL [SECONDS]: until URL answers 200 (default 10 s).
