@@ -306,3 +306,57 @@ fn activated_order_without_issuing_configured_is_503() {
     );
     assert_still_healthy(&gw);
 }
+
+/// Headers with bytes that are not UTF-8 (testdata/fuzz-found/shell-request-header-not-utf8.http)
+/// once panicked the VM: every later request, pass-through included, got a 503. Each is answered
+/// now, and the gateway keeps serving.
+#[test]
+fn headers_that_are_not_utf8_do_not_take_the_gateway_down() {
+    use std::io::{Read, Write};
+    let gw = gateway();
+    let raw = std::fs::read(
+        keygate_e2e::repo_root().join("testdata/fuzz-found/shell-request-header-not-utf8.http"),
+    )
+    .unwrap();
+    for _ in 0..3 {
+        let mut s = std::net::TcpStream::connect(gw.gateway_addr).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        s.write_all(&raw).unwrap();
+        let mut reply = Vec::new();
+        let _ = s.read_to_end(&mut reply);
+        let head = String::from_utf8_lossy(&reply);
+        assert!(head.starts_with("HTTP/1.1 "), "no answer: {head}");
+        assert!(!head.starts_with("HTTP/1.1 503"), "the VM failed: {head}");
+    }
+    let r = gw.get("/hello");
+    assert_eq!((r.status, r.text().as_str()), (200, "upstream: GET /hello"));
+    assert!(!gw.envoy_log().contains("panic"), "{}", gw.log_tail(20));
+    assert_still_healthy(&gw);
+}
+
+/// Spellings of the webhook path that a server behind us would read as the handler never pass
+/// through to the upstream: Envoy normalises the path and the plugin's gate decodes it.
+#[test]
+fn encoded_and_dotted_webhook_paths_do_not_slip_past_the_plugin() {
+    let gw = gateway();
+    for path in [
+        "/qlmLicenseServer/qlmservice.asmx/QlmWebHook%48andler",
+        "/qlmLicenseServer/qlmservice.asmx/QlmWebHookHandler/.",
+        "/qlmLicenseServer/qlmservice.asmx/QlmWebHookHandler/x/..",
+        "/qlmLicenseServer//qlmservice.asmx/QlmWebHookHandler",
+        "/qlmLicenseServer/qlmservice.asmx/QlmWebHookHandler%20",
+    ] {
+        let r = gw.post_soap(
+            &format!("{path}?is_user={HOOK_USER}&is_pwd={HOOK_PASSWORD}"),
+            not_activated(),
+        );
+        assert!(
+            !r.text().starts_with("upstream:"),
+            "{path} reached the upstream"
+        );
+        assert_ack(&r);
+    }
+    assert!(gw.standins.record().iter().all(|e| e.service != "upstream"));
+    assert_still_healthy(&gw);
+}

@@ -415,7 +415,10 @@ fn upstream(o: &Obj<'_>) -> Result<(String, String, u64), ConfigError> {
     if cluster.is_empty() {
         return err(format!("{section}.cluster must name an Envoy cluster"));
     }
-    if authority.is_empty() || authority.contains(['/', ' ', '?', '#', '@']) {
+    // It becomes the `:authority` of every call: host, port and IPv6 brackets only.
+    let host_char =
+        |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':' | b'[' | b']');
+    if authority.is_empty() || !authority.bytes().all(host_char) {
         return err(format!("{section}.authority must be a host[:port]"));
     }
     if !(100..=60_000).contains(&timeout_ms) {
@@ -533,7 +536,9 @@ fn validate_license(
     let (cluster, authority, timeout_ms) = upstream(o)?;
     let raw_prefix = o.string("path_prefix", Some("/qlmLicenseServer/qlmservice.asmx"))?;
     let path_prefix = raw_prefix.trim_end_matches('/').to_owned();
-    if !raw_prefix.starts_with('/') || path_prefix.contains(['?', '#', ' ']) {
+    // It becomes part of every license call's `:path`: visible ASCII, no query or fragment.
+    let path_char = |b: u8| b.is_ascii_graphic() && !matches!(b, b'?' | b'#' | b'%');
+    if !raw_prefix.starts_with('/') || !path_prefix.bytes().all(path_char) {
         return err("license_server.path_prefix must be an absolute path without query, e.g. /qlmLicenseServer/qlmservice.asmx");
     }
     let max_concurrency = o.number("max_concurrency", 4)?;

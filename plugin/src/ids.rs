@@ -5,60 +5,28 @@
 
 use std::fmt;
 
-/// A syntactically valid Salesforce id (15 or 18 ASCII alphanumerics).
+/// A syntactically valid Salesforce id (15 or 18 ASCII alphanumerics; an 18-character id's
+/// suffix must be checksum characters).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SfId(String);
+pub struct SfId {
+    raw: String,
+    /// The exact 15-character form, computed once: comparisons are then a 15-byte compare.
+    canon: [u8; 15],
+}
+
+const SUFFIX_ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ012345";
 
 impl SfId {
     pub fn parse(s: &str) -> Option<SfId> {
         let ok = (s.len() == 15 || s.len() == 18) && s.bytes().all(|b| b.is_ascii_alphanumeric());
-        ok.then(|| SfId(s.to_owned()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// The 3-character key prefix that names the object type (`801` = Order, `00D` = organization).
-    pub fn key_prefix(&self) -> &str {
-        self.0.get(..3).unwrap_or("")
-    }
-
-    /// The 18-character form. Salesforce derives the 3-character suffix from the case of the first
-    /// 15 characters, so the 15- and 18-character forms of one id map to the same value here.
-    pub fn to_18(&self) -> String {
-        let Some(base) = self.0.get(..15) else {
-            return self.0.clone();
-        };
-        let mut out = String::with_capacity(18);
-        out.push_str(base);
-        for chunk in base.as_bytes().chunks(5) {
-            let mut bits = 0usize;
-            for (i, b) in chunk.iter().enumerate() {
-                if b.is_ascii_uppercase() {
-                    bits |= 1 << i;
-                }
-            }
-            const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ012345";
-            if let Some(&c) = ALPHABET.get(bits) {
-                out.push(char::from(c));
-            }
+        if !ok {
+            return None;
         }
-        out
-    }
-
-    /// True when both name the same record. 15-character ids are case-sensitive; an 18-character
-    /// id is safe to compare without regard to case because its suffix encodes the case of the
-    /// first 15 characters, so it is first brought back to its exact 15-character form.
-    pub fn same_record(&self, other: &SfId) -> bool {
-        let (a, b) = (self.canonical15(), other.canonical15());
-        a.is_some() && a == b
-    }
-
-    fn canonical15(&self) -> Option<[u8; 15]> {
-        let bytes = self.0.as_bytes();
-        let mut out = [0u8; 15];
-        out.copy_from_slice(bytes.get(..15)?);
+        let bytes = s.as_bytes();
+        let mut canon = [0u8; 15];
+        canon.copy_from_slice(bytes.get(..15)?);
+        // An 18-character id is safe to compare without regard to case: its suffix encodes the
+        // case of the first 15 characters, so the exact form is restored from it.
         if let Some(suffix) = bytes.get(15..18) {
             for (chunk, s) in suffix.iter().enumerate() {
                 let bits = match s.to_ascii_uppercase() {
@@ -67,7 +35,7 @@ impl SfId {
                     _ => return None,
                 };
                 for i in 0..5 {
-                    if let Some(c) = out.get_mut(chunk * 5 + i) {
+                    if let Some(c) = canon.get_mut(chunk * 5 + i) {
                         *c = if bits & (1 << i) != 0 {
                             c.to_ascii_uppercase()
                         } else {
@@ -77,18 +45,55 @@ impl SfId {
                 }
             }
         }
-        Some(out)
+        Some(SfId {
+            raw: s.to_owned(),
+            canon,
+        })
+    }
+
+    /// The id as it was written.
+    pub fn as_str(&self) -> &str {
+        &self.raw
+    }
+
+    /// The 3-character key prefix that names the object type (`801` = Order, `00D` = organization).
+    pub fn key_prefix(&self) -> &str {
+        self.raw.get(..3).unwrap_or("")
+    }
+
+    /// The canonical 18-character form: the same for every spelling of one record's id.
+    pub fn to_18(&self) -> String {
+        let mut out = String::with_capacity(18);
+        out.extend(self.canon.iter().map(|&b| char::from(b)));
+        for chunk in self.canon.chunks(5) {
+            let mut bits = 0usize;
+            for (i, b) in chunk.iter().enumerate() {
+                if b.is_ascii_uppercase() {
+                    bits |= 1 << i;
+                }
+            }
+            if let Some(&c) = SUFFIX_ALPHABET.get(bits) {
+                out.push(char::from(c));
+            }
+        }
+        out
+    }
+
+    /// True when both name the same record (15-character ids are case-sensitive; 18-character
+    /// ids are compared through the exact form their suffix encodes).
+    pub fn same_record(&self, other: &SfId) -> bool {
+        self.canon == other.canon
     }
 }
 
 impl fmt::Debug for SfId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.raw)
     }
 }
 
 impl fmt::Display for SfId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.raw)
     }
 }

@@ -29,10 +29,33 @@ pub enum HeadDecision {
 
 /// Is this the webhook route? The last path segment, query ignored, compared without regard to
 /// ASCII case (QLM's ASMX endpoint on IIS is case-insensitive, so existing URLs keep working).
+/// The path is first read the way a web server behind us would read it — percent-decoded, `\\`
+/// as `/`, `.` and `..` segments resolved, `;params` and surrounding spaces dropped — so that no
+/// spelling of the handler's path can slip past the gate to the upstream.
 pub fn is_webhook_path(cfg: &Config, path: &str) -> bool {
     let path = path.split(['?', '#']).next().unwrap_or("");
-    let last = path.trim_end_matches('/').rsplit('/').next().unwrap_or("");
-    last.eq_ignore_ascii_case(&cfg.handler_name)
+    let plain = !path
+        .bytes()
+        .any(|b| matches!(b, b'%' | b'.' | b'\\' | b';' | b' ' | b'\t'));
+    if plain {
+        // The common case, no allocation: nothing in the path needs decoding or resolving.
+        let last = path.trim_end_matches('/').rsplit('/').next().unwrap_or("");
+        return last.eq_ignore_ascii_case(&cfg.handler_name);
+    }
+    let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
+    let mut segments: Vec<&str> = Vec::new();
+    for seg in decoded.split(['/', '\\']) {
+        match seg.split(';').next().unwrap_or("").trim() {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            s => segments.push(s),
+        }
+    }
+    segments
+        .last()
+        .is_some_and(|s| s.eq_ignore_ascii_case(&cfg.handler_name))
 }
 
 pub fn on_headers(cfg: &Config, head: &RequestHead<'_>) -> HeadDecision {

@@ -239,7 +239,36 @@ pub fn parse_keys(status: u16, body: &[u8]) -> Result<Vec<String>, LicenseError>
                 }
                 current.push_str(&t);
             }
-            Ok(Event::GeneralRef(_)) => {}
+            Ok(Event::CData(t)) => {
+                let t = t.xml10_content();
+                if depth == 1 {
+                    root_text.push_str(&t);
+                }
+                current.push_str(&t);
+            }
+            // A reference inside a key is part of it: resolve it, never drop it.
+            Ok(Event::GeneralRef(r)) => {
+                let c = match r.resolve_char_ref() {
+                    Ok(Some(c)) => c,
+                    _ => match r.xml10_content().as_ref() {
+                        "amp" => '&',
+                        "lt" => '<',
+                        "gt" => '>',
+                        "quot" => '"',
+                        "apos" => '\'',
+                        other => {
+                            return Err(LicenseError::Unparseable(format!(
+                                "undefined entity {}",
+                                error_excerpt(other)
+                            )))
+                        }
+                    },
+                };
+                if depth == 1 {
+                    root_text.push(c);
+                }
+                current.push(c);
+            }
             Ok(Event::End(_)) => {
                 depth = depth.saturating_sub(1);
                 if in_key {

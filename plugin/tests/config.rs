@@ -188,3 +188,12 @@ fn invalid_configurations_are_refused_with_a_reason() {
     assert!(load("not json").is_err());
     assert!(load("").is_err());
 }
+
+#[test]
+fn fuzz_found_config_with_a_control_character_in_an_authority_is_refused() {
+    let json = include_bytes!("../../testdata/fuzz-found/config_parse-authority-control-char.bin");
+    let err = Config::from_json(json, &|_| Some("x".into()))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("authority"), "{err}");
+}

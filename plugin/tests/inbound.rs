@@ -59,6 +59,24 @@ fn only_the_handler_route_is_ours_query_ignored() {
     assert!(!is_webhook_path(&c, "/QlmWebHookHandler/more"));
     assert!(!is_webhook_path(&c, "/hello?next=/QlmWebHookHandler"));
     assert!(!is_webhook_path(&c, "/QlmWebHookHandlerX"));
+    // Every spelling a web server behind us would read as the handler is ours too.
+    for sneaky in [
+        "/qlmservice.asmx/QlmWebHook%48andler",
+        "/qlmservice.asmx/QlmWebHookHandler/.",
+        "/qlmservice.asmx/QlmWebHookHandler/x/..",
+        "/qlmservice.asmx/QlmWebHookHandler%2F",
+        "/qlmservice.asmx/QlmWebHookHandler%20",
+        "/qlmservice.asmx/QlmWebHookHandler\\",
+        "/qlmservice.asmx\\QlmWebHookHandler",
+        "/qlmservice.asmx/QlmWebHookHandler;jsessionid=1",
+    ] {
+        assert!(
+            is_webhook_path(&c, sneaky),
+            "{sneaky} slipped past the gate"
+        );
+    }
+    assert!(!is_webhook_path(&c, "/QlmWebHookHandler/../hello"));
+    assert!(!is_webhook_path(&c, "/a%2Fb"));
     assert_eq!(status(on_headers(&c, &head("GET", "/hello"))), 0);
 }
 

@@ -231,6 +231,9 @@ fn ack_and_fault_render_as_soap_1_1() {
     let f = soap::fault(soap::FaultCode::Client, "bad <thing> & \"more\"");
     assert!(f.contains("<faultcode>soapenv:Client</faultcode>"));
     assert!(f.contains("<faultstring>bad &lt;thing&gt; &amp; &quot;more&quot;</faultstring>"));
+    // Characters XML 1.0 does not allow never reach a fault.
+    let f = soap::fault(soap::FaultCode::Client, "x\u{ffff}y\u{fffe}\u{1}");
+    assert!(f.contains("x\u{fffd}y\u{fffd}\u{fffd}"));
     // The fault is itself well-formed XML that our strict parser reads as a non-message.
     assert_eq!(
         parse(f.as_bytes()).unwrap_err().code(),
@@ -245,4 +248,19 @@ fn huge_text_values_are_refused() {
         .unwrap()
         .replace("00000114", &big);
     assert_eq!(code(body.as_bytes()), "value_too_long");
+}
+
+/// Inputs the fuzzers found (testdata/fuzz-found), kept as regressions.
+#[test]
+fn fuzz_findings_stay_fixed() {
+    // Two spellings of one notification id (case differs, same 18-character record).
+    let dup = include_bytes!(
+        "../../testdata/fuzz-found/soap_parse-duplicate-notification-other-case.bin"
+    );
+    assert_eq!(parse(dup).unwrap_err().code(), "duplicate_notification_id");
+    // A non-character in an element name: the fault must stay well-formed XML 1.0.
+    let nonchar = include_bytes!("../../testdata/fuzz-found/soap_parse-fault-noncharacter.bin");
+    let e = parse(nonchar).unwrap_err();
+    let f = soap::fault(soap::FaultCode::Client, &e.reason());
+    assert!(!f.contains('\u{ffff}') && !f.contains('\u{fffe}'), "{f}");
 }

@@ -294,6 +294,10 @@ fn eighteen_character_ids_compare_without_regard_to_case() {
     assert!(exact.same_record(&SfId::parse("00D5Y000001MPM7").unwrap()));
     // A 15-character id is case-sensitive: this is another record.
     assert!(!exact.same_record(&SfId::parse("00d5Y000001MPM7").unwrap()));
-    // A suffix that is not a checksum character never matches.
-    assert!(!exact.same_record(&SfId::parse("00D5Y000001MPM7UA9").unwrap()));
+    // A suffix that is not made of checksum characters is not an id.
+    assert!(SfId::parse("00D5Y000001MPM7UA9").is_none());
+    assert_eq!(
+        SfId::parse("00d5y000001mpm7uao").unwrap().to_18(),
+        "00D5Y000001MPM7UAO"
+    );
 }

@@ -63,7 +63,10 @@ fn header_safe(what: &str, s: &str) {
 fn check_config(cfg: &Config) {
     let h = &cfg.handler_name;
     assert!(!h.is_empty(), "empty handler_name");
-    assert!(!h.contains(['/', '?', '#']), "handler_name {h:?} not one segment");
+    assert!(
+        !h.contains(['/', '?', '#']),
+        "handler_name {h:?} not one segment"
+    );
     assert!(
         !h.chars().any(|c| c.is_whitespace() || c.is_control()),
         "handler_name {h:?}"
@@ -80,17 +83,17 @@ fn check_config(cfg: &Config) {
     let p = &cfg.state_prefix;
     assert!(
         !p.is_empty()
-            && p
-                .bytes()
+            && p.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'),
         "state_prefix {p:?}"
     );
     if let Some(s) = &cfg.inbound_secret {
         assert!(
             !s.header.is_empty()
-                && s.header
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'),
+                && s.header.bytes().all(|b| b.is_ascii_lowercase()
+                    || b.is_ascii_digit()
+                    || b == b'-'
+                    || b == b'_'),
             "secret header {:?}",
             s.header
         );
@@ -106,7 +109,10 @@ fn check_config(cfg: &Config) {
         assert!(!sf.authority.contains(['/', '?', '#', '@']));
         header_safe("salesforce.authority", &sf.authority);
         assert!((100..=60_000).contains(&sf.timeout_ms));
-        let v = sf.api_version.strip_prefix('v').expect("api_version without v");
+        let v = sf
+            .api_version
+            .strip_prefix('v')
+            .expect("api_version without v");
         let (a, b) = v.split_once('.').expect("api_version without '.'");
         assert!(!a.is_empty() && !b.is_empty());
         assert!(a.bytes().chain(b.bytes()).all(|c| c.is_ascii_digit()));
@@ -115,10 +121,15 @@ fn check_config(cfg: &Config) {
             assert!(f.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
         }
         match &sf.grant {
-            Grant::ClientCredentials { client_id, client_secret } => {
+            Grant::ClientCredentials {
+                client_id,
+                client_secret,
+            } => {
                 assert!(!client_id.expose().is_empty() && !client_secret.expose().is_empty());
             }
-            Grant::Password { username, password, .. } => {
+            Grant::Password {
+                username, password, ..
+            } => {
                 assert!(!username.expose().is_empty() && !password.expose().is_empty());
             }
         }
@@ -139,7 +150,10 @@ fn check_config(cfg: &Config) {
             assert!(!a.is_empty());
         }
         for (code, args) in &i.products {
-            assert!(!code.is_empty() && code.len() <= 255, "product code {code:?}");
+            assert!(
+                !code.is_empty() && code.len() <= 255,
+                "product code {code:?}"
+            );
             for required in ["is_productid", "is_majorversion", "is_minorversion"] {
                 let v = args
                     .get(required)
@@ -149,8 +163,17 @@ fn check_config(cfg: &Config) {
             let mut keys = std::collections::HashSet::new();
             for (k, _) in args.args() {
                 assert!(k.starts_with("is_"), "product {code:?} argument {k:?}");
-                assert!(keys.insert(k.as_str()), "product {code:?} argument {k:?} twice");
-                for reserved in ["is_user", "is_pwd", "is_quantity", "is_orderid", "is_vendor"] {
+                assert!(
+                    keys.insert(k.as_str()),
+                    "product {code:?} argument {k:?} twice"
+                );
+                for reserved in [
+                    "is_user",
+                    "is_pwd",
+                    "is_quantity",
+                    "is_orderid",
+                    "is_vendor",
+                ] {
                     assert_ne!(k, reserved, "product {code:?} maps reserved {k}");
                 }
             }

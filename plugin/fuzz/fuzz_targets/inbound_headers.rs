@@ -158,7 +158,11 @@ fuzz_target!(|data: &[u8]| {
     let decision = on_headers(cfg, &head);
 
     let ours = last_segment(&path).eq_ignore_ascii_case("QlmWebHookHandler");
-    assert_eq!(is_webhook_path(cfg, &path), ours, "is_webhook_path({path:?})");
+    assert_eq!(
+        is_webhook_path(cfg, &path),
+        ours,
+        "is_webhook_path({path:?})"
+    );
     match &decision {
         HeadDecision::PassThrough => {
             assert!(!ours, "webhook path {path:?} passed through");
@@ -189,7 +193,10 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(reply.status, expected, "{head:?}");
             // The reason is not exposed on its own: check the escaping through the document.
             let start = reply.body.find("<faultstring>").expect("no faultstring") + 13;
-            let end = reply.body.rfind("</faultstring>").expect("no </faultstring>");
+            let end = reply
+                .body
+                .rfind("</faultstring>")
+                .expect("no </faultstring>");
             let escaped = &reply.body[start..end];
             let reason = escaped
                 .replace("&lt;", "<")

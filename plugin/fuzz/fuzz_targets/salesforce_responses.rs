@@ -92,7 +92,10 @@ fuzz_target!(|data: &[u8]| {
             let e = classify_error(status, body);
             match &e {
                 SalesforceError::SessionInvalid => assert_eq!(status, 401),
-                SalesforceError::Status { status: s, error_code } => {
+                SalesforceError::Status {
+                    status: s,
+                    error_code,
+                } => {
                     assert_eq!(*s, status);
                     assert!(!(status == 401 && error_code == "INVALID_SESSION_ID"));
                     assert!(error_code.chars().count() <= 65);
@@ -127,7 +130,11 @@ fn check_token(token: &Token) {
         access_token: Secret::new(format!("{t}-other")),
         instance_authority: a.clone(),
     };
-    assert_eq!(format!("{token:?}"), format!("{other:?}"), "Debug shows the access token");
+    assert_eq!(
+        format!("{token:?}"),
+        format!("{other:?}"),
+        "Debug shows the access token"
+    );
 }
 
 #[derive(PartialEq)]
@@ -147,17 +154,26 @@ fn check_error(status: u16, e: &SalesforceError, source: Source) {
     assert_reason("SalesforceError", &shown);
     match e {
         SalesforceError::LoginRefused { error, description } => {
-            assert!(source == Source::Token && !ok_status, "LoginRefused at {status}");
+            assert!(
+                source == Source::Token && !ok_status,
+                "LoginRefused at {status}"
+            );
             assert_no_control("error", error);
             assert_no_control("description", description);
         }
         SalesforceError::SessionInvalid => assert_eq!(status, 401),
         SalesforceError::Status { status: s, .. } => {
             assert_eq!(*s, status);
-            assert!(source == Source::Classify || !ok_status, "Status error for {status}");
+            assert!(
+                source == Source::Classify || !ok_status,
+                "Status error for {status}"
+            );
         }
         SalesforceError::Unparseable(_) => {
-            assert!(source != Source::Classify && ok_status, "Unparseable at {status}")
+            assert!(
+                source != Source::Classify && ok_status,
+                "Unparseable at {status}"
+            )
         }
     }
 }

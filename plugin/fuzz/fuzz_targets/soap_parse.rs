@@ -42,7 +42,10 @@ fuzz_target!(|data: &[u8]| {
 });
 
 fn check_message(data: &[u8], msg: &OutboundMessage, limits: &Limits) {
-    assert!(std::str::from_utf8(data).is_ok(), "accepted a body that is not UTF-8");
+    assert!(
+        std::str::from_utf8(data).is_ok(),
+        "accepted a body that is not UTF-8"
+    );
     let n = msg.notifications.len();
     assert!(
         (1..=limits.max_notifications).contains(&n),
@@ -85,7 +88,10 @@ fn check_message(data: &[u8], msg: &OutboundMessage, limits: &Limits) {
         let mut names = HashSet::new();
         for (name, value) in fields {
             assert!(!name.is_empty(), "empty field name");
-            assert!(names.insert(name.as_str()), "duplicate field {name} accepted");
+            assert!(
+                names.insert(name.as_str()),
+                "duplicate field {name} accepted"
+            );
             if let Some(v) = value {
                 assert!(
                     v.len() <= limits.max_value_len,

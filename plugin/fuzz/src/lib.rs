@@ -43,7 +43,10 @@ pub fn assert_no_control(what: &str, s: &str) {
 pub fn assert_reason(what: &str, s: &str) {
     assert_no_control(what, s);
     let n = s.chars().count();
-    assert!(n <= MAX_REASON_CHARS, "{what} is {n} characters long: {s:?}");
+    assert!(
+        n <= MAX_REASON_CHARS,
+        "{what} is {n} characters long: {s:?}"
+    );
 }
 
 /// The 18-character form computed independently of keygate (differential check of `to_18`).
@@ -108,10 +111,18 @@ pub fn check_id(what: &str, id: &SfId) {
     assert_eq!(full, reference_to_18(base), "{what}: to_18 of {s:?}");
     let reparsed =
         SfId::parse(&full).unwrap_or_else(|| panic!("{what}: to_18 {full:?} does not parse"));
-    assert_eq!(reparsed.to_18(), full, "{what}: to_18 not idempotent for {s:?}");
-    let short = SfId::parse(base)
-        .unwrap_or_else(|| panic!("{what}: 15-char base of {s:?} does not parse"));
-    assert_eq!(short.to_18(), full, "{what}: 15 and 18 forms of {s:?} differ");
+    assert_eq!(
+        reparsed.to_18(),
+        full,
+        "{what}: to_18 not idempotent for {s:?}"
+    );
+    let short =
+        SfId::parse(base).unwrap_or_else(|| panic!("{what}: 15-char base of {s:?} does not parse"));
+    assert_eq!(
+        short.to_18(),
+        full,
+        "{what}: 15 and 18 forms of {s:?} differ"
+    );
     assert!(short.same_record(&reparsed), "{what}: {base:?} vs {full:?}");
     assert_eq!(id.key_prefix(), &s[..3], "{what}: key prefix of {s:?}");
     assert_eq!(id.to_string(), s, "{what}: Display of {s:?}");
@@ -123,7 +134,11 @@ pub fn check_id(what: &str, id: &SfId) {
     variants.push(id.clone());
     for other in &variants {
         let same = id.same_record(other);
-        assert_eq!(same, other.same_record(id), "same_record({s:?}, {other}) not symmetric");
+        assert_eq!(
+            same,
+            other.same_record(id),
+            "same_record({s:?}, {other}) not symmetric"
+        );
         assert_eq!(
             same,
             same_record_reference(id, other),
@@ -187,7 +202,10 @@ pub fn check_fault_body(body: &str, code: &str, reason: &str) {
     const PREFIX: &str = "<faultstring>";
     const SUFFIX: &str = "</faultstring></soapenv:Fault></soapenv:Body></soapenv:Envelope>";
     let start = body.find(PREFIX).expect("fault has no <faultstring>") + PREFIX.len();
-    assert!(body.ends_with(SUFFIX), "fault does not end with its closing tags: {body:?}");
+    assert!(
+        body.ends_with(SUFFIX),
+        "fault does not end with its closing tags: {body:?}"
+    );
     let inner = &body[start..body.len() - SUFFIX.len()];
     assert!(
         !inner.contains(['<', '>']),
@@ -203,7 +221,10 @@ pub fn check_fault_body(body: &str, code: &str, reason: &str) {
         );
     }
 
-    if let Some(c) = body.chars().find(|c| !is_xml_char(*c) && !allowed("fault-xml-chars")) {
+    if let Some(c) = body
+        .chars()
+        .find(|c| !is_xml_char(*c) && !allowed("fault-xml-chars"))
+    {
         panic!("fault contains {c:?}, not an XML 1.0 character (reason {reason:?})");
     }
 

@@ -143,7 +143,7 @@ struct Parser {
     seen: Seen,
     header: Header,
     notifications: Vec<Notification>,
-    /// 18-character forms seen so far (at most 100: a Vec is smaller than a set in the .wasm).
+    /// 18-character forms seen so far, sorted (at most 100: smaller than a set in the .wasm).
     notification_ids: Vec<String>,
     current: PendingNotification,
     fields: OrderFields,
@@ -197,14 +197,16 @@ pub fn parse(body: &[u8], limits: &Limits) -> Result<OutboundMessage, SoapError>
             Event::Comment(_) => {}
             Event::Start(e) => {
                 let (ns, local) = resolve_element(&reader, &e);
-                p.start(&reader, &e, ns, &local)?;
+                p.start(&reader, &e, ns, local)?;
             }
             Event::Empty(e) => {
                 let (ns, local) = resolve_element(&reader, &e);
-                p.start(&reader, &e, ns, &local)?;
+                p.start(&reader, &e, ns, local)?;
                 p.end()?;
             }
             Event::End(_) => p.end()?,
+            // Whitespace between elements is most of the text events: dismiss it on the raw bytes.
+            Event::Text(t) if !p.in_leaf() && t.bytes().all(|b| b.is_ascii_whitespace()) => {}
             Event::Text(t) => p.text(&t.xml10_content())?,
             Event::CData(t) => p.text(&t.xml10_content())?,
             Event::GeneralRef(r) => {
@@ -232,9 +234,9 @@ pub fn parse(body: &[u8], limits: &Limits) -> Result<OutboundMessage, SoapError>
     p.finish()
 }
 
-fn resolve_element(reader: &NsReader<&[u8]>, e: &BytesStart<'_>) -> (Ns, String) {
+fn resolve_element<'e>(reader: &NsReader<&[u8]>, e: &'e BytesStart<'_>) -> (Ns, &'e str) {
     let (ns, local) = reader.resolver().resolve_element(e.name());
-    (Ns::of(&ns), local.as_ref().to_owned())
+    (Ns::of(&ns), local.into_inner())
 }
 
 fn predefined_entity(name: &str) -> Option<char> {
@@ -260,6 +262,9 @@ fn xsi_attrs(reader: &NsReader<&[u8]>, e: &BytesStart<'_>) -> Result<XsiAttrs, S
         nil: false,
         type_name: None,
     };
+    if e.attributes_raw().trim_ascii().is_empty() {
+        return Ok(out);
+    }
     for attr in e.attributes() {
         let attr = attr.map_err(|e| SoapError::Malformed(e.to_string()))?;
         let (ns, local) = reader.resolver().resolve_attribute(attr.key);
@@ -439,6 +444,10 @@ impl Parser {
         }
     }
 
+    fn in_leaf(&self) -> bool {
+        matches!(self.stack.last(), Some(Frame::Leaf { .. }))
+    }
+
     fn text(&mut self, s: &str) -> Result<(), SoapError> {
         match self.stack.last() {
             Some(Frame::Leaf { name, .. }) => {
@@ -494,10 +503,10 @@ impl Parser {
                     .order
                     .ok_or(SoapError::MissingElement("Notification/sObject"))?;
                 let id18 = id.to_18();
-                if self.notification_ids.contains(&id18) {
-                    return Err(SoapError::DuplicateNotificationId(id.to_string()));
+                match self.notification_ids.binary_search(&id18) {
+                    Ok(_) => return Err(SoapError::DuplicateNotificationId(id.to_string())),
+                    Err(at) => self.notification_ids.insert(at, id18),
                 }
-                self.notification_ids.push(id18);
                 self.notifications.push(Notification { id, order });
             }
             Frame::SObject => {

@@ -36,7 +36,8 @@ pub fn fault(code: FaultCode, reason: &str) -> String {
     out
 }
 
-/// Escape text content for XML; control characters (other than tab/newline) become U+FFFD.
+/// Escape text content for XML; characters XML 1.0 does not allow (controls other than tab and
+/// newline, U+FFFE, U+FFFF) become U+FFFD.
 pub fn escape_into(out: &mut String, s: &str) {
     for c in s.chars() {
         match c {
@@ -46,7 +47,8 @@ pub fn escape_into(out: &mut String, s: &str) {
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&apos;"),
             '\t' | '\n' => out.push(c),
-            c if c.is_control() => out.push('\u{fffd}'),
+            // Not XML 1.0 characters (or discouraged ones): the fault must stay well-formed.
+            c if c.is_control() || c == '\u{fffe}' || c == '\u{ffff}' => out.push('\u{fffd}'),
             c => out.push(c),
         }
     }
