@@ -36,7 +36,7 @@ pub fn is_webhook_path(cfg: &Config, path: &str) -> bool {
     let path = path.split(['?', '#']).next().unwrap_or("");
     let plain = !path
         .bytes()
-        .any(|b| matches!(b, b'%' | b'.' | b'\\' | b';' | b' ' | b'\t'));
+        .any(|b| matches!(b, b'%' | b'.' | b'\\' | b';') || b <= b' ' || b >= 0x7f);
     if plain {
         // The common case, no allocation: nothing in the path needs decoding or resolving.
         let last = path.trim_end_matches('/').rsplit('/').next().unwrap_or("");

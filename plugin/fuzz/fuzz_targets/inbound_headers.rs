@@ -41,16 +41,39 @@ fn config() -> &'static Config {
 }
 
 /// The last path segment as documented on `is_webhook_path`, written independently.
-fn last_segment(path: &str) -> &str {
+/// The last segment of the path as a server behind the gateway would read it, written
+/// independently of keygate: query and fragment cut, %XX decoded (invalid escapes kept as is),
+/// `\\` as `/`, `;params` dropped, spaces trimmed, `.` and `..` resolved.
+fn last_segment(path: &str) -> String {
     let end = path.find(['?', '#']).unwrap_or(path.len());
-    let mut p = &path[..end];
-    while let Some(s) = p.strip_suffix('/') {
-        p = s;
+    let raw = path[..end].as_bytes();
+    let mut bytes = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if raw[i] == b'%' && i + 2 < raw.len() {
+            if let (Some(h), Some(l)) = (hex(raw[i + 1]), hex(raw[i + 2])) {
+                bytes.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        bytes.push(raw[i]);
+        i += 1;
     }
-    match p.rfind('/') {
-        Some(i) => &p[i + 1..],
-        None => p,
+    let decoded = String::from_utf8_lossy(&bytes).replace('\\', "/");
+    let mut segments: Vec<String> = Vec::new();
+    for seg in decoded.split('/') {
+        let seg = seg.split(';').next().unwrap_or("").trim();
+        match seg {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            s => segments.push(s.to_owned()),
+        }
     }
+    segments.pop().unwrap_or_default()
 }
 
 fn media_ok(ct: &str) -> bool {

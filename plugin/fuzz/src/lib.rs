@@ -106,7 +106,11 @@ pub fn check_id(what: &str, id: &SfId) {
         (s.len() == 15 || s.len() == 18) && s.bytes().all(|b| b.is_ascii_alphanumeric()),
         "{what} {s:?} is not 15/18 ASCII alphanumerics"
     );
-    let base = &s[..15];
+    // The exact 15-character form: for an 18-character id, re-cased from its suffix (an
+    // 18-character id is case-insensitive), so every spelling of one record has one `to_18`.
+    let canonical = reference_canonical15(s)
+        .unwrap_or_else(|| panic!("{what}: {s:?} parsed but its suffix is not a checksum"));
+    let base = canonical.as_str();
     let full = id.to_18();
     assert_eq!(full, reference_to_18(base), "{what}: to_18 of {s:?}");
     let reparsed =
@@ -154,9 +158,12 @@ pub fn check_id(what: &str, id: &SfId) {
     }
 }
 
-/// `SfId::parse` accepts exactly the 15/18-alphanumeric strings, and what it accepts is sound.
+/// `SfId::parse` accepts exactly the 15/18-alphanumeric strings whose 18-character suffix is made
+/// of checksum characters (A–Z, 0–5, either case), and what it accepts is sound.
 pub fn fuzz_id(s: &str) {
-    let valid = (s.len() == 15 || s.len() == 18) && s.bytes().all(|b| b.is_ascii_alphanumeric());
+    let valid = (s.len() == 15 || s.len() == 18)
+        && s.bytes().all(|b| b.is_ascii_alphanumeric())
+        && reference_canonical15(s).is_some();
     match SfId::parse(s) {
         Some(id) => {
             assert!(valid, "SfId::parse accepted {s:?}");
@@ -173,7 +180,7 @@ fn expected_fault_text(reason: &str) -> String {
         .chars()
         .map(|c| match c {
             '\t' | '\n' => c,
-            c if c.is_control() => '\u{fffd}',
+            c if c.is_control() || c == '\u{fffe}' || c == '\u{ffff}' => '\u{fffd}',
             c => c,
         })
         .collect()
