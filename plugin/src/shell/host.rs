@@ -1,23 +1,16 @@
 //! Host services behind the core's ports: shared data, metrics, logs, clock.
 
-use std::time::UNIX_EPOCH;
-
-use proxy_wasm::hostcalls;
-use proxy_wasm::types::{LogLevel, MetricType, Status};
-
 use crate::metrics::Metric;
 use crate::store::{Store, StoreError};
 
+use super::abi::{self, LogLevel, Status};
+
 pub fn log(level: LogLevel, msg: &str) {
-    let _ = hostcalls::log(level, msg);
+    abi::log(level, msg);
 }
 
 pub fn now_ms() -> u64 {
-    hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    abi::current_time_nanos().map_or(0, |ns| ns / 1_000_000)
 }
 
 /// proxy-wasm shared data: one map per VM id, shared by every worker.
@@ -25,16 +18,13 @@ pub struct HostStore;
 
 impl Store for HostStore {
     fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
-        match hostcalls::get_shared_data(key) {
-            Ok((Some(v), cas)) => Some((v, cas.unwrap_or(0))),
-            _ => None,
-        }
+        abi::get_shared_data(key)
     }
 
     fn set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
-        match hostcalls::set_shared_data(key, Some(value), cas) {
+        match abi::set_shared_data(key, value, cas.unwrap_or(0)) {
             Ok(()) => Ok(()),
-            Err(Status::CasMismatch) => Err(StoreError::CasMismatch),
+            Err(Status::CAS_MISMATCH) => Err(StoreError::CasMismatch),
             Err(_) => Err(StoreError::Unavailable),
         }
     }
@@ -51,7 +41,7 @@ impl Metrics {
     pub fn define() -> Metrics {
         let mut ids = Vec::with_capacity(Metric::ALL.len());
         for m in Metric::ALL {
-            match hostcalls::define_metric(MetricType::Counter, m.name()) {
+            match abi::define_counter(m.name()) {
                 Ok(id) => ids.push((m, id)),
                 Err(e) => log(
                     LogLevel::Warn,
@@ -64,7 +54,7 @@ impl Metrics {
 
     pub fn add(&self, m: Metric, n: u64) {
         if let Some(&(_, id)) = self.ids.iter().find(|(k, _)| *k == m) {
-            let _ = hostcalls::increment_metric(id, i64::try_from(n).unwrap_or(i64::MAX));
+            abi::increment_metric(id, i64::try_from(n).unwrap_or(i64::MAX));
         }
     }
 }

@@ -1,51 +1,162 @@
 //! The proxy-wasm shell: the only code that talks to Envoy. It reads headers and bodies, hands
 //! them to the core, and carries out the core's commands (dispatch, reply, log, count).
 //!
-//! Hostcalls are made through `proxy_wasm::hostcalls` directly, not the trait helpers, because
-//! the helpers panic on unexpected host statuses and a panic kills the VM for the whole worker.
+//! `abi` is our own binding of the proxy-wasm ABI (see there why not the SDK) and the only
+//! `unsafe` code of the crate. This module is the dispatcher: it keeps the VM's contexts (one
+//! `Root` per plugin configuration, one `Request` per HTTP stream) and routes each host callback
+//! to its context. Hostcalls never panic: a panic kills the VM for the whole worker.
 
+#[allow(unsafe_code)]
+mod abi;
 mod host;
 mod request;
 
+use std::cell::RefCell;
 use std::rc::Rc;
-
-use proxy_wasm::hostcalls;
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{BufferType, ContextType, LogLevel};
 
 use crate::config::Config;
 use crate::ledger::Ledger;
 
+use abi::{Action, Buffer, LogLevel};
 use host::{log, HostStore, Metrics};
 use request::Request;
 
-#[allow(unsafe_code)]
-mod entry {
-    proxy_wasm::main! {{
-        proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
-        std::panic::set_hook(Box::new(|info| {
-            // Last words before the VM traps: make the cause visible in Envoy's log.
-            let _ = proxy_wasm::hostcalls::log(
-                proxy_wasm::types::LogLevel::Critical,
-                &format!("keygate: panic: {info}"),
-            );
-        }));
-        proxy_wasm::set_root_context(|_| Box::new(super::Root::default()));
-    }}
+/// Every live context of this VM. A handful of roots and the worker's in-flight streams: a
+/// linear scan of a `Vec` is cheaper in code (and no slower at these sizes) than a map.
+struct Vm {
+    roots: Vec<(u32, Root)>,
+    streams: Vec<(u32, Request)>,
 }
 
+thread_local! {
+    // A wasm32-wasip1 VM runs one thread (no `atomics`), so this is a plain static: with a
+    // `const` initialiser std's wasm thread-local is a static with no lazy init or destructor.
+    static VM: RefCell<Vm> = const {
+        RefCell::new(Vm {
+            roots: Vec::new(),
+            streams: Vec::new(),
+        })
+    };
+}
+
+/// Run `f` on the VM's contexts; `None` if they are already borrowed (a host callback re-entered
+/// the module during a hostcall, which Envoy does not do: it defers its own callbacks).
+fn with_vm<R>(f: impl FnOnce(&mut Vm) -> R) -> Option<R> {
+    VM.with(|vm| vm.try_borrow_mut().ok().map(|mut vm| f(&mut vm)))
+}
+
+/// A host callback we cannot honour safely (a host bug). The SDK panicked here; we trap the same
+/// way, after saying why, so the host's failure policy applies (never an unchecked request).
+fn trap(what: &str) -> ! {
+    log(LogLevel::Critical, &format!("keygate: {what}"));
+    std::process::abort()
+}
+
+fn init() {
+    std::panic::set_hook(Box::new(|info| {
+        // Last words before the VM traps: make the cause visible in Envoy's log.
+        log(LogLevel::Critical, &format!("keygate: panic: {info}"));
+    }));
+}
+
+fn on_context_create(context_id: u32, root_context_id: u32) {
+    let created = with_vm(|vm| {
+        if root_context_id == 0 {
+            vm.roots.push((context_id, Root::default()));
+            return true;
+        }
+        let request = vm
+            .roots
+            .iter()
+            .find(|(id, _)| *id == root_context_id)
+            .and_then(|(_, root)| root.new_request(context_id));
+        match request {
+            Some(r) => {
+                vm.streams.push((context_id, r));
+                true
+            }
+            None => false,
+        }
+    });
+    if created != Some(true) {
+        trap("stream context without a configured plugin");
+    }
+}
+
+fn on_configure(context_id: u32) -> bool {
+    with_vm(|vm| {
+        vm.roots
+            .iter_mut()
+            .find(|(id, _)| *id == context_id)
+            .is_some_and(|(_, root)| root.on_configure())
+    })
+    .unwrap_or(false)
+}
+
+/// The gate: a stream we do not know here would go unchecked, so it traps instead.
+fn with_stream<R>(context_id: u32, f: impl FnOnce(&mut Request) -> R) -> R {
+    let done = with_vm(|vm| {
+        vm.streams
+            .iter_mut()
+            .find(|(id, _)| *id == context_id)
+            .map(|(_, r)| f(r))
+    });
+    match done.flatten() {
+        Some(r) => r,
+        None => trap("request callback for an unknown stream"),
+    }
+}
+
+fn on_request_headers(context_id: u32, end_of_stream: bool) -> Action {
+    with_stream(context_id, |r| r.on_request_headers(end_of_stream))
+}
+
+fn on_request_body(context_id: u32, body_size: usize, end_of_stream: bool) -> Action {
+    with_stream(context_id, |r| r.on_request_body(body_size, end_of_stream))
+}
+
+fn on_http_call_response(token: u32, num_headers: usize, body_size: usize) {
+    // The call was ours only while its stream lives: Envoy may still answer after the stream is
+    // gone (the host issues calls from the root context), and then nobody is waiting.
+    with_vm(|vm| {
+        if let Some((id, r)) = vm.streams.iter_mut().find(|(_, r)| r.awaits(token)) {
+            // The answer arrives on the root context; replies and header reads are the stream's.
+            // (It cannot fail for a live stream; if it did, the reply would fail and be logged.)
+            let _ = abi::set_effective_context(*id);
+            r.on_http_call_response(token, num_headers, body_size);
+        }
+    });
+}
+
+fn on_log(context_id: u32) {
+    with_vm(|vm| {
+        if let Some((_, r)) = vm.streams.iter_mut().find(|(id, _)| *id == context_id) {
+            r.on_log();
+        }
+    });
+}
+
+fn on_delete(context_id: u32) {
+    with_vm(|vm| {
+        if let Some(i) = vm.streams.iter().position(|(id, _)| *id == context_id) {
+            vm.streams.swap_remove(i);
+        } else if let Some(i) = vm.roots.iter().position(|(id, _)| *id == context_id) {
+            vm.roots.swap_remove(i);
+        }
+    });
+}
+
+/// One plugin configuration (Envoy's root context).
 #[derive(Default)]
 struct Root {
     config: Option<Rc<Config>>,
     metrics: Rc<Metrics>,
 }
 
-impl Context for Root {}
-
-impl RootContext for Root {
-    fn on_configure(&mut self, _size: usize) -> bool {
-        let bytes = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
-            Ok(Some(b)) if !b.is_empty() => b,
+impl Root {
+    fn on_configure(&mut self) -> bool {
+        let bytes = match abi::get_buffer(Buffer::PluginConfiguration, 0, usize::MAX) {
+            Some(b) if !b.is_empty() => b,
             _ => {
                 log(
                     LogLevel::Error,
@@ -90,16 +201,8 @@ impl RootContext for Root {
         true
     }
 
-    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+    fn new_request(&self, context_id: u32) -> Option<Request> {
         let config = self.config.clone()?;
-        Some(Box::new(Request::new(
-            config,
-            Rc::clone(&self.metrics),
-            context_id,
-        )))
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
+        Some(Request::new(config, Rc::clone(&self.metrics), context_id))
     }
 }

@@ -3,11 +3,6 @@
 use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hasher};
 use std::rc::Rc;
-use std::time::Duration;
-
-use proxy_wasm::hostcalls;
-use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
 
 use crate::config::Config;
 use crate::flow::{Command, Env, Flow, Level, Response};
@@ -15,6 +10,7 @@ use crate::inbound::{self, HeadDecision, RequestHead};
 use crate::reply::CONTENT_TYPE;
 use crate::webhook;
 
+use super::abi::{self, Action, Buffer, LogLevel, Map};
 use super::host::{log, now_ms, HostStore, Metrics};
 
 #[derive(Debug, PartialEq, Eq)]
@@ -48,10 +44,13 @@ impl Request {
         }
     }
 
+    /// Is this stream waiting for the HTTP call with this token?
+    pub fn awaits(&self, token: u32) -> bool {
+        self.calls.iter().any(|(t, _)| *t == token)
+    }
+
     fn header(name: &str) -> Option<String> {
-        hostcalls::get_map_value(MapType::HttpRequestHeaders, name)
-            .ok()
-            .flatten()
+        abi::get_header(Map::HttpRequestHeaders, name)
     }
 
     /// A per-request owner id for order claims, unique across workers (WASI random via RandomState).
@@ -89,14 +88,8 @@ impl Request {
                     ];
                     headers.extend(call.headers.iter().map(|(k, v)| (*k, v.as_str())));
                     let body = (!call.body.is_empty()).then_some(call.body.as_slice());
-                    let timeout = Duration::from_millis(call.timeout_ms);
-                    match hostcalls::dispatch_http_call(
-                        &call.cluster,
-                        headers,
-                        body,
-                        vec![],
-                        timeout,
-                    ) {
+                    let timeout_ms = u32::try_from(call.timeout_ms).unwrap_or(u32::MAX);
+                    match abi::http_call(&call.cluster, &headers, body, timeout_ms) {
                         Ok(token) => {
                             self.calls.push((token, call.id));
                         }
@@ -125,11 +118,10 @@ impl Request {
                 }
                 Command::Reply(reply) => {
                     self.phase = Phase::Replied;
-                    let headers = vec![("content-type", CONTENT_TYPE)];
-                    if let Err(e) = hostcalls::send_http_response(
+                    if let Err(e) = abi::send_local_response(
                         u32::from(reply.status),
-                        headers,
-                        Some(reply.body.as_bytes()),
+                        &[("content-type", CONTENT_TYPE)],
+                        reply.body.as_bytes(),
                     ) {
                         log(
                             LogLevel::Error,
@@ -149,16 +141,8 @@ impl Request {
             }
         }
     }
-}
 
-impl Context for Request {
-    fn on_http_call_response(
-        &mut self,
-        token: u32,
-        num_headers: usize,
-        body_size: usize,
-        _trailers: usize,
-    ) {
+    pub fn on_http_call_response(&mut self, token: u32, num_headers: usize, body_size: usize) {
         let Some(pos) = self.calls.iter().position(|(t, _)| *t == token) else {
             return;
         };
@@ -167,16 +151,11 @@ impl Context for Request {
         let status = if num_headers == 0 {
             None
         } else {
-            hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
-                .ok()
-                .flatten()
+            abi::get_header(Map::HttpCallResponseHeaders, ":status")
                 .and_then(|s| s.parse::<u16>().ok())
         };
         let body = if status.is_some() && body_size > 0 {
-            hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
-                .ok()
-                .flatten()
-                .unwrap_or_default()
+            abi::get_buffer(Buffer::HttpCallResponseBody, 0, body_size).unwrap_or_default()
         } else {
             Vec::new()
         };
@@ -191,10 +170,8 @@ impl Context for Request {
         let commands = flow.on_response(call_id, Response { status, body }, &mut env);
         self.run(commands);
     }
-}
 
-impl HttpContext for Request {
-    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+    pub fn on_request_headers(&mut self, end_of_stream: bool) -> Action {
         let method = Self::header(":method").unwrap_or_default();
         let path = Self::header(":path").unwrap_or_default();
         let content_type = Self::header("content-type");
@@ -231,7 +208,7 @@ impl HttpContext for Request {
         }
     }
 
-    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+    pub fn on_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         match self.phase {
             Phase::PassThrough => return Action::Continue,
             Phase::ReadingBody => {}
@@ -246,15 +223,12 @@ impl HttpContext for Request {
         if !end_of_stream {
             return Action::Pause;
         }
-        let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
+        let body = abi::get_buffer(Buffer::HttpRequestBody, 0, body_size).unwrap_or_default();
         self.handle_body(&body);
         Action::Pause
     }
 
-    fn on_log(&mut self) {
+    pub fn on_log(&mut self) {
         // The stream is over. If the flow had not replied, Salesforce hung up: Envoy cancels our
         // callouts; release claims so the redelivery is not blocked.
         if let Some(flow) = self.flow.as_mut() {
