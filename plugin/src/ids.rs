@@ -79,6 +79,12 @@ impl SfId {
         out
     }
 
+    /// The exact 15-character form as bytes: equal for every spelling of one record's id, and
+    /// cheap to compare or sort.
+    pub fn record_key(&self) -> [u8; 15] {
+        self.canon
+    }
+
     /// True when both name the same record (15-character ids are case-sensitive; 18-character
     /// ids are compared through the exact form their suffix encodes).
     pub fn same_record(&self, other: &SfId) -> bool {

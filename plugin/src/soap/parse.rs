@@ -144,7 +144,7 @@ struct Parser {
     header: Header,
     notifications: Vec<Notification>,
     /// 18-character forms seen so far, sorted (at most 100: smaller than a set in the .wasm).
-    notification_ids: Vec<String>,
+    notification_ids: Vec<[u8; 15]>,
     current: PendingNotification,
     fields: OrderFields,
 }
@@ -502,10 +502,10 @@ impl Parser {
                 let order = pending
                     .order
                     .ok_or(SoapError::MissingElement("Notification/sObject"))?;
-                let id18 = id.to_18();
-                match self.notification_ids.binary_search(&id18) {
+                let key = id.record_key();
+                match self.notification_ids.binary_search(&key) {
                     Ok(_) => return Err(SoapError::DuplicateNotificationId(id.to_string())),
-                    Err(at) => self.notification_ids.insert(at, id18),
+                    Err(at) => self.notification_ids.insert(at, key),
                 }
                 self.notifications.push(Notification { id, order });
             }
