@@ -4,6 +4,7 @@
 //! writing side afterwards is reported, not fatal. A reply that never arrives is an error.
 
 use crate::http::Response;
+use crate::http::{dechunk, find};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::thread;
@@ -169,26 +170,6 @@ fn parse(raw: &[u8], eof: bool) -> Option<(Response, bool)> {
         }
         None => None,
     }
-}
-
-fn dechunk(mut rest: &[u8]) -> Option<Vec<u8>> {
-    let mut body = Vec::new();
-    loop {
-        let eol = find(rest, b"\r\n")?;
-        let size_text = String::from_utf8_lossy(&rest[..eol]);
-        let size =
-            usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16).ok()?;
-        rest = &rest[eol + 2..];
-        if size == 0 {
-            return Some(body);
-        }
-        body.extend_from_slice(rest.get(..size)?);
-        rest = rest.get(size + 2..)?;
-    }
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 #[cfg(test)]

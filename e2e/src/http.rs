@@ -172,7 +172,7 @@ fn parse_response(raw: &[u8], eof: bool) -> io::Result<Option<Response>> {
 }
 
 /// The decoded body, or `None` while the last chunk has not arrived.
-fn dechunk(mut rest: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn dechunk(mut rest: &[u8]) -> Option<Vec<u8>> {
     let mut body = Vec::new();
     loop {
         let eol = find(rest, b"\r\n")?;
@@ -188,7 +188,7 @@ fn dechunk(mut rest: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+pub(crate) fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 

@@ -286,13 +286,16 @@ impl Flow {
         ];
         self.dispatch(
             Pending::Login { then },
-            cluster,
-            "POST",
-            salesforce::TOKEN_PATH.to_owned(),
-            authority,
-            headers,
-            body,
-            timeout,
+            Call {
+                id: 0,
+                cluster,
+                method: "POST",
+                path: salesforce::TOKEN_PATH.to_owned(),
+                authority,
+                headers,
+                body,
+                timeout_ms: timeout,
+            },
             env,
         );
     }
@@ -323,48 +326,33 @@ impl Flow {
         let authority = token.instance_authority.clone();
         self.dispatch(
             Pending::Sf(call),
-            cluster,
-            method,
-            path,
-            authority,
-            headers,
-            body,
-            timeout,
+            Call {
+                id: 0,
+                cluster,
+                method,
+                path,
+                authority,
+                headers,
+                body,
+                timeout_ms: timeout,
+            },
             env,
         );
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn dispatch(
-        &mut self,
-        what: Pending,
-        cluster: String,
-        method: &'static str,
-        path: String,
-        authority: String,
-        headers: Vec<(&'static str, String)>,
-        body: Vec<u8>,
-        configured_timeout: u64,
-        env: &mut Env<'_>,
-    ) -> bool {
+    /// Send `call` (its id is assigned here) unless the deadline leaves too little time; its
+    /// timeout is cut to the time left.
+    fn dispatch(&mut self, what: Pending, mut call: Call, env: &mut Env<'_>) -> bool {
         let remaining = self.deadline_at.saturating_sub(env.now_ms);
         if remaining < MIN_CALL_MS {
             self.deadline_hit = true;
             return false;
         }
-        let id = self.next_id;
+        call.id = self.next_id;
+        call.timeout_ms = call.timeout_ms.min(remaining);
         self.next_id = self.next_id.wrapping_add(1);
-        self.pending.push((id, what));
-        self.out.push(Command::Dispatch(Call {
-            id,
-            cluster,
-            method,
-            path,
-            authority,
-            headers,
-            body,
-            timeout_ms: configured_timeout.min(remaining),
-        }));
+        self.pending.push((call.id, what));
+        self.out.push(Command::Dispatch(call));
         true
     }
 
@@ -666,13 +654,16 @@ impl Flow {
             (lic.cluster.clone(), lic.authority.clone(), lic.timeout_ms);
         let started = self.dispatch(
             what,
-            cluster,
-            "POST",
-            path,
-            authority,
-            headers,
-            body.into_bytes(),
-            timeout,
+            Call {
+                id: 0,
+                cluster,
+                method: "POST",
+                path,
+                authority,
+                headers,
+                body: body.into_bytes(),
+                timeout_ms: timeout,
+            },
             env,
         );
         if started {

@@ -9,9 +9,11 @@
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
+mod common;
+use common::{patched_full, FULL};
+
 use keygate::config::{Config, ContactField, Grant};
 
-const FULL: &str = include_str!("../../testdata/config/full.json");
 const MINIMAL: &str = include_str!("../../testdata/config/minimal.json");
 const PASSWORD: &str = include_str!("../../testdata/config/password_grant.json");
 
@@ -36,24 +38,7 @@ fn load(json: &str) -> Result<Config, String> {
 
 /// Apply a JSON merge patch to FULL, then load it.
 fn patched(patch: serde_json::Value) -> Result<Config, String> {
-    let mut base: serde_json::Value = serde_json::from_str(FULL).unwrap();
-    merge(&mut base, patch);
-    load(&base.to_string())
-}
-
-fn merge(base: &mut serde_json::Value, patch: serde_json::Value) {
-    match (base, patch) {
-        (serde_json::Value::Object(b), serde_json::Value::Object(p)) => {
-            for (k, v) in p {
-                if v.is_null() {
-                    b.remove(&k);
-                } else {
-                    merge(b.entry(k).or_insert(serde_json::Value::Null), v);
-                }
-            }
-        }
-        (b, p) => *b = p,
-    }
+    load(&patched_full(patch))
 }
 
 #[test]

@@ -10,6 +10,9 @@
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
+mod common;
+use common::patched_full;
+
 use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 
@@ -21,7 +24,6 @@ use keygate::store::MemStore;
 use keygate::webhook;
 use serde_json::{json, Value};
 
-const FULL: &str = include_str!("../../testdata/config/full.json");
 const ONE: &[u8] = include_bytes!("../../testdata/soap/valid/activated_one.xml");
 const NOT_ACTIVATED: &[u8] = include_bytes!("../../testdata/soap/valid/not_activated_one.xml");
 const SEVERAL: &[u8] = include_bytes!("../../testdata/soap/valid/several.xml");
@@ -32,24 +34,7 @@ fn env(name: &str) -> Option<String> {
 }
 
 fn config(patch: Value) -> Rc<Config> {
-    let mut base: Value = serde_json::from_str(FULL).unwrap();
-    merge(&mut base, patch);
-    Rc::new(Config::from_json(base.to_string().as_bytes(), &env).unwrap())
-}
-
-fn merge(base: &mut Value, patch: Value) {
-    match (base, patch) {
-        (Value::Object(b), Value::Object(p)) => {
-            for (k, v) in p {
-                if v.is_null() {
-                    b.remove(&k);
-                } else {
-                    merge(b.entry(k).or_insert(Value::Null), v);
-                }
-            }
-        }
-        (b, p) => *b = p,
-    }
+    Rc::new(Config::from_json(patched_full(patch).as_bytes(), &env).unwrap())
 }
 
 /// A scripted Salesforce + license server: enough behaviour to check the flow end to end.
