@@ -45,11 +45,21 @@ fn with_vm<R>(f: impl FnOnce(&mut Vm) -> R) -> Option<R> {
     VM.with(|vm| vm.try_borrow_mut().ok().map(|mut vm| f(&mut vm)))
 }
 
-/// A host callback we cannot honour safely (a host bug). The SDK panicked here; we trap the same
-/// way, after saying why, so the host's failure policy applies (never an unchecked request).
-fn trap(what: &str) -> ! {
-    log(LogLevel::Critical, &format!("keygate: {what}"));
-    std::process::abort()
+/// A host callback we cannot honour (a host bug: no such stream, or no configuration). The SDK
+/// panicked here, killing the VM for every request on the worker; we fail closed for this
+/// request only: a 503 SOAP fault, and the stream is paused so nothing goes through unchecked.
+fn refuse(what: &str) -> Action {
+    log(
+        LogLevel::Critical,
+        &format!("keygate: {what}; refusing the request"),
+    );
+    let body = crate::soap::fault(crate::soap::FaultCode::Server, "gateway plugin not ready");
+    let _ = abi::send_local_response(
+        503,
+        &[("content-type", crate::reply::CONTENT_TYPE)],
+        body.as_bytes(),
+    );
+    Action::Pause
 }
 
 fn init() {
@@ -79,7 +89,11 @@ fn on_context_create(context_id: u32, root_context_id: u32) {
         }
     });
     if created != Some(true) {
-        trap("stream context without a configured plugin");
+        // Its callbacks find no stream and are refused (see `with_stream`).
+        log(
+            LogLevel::Critical,
+            "keygate: stream context without a configured plugin",
+        );
     }
 }
 
@@ -93,8 +107,8 @@ fn on_configure(context_id: u32) -> bool {
     .unwrap_or(false)
 }
 
-/// The gate: a stream we do not know here would go unchecked, so it traps instead.
-fn with_stream<R>(context_id: u32, f: impl FnOnce(&mut Request) -> R) -> R {
+/// The gate: a stream we do not know here would go unchecked, so it is refused instead.
+fn with_stream(context_id: u32, f: impl FnOnce(&mut Request) -> Action) -> Action {
     let done = with_vm(|vm| {
         vm.streams
             .iter_mut()
@@ -103,7 +117,7 @@ fn with_stream<R>(context_id: u32, f: impl FnOnce(&mut Request) -> R) -> R {
     });
     match done.flatten() {
         Some(r) => r,
-        None => trap("request callback for an unknown stream"),
+        None => refuse("request callback for an unknown stream"),
     }
 }
 
