@@ -172,8 +172,13 @@ impl Request {
     }
 
     pub fn on_request_headers(&mut self, end_of_stream: bool) -> Action {
-        let method = Self::header(":method").unwrap_or_default();
         let path = Self::header(":path").unwrap_or_default();
+        // Most traffic through a gateway is not ours: decide on the path alone, one hostcall.
+        if !inbound::is_webhook_path(&self.config, &path) {
+            self.phase = Phase::PassThrough;
+            return Action::Continue;
+        }
+        let method = Self::header(":method").unwrap_or_default();
         let content_type = Self::header("content-type");
         let content_length =
             Self::header("content-length").and_then(|v| v.trim().parse::<u64>().ok());
