@@ -97,6 +97,7 @@ case("cdata_in_structure", VALID.replace("   <ActionId>", "   <![CDATA[x]]>\n   
 case("unknown_element_in_notifications", VALID.replace("   <ActionId>", "   <Evil>1</Evil>\n   <ActionId>"), 400, "unexpected element Evil")
 case("missing_organization_id", VALID.replace("   <OrganizationId>00D5Y000001MPM7UAO</OrganizationId>\n", ""), 400, "missing required element OrganizationId")
 case("no_notification", msg(notifications=""), 400, "notifications contains no Notification")
+case("empty_local_name", VALID.replace("<sf:Status>Draft</sf:Status>", "<sf:Status>Draft</sf:Status><sf:/>"), 400, "has no local name")
 
 # Ids that try to become SOQL, headers or keys.
 case("id_with_quote", VALID.replace("8015Y000001AbCdQAK", "8015Y000001AbC'QAK"), 400, "is not a Salesforce id")

@@ -300,6 +300,14 @@ impl Parser {
         if self.stack.len() >= self.limits.max_depth {
             return Err(SoapError::TooDeep(self.limits.max_depth));
         }
+        // `<sf:/>` is not a name (XML Namespaces: a QName's local part is never empty); the
+        // reader lets it through, so it is refused here rather than becoming a nameless field.
+        if local.is_empty() {
+            return Err(SoapError::Malformed(format!(
+                "element '{}' has no local name",
+                qname_of(e)
+            )));
+        }
         let frame = match self.stack.last() {
             None => {
                 if self.seen.root_done {
