@@ -269,7 +269,10 @@ fn fuzz_findings_stay_fixed() {
 fn an_element_without_a_local_name_is_malformed() {
     let body = String::from_utf8(fixture!("valid/activated_one.xml").to_vec())
         .unwrap()
-        .replace("<sf:Status>Activated</sf:Status>", "<sf:Status>Activated</sf:Status><sf:/>");
+        .replace(
+            "<sf:Status>Activated</sf:Status>",
+            "<sf:Status>Activated</sf:Status><sf:/>",
+        );
     let e = parse(body.as_bytes()).unwrap_err();
     assert_eq!(e.code(), "malformed_xml", "{e}");
     assert!(e.reason().contains("has no local name"), "{e}");
