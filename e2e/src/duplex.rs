@@ -4,7 +4,7 @@
 //! writing side afterwards is reported, not fatal. A reply that never arrives is an error.
 
 use crate::http::Response;
-use crate::http::{dechunk, find};
+use crate::http::{framed_body, parse_head};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::thread;
@@ -130,36 +130,9 @@ pub fn request(
 /// The reply in `raw` and whether it is complete. Before `eof`, `None` until it is complete; at
 /// `eof`, whatever arrived after a status line (incomplete) or `None` without one.
 fn parse(raw: &[u8], eof: bool) -> Option<(Response, bool)> {
-    let end = find(raw, b"\r\n\r\n")?;
-    let head = String::from_utf8_lossy(&raw[..end]);
-    let mut lines = head.split("\r\n");
-    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    let mut response = Response {
-        status,
-        headers,
-        body: Vec::new(),
-    };
-    let rest = &raw[end + 4..];
-    let chunked = response
-        .header("transfer-encoding")
-        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
-    let length = response
-        .header("content-length")
-        .and_then(|v| v.parse::<usize>().ok());
-    let body = if chunked {
-        dechunk(rest)
-    } else if let Some(len) = length {
-        rest.get(..len).map(<[u8]>::to_vec)
-    } else if eof {
-        Some(rest.to_vec())
-    } else {
-        None
-    };
-    match body {
+    let (mut response, start) = parse_head(raw)?.ok()?;
+    let rest = &raw[start..];
+    match framed_body(&response, rest, eof) {
         Some(body) => {
             response.body = body;
             Some((response, true))
@@ -175,6 +148,7 @@ fn parse(raw: &[u8], eof: bool) -> Option<(Response, bool)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::find;
     use std::net::TcpListener;
 
     /// A server that answers 413 after reading only the head, then closes with most of a large

@@ -117,48 +117,61 @@ fn bad(msg: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.into())
 }
 
-/// The reply in `raw`, or `None` while its framing says more is to come. At `eof`, a reply
-/// without length or chunking ends where `raw` ends.
-fn parse_response(raw: &[u8], eof: bool) -> io::Result<Option<Response>> {
-    let Some(end) = find(raw, b"\r\n\r\n") else {
-        return Ok(None);
-    };
+/// The status line and headers at the start of `raw` (body empty), and where the body starts;
+/// `None` until the head is complete, `Some(Err(line))` for a status line that is not one.
+pub(crate) fn parse_head(raw: &[u8]) -> Option<Result<(Response, usize), String>> {
+    let end = find(raw, b"\r\n\r\n")?;
     let head = String::from_utf8_lossy(&raw[..end]);
     let mut lines = head.split("\r\n");
     let status_line = lines.next().unwrap_or_default();
-    let status = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| bad(format!("bad status line {status_line:?}")))?;
-    let headers: Vec<(String, String)> = lines
+    let Some(status) = status_line.split(' ').nth(1).and_then(|s| s.parse().ok()) else {
+        return Some(Err(status_line.to_string()));
+    };
+    let headers = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
-    let mut response = Response {
-        status,
-        headers,
-        body: Vec::new(),
-    };
-    let rest = &raw[end + 4..];
-    let chunked = response
+    Some(Ok((
+        Response {
+            status,
+            headers,
+            body: Vec::new(),
+        },
+        end + 4,
+    )))
+}
+
+/// The body after `head` per its framing (chunked, Content-Length, or up to `eof`); `None`
+/// while more is to come.
+pub(crate) fn framed_body(head: &Response, rest: &[u8], eof: bool) -> Option<Vec<u8>> {
+    let chunked = head
         .header("transfer-encoding")
         .is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
-    let length = response
+    let length = head
         .header("content-length")
         .and_then(|v| v.parse::<usize>().ok());
-    let body = if chunked {
+    if chunked {
         dechunk(rest)
     } else if let Some(len) = length {
         rest.get(..len).map(<[u8]>::to_vec)
-    } else if status == 204 || status == 304 {
+    } else if head.status == 204 || head.status == 304 {
         Some(Vec::new())
     } else if eof {
         Some(rest.to_vec())
     } else {
         None
+    }
+}
+
+/// The reply in `raw`, or `None` while its framing says more is to come. At `eof`, a reply
+/// without length or chunking ends where `raw` ends.
+fn parse_response(raw: &[u8], eof: bool) -> io::Result<Option<Response>> {
+    let (mut response, start) = match parse_head(raw) {
+        None => return Ok(None),
+        Some(Err(line)) => return Err(bad(format!("bad status line {line:?}"))),
+        Some(Ok(head)) => head,
     };
-    match body {
+    match framed_body(&response, &raw[start..], eof) {
         Some(body) => {
             response.body = body;
             Ok(Some(response))
@@ -172,7 +185,7 @@ fn parse_response(raw: &[u8], eof: bool) -> io::Result<Option<Response>> {
 }
 
 /// The decoded body, or `None` while the last chunk has not arrived.
-pub(crate) fn dechunk(mut rest: &[u8]) -> Option<Vec<u8>> {
+fn dechunk(mut rest: &[u8]) -> Option<Vec<u8>> {
     let mut body = Vec::new();
     loop {
         let eol = find(rest, b"\r\n")?;
