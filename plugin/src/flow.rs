@@ -537,7 +537,7 @@ impl Flow {
                 let line = self.lines.len();
                 self.lines.push(Line {
                     order: order_idx,
-                    item: item.id.clone(),
+                    item: item.id,
                     code,
                     quantity: q as u32,
                 });
@@ -545,7 +545,7 @@ impl Flow {
                     LineState::Issued(keys) | LineState::WrittenBack(keys) => {
                         // Issued by an earlier delivery: only the write-back may be missing.
                         counts.add(Metric::LinesAlreadyLicensed);
-                        self.to_write.push((item.id.clone(), keys));
+                        self.to_write.push((item.id, keys));
                     }
                     LineState::Pending => {
                         if issuing.license.lookup_before_reissue {
@@ -739,7 +739,7 @@ impl Flow {
         let Some(line) = self.lines.get(idx) else {
             return;
         };
-        let item = line.item.clone();
+        let item = line.item;
         let ledger = Ledger::new(&self.cfg.state_prefix, self.cfg.ledger);
         if ledger.record_issued(env.store, &item, &keys).is_err() {
             self.log(

@@ -7,9 +7,12 @@ use std::fmt;
 
 /// A syntactically valid Salesforce id (15 or 18 ASCII alphanumerics; an 18-character id's
 /// suffix must be checksum characters).
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// Held inline (no heap allocation): a message carries a few hundred of them.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SfId {
-    raw: String,
+    /// The id as written, ASCII alphanumerics, zero-padded after `len`.
+    raw: [u8; 18],
+    len: u8,
     /// The exact 15-character form, computed once: comparisons are then a 15-byte compare.
     canon: [u8; 15],
 }
@@ -45,20 +48,25 @@ impl SfId {
                 }
             }
         }
+        let mut raw = [0u8; 18];
+        raw.get_mut(..bytes.len())?.copy_from_slice(bytes);
         Some(SfId {
-            raw: s.to_owned(),
+            raw,
+            len: bytes.len() as u8,
             canon,
         })
     }
 
     /// The id as it was written.
     pub fn as_str(&self) -> &str {
-        &self.raw
+        let bytes = self.raw.get(..usize::from(self.len)).unwrap_or(&[]);
+        // Always ASCII (checked by `parse`), so this never falls back.
+        std::str::from_utf8(bytes).unwrap_or("")
     }
 
     /// The 3-character key prefix that names the object type (`801` = Order, `00D` = organization).
     pub fn key_prefix(&self) -> &str {
-        self.raw.get(..3).unwrap_or("")
+        self.as_str().get(..3).unwrap_or("")
     }
 
     /// The canonical 18-character form: the same for every spelling of one record's id.
@@ -94,12 +102,12 @@ impl SfId {
 
 impl fmt::Debug for SfId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.raw)
+        f.write_str(self.as_str())
     }
 }
 
 impl fmt::Display for SfId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.raw)
+        f.write_str(self.as_str())
     }
 }

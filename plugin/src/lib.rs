@@ -19,6 +19,7 @@ pub mod soap;
 pub mod store;
 pub mod text;
 pub mod webhook;
+pub mod xml;
 
 #[cfg(target_os = "wasi")]
 mod shell;

@@ -23,7 +23,7 @@ macro_rules! fixture {
     };
 }
 
-fn parse(body: &[u8]) -> Result<soap::OutboundMessage, SoapError> {
+fn parse(body: &[u8]) -> Result<soap::OutboundMessage<'_>, SoapError> {
     soap::parse(body, &Limits::default())
 }
 
@@ -110,7 +110,7 @@ fn extra_selected_fields_are_kept_by_name_with_entities_resolved() {
     assert!(o
         .fields
         .iter()
-        .any(|(n, v)| n == "Description" && v.is_none()));
+        .any(|(n, v)| *n == "Description" && v.is_none()));
     assert_eq!(o.get("Name"), Some("Acme & Sons \u{263A}"));
 }
 

@@ -1,18 +1,24 @@
-//! One pass over the body with quick-xml's namespace-aware pull reader.
+//! One pass over the body with the plugin's own XML reader (`crate::xml`), namespaces resolved
+//! here (`Namespaces`).
 //!
-//! Elements are matched by namespace URI + local name, never by prefix. The reader never expands
-//! entities: a DOCTYPE is refused outright and only the five predefined entities and character
-//! references are accepted, so XXE and entity-expansion attacks have nothing to work with.
+//! Elements are matched by namespace URI + local name, never by prefix. Nothing is ever expanded:
+//! a DOCTYPE is refused outright and only the five predefined entities and character references
+//! are accepted, so XXE and entity-expansion attacks have nothing to work with. Names and values
+//! are borrowed from the body; only what the message keeps is copied.
 
-use quick_xml::events::{BytesStart, Event};
-use quick_xml::name::{QName, ResolveResult};
-use quick_xml::reader::NsReader;
+use std::borrow::Cow;
 
 use super::error::SoapError;
 use super::{
     Notification, OrderFields, OutboundMessage, ENVELOPE_NS, OUTBOUND_NS, SOBJECT_NS, XSI_NS,
 };
 use crate::ids::SfId;
+use crate::xml::{split_qname, AttrValue, Attrs, Reader, Token, XmlError};
+
+const XML_NS: &str = "http://www.w3.org/XML/1998/namespace";
+const XMLNS_NS: &str = "http://www.w3.org/2000/xmlns/";
+/// A message declares a handful of prefixes; thousands would be an attack on resolution.
+const MAX_BINDINGS: usize = 64;
 
 /// Bounds on what one message may contain.
 #[derive(Debug, Clone, Copy)]
@@ -39,38 +45,137 @@ impl Default for Limits {
 }
 
 /// Which namespace an element is in, reduced to the ones we care about.
-#[derive(Debug, PartialEq)]
-enum Ns {
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Ns<'b> {
     Envelope,
     Outbound,
     SObject,
-    Other(String),
+    Xsi,
+    Other(&'b str),
+    Undeclared(&'b str),
     None,
 }
 
-impl Ns {
-    fn of(r: &ResolveResult<'_>) -> Ns {
-        match r {
-            ResolveResult::Bound(ns) => match ns.as_ref() {
-                ENVELOPE_NS => Ns::Envelope,
-                OUTBOUND_NS => Ns::Outbound,
-                SOBJECT_NS => Ns::SObject,
-                other => Ns::Other(other.to_owned()),
-            },
-            ResolveResult::Unbound => Ns::None,
-            ResolveResult::Unknown(p) => Ns::Other(format!("undeclared prefix {p}")),
-        }
-    }
-
+impl Ns<'_> {
     fn describe(&self) -> String {
         match self {
             Ns::Envelope => ENVELOPE_NS.to_owned(),
             Ns::Outbound => OUTBOUND_NS.to_owned(),
             Ns::SObject => SOBJECT_NS.to_owned(),
-            Ns::Other(s) => s.clone(),
+            Ns::Xsi => XSI_NS.to_owned(),
+            Ns::Other(s) => (*s).to_owned(),
+            Ns::Undeclared(p) => format!("undeclared prefix {p}"),
             Ns::None => "(no namespace)".to_owned(),
         }
     }
+}
+
+/// A namespace URI, classified once when it is declared (not at every element).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Known {
+    Envelope,
+    Outbound,
+    SObject,
+    Xsi,
+    Other,
+    /// `xmlns=""`: no default namespace.
+    Empty,
+}
+
+struct Binding<'a> {
+    prefix: &'a str,
+    known: Known,
+    uri: Cow<'a, str>,
+}
+
+/// The namespace declarations in scope: a stack of bindings, unwound at each end tag.
+#[derive(Default)]
+struct Namespaces<'a> {
+    bindings: Vec<Binding<'a>>,
+    marks: Vec<usize>,
+    /// The current start tag's prefixed `nil` / `type` attributes (prefix, local, value): the
+    /// `xsi:` candidates, resolved once all of the tag's declarations are in scope.
+    xsi_candidates: Vec<(&'a str, &'a str, AttrValue<'a>)>,
+}
+
+impl<'a> Namespaces<'a> {
+    /// Take the `xmlns` / `xmlns:p` declarations of a start tag into scope.
+    fn enter(&mut self, attrs: Attrs<'a>) -> Result<(), SoapError> {
+        self.marks.push(self.bindings.len());
+        self.xsi_candidates.clear();
+        if attrs.is_empty() {
+            return Ok(());
+        }
+        for (name, value) in attrs {
+            let declared = match name.strip_prefix("xmlns") {
+                Some("") => Some(""),
+                Some(p) => match p.strip_prefix(':') {
+                    Some(p) if !p.is_empty() && !p.contains(':') => Some(p),
+                    Some(_) => return Err(ns_error("malformed namespace declaration")),
+                    None => None, // e.g. `xmlnsfoo`: an ordinary name
+                },
+                None => None,
+            };
+            let Some(prefix) = declared else {
+                // Unprefixed attributes are in no namespace, so never `xsi:`.
+                if let Some((prefix, local @ ("nil" | "type"))) = name.split_once(':') {
+                    self.xsi_candidates.push((prefix, local, value));
+                }
+                continue;
+            };
+            let uri = value.value();
+            let reserved = uri == XML_NS || uri == XMLNS_NS;
+            match prefix {
+                "xml" if uri == XML_NS => continue,
+                "xml" | "xmlns" => return Err(ns_error("reserved prefix redeclared")),
+                _ if reserved => return Err(ns_error("reserved namespace bound to a prefix")),
+                p if !p.is_empty() && uri.is_empty() => {
+                    return Err(ns_error("prefix bound to the empty namespace"))
+                }
+                _ => {}
+            }
+            if self.bindings.len() >= MAX_BINDINGS {
+                return Err(ns_error("too many namespace declarations"));
+            }
+            let known = match uri.as_ref() {
+                ENVELOPE_NS => Known::Envelope,
+                OUTBOUND_NS => Known::Outbound,
+                SOBJECT_NS => Known::SObject,
+                XSI_NS => Known::Xsi,
+                "" => Known::Empty,
+                _ => Known::Other,
+            };
+            self.bindings.push(Binding { prefix, known, uri });
+        }
+        Ok(())
+    }
+
+    fn leave(&mut self) {
+        if let Some(mark) = self.marks.pop() {
+            self.bindings.truncate(mark);
+        }
+    }
+
+    /// The namespace of a prefix (`""`: the default namespace, for element names).
+    fn resolve<'s>(&'s self, prefix: &'s str) -> Ns<'s> {
+        match self.bindings.iter().rev().find(|b| b.prefix == prefix) {
+            Some(b) => match b.known {
+                Known::Envelope => Ns::Envelope,
+                Known::Outbound => Ns::Outbound,
+                Known::SObject => Ns::SObject,
+                Known::Xsi => Ns::Xsi,
+                Known::Other => Ns::Other(&b.uri),
+                Known::Empty => Ns::None,
+            },
+            None if prefix.is_empty() => Ns::None,
+            None if prefix == "xml" => Ns::Other(XML_NS),
+            None => Ns::Undeclared(prefix),
+        }
+    }
+}
+
+fn ns_error(what: &str) -> SoapError {
+    SoapError::Malformed(format!("{what} (XML Namespaces)"))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -98,7 +203,7 @@ impl Leaf {
     }
 }
 
-enum Frame {
+enum Frame<'a> {
     Envelope,
     /// SOAP Header content is not used by Salesforce; it is skipped (still depth-bounded).
     Skip,
@@ -109,17 +214,17 @@ enum Frame {
     Leaf {
         kind: Leaf,
         nil: bool,
-        name: String,
+        name: &'a str,
     },
 }
 
 #[derive(Default)]
-struct Header {
+struct Header<'a> {
     organization_id: Option<SfId>,
     action_id: Option<SfId>,
-    session_id: Option<Option<String>>,
-    enterprise_url: Option<String>,
-    partner_url: Option<String>,
+    session_id: Option<Option<Cow<'a, str>>>,
+    enterprise_url: Option<Cow<'a, str>>,
+    partner_url: Option<Cow<'a, str>>,
 }
 
 #[derive(Default)]
@@ -131,97 +236,127 @@ struct Seen {
 }
 
 #[derive(Default)]
-struct PendingNotification {
+struct PendingNotification<'a> {
     id: Option<SfId>,
-    order: Option<OrderFields>,
+    order: Option<OrderFields<'a>>,
 }
 
-struct Parser {
+/// The text of the leaf being read: borrowed from the body while it is one plain run (the
+/// common case), copied once it needs assembling.
+enum LeafText<'a> {
+    Empty,
+    Borrowed(&'a str),
+    Owned(String),
+}
+
+impl<'a> LeafText<'a> {
+    fn len(&self) -> usize {
+        match self {
+            LeafText::Empty => 0,
+            LeafText::Borrowed(s) => s.len(),
+            LeafText::Owned(s) => s.len(),
+        }
+    }
+
+    fn push(&mut self, more: Cow<'a, str>) {
+        *self = match (std::mem::replace(self, LeafText::Empty), more) {
+            (LeafText::Empty, Cow::Borrowed(s)) => LeafText::Borrowed(s),
+            (LeafText::Empty, Cow::Owned(s)) => LeafText::Owned(s),
+            (LeafText::Borrowed(a), b) => LeafText::Owned(format!("{a}{b}")),
+            (LeafText::Owned(mut a), b) => {
+                a.push_str(&b);
+                LeafText::Owned(a)
+            }
+        }
+    }
+
+    /// The trimmed value.
+    fn take(&mut self) -> Cow<'a, str> {
+        match std::mem::replace(self, LeafText::Empty) {
+            LeafText::Empty => Cow::Borrowed(""),
+            LeafText::Borrowed(s) => Cow::Borrowed(s.trim()),
+            LeafText::Owned(s) if s.trim().len() == s.len() => Cow::Owned(s),
+            LeafText::Owned(s) => Cow::Owned(s.trim().to_owned()),
+        }
+    }
+}
+
+struct Parser<'a> {
     limits: Limits,
-    stack: Vec<Frame>,
-    text: String,
+    stack: Vec<Frame<'a>>,
+    text: LeafText<'a>,
     seen: Seen,
-    header: Header,
-    notifications: Vec<Notification>,
+    header: Header<'a>,
+    notifications: Vec<Notification<'a>>,
     /// 18-character forms seen so far, sorted (at most 100: smaller than a set in the .wasm).
     notification_ids: Vec<[u8; 15]>,
-    current: PendingNotification,
-    fields: OrderFields,
+    current: PendingNotification<'a>,
+    fields: OrderFields<'a>,
+    /// The current sObject's field names, sorted: duplicates found in O(log n), not O(n).
+    field_names: Vec<&'a str>,
 }
 
 /// Parse and validate an Outbound Message for Orders.
-pub fn parse(body: &[u8], limits: &Limits) -> Result<OutboundMessage, SoapError> {
+pub fn parse<'a>(body: &'a [u8], limits: &Limits) -> Result<OutboundMessage<'a>, SoapError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(SoapError::Empty);
     }
     let text = std::str::from_utf8(body).map_err(|_| SoapError::InvalidUtf8)?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
 
-    let mut reader = NsReader::from_str(text);
-    reader.config_mut().check_end_names = true;
-    reader.config_mut().check_comments = true;
-    // A message declares a handful of prefixes; thousands is an attack on the resolver.
-    reader.resolver_mut().set_max_namespace_bindings(64);
+    // One more level than the parser allows, so that its own TooDeep answer comes first.
+    let mut reader = Reader::new(text, limits.max_depth.saturating_add(1));
+    let mut ns = Namespaces::default();
 
     let mut p = Parser {
         limits: *limits,
         stack: Vec::with_capacity(8),
-        text: String::new(),
+        text: LeafText::Empty,
         seen: Seen::default(),
         header: Header::default(),
         notifications: Vec::new(),
         notification_ids: Vec::new(),
         current: PendingNotification::default(),
         fields: OrderFields::default(),
+        field_names: Vec::new(),
     };
 
     loop {
-        let event = reader
-            .read_event()
-            .map_err(|e| SoapError::Malformed(e.to_string()))?;
-        match event {
-            Event::Decl(d) => {
-                if let Some(enc) = d.encoding() {
-                    let enc = enc.map_err(|e| SoapError::Malformed(e.to_string()))?;
-                    if !enc.eq_ignore_ascii_case("utf-8") && !enc.eq_ignore_ascii_case("utf8") {
+        match reader.next_token().map_err(xml_error)? {
+            Token::Decl(attrs) => {
+                for (name, value) in attrs {
+                    let enc = value.value();
+                    if name == "encoding"
+                        && !enc.eq_ignore_ascii_case("utf-8")
+                        && !enc.eq_ignore_ascii_case("utf8")
+                    {
                         return Err(SoapError::UnsupportedEncoding(enc.into_owned()));
                     }
                 }
             }
-            Event::DocType(_) => return Err(SoapError::Doctype),
-            Event::PI(_) => {
+            Token::Doctype => return Err(SoapError::Doctype),
+            Token::ProcessingInstruction => {
                 return Err(SoapError::Malformed(
                     "processing instructions are not allowed".into(),
                 ))
             }
-            Event::Comment(_) => {}
-            Event::Start(e) => {
-                let (ns, local) = resolve_element(&reader, &e);
-                p.start(&reader, &e, ns, local)?;
+            Token::Comment => {}
+            Token::Start { name, attrs, empty } => {
+                ns.enter(attrs)?;
+                p.start(&ns, name)?;
+                if empty {
+                    p.end()?;
+                    ns.leave();
+                }
             }
-            Event::Empty(e) => {
-                let (ns, local) = resolve_element(&reader, &e);
-                p.start(&reader, &e, ns, local)?;
+            Token::End { .. } => {
                 p.end()?;
+                ns.leave();
             }
-            Event::End(_) => p.end()?,
-            // Whitespace between elements is most of the text events: dismiss it on the raw bytes.
-            Event::Text(t) if !p.in_leaf() && t.bytes().all(|b| b.is_ascii_whitespace()) => {}
-            Event::Text(t) => p.text(&t.xml10_content())?,
-            Event::CData(t) => p.text(&t.xml10_content())?,
-            Event::GeneralRef(r) => {
-                let c = if r.is_char_ref() {
-                    r.resolve_char_ref()
-                        .map_err(|e| SoapError::Malformed(e.to_string()))?
-                        .ok_or_else(|| SoapError::Malformed("bad character reference".into()))?
-                } else {
-                    predefined_entity(&r.xml10_content())
-                        .ok_or_else(|| SoapError::EntityReference(r.xml10_content().into_owned()))?
-                };
-                let mut buf = [0u8; 4];
-                p.text(c.encode_utf8(&mut buf))?;
-            }
-            Event::Eof => break,
+            // Whitespace between elements is most of the text: dismiss it on the raw bytes.
+            Token::Text(t) if !p.in_leaf() && t.is_whitespace() => {}
+            Token::Text(t) | Token::CData(t) => p.text(t.content())?,
+            Token::Eof => break,
         }
     }
 
@@ -234,80 +369,81 @@ pub fn parse(body: &[u8], limits: &Limits) -> Result<OutboundMessage, SoapError>
     p.finish()
 }
 
-fn resolve_element<'e>(reader: &NsReader<&[u8]>, e: &'e BytesStart<'_>) -> (Ns, &'e str) {
-    let (ns, local) = reader.resolver().resolve_element(e.name());
-    (Ns::of(&ns), local.into_inner())
+fn xml_error(e: XmlError) -> SoapError {
+    match e {
+        XmlError::UndefinedEntity(name) => SoapError::EntityReference(name),
+        other => SoapError::Malformed(other.to_string()),
+    }
 }
 
-fn predefined_entity(name: &str) -> Option<char> {
-    Some(match name {
-        "amp" => '&',
-        "lt" => '<',
-        "gt" => '>',
-        "quot" => '"',
-        "apos" => '\'',
-        _ => return None,
-    })
-}
-
-/// Reads `xsi:nil` and `xsi:type` (resolved through the prefix in scope) off an element.
+/// `xsi:nil` and `xsi:type` (resolved through the prefixes in scope) of an element.
 struct XsiAttrs {
     nil: bool,
-    /// (namespace, local name) of the type QName.
-    type_name: Option<(Ns, String)>,
+    /// The type QName: is it in the sObject namespace, and its local name (prefixed with
+    /// `{namespace}` when it is not).
+    type_name: Option<(bool, Cow<'static, str>)>,
 }
 
-fn xsi_attrs(reader: &NsReader<&[u8]>, e: &BytesStart<'_>) -> Result<XsiAttrs, SoapError> {
+/// Of the current start tag (its candidates were collected by `Namespaces::enter`).
+fn xsi_attrs(ns: &Namespaces<'_>) -> Result<XsiAttrs, SoapError> {
     let mut out = XsiAttrs {
         nil: false,
         type_name: None,
     };
-    if e.attributes_raw().trim_ascii().is_empty() {
-        return Ok(out);
-    }
-    for attr in e.attributes() {
-        let attr = attr.map_err(|e| SoapError::Malformed(e.to_string()))?;
-        let (ns, local) = reader.resolver().resolve_attribute(attr.key);
-        let in_xsi = matches!(&ns, ResolveResult::Bound(n) if n.as_ref() == XSI_NS);
-        if !in_xsi {
+    let (mut seen_nil, mut seen_type) = (false, false);
+    for &(prefix, local, value) in &ns.xsi_candidates {
+        if ns.resolve(prefix) != Ns::Xsi {
             continue;
         }
-        let value = attr
-            .normalized_value(quick_xml::XmlVersion::Implicit1_0)
-            .map_err(|e| SoapError::Malformed(e.to_string()))?;
-        match local.as_ref() {
-            "nil" => out.nil = matches!(value.trim(), "true" | "1"),
-            "type" => {
-                let qname = QName(value.trim());
-                let (tlocal, prefix) = qname.decompose();
-                let tns = Ns::of(&reader.resolver().resolve_prefix(prefix, true));
-                out.type_name = Some((tns, tlocal.as_ref().to_owned()));
-            }
-            _ => {}
+        let seen = if local == "nil" {
+            &mut seen_nil
+        } else {
+            &mut seen_type
+        };
+        if std::mem::replace(seen, true) {
+            return Err(SoapError::DuplicateElement(format!(
+                "attribute xsi:{local}"
+            )));
+        }
+        let value = value.value();
+        let value = value.trim();
+        if local == "nil" {
+            out.nil = matches!(value, "true" | "1");
+        } else {
+            let (tprefix, tlocal) = split_qname(value).ok_or_else(|| {
+                SoapError::Malformed(format!("xsi:type '{value}' is not a qualified name"))
+            })?;
+            out.type_name = Some(match ns.resolve(tprefix) {
+                // The one accepted type, without an allocation.
+                Ns::SObject if tlocal == "Order" => (true, Cow::Borrowed("Order")),
+                Ns::SObject => (true, Cow::Owned(tlocal.to_owned())),
+                other => (
+                    false,
+                    Cow::Owned(format!("{{{}}}{tlocal}", other.describe())),
+                ),
+            });
         }
     }
     Ok(out)
 }
 
-impl Parser {
-    fn start(
-        &mut self,
-        reader: &NsReader<&[u8]>,
-        e: &BytesStart<'_>,
-        ns: Ns,
-        local: &str,
-    ) -> Result<(), SoapError> {
+impl<'a> Parser<'a> {
+    fn start(&mut self, namespaces: &Namespaces<'a>, qname: &'a str) -> Result<(), SoapError> {
         if self.stack.len() >= self.limits.max_depth {
             return Err(SoapError::TooDeep(self.limits.max_depth));
         }
-        // `<sf:/>` is not a name (XML Namespaces: a QName's local part is never empty); the
-        // reader lets it through, so it is refused here rather than becoming a nameless field.
-        if local.is_empty() {
-            return Err(SoapError::Malformed(format!(
-                "element '{}' has no local name",
-                qname_of(e)
-            )));
-        }
+        // `<sf:/>` is not a name (XML Namespaces: a QName's local part is never empty), and it
+        // must not become a nameless field.
+        let Some((prefix, local)) = split_qname(qname) else {
+            let why = if qname.ends_with(':') {
+                "has no local name"
+            } else {
+                "is not a qualified name"
+            };
+            return Err(SoapError::Malformed(format!("element '{qname}' {why}")));
+        };
+        let ns = namespaces.resolve(prefix);
+        let qname_of = |_: ()| qname.to_owned();
         let frame = match self.stack.last() {
             None => {
                 if self.seen.root_done {
@@ -318,7 +454,7 @@ impl Parser {
                     (other, "Envelope") => {
                         return Err(SoapError::WrongEnvelopeNamespace(other.describe()))
                     }
-                    _ => return Err(SoapError::WrongRoot(qname_of(e))),
+                    _ => return Err(SoapError::WrongRoot(qname_of(()))),
                 }
             }
             Some(Frame::Envelope) => match (ns, local) {
@@ -331,9 +467,9 @@ impl Parser {
                     Frame::Body
                 }
                 (Ns::Envelope, "Header" | "Body") => {
-                    return Err(SoapError::DuplicateElement(qname_of(e)))
+                    return Err(SoapError::DuplicateElement(qname_of(())))
                 }
-                _ => return Err(SoapError::UnexpectedElement(qname_of(e))),
+                _ => return Err(SoapError::UnexpectedElement(qname_of(()))),
             },
             Some(Frame::Skip) => Frame::Skip,
             Some(Frame::Body) => match (ns, local) {
@@ -347,7 +483,7 @@ impl Parser {
                 (other, "notifications") => {
                     return Err(SoapError::WrongNotificationsNamespace(other.describe()))
                 }
-                _ => return Err(SoapError::UnexpectedElement(qname_of(e))),
+                _ => return Err(SoapError::UnexpectedElement(qname_of(()))),
             },
             Some(Frame::Notifications) => {
                 let kind = match (ns, local) {
@@ -366,43 +502,42 @@ impl Parser {
                         self.stack.push(Frame::Notification);
                         return Ok(());
                     }
-                    _ => return Err(SoapError::UnexpectedElement(qname_of(e))),
+                    _ => return Err(SoapError::UnexpectedElement(qname_of(()))),
                 };
                 if self.header_has(kind) {
                     return Err(SoapError::DuplicateElement(kind.name().into()));
                 }
-                self.leaf(reader, e, kind, local)?
+                self.leaf(namespaces, kind, local)?
             }
             Some(Frame::Notification) => match (ns, local) {
                 (Ns::Outbound, "Id") if self.current.id.is_none() => {
-                    self.leaf(reader, e, Leaf::NotificationId, local)?
+                    self.leaf(namespaces, Leaf::NotificationId, local)?
                 }
                 (Ns::Outbound, "sObject") if self.current.order.is_none() => {
-                    let attrs = xsi_attrs(reader, e)?;
-                    match attrs.type_name {
-                        Some((Ns::SObject, t)) if t == "Order" => {}
-                        Some((tns, t)) => {
-                            let shown = if tns == Ns::SObject {
-                                t
-                            } else {
-                                format!("{{{}}}{t}", tns.describe())
-                            };
-                            return Err(SoapError::NotAnOrder(shown));
-                        }
+                    let xsi = xsi_attrs(namespaces)?;
+                    match xsi.type_name {
+                        Some((true, t)) if t == "Order" => {}
+                        Some((_, shown)) => return Err(SoapError::NotAnOrder(shown.into_owned())),
                         None => return Err(SoapError::MissingType),
                     }
-                    self.fields = OrderFields::default();
+                    self.fields = OrderFields {
+                        fields: Vec::with_capacity(4),
+                    };
+                    self.field_names.clear();
                     Frame::SObject
                 }
                 (Ns::Outbound, "Id" | "sObject") => {
                     return Err(SoapError::DuplicateElement(format!("Notification/{local}")))
                 }
-                _ => return Err(SoapError::UnexpectedElement(qname_of(e))),
+                _ => return Err(SoapError::UnexpectedElement(qname_of(()))),
             },
             Some(Frame::SObject) => match ns {
                 Ns::SObject => {
-                    if self.fields.fields.iter().any(|(n, _)| n == local) {
-                        return Err(SoapError::DuplicateElement(format!("sObject/{local}")));
+                    match self.field_names.binary_search(&local) {
+                        Ok(_) => {
+                            return Err(SoapError::DuplicateElement(format!("sObject/{local}")))
+                        }
+                        Err(at) => self.field_names.insert(at, local),
                     }
                     if self.fields.fields.len() >= self.limits.max_fields {
                         return Err(SoapError::UnexpectedElement(format!(
@@ -410,14 +545,14 @@ impl Parser {
                             self.limits.max_fields
                         )));
                     }
-                    self.leaf(reader, e, Leaf::Field, local)?
+                    self.leaf(namespaces, Leaf::Field, local)?
                 }
-                _ => return Err(SoapError::UnexpectedElement(qname_of(e))),
+                _ => return Err(SoapError::UnexpectedElement(qname_of(()))),
             },
             Some(Frame::Leaf { name, .. }) => {
                 return Err(SoapError::UnexpectedElement(format!(
                     "{} inside {name}",
-                    qname_of(e)
+                    qname_of(())
                 )))
             }
         };
@@ -427,17 +562,16 @@ impl Parser {
 
     fn leaf(
         &mut self,
-        reader: &NsReader<&[u8]>,
-        e: &BytesStart<'_>,
+        namespaces: &Namespaces<'a>,
         kind: Leaf,
-        local: &str,
-    ) -> Result<Frame, SoapError> {
-        let nil = xsi_attrs(reader, e)?.nil;
-        self.text.clear();
+        local: &'a str,
+    ) -> Result<Frame<'a>, SoapError> {
+        let nil = xsi_attrs(namespaces)?.nil;
+        self.text = LeafText::Empty;
         Ok(Frame::Leaf {
             kind,
             nil,
-            name: local.to_owned(),
+            name: local,
         })
     }
 
@@ -456,13 +590,13 @@ impl Parser {
         matches!(self.stack.last(), Some(Frame::Leaf { .. }))
     }
 
-    fn text(&mut self, s: &str) -> Result<(), SoapError> {
+    fn text(&mut self, s: Cow<'a, str>) -> Result<(), SoapError> {
         match self.stack.last() {
             Some(Frame::Leaf { name, .. }) => {
                 if self.text.len() + s.len() > self.limits.max_value_len {
-                    return Err(SoapError::ValueTooLong(name.clone()));
+                    return Err(SoapError::ValueTooLong((*name).to_owned()));
                 }
-                self.text.push_str(s);
+                self.text.push(s);
                 Ok(())
             }
             Some(Frame::Skip) => Ok(()),
@@ -480,7 +614,7 @@ impl Parser {
             Some(Frame::Notifications) => "notifications".into(),
             Some(Frame::Notification) => "Notification".into(),
             Some(Frame::SObject) => "sObject".into(),
-            Some(Frame::Leaf { name, .. }) => name.clone(),
+            Some(Frame::Leaf { name, .. }) => (*name).to_owned(),
             Some(Frame::Skip) | None => String::new(),
         }
     }
@@ -531,11 +665,11 @@ impl Parser {
                 self.current.order = Some(fields);
             }
             Frame::Leaf { kind, nil, name } => {
-                let value = self.text.trim();
+                let value = self.text.take();
                 let value = if nil && value.is_empty() {
                     None
                 } else {
-                    Some(value.to_owned())
+                    Some(value)
                 };
                 self.store_leaf(kind, name, value)?;
             }
@@ -546,10 +680,10 @@ impl Parser {
     fn store_leaf(
         &mut self,
         kind: Leaf,
-        name: String,
-        value: Option<String>,
+        name: &'a str,
+        value: Option<Cow<'a, str>>,
     ) -> Result<(), SoapError> {
-        let id = |element: &'static str, v: &Option<String>| {
+        let id = |element: &'static str, v: &Option<Cow<'a, str>>| {
             let raw = v.as_deref().unwrap_or("");
             SfId::parse(raw).ok_or_else(|| SoapError::InvalidId {
                 element,
@@ -570,7 +704,7 @@ impl Parser {
         Ok(())
     }
 
-    fn finish(self) -> Result<OutboundMessage, SoapError> {
+    fn finish(self) -> Result<OutboundMessage<'a>, SoapError> {
         let h = self.header;
         let msg = OutboundMessage {
             organization_id: h
@@ -591,8 +725,4 @@ impl Parser {
         }
         Ok(msg)
     }
-}
-
-fn qname_of(e: &BytesStart<'_>) -> String {
-    e.name().as_ref().to_owned()
 }
