@@ -4,8 +4,7 @@
 //! Requests are form posts: credentials and customer data travel in the body, never in the URL
 //! (URLs end up in access logs).
 
-use quick_xml::events::Event;
-use quick_xml::reader::Reader;
+use crate::xml::{Reader, Token, XmlError};
 
 use crate::config::LicenseConfig;
 use crate::ids::SfId;
@@ -199,78 +198,44 @@ pub fn parse_keys(status: u16, body: &[u8]) -> Result<Vec<String>, LicenseError>
     if !text.starts_with('<') {
         return plain_key(text).map(|k| vec![k]);
     }
-    let mut reader = Reader::from_str(text);
+    let mut reader = Reader::new(text, 16);
     let mut keys = Vec::new();
     let mut in_key = false;
     let mut in_error = false;
-    let mut root: Option<String> = None;
+    let mut root: Option<&str> = None;
     let mut root_text = String::new();
-    let mut depth = 0usize;
     let mut current = String::new();
     loop {
-        match reader.read_event() {
-            Err(e) => return Err(LicenseError::Unparseable(error_excerpt(&e.to_string()))),
-            Ok(Event::Eof) => break,
-            Ok(Event::DocType(_)) => {
-                return Err(LicenseError::Unparseable("DOCTYPE in reply".into()))
-            }
-            Ok(Event::Start(e)) => {
-                depth += 1;
-                if depth > 16 {
-                    return Err(LicenseError::Unparseable("reply nested too deep".into()));
+        let token = reader.next_token().map_err(|e| {
+            LicenseError::Unparseable(match e {
+                XmlError::TooDeep => "reply nested too deep".into(),
+                XmlError::UndefinedEntity(name) => {
+                    format!("undefined entity {}", error_excerpt(&name))
                 }
-                let name = e.local_name().as_ref().to_owned();
-                if root.is_none() {
-                    root = Some(name.clone());
-                }
-                in_key = name == "activationKey";
-                in_error = name.eq_ignore_ascii_case("error");
-                current.clear();
-            }
-            Ok(Event::Empty(e)) => {
-                if root.is_none() {
-                    root = Some(e.local_name().as_ref().to_owned());
+                other => error_excerpt(&other.to_string()),
+            })
+        })?;
+        match token {
+            Token::Eof => break,
+            Token::Doctype => return Err(LicenseError::Unparseable("DOCTYPE in reply".into())),
+            Token::Start { name, empty, .. } => {
+                let local = name.split_once(':').map_or(name, |(_, local)| local);
+                root.get_or_insert(local);
+                if !empty {
+                    in_key = local == "activationKey";
+                    in_error = local.eq_ignore_ascii_case("error");
+                    current.clear();
                 }
             }
-            Ok(Event::Text(t)) => {
-                let t = t.xml10_content();
-                if depth == 1 {
+            // A reference inside a key is part of it: `content` resolves it, never drops it.
+            Token::Text(t) | Token::CData(t) => {
+                let t = t.content();
+                if reader.depth() == 1 {
                     root_text.push_str(&t);
                 }
                 current.push_str(&t);
             }
-            Ok(Event::CData(t)) => {
-                let t = t.xml10_content();
-                if depth == 1 {
-                    root_text.push_str(&t);
-                }
-                current.push_str(&t);
-            }
-            // A reference inside a key is part of it: resolve it, never drop it.
-            Ok(Event::GeneralRef(r)) => {
-                let c = match r.resolve_char_ref() {
-                    Ok(Some(c)) => c,
-                    _ => match r.xml10_content().as_ref() {
-                        "amp" => '&',
-                        "lt" => '<',
-                        "gt" => '>',
-                        "quot" => '"',
-                        "apos" => '\'',
-                        other => {
-                            return Err(LicenseError::Unparseable(format!(
-                                "undefined entity {}",
-                                error_excerpt(other)
-                            )))
-                        }
-                    },
-                };
-                if depth == 1 {
-                    root_text.push(c);
-                }
-                current.push(c);
-            }
-            Ok(Event::End(_)) => {
-                depth = depth.saturating_sub(1);
+            Token::End { .. } => {
                 if in_key {
                     let k = current.trim();
                     if !k.is_empty() {
@@ -283,19 +248,19 @@ pub fn parse_keys(status: u16, body: &[u8]) -> Result<Vec<String>, LicenseError>
                 in_key = false;
                 in_error = false;
             }
-            Ok(_) => {}
+            Token::Decl(_) | Token::ProcessingInstruction | Token::Comment => {}
         }
         if keys.len() > 10_000 {
             return Err(LicenseError::Unparseable("too many keys".into()));
         }
     }
-    if keys.is_empty() && root.as_deref() == Some("string") {
+    if keys.is_empty() && root == Some("string") {
         return plain_key(root_text.trim()).map(|k| vec![k]);
     }
-    if keys.is_empty() && root.as_deref() != Some("QuickLicenseManager") {
+    if keys.is_empty() && root != Some("QuickLicenseManager") {
         return Err(LicenseError::Unparseable(format!(
             "unexpected root element {}",
-            error_excerpt(root.as_deref().unwrap_or("(none)"))
+            error_excerpt(root.unwrap_or("(none)"))
         )));
     }
     Ok(keys)
