@@ -1,6 +1,7 @@
 //! `keygate::soap::parse` on arbitrary bytes (the webhook body as Salesforce — or anyone — sends it).
 //!
-//! On Ok: 1..=100 notifications, valid and unique ids, Order ids start with 801, fields within the
+//! Differential: the same answer as the quick-xml parser keygate used before its own reader
+//! (`keygate_fuzz::reference_soap`). On Ok: 1..=100 notifications, valid and unique ids, Order ids start with 801, fields within the
 //! limits. On Err: the reason is short and printable, and its fault renders to well-formed XML in
 //! which the reason reads back unchanged (no raw '<' from the input). Also: `SfId::parse`/`to_18`
 //! on slices of the input, and `soap::fault` escaping of the raw input itself.
@@ -8,14 +9,15 @@
 
 use std::collections::HashSet;
 
-use keygate::soap::{self, FaultCode, Limits, OutboundMessage};
-use keygate_fuzz::{allowed, assert_reason, check_fault, check_id, fuzz_id};
+use keygate::soap::{self, FaultCode, Limits, OutboundMessage, SoapError};
+use keygate_fuzz::{allowed, assert_reason, check_fault, check_id, fuzz_id, reference_soap};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let limits = Limits::default();
-    match soap::parse(data, &limits) {
-        Ok(msg) => check_message(data, &msg, &limits),
+    let ours = soap::parse(data, &limits);
+    match &ours {
+        Ok(msg) => check_message(data, msg, &limits),
         Err(e) => {
             assert!(!e.code().is_empty());
             let reason = e.reason();
@@ -23,6 +25,7 @@ fuzz_target!(|data: &[u8]| {
             check_fault(FaultCode::Client, &reason);
         }
     }
+    differential(&ours, data, &limits);
 
     // Escaping of untrusted text as such: the first 4 KiB of the input, lossily decoded.
     let head = String::from_utf8_lossy(&data[..data.len().min(4096)]);
@@ -41,7 +44,40 @@ fuzz_target!(|data: &[u8]| {
     }
 });
 
-fn check_message(data: &[u8], msg: &OutboundMessage, limits: &Limits) {
+/// Against the quick-xml parser keygate shipped before its own reader: whatever we accept, it
+/// accepts with the same content; whatever it accepts, we accept too, unless we refuse it as not
+/// well-formed (our reader also refuses control characters, `]]>` in text, names that are not XML
+/// names, `xmlns:p=""`, and an attribute that is `xsi:nil`/`xsi:type` twice through two prefixes).
+fn differential(ours: &Result<OutboundMessage<'_>, SoapError>, data: &[u8], limits: &Limits) {
+    if allowed("differential") {
+        return;
+    }
+    let theirs = reference_soap::parse(data, limits);
+    match (ours, &theirs) {
+        (Ok(a), Ok(b)) => assert!(
+            reference_soap::same_message(a, b),
+            "the parsers read different messages:\nours: {a:?}\nreference: {b:?}"
+        ),
+        (Ok(_), Err(e)) => panic!(
+            "accepted a message the reference parser refuses ({}): {}",
+            e.code(),
+            e.reason()
+        ),
+        (Err(e), Ok(_)) => {
+            let stricter = e.code() == "malformed_xml"
+                || matches!(e, SoapError::DuplicateElement(what) if what.starts_with("attribute xsi:"));
+            assert!(
+                stricter,
+                "refused ({}) a message the reference parser accepts: {}",
+                e.code(),
+                e.reason()
+            );
+        }
+        (Err(_), Err(_)) => {}
+    }
+}
+
+fn check_message(data: &[u8], msg: &OutboundMessage<'_>, limits: &Limits) {
     assert!(
         std::str::from_utf8(data).is_ok(),
         "accepted a body that is not UTF-8"
@@ -89,7 +125,7 @@ fn check_message(data: &[u8], msg: &OutboundMessage, limits: &Limits) {
         for (name, value) in fields {
             assert!(!name.is_empty(), "empty field name");
             assert!(
-                names.insert(name.as_str()),
+                names.insert(*name),
                 "duplicate field {name} accepted"
             );
             if let Some(v) = value {

@@ -3,6 +3,8 @@
 
 use std::sync::OnceLock;
 
+pub mod reference_soap;
+
 use keygate::ids::SfId;
 use keygate::soap::{fault, FaultCode};
 use quick_xml::events::Event;
@@ -10,7 +12,8 @@ use quick_xml::reader::Reader;
 
 /// Properties switched off by name through `KEYGATE_FUZZ_ALLOW` (comma-separated), so a target
 /// whose known, reported bug is not fixed yet can still be fuzzed for other bugs. Names in use:
-/// `config-header-safe`, `fault-xml-chars`, `id-canonical`. Off by default: every property is checked.
+/// `config-header-safe`, `differential`, `fault-xml-chars`, `id-canonical`. Off by default: every
+/// property is checked.
 pub fn allowed(name: &str) -> bool {
     static ALLOW: OnceLock<Vec<String>> = OnceLock::new();
     ALLOW
