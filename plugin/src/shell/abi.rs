@@ -93,6 +93,11 @@ extern "C" {
         return_buffer_data: *mut *mut u8,
         return_buffer_size: *mut usize,
     ) -> u32;
+    fn proxy_get_header_map_pairs(
+        map_type: u32,
+        return_map_data: *mut *mut u8,
+        return_map_size: *mut usize,
+    ) -> u32;
     fn proxy_get_header_map_value(
         map_type: u32,
         key_data: *const u8,
@@ -204,6 +209,51 @@ pub fn get_header(map: Map, key: &str) -> Option<String> {
         String::from_utf8(bytes)
             .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
     )
+}
+
+/// Every header of a map in one hostcall. Each `get_header` is a hostcall plus a call back into
+/// the module to allocate the value: reading the four the webhook needs one by one cost ~6 µs of
+/// Envoy CPU per request more than this (measured with scripts/bench's set-up).
+pub fn get_header_pairs(map: Map) -> HeaderPairs {
+    let mut data: *mut u8 = null_mut();
+    let mut size: usize = 0;
+    // SAFETY: the out-pointers are valid locals; the host writes a buffer pointer and size.
+    let status = Status(unsafe { proxy_get_header_map_pairs(map as u32, &mut data, &mut size) });
+    let bytes = if status == Status::OK {
+        take_host_buffer(data, size).unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    HeaderPairs(bytes)
+}
+
+/// A header map in the ABI's serialised form (see `serialize_map`).
+pub struct HeaderPairs(Vec<u8>);
+
+impl HeaderPairs {
+    /// The value of a header (names are lower case in Envoy's maps). Bytes that are not UTF-8
+    /// are replaced, as in `get_header`. A malformed map reads as empty.
+    pub fn get(&self, name: &str) -> Option<String> {
+        let buf = self.0.as_slice();
+        let u32_at = |at: usize| -> Option<usize> {
+            let b: [u8; 4] = buf.get(at..at.checked_add(4)?)?.try_into().ok()?;
+            usize::try_from(u32::from_le_bytes(b)).ok()
+        };
+        let count = u32_at(0)?;
+        let mut at = count.checked_mul(8)?.checked_add(4)?;
+        for i in 0..count {
+            let key_len = u32_at(4 + i * 8)?;
+            let value_len = u32_at(8 + i * 8)?;
+            let key = buf.get(at..at.checked_add(key_len)?)?;
+            let value_at = at.checked_add(key_len)?.checked_add(1)?;
+            let value = buf.get(value_at..value_at.checked_add(value_len)?)?;
+            if key == name.as_bytes() {
+                return Some(String::from_utf8_lossy(value).into_owned());
+            }
+            at = value_at.checked_add(value_len)?.checked_add(1)?;
+        }
+        None
+    }
 }
 
 /// The ABI's header-map encoding: count, then (name length, value length) pairs, then each

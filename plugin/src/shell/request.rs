@@ -178,15 +178,18 @@ impl Request {
             self.phase = Phase::PassThrough;
             return Action::Continue;
         }
-        let method = Self::header(":method").unwrap_or_default();
-        let content_type = Self::header("content-type");
-        let content_length =
-            Self::header("content-length").and_then(|v| v.trim().parse::<u64>().ok());
+        // Ours: the rest of the head in one hostcall.
+        let headers = abi::get_header_pairs(Map::HttpRequestHeaders);
+        let method = headers.get(":method").unwrap_or_default();
+        let content_type = headers.get("content-type");
+        let content_length = headers
+            .get("content-length")
+            .and_then(|v| v.trim().parse::<u64>().ok());
         let secret_header = self
             .config
             .inbound_secret
             .as_ref()
-            .and_then(|s| Self::header(&s.header));
+            .and_then(|s| headers.get(&s.header));
         let head = RequestHead {
             method: &method,
             path: &path,
