@@ -443,7 +443,6 @@ impl<'a> Parser<'a> {
             return Err(SoapError::Malformed(format!("element '{qname}' {why}")));
         };
         let ns = namespaces.resolve(prefix);
-        let qname_of = |_: ()| qname.to_owned();
         let frame = match self.stack.last() {
             None => {
                 if self.seen.root_done {
@@ -454,7 +453,7 @@ impl<'a> Parser<'a> {
                     (other, "Envelope") => {
                         return Err(SoapError::WrongEnvelopeNamespace(other.describe()))
                     }
-                    _ => return Err(SoapError::WrongRoot(qname_of(()))),
+                    _ => return Err(SoapError::WrongRoot(qname.to_owned())),
                 }
             }
             Some(Frame::Envelope) => match (ns, local) {
@@ -467,9 +466,9 @@ impl<'a> Parser<'a> {
                     Frame::Body
                 }
                 (Ns::Envelope, "Header" | "Body") => {
-                    return Err(SoapError::DuplicateElement(qname_of(())))
+                    return Err(SoapError::DuplicateElement(qname.to_owned()))
                 }
-                _ => return Err(SoapError::UnexpectedElement(qname_of(()))),
+                _ => return Err(SoapError::UnexpectedElement(qname.to_owned())),
             },
             Some(Frame::Skip) => Frame::Skip,
             Some(Frame::Body) => match (ns, local) {
@@ -483,7 +482,7 @@ impl<'a> Parser<'a> {
                 (other, "notifications") => {
                     return Err(SoapError::WrongNotificationsNamespace(other.describe()))
                 }
-                _ => return Err(SoapError::UnexpectedElement(qname_of(()))),
+                _ => return Err(SoapError::UnexpectedElement(qname.to_owned())),
             },
             Some(Frame::Notifications) => {
                 let kind = match (ns, local) {
@@ -502,7 +501,7 @@ impl<'a> Parser<'a> {
                         self.stack.push(Frame::Notification);
                         return Ok(());
                     }
-                    _ => return Err(SoapError::UnexpectedElement(qname_of(()))),
+                    _ => return Err(SoapError::UnexpectedElement(qname.to_owned())),
                 };
                 if self.header_has(kind) {
                     return Err(SoapError::DuplicateElement(kind.name().into()));
@@ -529,7 +528,7 @@ impl<'a> Parser<'a> {
                 (Ns::Outbound, "Id" | "sObject") => {
                     return Err(SoapError::DuplicateElement(format!("Notification/{local}")))
                 }
-                _ => return Err(SoapError::UnexpectedElement(qname_of(()))),
+                _ => return Err(SoapError::UnexpectedElement(qname.to_owned())),
             },
             Some(Frame::SObject) => match ns {
                 Ns::SObject => {
@@ -547,12 +546,12 @@ impl<'a> Parser<'a> {
                     }
                     self.leaf(namespaces, Leaf::Field, local)?
                 }
-                _ => return Err(SoapError::UnexpectedElement(qname_of(()))),
+                _ => return Err(SoapError::UnexpectedElement(qname.to_owned())),
             },
             Some(Frame::Leaf { name, .. }) => {
                 return Err(SoapError::UnexpectedElement(format!(
                     "{} inside {name}",
-                    qname_of(())
+                    qname.to_owned()
                 )))
             }
         };
