@@ -136,6 +136,56 @@ fn a_prefix_rebound_to_another_namespace_is_not_trusted() {
     assert_eq!(parse(body.as_bytes()).unwrap_err().code(), "not_an_order");
 }
 
+fn activated_one_with(from: &str, to: &str) -> String {
+    let body = String::from_utf8(fixture!("valid/activated_one.xml").to_vec()).unwrap();
+    assert!(body.contains(from), "fixture lacks {from:?}");
+    body.replace(from, to)
+}
+
+#[test]
+fn xsi_type_given_twice_through_two_prefixes_is_refused() {
+    let body = activated_one_with(
+        r#"xsi:type="sf:Order""#,
+        r#"xsi:type="sf:Order" xmlns:x2="http://www.w3.org/2001/XMLSchema-instance" x2:type="sf:Order""#,
+    );
+    let err = parse(body.as_bytes()).unwrap_err();
+    assert_eq!(err.code(), "duplicate_element");
+    assert!(err.reason().contains("xsi:type"), "{}", err.reason());
+}
+
+#[test]
+fn xsi_type_is_found_under_any_prefix_even_one_starting_with_xmlns() {
+    // `xmlnsx:type` is an ordinary prefixed attribute, not a namespace declaration.
+    let body = activated_one_with(
+        r#"xsi:type="sf:Order""#,
+        r#"xmlns:xmlnsx="http://www.w3.org/2001/XMLSchema-instance" xmlnsx:type="sf:Order""#,
+    );
+    assert!(parse(body.as_bytes()).unwrap().notifications[0]
+        .order
+        .is_activated());
+}
+
+#[test]
+fn a_value_in_pieces_is_assembled_and_its_line_ends_normalised() {
+    let body = activated_one_with(
+        "<sf:OrderNumber>00000114</sf:OrderNumber>",
+        "<sf:OrderNumber>000<!-- split -->00<![CDATA[1]]>14\r\nx</sf:OrderNumber>",
+    );
+    let m = parse(body.as_bytes()).unwrap();
+    assert_eq!(
+        m.notifications[0].order.get("OrderNumber"),
+        Some("00000114\nx")
+    );
+}
+
+#[test]
+fn characters_xml_forbids_are_malformed_even_inside_a_value() {
+    for bad in ["\u{1}", "\u{FFFE}", "]]>"] {
+        let body = activated_one_with("00000114", &format!("0000{bad}0114"));
+        assert_eq!(code(body.as_bytes()), "malformed_xml", "{bad:?}");
+    }
+}
+
 fn code(body: &[u8]) -> &'static str {
     match parse(body) {
         Ok(_) => "parsed",

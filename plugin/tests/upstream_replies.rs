@@ -211,6 +211,14 @@ fn license_errors_are_failures_never_keys() {
         parse_keys(200, b"<!DOCTYPE x><QuickLicenseManager/>"),
         Err(LicenseError::Unparseable(_))
     ));
+    // Cut off after a complete key: a reply that did not arrive whole is not believed in part.
+    assert!(matches!(
+        parse_keys(
+            200,
+            b"<QuickLicenseManager><licenses><license><activationKey>K1</activationKey>"
+        ),
+        Err(LicenseError::Unparseable(_))
+    ));
 }
 
 /// The wire samples captured from the stand-ins parse the same way here.
