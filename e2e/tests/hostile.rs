@@ -2,7 +2,7 @@
 //! real Envoy: one gateway for the whole corpus. Each attack must get its status and SOAP fault,
 //! reach neither Salesforce nor the license server (nor the pass-through upstream), put no secret
 //! in Envoy's log, and leave the gateway healthy: a valid message right after it is still acked.
-//! plugin/tests/hostile.rs checks the same corpus against the core, with the same padding and
+//! plugin/core/tests/hostile.rs checks the same corpus against the core, with the same padding and
 //! auth modes.
 
 use keygate_e2e::{
@@ -50,7 +50,7 @@ fn corpus() -> Vec<Case> {
 }
 
 /// The body as sent: padded inside OrderNumber when the case asks for a huge one (as
-/// plugin/tests/hostile.rs does).
+/// plugin/core/tests/hostile.rs does).
 fn padded(body: &[u8], expect: &BTreeMap<String, String>) -> Vec<u8> {
     match expect
         .get("pad-to-bytes")
@@ -80,7 +80,7 @@ fn path_for(auth: &str) -> String {
     }
 }
 
-/// How a fault text appears in the SOAP body (the same escaping as plugin/tests/hostile.rs).
+/// How a fault text appears in the SOAP body (the same escaping as plugin/core/tests/hostile.rs).
 fn xml_escaped(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('\'', "&apos;")

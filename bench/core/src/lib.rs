@@ -3,19 +3,19 @@
 //! The same code is built natively and for `wasm32-wasip1` (where `std::time::Instant` is WASI's
 //! monotonic clock, run by Node's `node:wasi`), so `scripts/bench` can put the two side by side
 //! and print the wasm/native ratio. Nothing here touches the network or a host: the flow's
-//! callouts are answered from canned replies, as `plugin/tests/flow.rs` does.
+//! callouts are answered from canned replies, as `plugin/core/tests/flow.rs` does.
 
 use std::collections::VecDeque;
 use std::hint::black_box;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use keygate::config::Config;
-use keygate::flow::{Call, Command, Env, Response};
-use keygate::ids::SfId;
-use keygate::soap::{self, Limits};
-use keygate::store::MemStore;
-use keygate::webhook;
+use keygate_core::config::Config;
+use keygate_core::flow::{Call, Command, Env, Response};
+use keygate_core::ids::SfId;
+use keygate_core::soap::{self, Limits};
+use keygate_core::store::MemStore;
+use keygate_core::webhook;
 use serde_json::{json, Value};
 
 pub const HUNDRED: &[u8] = include_bytes!("../../../testdata/soap/valid/hundred.xml");

@@ -1,4 +1,4 @@
-//! `keygate::config::Config::from_json` on arbitrary bytes, with an environment in which every
+//! `keygate_core::config::Config::from_json` on arbitrary bytes, with an environment in which every
 //! variable is set to "x".
 //!
 //! On Ok, the validated config honours every documented bound: handler_name one path segment,
@@ -8,7 +8,7 @@
 //! only on whether they are set; secret values never appear in an error or in `Debug`.
 #![no_main]
 
-use keygate::config::{Config, Grant};
+use keygate_core::config::{Config, Grant};
 use keygate_fuzz::{allowed, assert_no_control, check_id, contains};
 use libfuzzer_sys::fuzz_target;
 

@@ -1,4 +1,4 @@
-//! `keygate::inbound::on_headers`: the gate in front of the webhook, against the configuration of
+//! `keygate_core::inbound::on_headers`: the gate in front of the webhook, against the configuration of
 //! testdata/config/full.json (inbound user "fuzz-user", password "fuzz-pass").
 //!
 //! Input: byte 0 is a flag byte (bit 0: a content-type header is present, bit 1: the secret
@@ -15,9 +15,9 @@
 
 use std::sync::OnceLock;
 
-use keygate::config::Config;
-use keygate::inbound::{is_webhook_path, on_headers, HeadDecision, RequestHead};
-use keygate::reply::Outcome;
+use keygate_core::config::Config;
+use keygate_core::inbound::{is_webhook_path, on_headers, HeadDecision, RequestHead};
+use keygate_core::reply::Outcome;
 use keygate_fuzz::{check_fault_body, contains, fields};
 use libfuzzer_sys::fuzz_target;
 

@@ -1,4 +1,4 @@
-//! `keygate::license::parse_keys` on license-server replies.
+//! `keygate_core::license::parse_keys` on license-server replies.
 //!
 //! Input: bytes 0-1 are the HTTP status (big-endian u16), the rest is the body. scripts/fuzz
 //! prefixes the testdata/license/* seeds with status 200.
@@ -8,7 +8,7 @@
 //! the real status and only for non-2xx.
 #![no_main]
 
-use keygate::license::{parse_keys, LicenseError};
+use keygate_core::license::{parse_keys, LicenseError};
 use keygate_fuzz::assert_reason;
 use libfuzzer_sys::fuzz_target;
 

@@ -11,12 +11,12 @@
 //! and write-back parsers are exactly `classify_error`'s.
 #![no_main]
 
-use keygate::config::ContactField;
-use keygate::salesforce::{
+use keygate_core::config::ContactField;
+use keygate_core::salesforce::{
     checked_next_url, classify_error, parse_query, parse_token, parse_writeback, SalesforceError,
     Token,
 };
-use keygate::secret::Secret;
+use keygate_core::secret::Secret;
 use keygate_fuzz::{assert_no_control, assert_reason, check_id};
 use libfuzzer_sys::fuzz_target;
 

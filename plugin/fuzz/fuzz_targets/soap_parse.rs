@@ -1,4 +1,4 @@
-//! `keygate::soap::parse` on arbitrary bytes (the webhook body as Salesforce — or anyone — sends it).
+//! `keygate_core::soap::parse` on arbitrary bytes (the webhook body as Salesforce — or anyone — sends it).
 //!
 //! Differential: the same answer as the quick-xml parser keygate used before its own reader
 //! (`keygate_fuzz::reference_soap`). On Ok: 1..=100 notifications, valid and unique ids, Order ids start with 801, fields within the
@@ -9,7 +9,7 @@
 
 use std::collections::HashSet;
 
-use keygate::soap::{self, FaultCode, Limits, OutboundMessage, SoapError};
+use keygate_core::soap::{self, FaultCode, Limits, OutboundMessage, SoapError};
 use keygate_fuzz::{allowed, assert_reason, check_fault, check_id, fuzz_id, reference_soap};
 use libfuzzer_sys::fuzz_target;
 

@@ -5,8 +5,8 @@ use std::sync::OnceLock;
 
 pub mod reference_soap;
 
-use keygate::ids::SfId;
-use keygate::soap::{fault, FaultCode};
+use keygate_core::ids::SfId;
+use keygate_core::soap::{fault, FaultCode};
 use quick_xml::events::Event;
 use quick_xml::reader::Reader;
 

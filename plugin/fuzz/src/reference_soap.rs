@@ -10,8 +10,8 @@ use quick_xml::events::{BytesStart, Event};
 use quick_xml::name::{QName, ResolveResult};
 use quick_xml::reader::NsReader;
 
-use keygate::ids::SfId;
-use keygate::soap::{Limits, SoapError, ENVELOPE_NS, OUTBOUND_NS, SOBJECT_NS, XSI_NS};
+use keygate_core::ids::SfId;
+use keygate_core::soap::{Limits, SoapError, ENVELOPE_NS, OUTBOUND_NS, SOBJECT_NS, XSI_NS};
 
 /// The message model as it was (owned strings), so the parser below stays as it was.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,7 +45,7 @@ impl OrderFields {
 }
 
 /// Does keygate's message say exactly what this parser's says?
-pub fn same_message(ours: &keygate::soap::OutboundMessage<'_>, theirs: &OutboundMessage) -> bool {
+pub fn same_message(ours: &keygate_core::soap::OutboundMessage<'_>, theirs: &OutboundMessage) -> bool {
     ours.organization_id == theirs.organization_id
         && ours.action_id == theirs.action_id
         && ours.session_id.as_deref() == theirs.session_id.as_deref()

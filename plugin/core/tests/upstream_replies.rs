@@ -9,10 +9,10 @@
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
-use keygate::config::ContactField;
-use keygate::ids::SfId;
-use keygate::license::{parse_keys, LicenseError};
-use keygate::salesforce::{self, SalesforceError};
+use keygate_core::config::ContactField;
+use keygate_core::ids::SfId;
+use keygate_core::license::{parse_keys, LicenseError};
+use keygate_core::salesforce::{self, SalesforceError};
 
 #[test]
 fn token_success_and_refusals() {
@@ -226,7 +226,7 @@ fn license_errors_are_failures_never_keys() {
 fn shared_wire_samples_parse() {
     macro_rules! sample {
         ($p:literal) => {
-            include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/", $p)).as_slice()
+            include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/", $p)).as_slice()
         };
     }
     let t = salesforce::parse_token(200, sample!("salesforce/token_ok.json")).unwrap();

@@ -314,8 +314,10 @@ pub fn parse<'a>(body: &'a [u8], limits: &Limits) -> Result<OutboundMessage<'a>,
         text: LeafText::Empty,
         seen: Seen::default(),
         header: Header::default(),
-        notifications: Vec::new(),
-        notification_ids: Vec::new(),
+        // Sized from the body once (a notification takes a few hundred bytes): growing a Vec
+        // of notifications one by one cost more than the rest of their parse.
+        notifications: Vec::with_capacity((body.len() / 256).clamp(1, limits.max_notifications)),
+        notification_ids: Vec::with_capacity((body.len() / 256).clamp(1, limits.max_notifications)),
         current: PendingNotification::default(),
         fields: OrderFields::default(),
         field_names: Vec::new(),
@@ -391,11 +393,11 @@ fn xsi_attrs(ns: &Namespaces<'_>) -> Result<XsiAttrs, SoapError> {
         type_name: None,
     };
     let (mut seen_nil, mut seen_type) = (false, false);
-    for &(prefix, local, value) in &ns.xsi_candidates {
+    for (prefix, local, value) in &ns.xsi_candidates {
         if ns.resolve(prefix) != Ns::Xsi {
             continue;
         }
-        let seen = if local == "nil" {
+        let seen = if *local == "nil" {
             &mut seen_nil
         } else {
             &mut seen_type
@@ -407,7 +409,7 @@ fn xsi_attrs(ns: &Namespaces<'_>) -> Result<XsiAttrs, SoapError> {
         }
         let value = value.value();
         let value = value.trim();
-        if local == "nil" {
+        if *local == "nil" {
             out.nil = matches!(value, "true" | "1");
         } else {
             let (tprefix, tlocal) = split_qname(value).ok_or_else(|| {

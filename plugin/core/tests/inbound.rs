@@ -9,11 +9,11 @@
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
-use keygate::config::Config;
-use keygate::inbound::{is_webhook_path, on_headers, HeadDecision, RequestHead};
+use keygate_core::config::Config;
+use keygate_core::inbound::{is_webhook_path, on_headers, HeadDecision, RequestHead};
 
-const FULL: &str = include_str!("../../testdata/config/full.json");
-const MINIMAL: &str = include_str!("../../testdata/config/minimal.json");
+const FULL: &str = include_str!("../../../testdata/config/full.json");
+const MINIMAL: &str = include_str!("../../../testdata/config/minimal.json");
 
 fn env(name: &str) -> Option<String> {
     match name {

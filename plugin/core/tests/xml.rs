@@ -10,7 +10,7 @@
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
-use keygate::xml::{split_qname, Reader, Token, XmlError, MAX_ATTRIBUTES};
+use keygate_core::xml::{split_qname, Reader, Token, XmlError, MAX_ATTRIBUTES};
 
 fn tokens(doc: &str) -> Result<Vec<String>, XmlError> {
     let mut r = Reader::new(doc, 16);

@@ -12,10 +12,10 @@ use wasm_bindgen_test::wasm_bindgen_test as test;
 mod common;
 use common::{patched_full, FULL};
 
-use keygate::config::{Config, ContactField, Grant};
+use keygate_core::config::{Config, ContactField, Grant};
 
-const MINIMAL: &str = include_str!("../../testdata/config/minimal.json");
-const PASSWORD: &str = include_str!("../../testdata/config/password_grant.json");
+const MINIMAL: &str = include_str!("../../../testdata/config/minimal.json");
+const PASSWORD: &str = include_str!("../../../testdata/config/password_grant.json");
 
 fn env(name: &str) -> Option<String> {
     match name {
@@ -176,7 +176,8 @@ fn invalid_configurations_are_refused_with_a_reason() {
 
 #[test]
 fn fuzz_found_config_with_a_control_character_in_an_authority_is_refused() {
-    let json = include_bytes!("../../testdata/fuzz-found/config_parse-authority-control-char.bin");
+    let json =
+        include_bytes!("../../../testdata/fuzz-found/config_parse-authority-control-char.bin");
     let err = Config::from_json(json, &|_| Some("x".into()))
         .unwrap_err()
         .to_string();

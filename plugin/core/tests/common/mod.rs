@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 /// The full example configuration every test starts from.
-pub const FULL: &str = include_str!("../../../testdata/config/full.json");
+pub const FULL: &str = include_str!("../../../../testdata/config/full.json");
 
 /// JSON merge patch (RFC 7386): objects merge, `null` removes a key, anything else replaces.
 pub fn merge(base: &mut Value, patch: Value) {

@@ -16,18 +16,18 @@ use common::patched_full;
 use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 
-use keygate::config::Config;
-use keygate::flow::{Call, Command, Env, Response};
-use keygate::metrics::Metric;
-use keygate::reply::{FaultKind, Outcome, Reply};
-use keygate::store::MemStore;
-use keygate::webhook;
+use keygate_core::config::Config;
+use keygate_core::flow::{Call, Command, Env, Response};
+use keygate_core::metrics::Metric;
+use keygate_core::reply::{FaultKind, Outcome, Reply};
+use keygate_core::store::MemStore;
+use keygate_core::webhook;
 use serde_json::{json, Value};
 
-const ONE: &[u8] = include_bytes!("../../testdata/soap/valid/activated_one.xml");
-const NOT_ACTIVATED: &[u8] = include_bytes!("../../testdata/soap/valid/not_activated_one.xml");
-const SEVERAL: &[u8] = include_bytes!("../../testdata/soap/valid/several.xml");
-const HUNDRED: &[u8] = include_bytes!("../../testdata/soap/valid/hundred.xml");
+const ONE: &[u8] = include_bytes!("../../../testdata/soap/valid/activated_one.xml");
+const NOT_ACTIVATED: &[u8] = include_bytes!("../../../testdata/soap/valid/not_activated_one.xml");
+const SEVERAL: &[u8] = include_bytes!("../../../testdata/soap/valid/several.xml");
+const HUNDRED: &[u8] = include_bytes!("../../../testdata/soap/valid/hundred.xml");
 
 fn env(name: &str) -> Option<String> {
     Some(format!("secret-of-{name}"))

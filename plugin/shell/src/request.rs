@@ -3,15 +3,18 @@
 use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hasher};
 use std::rc::Rc;
+use std::time::Duration;
 
-use crate::config::Config;
-use crate::flow::{Command, Env, Flow, Level, Response};
-use crate::inbound::{self, HeadDecision, RequestHead};
-use crate::reply::CONTENT_TYPE;
-use crate::webhook;
+use keygate_core::config::Config;
+use keygate_core::flow::{Command, Env, Flow, Level, Response};
+use keygate_core::inbound::{self, HeadDecision, RequestHead};
+use keygate_core::reply::{FaultKind, Reply, CONTENT_TYPE};
+use keygate_core::webhook;
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
 
-use super::abi::{self, Action, Buffer, LogLevel, Map};
-use super::host::{log, now_ms, HostStore, Metrics};
+use crate::host::{log, lossy, now_ms, HostStore, Metrics};
 
 #[derive(Debug, PartialEq, Eq)]
 enum Phase {
@@ -32,6 +35,31 @@ pub struct Request {
     calls: Vec<(u32, u32)>,
 }
 
+fn send_reply(status: u16, body: &[u8]) -> Result<(), proxy_wasm::types::Status> {
+    hostcalls::send_http_response(
+        u32::from(status),
+        vec![("content-type", CONTENT_TYPE)],
+        Some(body),
+    )
+}
+
+/// One request header as text; `None` when absent or the host refuses.
+fn request_header(name: &str) -> Option<String> {
+    hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
+        .ok()
+        .flatten()
+        .map(lossy)
+}
+
+fn with_env<R>(f: impl FnOnce(&mut Env<'_>) -> R) -> R {
+    let mut store = HostStore;
+    let mut env = Env {
+        now_ms: now_ms(),
+        store: &mut store,
+    };
+    f(&mut env)
+}
+
 impl Request {
     pub fn new(config: Rc<Config>, metrics: Rc<Metrics>, context_id: u32) -> Request {
         Request {
@@ -44,15 +72,6 @@ impl Request {
         }
     }
 
-    /// Is this stream waiting for the HTTP call with this token?
-    pub fn awaits(&self, token: u32) -> bool {
-        self.calls.iter().any(|(t, _)| *t == token)
-    }
-
-    fn header(name: &str) -> Option<String> {
-        abi::get_header(Map::HttpRequestHeaders, name)
-    }
-
     /// A per-request owner id for order claims, unique across workers (WASI random via RandomState).
     fn owner_id(&self) -> u64 {
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
@@ -61,15 +80,24 @@ impl Request {
         h.finish()
     }
 
+    /// The whole body is here (end of stream, or trailers): check its size, then run the core.
+    fn on_complete_body(&mut self, body_size: usize) {
+        if body_size > self.config.max_body_bytes {
+            self.run(webhook::early_reply(inbound::too_large(&self.config)));
+            return;
+        }
+        let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        self.handle_body(&body);
+    }
+
     fn handle_body(&mut self, body: &[u8]) {
         self.phase = Phase::Running;
         let owner = self.owner_id();
-        let mut store = HostStore;
-        let mut env = Env {
-            now_ms: now_ms(),
-            store: &mut store,
-        };
-        let (flow, commands) = webhook::on_body(&self.config, body, owner, &mut env);
+        let config = Rc::clone(&self.config);
+        let (flow, commands) = with_env(|env| webhook::on_body(&config, body, owner, env));
         self.flow = flow;
         self.run(commands);
     }
@@ -88,11 +116,15 @@ impl Request {
                     ];
                     headers.extend(call.headers.iter().map(|(k, v)| (*k, v.as_str())));
                     let body = (!call.body.is_empty()).then_some(call.body.as_slice());
-                    let timeout_ms = u32::try_from(call.timeout_ms).unwrap_or(u32::MAX);
-                    match abi::http_call(&call.cluster, &headers, body, timeout_ms) {
-                        Ok(token) => {
-                            self.calls.push((token, call.id));
-                        }
+                    let timeout = Duration::from_millis(call.timeout_ms);
+                    match hostcalls::dispatch_http_call(
+                        &call.cluster,
+                        headers,
+                        body,
+                        Vec::new(),
+                        timeout,
+                    ) {
+                        Ok(token) => self.calls.push((token, call.id)),
                         Err(status) => {
                             log(
                                 LogLevel::Error,
@@ -102,27 +134,19 @@ impl Request {
                                 ),
                             );
                             if let Some(flow) = self.flow.as_mut() {
-                                let mut store = HostStore;
-                                let mut env = Env {
-                                    now_ms: now_ms(),
-                                    store: &mut store,
-                                };
                                 let failed = Response {
                                     status: None,
                                     body: Vec::new(),
                                 };
-                                queue.extend(flow.on_response(call.id, failed, &mut env));
+                                queue
+                                    .extend(with_env(|env| flow.on_response(call.id, failed, env)));
                             }
                         }
                     }
                 }
                 Command::Reply(reply) => {
                     self.phase = Phase::Replied;
-                    if let Err(e) = abi::send_local_response(
-                        u32::from(reply.status),
-                        &[("content-type", CONTENT_TYPE)],
-                        reply.body.as_bytes(),
-                    ) {
+                    if let Err(e) = send_reply(reply.status, reply.body.as_bytes()) {
                         log(
                             LogLevel::Error,
                             &format!("keygate[{}]: cannot send reply: {e:?}", self.context_id),
@@ -141,8 +165,16 @@ impl Request {
             }
         }
     }
+}
 
-    pub fn on_http_call_response(&mut self, token: u32, num_headers: usize, body_size: usize) {
+impl Context for Request {
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
         let Some(pos) = self.calls.iter().position(|(t, _)| *t == token) else {
             return;
         };
@@ -151,45 +183,51 @@ impl Request {
         let status = if num_headers == 0 {
             None
         } else {
-            abi::get_header(Map::HttpCallResponseHeaders, ":status")
-                .and_then(|s| s.parse::<u16>().ok())
+            hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
+                .ok()
+                .flatten()
+                .and_then(|s| std::str::from_utf8(&s).ok()?.parse::<u16>().ok())
         };
         let body = if status.is_some() && body_size > 0 {
-            abi::get_buffer(Buffer::HttpCallResponseBody, 0, body_size).unwrap_or_default()
+            hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+                .ok()
+                .flatten()
+                .unwrap_or_default()
         } else {
             Vec::new()
         };
         let Some(flow) = self.flow.as_mut() else {
             return;
         };
-        let mut store = HostStore;
-        let mut env = Env {
-            now_ms: now_ms(),
-            store: &mut store,
-        };
-        let commands = flow.on_response(call_id, Response { status, body }, &mut env);
+        let commands = with_env(|env| flow.on_response(call_id, Response { status, body }, env));
         self.run(commands);
     }
+}
 
-    pub fn on_request_headers(&mut self, end_of_stream: bool) -> Action {
-        let path = Self::header(":path").unwrap_or_default();
+impl HttpContext for Request {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let path = request_header(":path").unwrap_or_default();
         // Most traffic through a gateway is not ours: decide on the path alone, one hostcall.
         if !inbound::is_webhook_path(&self.config, &path) {
             self.phase = Phase::PassThrough;
             return Action::Continue;
         }
         // Ours: the rest of the head in one hostcall.
-        let headers = abi::get_header_pairs(Map::HttpRequestHeaders);
-        let method = headers.get(":method").unwrap_or_default();
-        let content_type = headers.get("content-type");
-        let content_length = headers
-            .get("content-length")
-            .and_then(|v| v.trim().parse::<u64>().ok());
+        let headers = hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default();
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| String::from_utf8_lossy(v))
+        };
+        let method = header(":method").unwrap_or_default();
+        let content_type = header("content-type");
+        let content_length = header("content-length").and_then(|v| v.trim().parse::<u64>().ok());
         let secret_header = self
             .config
             .inbound_secret
             .as_ref()
-            .and_then(|s| headers.get(&s.header));
+            .and_then(|s| header(&s.header));
         let head = RequestHead {
             method: &method,
             path: &path,
@@ -216,7 +254,7 @@ impl Request {
         }
     }
 
-    pub fn on_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         match self.phase {
             Phase::PassThrough => return Action::Continue,
             Phase::ReadingBody => {}
@@ -228,30 +266,63 @@ impl Request {
             self.run(webhook::early_reply(inbound::too_large(&self.config)));
             return Action::Pause;
         }
-        if !end_of_stream {
-            return Action::Pause;
+        if end_of_stream {
+            self.on_complete_body(body_size);
         }
-        let body = abi::get_buffer(Buffer::HttpRequestBody, 0, body_size).unwrap_or_default();
-        self.handle_body(&body);
         Action::Pause
     }
 
-    pub fn on_log(&mut self) {
+    /// Trailers end the stream: the body callback never saw `end_of_stream`, so the message is
+    /// complete only now. Returning `Continue` here would forward the request unchecked.
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        match self.phase {
+            Phase::PassThrough => Action::Continue,
+            Phase::ReadingBody => {
+                // The body is buffered in full; read up to one byte over the limit to tell.
+                let size = hostcalls::get_buffer(
+                    BufferType::HttpRequestBody,
+                    0,
+                    self.config.max_body_bytes.saturating_add(1),
+                )
+                .ok()
+                .flatten()
+                .map_or(0, |b| b.len());
+                self.on_complete_body(size);
+                Action::Pause
+            }
+            _ => Action::Pause,
+        }
+    }
+
+    fn on_log(&mut self) {
         // The stream is over. If the flow had not replied, Salesforce hung up: Envoy cancels our
         // callouts; release claims so the redelivery is not blocked.
         if let Some(flow) = self.flow.as_mut() {
             if !flow.is_finished() {
-                let mut store = HostStore;
-                let mut env = Env {
-                    now_ms: now_ms(),
-                    store: &mut store,
-                };
-                flow.on_cancel(&mut env);
+                with_env(|env| flow.on_cancel(env));
                 log(
                     LogLevel::Warn,
                     &format!("keygate[{}]: downstream went away before the reply; Salesforce will redeliver", self.context_id),
                 );
             }
         }
+    }
+}
+
+/// The context of a stream that arrived before any configuration (a host bug): fail closed for
+/// this request with a 503 fault; nothing passes through unchecked.
+pub struct Unconfigured;
+
+impl Context for Unconfigured {}
+
+impl HttpContext for Unconfigured {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        log(
+            LogLevel::Critical,
+            "keygate: request on a plugin without configuration; refusing it",
+        );
+        let reply = Reply::fault(503, FaultKind::Unconfigured, "gateway plugin not ready");
+        let _ = send_reply(reply.status, reply.body.as_bytes());
+        Action::Pause
     }
 }

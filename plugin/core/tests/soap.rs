@@ -10,13 +10,13 @@
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
-use keygate::soap::{self, Limits, SoapError};
+use keygate_core::soap::{self, Limits, SoapError};
 
 macro_rules! fixture {
     ($path:literal) => {
         include_bytes!(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../testdata/soap/",
+            "/../../testdata/soap/",
             $path
         ))
         .as_slice()
@@ -305,11 +305,11 @@ fn huge_text_values_are_refused() {
 fn fuzz_findings_stay_fixed() {
     // Two spellings of one notification id (case differs, same 18-character record).
     let dup = include_bytes!(
-        "../../testdata/fuzz-found/soap_parse-duplicate-notification-other-case.bin"
+        "../../../testdata/fuzz-found/soap_parse-duplicate-notification-other-case.bin"
     );
     assert_eq!(parse(dup).unwrap_err().code(), "duplicate_notification_id");
     // A non-character in an element name: the fault must stay well-formed XML 1.0.
-    let nonchar = include_bytes!("../../testdata/fuzz-found/soap_parse-fault-noncharacter.bin");
+    let nonchar = include_bytes!("../../../testdata/fuzz-found/soap_parse-fault-noncharacter.bin");
     let e = parse(nonchar).unwrap_err();
     let f = soap::fault(soap::FaultCode::Client, &e.reason());
     assert!(!f.contains('\u{ffff}') && !f.contains('\u{fffe}'), "{f}");
@@ -327,6 +327,6 @@ fn an_element_without_a_local_name_is_malformed() {
     assert_eq!(e.code(), "malformed_xml", "{e}");
     assert!(e.reason().contains("has no local name"), "{e}");
     // The input the fuzzer found.
-    let found = include_bytes!("../../testdata/fuzz-found/soap_parse-empty-local-name.bin");
+    let found = include_bytes!("../../../testdata/fuzz-found/soap_parse-empty-local-name.bin");
     assert!(parse(found).is_err());
 }

@@ -652,3 +652,27 @@ impl Issuing {
             .map(|(_, p)| p)
     }
 }
+
+impl Config {
+    /// One line for the log when a configuration is loaded (names and counts, never secrets).
+    pub fn summary(&self) -> String {
+        let issuing = match &self.issuing {
+            Some(i) => format!(
+                "on ({} grant, {} product mapping(s), write-back {})",
+                i.salesforce.grant.name(),
+                i.products.len(),
+                if i.salesforce.writeback_field.is_some() {
+                    "on"
+                } else {
+                    "off"
+                }
+            ),
+            None => "off".to_owned(),
+        };
+        format!(
+            "handler '{}', {} allowed org(s), issuing {issuing}",
+            self.handler_name,
+            self.allowed_orgs.len()
+        )
+    }
+}

@@ -1,9 +1,9 @@
 //! keygate: a proxy-wasm plugin that turns Salesforce "Order activated" Outbound Messages into
 //! license keys.
 //!
-//! Everything outside `shell` is the host-free core: no proxy-wasm, no I/O, no clock. It is
-//! tested natively and compiled to wasm32. `shell` (built only for `wasm32-wasip1`) moves bytes
-//! between Envoy and the core.
+//! This crate is the host-free core: no proxy-wasm (it is not a dependency, so no host type can
+//! be named here), no I/O, no clock. It is tested natively and on wasm32. The module Envoy loads
+//! is `plugin/shell` (crate `keygate`), which moves bytes between Envoy and this core.
 
 pub mod config;
 pub mod flow;
@@ -20,6 +20,3 @@ pub mod store;
 pub mod text;
 pub mod webhook;
 pub mod xml;
-
-#[cfg(target_os = "wasi")]
-mod shell;

@@ -13,14 +13,14 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::rc::Rc;
 
-use keygate::config::Config;
-use keygate::flow::{Command, Env};
-use keygate::inbound::{on_headers, HeadDecision, RequestHead};
-use keygate::reply::Reply;
-use keygate::store::MemStore;
-use keygate::webhook;
+use keygate_core::config::Config;
+use keygate_core::flow::{Command, Env};
+use keygate_core::inbound::{on_headers, HeadDecision, RequestHead};
+use keygate_core::reply::Reply;
+use keygate_core::store::MemStore;
+use keygate_core::webhook;
 
-const FULL: &str = include_str!("../../testdata/config/full.json");
+const FULL: &str = include_str!("../../../testdata/config/full.json");
 
 fn env(name: &str) -> Option<String> {
     match name {
@@ -31,7 +31,7 @@ fn env(name: &str) -> Option<String> {
 }
 
 fn corpus() -> Vec<(String, Vec<u8>, BTreeMap<String, String>)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testdata/hostile");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/hostile");
     let mut out = Vec::new();
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
