@@ -168,12 +168,24 @@ fn is_name_char(c: char) -> bool {
 /// Is `s` an XML `Name` (quick-xml takes whatever stands before white space or `>`)?
 fn is_name(s: &str) -> bool {
     let b = s.as_bytes();
-    // ASCII names (almost all of them): one table load per byte.
-    if let Some((&first, rest)) = b.split_first() {
-        if first.is_ascii() && rest.iter().all(u8::is_ascii) {
-            return ascii_class(first) == NAME_START && rest.iter().all(|&c| ascii_class(c) != 0);
+    // ASCII names (almost all of them): one table load per byte, in one pass.
+    match b.first() {
+        Some(&c) if c.is_ascii() && ascii_class(c) != NAME_START => return false,
+        Some(&c) if c.is_ascii() => {}
+        _ => return is_unicode_name(s),
+    }
+    for &c in b.get(1..).unwrap_or(&[]) {
+        if !c.is_ascii() {
+            return is_unicode_name(s);
+        }
+        if ascii_class(c) == 0 {
+            return false;
         }
     }
+    true
+}
+
+fn is_unicode_name(s: &str) -> bool {
     let mut chars = s.chars();
     chars.next().is_some_and(is_name_start) && chars.all(is_name_char)
 }
@@ -200,40 +212,68 @@ fn ascii_class(b: u8) -> u8 {
     ASCII_NAME.get(usize::from(b)).copied().unwrap_or(0)
 }
 
-/// Bytes that need no second look: not a control character other than tab, LF, CR; not `>`
-/// (for `]]>`); not `EF` (the lead byte of U+FFFE and U+FFFF).
-#[allow(clippy::indexing_slicing)]
-const PLAIN: [bool; 256] = {
+/// Bytes of text that need no second look: not a control character other than tab, LF, CR;
+/// not `>` (for `]]>`); not `EF` (the lead byte of U+FFFE and U+FFFF).
+const PLAIN_TEXT: [bool; 256] = plain_table(b'>', b'>');
+/// Bytes of an attribute value that need no second look: as in text, but `<` and `&` instead
+/// of `>`, so one pass over the value finds everything to check.
+const PLAIN_VALUE: [bool; 256] = plain_table(b'<', b'&');
+
+#[allow(clippy::indexing_slicing)] // const evaluation: out of range fails the build
+const fn plain_table(not_a: u8, not_b: u8) -> [bool; 256] {
     let mut t = [false; 256];
     let mut b = 0;
     while b < 256 {
-        t[b] = matches!(b as u8, b'\t' | b'\n' | b'\r' | 0x20..=0x3D | 0x3F..=0xEE | 0xF0..=0xFF);
+        let c = b as u8;
+        t[b] = matches!(c, b'\t' | b'\n' | b'\r' | 0x20..=0xEE | 0xF0..=0xFF)
+            && c != not_a
+            && c != not_b;
         b += 1;
     }
     t
-};
+}
+
+/// What a text or attribute value may not contain.
+#[derive(Clone, Copy, PartialEq)]
+enum Chars {
+    /// Text: also no `]]>`.
+    Text,
+    /// An attribute value: also no `<`; references are checked by the caller.
+    Value,
+    /// CDATA and comments: characters only.
+    Raw,
+}
 
 /// Refuse the raw characters XML does not allow: C0 controls other than tab, CR, LF, and the
-/// non-characters U+FFFE and U+FFFF (`EF BF BE`, `EF BF BF`); with `text`, also `]]>`.
-fn check_chars(s: &str, base: usize, text: bool) -> Result<(), XmlError> {
+/// non-characters U+FFFE and U+FFFF (`EF BF BE`, `EF BF BF`), and what `kind` forbids besides.
+/// Returns whether the value holds a reference (`&`), for [`Chars::Value`].
+fn check_chars(s: &str, base: usize, kind: Chars) -> Result<bool, XmlError> {
     let b = s.as_bytes();
-    if b.iter().all(|&c| PLAIN.get(usize::from(c)) == Some(&true)) {
-        return Ok(());
+    let table = if kind == Chars::Value {
+        &PLAIN_VALUE
+    } else {
+        &PLAIN_TEXT
+    };
+    if b.iter().all(|&c| table.get(usize::from(c)) == Some(&true)) {
+        return Ok(false);
     }
+    let mut reference = false;
     for (i, &c) in b.iter().enumerate() {
         match c {
             0xEF if b.get(i + 1) == Some(&0xBF) && matches!(b.get(i + 2), Some(0xBE | 0xBF)) => {
                 return syntax("non-character U+FFFE or U+FFFF", base + i)
             }
-            b'>' if text && i >= 2 && b.get(i - 2..i) == Some(b"]]") => {
+            b'>' if kind == Chars::Text && i >= 2 && b.get(i - 2..i) == Some(b"]]") => {
                 return syntax("']]>' in text", base + i - 2)
             }
+            b'<' if kind == Chars::Value => return syntax("'<' in an attribute value", base),
+            b'&' => reference = true,
             b'\t' | b'\n' | b'\r' => {}
             0..0x20 => return syntax("control character", base + i),
             _ => {}
         }
     }
-    Ok(())
+    Ok(reference)
 }
 
 /// The character a general reference (`&name;`, name without `&` and `;`) stands for.
@@ -260,11 +300,7 @@ fn resolve_reference(r: &BytesRef<'_>, at: usize) -> Result<char, XmlError> {
 /// white space between them, duplicates. Most values hold no reference: their raw bytes are
 /// all there is to check, without normalising them.
 fn check_attributes<'a>(buf: &'a str, name_len: usize, at: usize) -> Result<Attrs<'a>, XmlError> {
-    let mut list = Vec::new();
-    // Duplicates among at most MAX_ATTRIBUTES names: a quadratic scan of a stack array beats
-    // quick-xml's check (a heap-allocated list per tag) at these sizes.
-    let mut names: [&str; MAX_ATTRIBUTES] = [""; MAX_ATTRIBUTES];
-    let mut count = 0;
+    let mut list: Vec<(&'a str, AttrValue<'a>)> = Vec::new();
     let mut attrs = Attributes::new(buf, name_len);
     attrs.with_checks(false);
     for a in attrs {
@@ -276,22 +312,18 @@ fn check_attributes<'a>(buf: &'a str, name_len: usize, at: usize) -> Result<Attr
         if !is_name(name) {
             return syntax("malformed attribute name", at);
         }
-        let Some(slot) = names.get_mut(count) else {
+        if list.len() == MAX_ATTRIBUTES {
             return syntax("too many attributes on one element", at);
-        };
-        *slot = name;
-        if names.get(..count).is_some_and(|seen| seen.contains(&name)) {
+        }
+        // Duplicates among at most MAX_ATTRIBUTES names: a quadratic scan of the list beats
+        // quick-xml's check (a second heap-allocated list per tag) at these sizes.
+        if list.iter().any(|(seen, _)| *seen == name) {
             return syntax("duplicate attribute", at);
         }
-        count += 1;
         let Cow::Borrowed(raw) = a.value else {
             return syntax("malformed attribute", at); // never: `buf` is borrowed
         };
-        if raw.contains('<') {
-            return syntax("'<' in an attribute value", at);
-        }
-        check_chars(raw, at, false)?;
-        if raw.contains('&') {
+        if check_chars(raw, at, Chars::Value)? {
             check_references(raw, at)?;
         }
         // quick-xml reads `x='1'y='2'` as two attributes; XML wants white space between them.
@@ -339,10 +371,12 @@ fn check_references(raw: &str, at: usize) -> Result<(), XmlError> {
 pub struct Reader<'a> {
     src: &'a str,
     inner: quick_xml::Reader<&'a [u8]>,
-    /// An event read ahead (and where it started) while gathering a run of text.
-    peeked: Option<(Event<'a>, usize)>,
     depth: usize,
     max_depth: usize,
+    /// Element names already found to be XML names: a message repeats a handful of them
+    /// hundreds of times, and comparing is cheaper than checking again.
+    known_names: [&'a str; 8],
+    next_known: usize,
 }
 
 impl<'a> Reader<'a> {
@@ -357,9 +391,10 @@ impl<'a> Reader<'a> {
         Reader {
             src,
             inner,
-            peeked: None,
             depth: 0,
             max_depth,
+            known_names: [""; 8],
+            next_known: 0,
         }
     }
 
@@ -373,9 +408,6 @@ impl<'a> Reader<'a> {
     }
 
     fn read(&mut self) -> Result<(Event<'a>, usize), XmlError> {
-        if let Some(peeked) = self.peeked.take() {
-            return Ok(peeked);
-        }
         let at = self.position();
         match self.inner.read_event() {
             Ok(event) => Ok((event, at)),
@@ -413,11 +445,11 @@ impl<'a> Reader<'a> {
             Event::Text(_) | Event::GeneralRef(_) => self.text(event, at),
             Event::CData(c) => {
                 let raw = c.xml10_content();
-                check_chars(&raw, at + 9, false)?;
+                check_chars(&raw, at + 9, Chars::Raw)?;
                 Ok(Token::CData(Text { content: raw }))
             }
             Event::Comment(c) => {
-                check_chars(&c, at + 4, false)?;
+                check_chars(&c, at + 4, Chars::Raw)?;
                 Ok(Token::Comment)
             }
             Event::DocType(_) => Ok(Token::Doctype),
@@ -443,8 +475,15 @@ impl<'a> Reader<'a> {
         empty: bool,
     ) -> Result<Token<'a>, XmlError> {
         let name = tag.get(..name_len).unwrap_or("");
-        if !is_name(name) {
-            return syntax("malformed element name", at);
+        // The cache starts with empty slots: an empty name is never taken from it.
+        if name.is_empty() || !self.known_names.contains(&name) {
+            if !is_name(name) {
+                return syntax("malformed element name", at);
+            }
+            if let Some(slot) = self.known_names.get_mut(self.next_known % 8) {
+                *slot = name;
+            }
+            self.next_known = self.next_known.wrapping_add(1);
         }
         // Most tags have none: `<name>` / `<name/>` skip the attribute walk.
         let attrs = match tag.get(name_len..) {
@@ -461,7 +500,8 @@ impl<'a> Reader<'a> {
     }
 
     /// One run of character data: quick-xml splits it at every reference; the caller gets it
-    /// whole, borrowed when it is a single plain piece.
+    /// whole, borrowed when it is a single plain piece. The byte after each piece tells whether
+    /// the run goes on (text or a reference) or markup follows, so nothing is read ahead.
     fn text(&mut self, first: Event<'a>, at: usize) -> Result<Token<'a>, XmlError> {
         let mut content: Cow<'a, str> = Cow::Borrowed("");
         let (mut event, mut piece_at) = (first, at);
@@ -469,7 +509,7 @@ impl<'a> Reader<'a> {
             match event {
                 Event::Text(t) => {
                     let raw = t.xml10_content();
-                    check_chars(&raw, piece_at, true)?;
+                    check_chars(&raw, piece_at, Chars::Text)?;
                     if content.is_empty() {
                         content = raw;
                     } else {
@@ -480,10 +520,10 @@ impl<'a> Reader<'a> {
                     let c = resolve_reference(&r, piece_at)?;
                     content.to_mut().push(c);
                 }
-                other => {
-                    self.peeked = Some((other, piece_at));
-                    break;
-                }
+                _ => return syntax("unexpected event in text", piece_at),
+            }
+            if matches!(self.src.as_bytes().get(self.position()), None | Some(b'<')) {
+                break;
             }
             (event, piece_at) = self.read()?;
         }

@@ -91,6 +91,10 @@ fn refuses_what_is_not_well_formed() {
         "<a><![CDATA[x</a>",
         "<a/ >",
         "<?XML version='1.0'?><a/>",
+        "< a/>",
+        "<>",
+        "<a>< a/></a>",
+        "<a><b/><b/><b-/><-b/></a>",
     ] {
         assert!(tokens(doc).is_err(), "accepted {doc:?}");
     }
