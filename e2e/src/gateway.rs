@@ -28,6 +28,9 @@ pub struct GatewayOptions {
     pub env: Vec<(String, Option<String>)>,
     /// Stand-ins settings; keep the default (ephemeral loopback) listen addresses.
     pub standins: StandinsConfig,
+    /// More listeners (YAML list items, indented as under `static_resources.listeners`), e.g.
+    /// the benchmark's minimal filter beside the plugin.
+    pub extra_listeners: Vec<String>,
 }
 
 impl Default for GatewayOptions {
@@ -37,6 +40,7 @@ impl Default for GatewayOptions {
             patches: Vec::new(),
             env: Vec::new(),
             standins: StandinsConfig::default(),
+            extra_listeners: Vec::new(),
         }
     }
 }
@@ -126,11 +130,14 @@ impl Gateway {
         for patch in &options.patches {
             envoy::merge_patch(&mut plugin_config, patch);
         }
-        let yaml = envoy::render_envoy_config(
+        let mut yaml = envoy::render_envoy_config(
             &envoy::with_plugin_config(&template, &plugin_config),
             &ports,
             &wasm,
         );
+        for listener in &options.extra_listeners {
+            yaml = yaml.replacen("  listeners:\n", &format!("  listeners:\n{listener}"), 1);
+        }
 
         let base_id = unique_base_id();
         let dir = std::env::temp_dir().join(format!("keygate-e2e-{base_id}"));

@@ -1,0 +1,110 @@
+//! Salesforce: OAuth 2.0 login (`token`), the SOQL order query and its pages (`query`), and the
+//! sObject Collections write-back (`writeback`). Pure functions over bytes; the flow decides
+//! when to call them. Replies are read with serde derive into structs that borrow from the body.
+
+mod query;
+mod token;
+mod writeback;
+
+use std::borrow::Cow;
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::Visitor;
+use serde::{Deserialize, Deserializer};
+
+use crate::text::excerpt;
+
+pub use query::{
+    build_soql, checked_next_url, parse_query, query_path, Order, OrderItem, QueryPage,
+};
+pub use token::{parse_token, token_request_body, Token, TOKEN_PATH};
+pub use writeback::{
+    parse_writeback, writeback_body, writeback_path, writeback_value, WRITEBACK_BATCH,
+};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SalesforceError {
+    /// The token endpoint refused the credentials (`invalid_grant`, `invalid_client`, …).
+    LoginRefused { error: String, description: String },
+    /// 401 with `errorCode` `INVALID_SESSION_ID`: log in again once.
+    SessionInvalid,
+    /// Any other non-success status, with Salesforce's `errorCode` when it gave one.
+    Status { status: u16, error_code: String },
+    /// A success status whose body is not what the API documents.
+    Unparseable(String),
+}
+
+impl std::fmt::Display for SalesforceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SalesforceError::LoginRefused { error, description } => {
+                write!(f, "Salesforce login refused: {error} ({description})")
+            }
+            SalesforceError::SessionInvalid => write!(f, "Salesforce session expired or invalid"),
+            SalesforceError::Status { status, error_code } if error_code.is_empty() => {
+                write!(f, "Salesforce answered HTTP {status}")
+            }
+            SalesforceError::Status { status, error_code } => {
+                write!(f, "Salesforce answered HTTP {status} {error_code}")
+            }
+            SalesforceError::Unparseable(m) => write!(f, "Salesforce reply not understood: {m}"),
+        }
+    }
+}
+
+/// A JSON string, borrowed from the input when it has no escapes. (serde borrows a bare
+/// `Cow<str>` field with `#[serde(borrow)]`, but not one inside an `Option`: this does.)
+struct BorrowedStr<'a>(Cow<'a, str>);
+
+impl std::ops::Deref for BorrowedStr<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for BorrowedStr<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = BorrowedStr<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(
+                self,
+                s: &'de str,
+            ) -> Result<Self::Value, E> {
+                Ok(BorrowedStr(Cow::Borrowed(s)))
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Self::Value, E> {
+                Ok(BorrowedStr(Cow::Owned(s.to_owned())))
+            }
+        }
+        d.deserialize_str(V(PhantomData))
+    }
+}
+
+/// One entry of a REST error body.
+#[derive(Deserialize)]
+struct RestError<'a> {
+    #[serde(rename = "errorCode", borrow, default)]
+    error_code: Option<BorrowedStr<'a>>,
+}
+
+/// A REST error body is `[{"message":…,"errorCode":…}]`; match on `errorCode`, never `message`.
+pub fn classify_error(status: u16, body: &[u8]) -> SalesforceError {
+    let code = serde_json::from_slice::<Vec<RestError<'_>>>(body)
+        .ok()
+        .and_then(|errors| errors.into_iter().next()?.error_code.map(|c| excerpt(&c)))
+        .unwrap_or_default();
+    if status == 401 && code == "INVALID_SESSION_ID" {
+        SalesforceError::SessionInvalid
+    } else {
+        SalesforceError::Status {
+            status,
+            error_code: code,
+        }
+    }
+}

@@ -1,0 +1,340 @@
+//! The order query: one SOQL query for every activated order of a message, its path, and its
+//! pages read with serde derive into structs that borrow from the reply (no `Value` tree, no
+//! key copies), then turned into the flow's [`Order`]s.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::{IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
+
+use super::{BorrowedStr, SalesforceError};
+use crate::config::ContactField;
+use crate::ids::SfId;
+use crate::license::Customer;
+use crate::text::excerpt;
+
+/// One query for every activated order of a message. Ids are [`SfId`]s (letters and digits
+/// only), so quoting them cannot be escaped; the field names come from validated config.
+pub fn build_soql(ids: &[SfId], contact: ContactField, writeback: Option<&str>) -> String {
+    let c = contact.relationship();
+    let mut soql = format!(
+        "SELECT Id, OrderNumber, Status, Account.Name, {c}Id, {c}.FirstName, {c}.LastName, \
+         {c}.Email, {c}.Phone, (SELECT Id, Quantity, Product2.ProductCode, Product2.Name"
+    );
+    if let Some(f) = writeback {
+        soql.push_str(", ");
+        soql.push_str(f);
+    }
+    soql.push_str(" FROM OrderItems) FROM Order WHERE Id IN (");
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            soql.push(',');
+        }
+        soql.push('\'');
+        soql.push_str(id.as_str());
+        soql.push('\'');
+    }
+    soql.push(')');
+    soql
+}
+
+pub fn query_path(api_version: &str, soql: &str) -> String {
+    let q: String = form_urlencoded::byte_serialize(soql.as_bytes()).collect();
+    format!("/services/data/{api_version}/query?q={q}")
+}
+
+/// `nextRecordsUrl` becomes a `:path`: accept only a plain Salesforce data path.
+pub fn checked_next_url(url: &str) -> Option<&str> {
+    let ok = url.starts_with("/services/data/")
+        && url.len() < 512
+        && url
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'.' | b'-' | b'_'));
+    ok.then_some(url)
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Order {
+    pub id: SfId,
+    pub order_number: String,
+    pub status: String,
+    /// `Account.Name`: the licensee's company, also when the order has no contact.
+    pub company: String,
+    /// The configured contact; `None` when the lookup is empty.
+    pub customer: Option<Customer>,
+    pub items: Vec<OrderItem>,
+    /// False when Salesforce paginated the OrderItems subquery (more lines than one page).
+    pub items_complete: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderItem {
+    pub id: SfId,
+    pub quantity: f64,
+    pub product_code: Option<String>,
+    pub product_name: Option<String>,
+    /// Current value of the write-back field: non-empty means this line was licensed before.
+    pub written_back: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryPage {
+    pub orders: Vec<Order>,
+    pub next_records_url: Option<String>,
+}
+
+// ---- the reply as Salesforce sends it ----------------------------------------------------------
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Deserialize)]
+struct PageJson<'a> {
+    #[serde(default = "yes")]
+    done: bool,
+    #[serde(rename = "nextRecordsUrl", borrow, default)]
+    next_records_url: Option<BorrowedStr<'a>>,
+    #[serde(borrow, default)]
+    records: Option<Vec<OrderJson<'a>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct OrderJson<'a> {
+    #[serde(borrow, default)]
+    id: Option<BorrowedStr<'a>>,
+    #[serde(borrow, default)]
+    order_number: Option<BorrowedStr<'a>>,
+    #[serde(borrow, default)]
+    status: Option<BorrowedStr<'a>>,
+    #[serde(borrow, default)]
+    account: Option<AccountJson<'a>>,
+    // Both contact relationships the configuration can name; the query selects one.
+    #[serde(borrow, default)]
+    bill_to_contact: Option<ContactJson<'a>>,
+    #[serde(borrow, default)]
+    customer_authorized_by: Option<ContactJson<'a>>,
+    /// A parent-to-child subquery with no children may come back as null.
+    #[serde(borrow, default)]
+    order_items: Option<SubqueryJson<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct AccountJson<'a> {
+    #[serde(borrow, default)]
+    name: Option<BorrowedStr<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ContactJson<'a> {
+    #[serde(borrow, default)]
+    first_name: Option<BorrowedStr<'a>>,
+    #[serde(borrow, default)]
+    last_name: Option<BorrowedStr<'a>>,
+    #[serde(borrow, default)]
+    email: Option<BorrowedStr<'a>>,
+    #[serde(borrow, default)]
+    phone: Option<BorrowedStr<'a>>,
+}
+
+#[derive(Deserialize)]
+struct SubqueryJson<'a> {
+    #[serde(default = "yes")]
+    done: bool,
+    #[serde(borrow, default)]
+    records: Option<Vec<ItemJson<'a>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ProductJson<'a> {
+    #[serde(borrow, default)]
+    product_code: Option<BorrowedStr<'a>>,
+    #[serde(borrow, default)]
+    name: Option<BorrowedStr<'a>>,
+}
+
+/// An OrderItem record. Its write-back field has a configured name, which derive cannot
+/// know: the known fields are read as such and every other one is kept as raw JSON (borrowed)
+/// for [`ItemJson::field`].
+#[derive(Default)]
+struct ItemJson<'a> {
+    id: Option<BorrowedStr<'a>>,
+    quantity: Option<f64>,
+    product: Option<ProductJson<'a>>,
+    other: Vec<(Cow<'a, str>, &'a RawValue)>,
+}
+
+impl<'a> ItemJson<'a> {
+    /// A string field other than the known ones (`None` when absent or null).
+    fn field(&self, name: &str) -> Result<Option<BorrowedStr<'a>>, serde_json::Error> {
+        match self.other.iter().find(|(k, _)| k == name) {
+            Some((_, raw)) => {
+                // from_slice, as every other reply: one instantiation of the parser in the .wasm.
+                serde_json::from_slice(raw.get().as_bytes())
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for ItemJson<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = ItemJson<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an OrderItem record")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut item = ItemJson::default();
+                while let Some(BorrowedStr(key)) = map.next_key()? {
+                    match key.as_ref() {
+                        "Id" => item.id = map.next_value()?,
+                        "Quantity" => item.quantity = map.next_value()?,
+                        "Product2" => item.product = map.next_value()?,
+                        "attributes" => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                        _ => item.other.push((key, map.next_value::<&'a RawValue>()?)),
+                    }
+                }
+                Ok(item)
+            }
+        }
+        d.deserialize_map(V(PhantomData))
+    }
+}
+
+// ---- into the flow's model ---------------------------------------------------------------------
+
+fn not_understood(e: &serde_json::Error) -> SalesforceError {
+    SalesforceError::Unparseable(format!(
+        "query reply not understood: {}",
+        excerpt(&e.to_string())
+    ))
+}
+
+fn owned(s: Option<BorrowedStr<'_>>) -> String {
+    s.map(|s| s.0.into_owned()).unwrap_or_default()
+}
+
+pub fn parse_query(
+    status: u16,
+    body: &[u8],
+    contact: ContactField,
+    writeback: Option<&str>,
+) -> Result<QueryPage, SalesforceError> {
+    if !(200..300).contains(&status) {
+        return Err(super::classify_error(status, body));
+    }
+    let page: PageJson<'_> = serde_json::from_slice(body).map_err(|e| {
+        if e.is_syntax() || e.is_eof() {
+            SalesforceError::Unparseable("query reply is not JSON".into())
+        } else {
+            not_understood(&e)
+        }
+    })?;
+    let records = page
+        .records
+        .ok_or_else(|| SalesforceError::Unparseable("query reply has no records".into()))?;
+    let next_records_url = if page.done {
+        None
+    } else {
+        let url = page.next_records_url.as_deref().unwrap_or("");
+        Some(
+            checked_next_url(url)
+                .ok_or_else(|| {
+                    SalesforceError::Unparseable(format!("bad nextRecordsUrl {}", excerpt(url)))
+                })?
+                .to_owned(),
+        )
+    };
+    let mut orders = Vec::with_capacity(records.len());
+    for r in records {
+        orders.push(order(r, contact, writeback)?);
+    }
+    Ok(QueryPage {
+        orders,
+        next_records_url,
+    })
+}
+
+fn order(
+    r: OrderJson<'_>,
+    contact: ContactField,
+    writeback: Option<&str>,
+) -> Result<Order, SalesforceError> {
+    let id_raw = r.id.as_deref().unwrap_or("");
+    let id = SfId::parse(id_raw).ok_or_else(|| {
+        SalesforceError::Unparseable(format!("order id {} is not valid", excerpt(id_raw)))
+    })?;
+    let company = owned(r.account.and_then(|a| a.name));
+    let person = match contact {
+        ContactField::BillToContact => r.bill_to_contact,
+        ContactField::CustomerAuthorizedBy => r.customer_authorized_by,
+    };
+    let customer = person.map(|c| {
+        let first = c.first_name.as_deref().unwrap_or("");
+        let last = c.last_name.as_deref().unwrap_or("");
+        Customer {
+            full_name: format!("{first} {last}").trim().to_owned(),
+            email: owned(c.email),
+            company: company.clone(),
+            phone: owned(c.phone),
+        }
+    });
+    let (items, items_complete) = match r.order_items {
+        None => (Vec::new(), true),
+        Some(sub) => {
+            let recs = sub
+                .records
+                .ok_or_else(|| SalesforceError::Unparseable("OrderItems has no records".into()))?;
+            let mut items = Vec::with_capacity(recs.len());
+            for it in recs {
+                items.push(item(it, writeback)?);
+            }
+            (items, sub.done)
+        }
+    };
+    Ok(Order {
+        id,
+        order_number: owned(r.order_number),
+        status: owned(r.status),
+        company,
+        customer,
+        items,
+        items_complete,
+    })
+}
+
+fn item(it: ItemJson<'_>, writeback: Option<&str>) -> Result<OrderItem, SalesforceError> {
+    let id_raw = it.id.as_deref().unwrap_or("");
+    let id = SfId::parse(id_raw).ok_or_else(|| {
+        SalesforceError::Unparseable(format!("order item id {} is not valid", excerpt(id_raw)))
+    })?;
+    let written_back = match writeback {
+        Some(f) => it.field(f).map_err(|e| not_understood(&e))?,
+        None => None,
+    };
+    let (code, name) = it
+        .product
+        .map_or((None, None), |p| (p.product_code, p.name));
+    Ok(OrderItem {
+        id,
+        quantity: it.quantity.unwrap_or(0.0),
+        product_code: code.map(|c| c.0.into_owned()),
+        product_name: name.map(|n| n.0.into_owned()),
+        written_back: written_back
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned),
+    })
+}

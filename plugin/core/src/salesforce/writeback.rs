@@ -1,0 +1,114 @@
+//! The write-back: each licensed line's keys on the configured OrderItem field, in one sObject
+//! Collections update per message, and the per-record results of that call.
+
+use std::borrow::Cow;
+
+use serde::ser::{SerializeMap, Serializer};
+use serde::{Deserialize, Serialize};
+
+use super::{BorrowedStr, SalesforceError};
+use crate::ids::SfId;
+use crate::text::excerpt;
+
+/// sObject Collections accepts at most 200 records per call.
+pub const WRITEBACK_BATCH: usize = 200;
+
+pub fn writeback_path(api_version: &str) -> String {
+    format!("/services/data/{api_version}/composite/sobjects")
+}
+
+/// The value written back for a line: its keys, one per line of a long text field.
+pub fn writeback_value(keys: &[String]) -> String {
+    keys.join("\n")
+}
+
+#[derive(Serialize)]
+struct Update<'a> {
+    #[serde(rename = "allOrNone")]
+    all_or_none: bool,
+    records: Vec<Record<'a>>,
+}
+
+/// `{"attributes":{"type":"OrderItem"},"id":…,"<field>":…}`: the field's name is configured,
+/// so this one map is serialized by hand through serde's map API.
+struct Record<'a> {
+    field: &'a str,
+    id: &'a str,
+    value: String,
+}
+
+#[derive(Serialize)]
+struct Attributes {
+    #[serde(rename = "type")]
+    kind: &'static str,
+}
+
+impl Serialize for Record<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(3))?;
+        map.serialize_entry("attributes", &Attributes { kind: "OrderItem" })?;
+        map.serialize_entry("id", self.id)?;
+        map.serialize_entry(self.field, &self.value)?;
+        map.end()
+    }
+}
+
+/// Body of one sObject Collections update (`allOrNone: false`: each record stands alone).
+pub fn writeback_body(field: &str, lines: &[(SfId, Vec<String>)]) -> String {
+    let update = Update {
+        all_or_none: false,
+        records: lines
+            .iter()
+            .map(|(id, keys)| Record {
+                field,
+                id: id.as_str(),
+                value: writeback_value(keys),
+            })
+            .collect(),
+    };
+    // Strings only: serializing them cannot fail.
+    serde_json::to_string(&update).unwrap_or_default()
+}
+
+#[derive(Deserialize)]
+struct RecordResult<'a> {
+    #[serde(borrow, default)]
+    id: Option<BorrowedStr<'a>>,
+    #[serde(default)]
+    success: bool,
+    #[serde(borrow, default)]
+    errors: Vec<RecordError<'a>>,
+}
+
+#[derive(Deserialize)]
+struct RecordError<'a> {
+    #[serde(rename = "statusCode", borrow, default)]
+    status_code: Option<BorrowedStr<'a>>,
+}
+
+/// Per-record results of a write-back: the ids that failed, with Salesforce's error code.
+pub fn parse_writeback(status: u16, body: &[u8]) -> Result<Vec<(String, String)>, SalesforceError> {
+    if !(200..300).contains(&status) {
+        return Err(super::classify_error(status, body));
+    }
+    let results: Vec<RecordResult<'_>> = serde_json::from_slice(body).map_err(|e| {
+        SalesforceError::Unparseable(if e.is_syntax() || e.is_eof() {
+            "write-back reply is not JSON".into()
+        } else {
+            "write-back reply is not an array of results".into()
+        })
+    })?;
+    Ok(results
+        .into_iter()
+        .filter(|r| !r.success)
+        .map(|r| {
+            let code = r
+                .errors
+                .into_iter()
+                .next()
+                .and_then(|e| e.status_code)
+                .map_or(Cow::Borrowed("UNKNOWN"), |c| c.0);
+            (excerpt(r.id.as_deref().unwrap_or("")), excerpt(&code))
+        })
+        .collect())
+}
