@@ -221,7 +221,12 @@ fn run_case(gw: &Gateway, case: &Case) -> (u16, String) {
 #[test]
 fn every_hostile_message_gets_its_fault_through_envoy() {
     let cases = corpus();
-    assert!(cases.len() >= 56, "the corpus has {} cases", cases.len());
+    // Exact: a case deleted (or added without its .expect) must show here.
+    assert_eq!(
+        cases.len(),
+        58,
+        "the corpus in testdata/hostile has changed"
+    );
     let gw = Gateway::start(GatewayOptions::default());
     let started = Instant::now();
     let mut failed = Vec::new();

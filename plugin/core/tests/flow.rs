@@ -833,19 +833,45 @@ fn the_deadline_stops_new_callouts_and_faults() {
 
 #[test]
 fn call_timeouts_never_exceed_the_time_left() {
+    // Every call of the flow (login, query, license, write-back), with the clock moving on
+    // 1.2 s per call against a 5 s deadline: each timeout is the configured 10 s cut to what
+    // is left, and no call starts with less than the minimum left.
     let cfg = config(json!({"deadline_ms": 5000}));
-    let mut store = MemStore::new();
+    let (mut world, mut store) = (demo_world(), MemStore::new());
+    let mut now = 0;
     let mut env = Env {
-        now_ms: 0,
+        now_ms: now,
         store: &mut store,
     };
-    let (_f, cmds) = webhook::on_body(&cfg, ONE, 1, &mut env);
-    let Some(Command::Dispatch(c)) = cmds.iter().find(|c| matches!(c, Command::Dispatch(_))) else {
-        panic!()
-    };
+    let (mut flow, cmds) = webhook::on_body(&cfg, ONE, 1, &mut env);
+    let mut pending: VecDeque<Command> = cmds.into();
+    let mut seen = 0;
+    while let Some(cmd) = pending.pop_front() {
+        let Command::Dispatch(call) = cmd else {
+            continue;
+        };
+        seen += 1;
+        assert_eq!(
+            call.timeout_ms,
+            (5000 - now).min(10_000),
+            "call {seen} ({call:?}) at {now} ms"
+        );
+        now += 1200;
+        let resp = world.serve(&call);
+        let mut env = Env {
+            now_ms: now,
+            store: &mut store,
+        };
+        if let Some(f) = flow.as_mut() {
+            pending.extend(f.on_response(call.id, resp, &mut env));
+        }
+        if flow.as_ref().is_some_and(|f| f.is_finished()) {
+            flow = None;
+        }
+    }
     assert_eq!(
-        c.timeout_ms, 5000,
-        "configured 10 s is capped by the 5 s deadline"
+        seen, 4,
+        "login, query, license and write-back were all timed"
     );
 }
 

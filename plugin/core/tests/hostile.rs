@@ -83,7 +83,12 @@ fn path_for(auth: &str) -> &'static str {
 fn every_hostile_message_gets_its_fault_and_no_callout() {
     let cfg = Rc::new(Config::from_json(FULL.as_bytes(), &env).unwrap());
     let cases = corpus();
-    assert!(cases.len() >= 40, "the corpus has {} cases", cases.len());
+    // Exact: a case deleted (or added without its .expect) must show here.
+    assert_eq!(
+        cases.len(),
+        58,
+        "the corpus in testdata/hostile has changed"
+    );
     for (name, body, expect) in cases {
         let body = padded(&body, &expect);
         let want_status: u16 = expect["status"].parse().unwrap();
