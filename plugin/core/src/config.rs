@@ -1,4 +1,5 @@
-//! Plugin configuration: the JSON from Envoy's `configuration`, parsed with serde, then validated
+//! Plugin configuration: the JSON from Envoy's `configuration`, walked as a `serde_json::Value`
+//! (field by field, so an error names its path and unknown fields are refused), then validated
 //! and resolved into [`Config`]. Secrets never appear in the JSON: it names environment variables,
 //! which the caller resolves (the shell reads them from the VM environment at configure time).
 

@@ -1,6 +1,6 @@
 //! `keygate_core::soap::parse` on arbitrary bytes (the webhook body as Salesforce — or anyone — sends it).
 //!
-//! Differential: the same answer as the quick-xml parser keygate used before its own reader
+//! Differential: the same answer as an independent reference parser (quick-xml's NsReader)
 //! (`keygate_fuzz::reference_soap`). On Ok: 1..=100 notifications, valid and unique ids, Order ids start with 801, fields within the
 //! limits. On Err: the reason is short and printable, and its fault renders to well-formed XML in
 //! which the reason reads back unchanged (no raw '<' from the input). Also: `SfId::parse`/`to_18`
@@ -44,7 +44,7 @@ fuzz_target!(|data: &[u8]| {
     }
 });
 
-/// Against the quick-xml parser keygate shipped before its own reader: whatever we accept, it
+/// Against the reference parser (quick-xml's NsReader, its own namespace handling): whatever we accept, it
 /// accepts with the same content; whatever it accepts, we accept too, unless we refuse it as not
 /// well-formed (our reader also refuses control characters, `]]>` in text, names that are not XML
 /// names, `xmlns:p=""`, and an attribute that is `xsi:nil`/`xsi:type` twice through two prefixes).

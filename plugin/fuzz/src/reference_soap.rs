@@ -1,6 +1,6 @@
-//! The quick-xml based `soap::parse` that keygate shipped before its own reader (plugin/src/xml.rs),
-//! kept verbatim as a differential oracle for the `soap_parse` fuzz target: what the new parser
-//! accepts, this one must accept with the same result.
+//! An independent reference parser for the `soap_parse` fuzz target, on quick-xml's namespace
+//! reader (`NsReader`) rather than keygate's own namespace stack: what keygate's parser accepts,
+//! this one must accept with the same result.
 //!
 //! Elements are matched by namespace URI + local name, never by prefix. The reader never expands
 //! entities: a DOCTYPE is refused outright and only the five predefined entities and character
