@@ -6,7 +6,7 @@
 use std::fmt;
 
 use crate::ids::SfId;
-use crate::license::ProductArgs;
+use crate::products::ProductArgs;
 use crate::secret::Secret;
 
 /// A validated configuration. Built once per `on_configure`, shared read-only by every request.

@@ -17,7 +17,7 @@ use crate::ids::SfId;
 use crate::ledger::{ClaimError, Ledger, LineState};
 use crate::license::{self, Customer, IssueRequest, LicenseError};
 use crate::metrics::Metric;
-use crate::reply::{FaultKind, Outcome, Reply};
+use crate::reply::{outcome_metric, FaultKind, Reply};
 use crate::salesforce::{self, Order, SalesforceError, Token};
 use crate::soap::OutboundMessage;
 use crate::store::{Store, StoreError};
@@ -875,18 +875,6 @@ impl Flow {
 
     fn log(&mut self, level: Level, msg: String) {
         self.out.push(Command::Log(level, msg));
-    }
-}
-
-pub fn outcome_metric(o: &Outcome) -> Metric {
-    match o {
-        Outcome::Acked => Metric::MessagesAcked,
-        Outcome::Faulted(FaultKind::Client) => Metric::FaultedClient,
-        Outcome::Faulted(FaultKind::Auth) => Metric::FaultedAuth,
-        Outcome::Faulted(FaultKind::Unconfigured) => Metric::FaultedUnconfigured,
-        Outcome::Faulted(FaultKind::Upstream) => Metric::FaultedUpstream,
-        Outcome::Faulted(FaultKind::Deadline) => Metric::FaultedDeadline,
-        Outcome::Faulted(FaultKind::Busy) => Metric::FaultedBusy,
     }
 }
 

@@ -12,6 +12,7 @@ pub mod inbound;
 pub mod ledger;
 pub mod license;
 pub mod metrics;
+pub mod products;
 pub mod reply;
 pub mod salesforce;
 pub mod secret;

@@ -1,5 +1,5 @@
-//! The license server (Quick License Manager's HTTP API): product argument strings, request
-//! building and response parsing.
+//! The license server (Quick License Manager's HTTP API): request building and response parsing.
+//! (The product argument strings of the configuration are `products`.)
 //!
 //! Requests are form posts: credentials and customer data travel in the body, never in the URL
 //! (URLs end up in access logs).
@@ -8,100 +8,8 @@ use crate::xml::{Reader, Token, XmlError};
 
 use crate::config::LicenseConfig;
 use crate::ids::SfId;
+pub use crate::products::ProductArgs;
 use crate::text::excerpt as error_excerpt;
-
-/// Arguments we set ourselves; a product mapping may not override them.
-const RESERVED: &[&str] = &[
-    "is_user",
-    "is_pwd",
-    "is_quantity",
-    "is_orderid",
-    "is_vendor",
-    "is_affiliateid",
-    "is_email",
-    "is_fullname",
-    "is_company",
-];
-const REQUIRED: &[&str] = &["is_productid", "is_majorversion", "is_minorversion"];
-
-/// The license-server arguments of one product, in order, already decoded.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProductArgs {
-    args: Vec<(String, String)>,
-}
-
-impl ProductArgs {
-    /// QLM's server-property value, verbatim: `&is_productid=1&is_majorversion=1&…&is_emailtemplate=1. New Order`.
-    /// Parsed the way the license server parses a query string, so `%20`/`+` and literal spaces
-    /// all mean a space, and re-encoded correctly when sent.
-    pub fn from_qlm(s: &str) -> Result<ProductArgs, String> {
-        let args: Vec<(String, String)> = form_urlencoded::parse(s.trim().as_bytes())
-            .filter(|(k, _)| !k.is_empty())
-            .map(|(k, v)| (k.trim().to_owned(), v.into_owned()))
-            .collect();
-        ProductArgs::checked(args)
-    }
-
-    pub fn from_structured(
-        productid: u64,
-        majorversion: u64,
-        minorversion: u64,
-        productname: Option<String>,
-        emailtemplate: Option<String>,
-        extra: Vec<(String, String)>,
-    ) -> Result<ProductArgs, String> {
-        let mut args = vec![
-            ("is_productid".to_owned(), productid.to_string()),
-            ("is_majorversion".to_owned(), majorversion.to_string()),
-            ("is_minorversion".to_owned(), minorversion.to_string()),
-        ];
-        if let Some(n) = productname {
-            args.push(("is_productname".to_owned(), n));
-        }
-        if let Some(t) = emailtemplate {
-            args.push(("is_emailtemplate".to_owned(), t));
-        }
-        args.extend(extra);
-        ProductArgs::checked(args)
-    }
-
-    fn checked(args: Vec<(String, String)>) -> Result<ProductArgs, String> {
-        for (k, _) in &args {
-            if !k.starts_with("is_") || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-                return Err(format!(
-                    "argument '{k}' is not a license-server argument (is_…)"
-                ));
-            }
-            if RESERVED.contains(&k.as_str()) {
-                return Err(format!(
-                    "argument '{k}' is set by keygate and may not be mapped"
-                ));
-            }
-            if args.iter().filter(|(o, _)| o == k).count() > 1 {
-                return Err(format!("argument '{k}' appears twice"));
-            }
-        }
-        for r in REQUIRED {
-            match args.iter().find(|(k, _)| k == r) {
-                Some((_, v)) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => {}
-                Some(_) => return Err(format!("{r} must be a number")),
-                None => return Err(format!("{r} is required")),
-            }
-        }
-        Ok(ProductArgs { args })
-    }
-
-    pub fn args(&self) -> &[(String, String)] {
-        &self.args
-    }
-
-    pub fn get(&self, key: &str) -> Option<&str> {
-        self.args
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    }
-}
 
 /// Who the license is for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

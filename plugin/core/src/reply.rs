@@ -1,5 +1,6 @@
 //! What the plugin answers Salesforce, and which counter each answer bumps.
 
+use crate::metrics::Metric;
 use crate::soap::{ack, fault, FaultCode};
 
 /// Why a message was not acked; one counter each.
@@ -60,5 +61,18 @@ impl Reply {
 
     pub fn is_ack(&self) -> bool {
         self.outcome == Outcome::Acked
+    }
+}
+
+/// The counter a reply adds to.
+pub fn outcome_metric(o: &Outcome) -> Metric {
+    match o {
+        Outcome::Acked => Metric::MessagesAcked,
+        Outcome::Faulted(FaultKind::Client) => Metric::FaultedClient,
+        Outcome::Faulted(FaultKind::Auth) => Metric::FaultedAuth,
+        Outcome::Faulted(FaultKind::Unconfigured) => Metric::FaultedUnconfigured,
+        Outcome::Faulted(FaultKind::Upstream) => Metric::FaultedUpstream,
+        Outcome::Faulted(FaultKind::Deadline) => Metric::FaultedDeadline,
+        Outcome::Faulted(FaultKind::Busy) => Metric::FaultedBusy,
     }
 }

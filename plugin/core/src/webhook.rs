@@ -3,10 +3,10 @@
 use std::rc::Rc;
 
 use crate::config::Config;
-use crate::flow::{outcome_metric, Command, Env, Flow, Level};
+use crate::flow::{Command, Env, Flow, Level};
 use crate::inbound::check_org;
 use crate::metrics::Metric;
-use crate::reply::{FaultKind, Reply};
+use crate::reply::{outcome_metric, FaultKind, Reply};
 use crate::soap::{self, Limits};
 
 /// Handle a complete request body. Returns the flow when callouts are in flight.
