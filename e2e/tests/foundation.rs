@@ -354,3 +354,44 @@ fn encoded_and_dotted_webhook_paths_do_not_slip_past_the_plugin() {
     assert!(gw.standins.record().iter().all(|e| e.service != "upstream"));
     assert_still_healthy(&gw);
 }
+
+/// A chunked POST with a trailer: its body is complete only at the trailers, so the plugin must
+/// check and answer it there. Forwarding at the trailers would let it past the gate unchecked.
+fn post_with_trailer(gw: &Gateway, body: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(gw.gateway_addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut req = format!(
+        "POST {} HTTP/1.1\r\nHost: gateway\r\nContent-Type: text/xml; charset=utf-8\r\n\
+         Transfer-Encoding: chunked\r\nTrailer: x-checksum\r\nConnection: close\r\n\r\n{:x}\r\n",
+        keygate_e2e::webhook_path_with_secret(),
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(body);
+    req.extend_from_slice(b"\r\n0\r\nx-checksum: 1\r\n\r\n");
+    s.write_all(&req).unwrap();
+    let mut reply = String::new();
+    let _ = s.read_to_string(&mut reply);
+    reply
+}
+
+#[test]
+fn a_message_with_trailers_is_checked_and_answered_never_forwarded() {
+    let gw = gateway();
+    let refused = post_with_trailer(&gw, testdata("hostile/foreign_org_id.xml").as_bytes());
+    assert!(refused.starts_with("HTTP/1.1 403"), "{refused}");
+    assert!(refused.contains("is not allowed"), "{refused}");
+    let acked = post_with_trailer(&gw, not_activated().as_bytes());
+    assert!(acked.starts_with("HTTP/1.1 200"), "{acked}");
+    assert!(acked.contains("<Ack>true</Ack>"), "{acked}");
+    let forwarded: Vec<_> = gw
+        .standins
+        .record()
+        .into_iter()
+        .filter(|e| e.service == "upstream")
+        .collect();
+    assert!(forwarded.is_empty(), "reached the upstream: {forwarded:?}");
+    assert_still_healthy(&gw);
+}

@@ -133,12 +133,7 @@ impl<'a> AttrValue<'a> {
         {
             return Cow::Borrowed(self.raw);
         }
-        let attr = Attribute {
-            key: QName(""),
-            value: Cow::Borrowed(self.raw),
-        };
-        attr.normalized_value(XmlVersion::Implicit1_0)
-            .unwrap_or(Cow::Borrowed(""))
+        normalize_value(self.raw).unwrap_or(Cow::Borrowed(""))
     }
 }
 
@@ -339,29 +334,30 @@ fn check_attributes<'a>(buf: &'a str, name_len: usize, at: usize) -> Result<Attr
     })
 }
 
-/// The references in an attribute value: defined, and to characters XML allows.
-fn check_references(raw: &str, at: usize) -> Result<(), XmlError> {
+/// quick-xml's attribute-value normalisation (references resolved, white space to spaces).
+fn normalize_value(raw: &str) -> quick_xml::Result<Cow<'_, str>> {
     let attr = Attribute {
         key: QName(""),
         value: Cow::Borrowed(raw),
     };
-    let value = attr
-        .normalized_value(XmlVersion::Implicit1_0)
-        .map_err(|e| match e {
-            quick_xml::Error::Escape(EscapeError::UnrecognizedEntity(_, name))
-                if is_name(&name) =>
-            {
-                XmlError::UndefinedEntity(name)
-            }
-            quick_xml::Error::Escape(EscapeError::InvalidCharRef(_)) => XmlError::Syntax {
-                what: "invalid character reference".into(),
-                at,
-            },
-            _ => XmlError::Syntax {
-                what: "'&' that does not start a reference".into(),
-                at,
-            },
-        })?;
+    attr.normalized_value(XmlVersion::Implicit1_0)
+}
+
+/// The references in an attribute value: defined, and to characters XML allows.
+fn check_references(raw: &str, at: usize) -> Result<(), XmlError> {
+    let value = normalize_value(raw).map_err(|e| match e {
+        quick_xml::Error::Escape(EscapeError::UnrecognizedEntity(_, name)) if is_name(&name) => {
+            XmlError::UndefinedEntity(name)
+        }
+        quick_xml::Error::Escape(EscapeError::InvalidCharRef(_)) => XmlError::Syntax {
+            what: "invalid character reference".into(),
+            at,
+        },
+        _ => XmlError::Syntax {
+            what: "'&' that does not start a reference".into(),
+            at,
+        },
+    })?;
     if value.chars().any(|c| !is_xml_char(c)) {
         return syntax("invalid character reference", at);
     }

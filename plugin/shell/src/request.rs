@@ -80,16 +80,18 @@ impl Request {
         h.finish()
     }
 
-    /// The whole body is here (end of stream, or trailers): check its size, then run the core.
-    fn on_complete_body(&mut self, body_size: usize) {
-        if body_size > self.config.max_body_bytes {
-            self.run(webhook::early_reply(inbound::too_large(&self.config)));
-            return;
-        }
-        let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size)
+    /// The whole body is here (end of stream, or trailers): read it once, at most one byte over
+    /// the limit (enough to tell it is too large), then run the core.
+    fn on_complete_body(&mut self) {
+        let limit = self.config.max_body_bytes;
+        let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, limit.saturating_add(1))
             .ok()
             .flatten()
             .unwrap_or_default();
+        if body.len() > limit {
+            self.run(webhook::early_reply(inbound::too_large(&self.config)));
+            return;
+        }
         self.handle_body(&body);
     }
 
@@ -267,7 +269,7 @@ impl HttpContext for Request {
             return Action::Pause;
         }
         if end_of_stream {
-            self.on_complete_body(body_size);
+            self.on_complete_body();
         }
         Action::Pause
     }
@@ -278,16 +280,7 @@ impl HttpContext for Request {
         match self.phase {
             Phase::PassThrough => Action::Continue,
             Phase::ReadingBody => {
-                // The body is buffered in full; read up to one byte over the limit to tell.
-                let size = hostcalls::get_buffer(
-                    BufferType::HttpRequestBody,
-                    0,
-                    self.config.max_body_bytes.saturating_add(1),
-                )
-                .ok()
-                .flatten()
-                .map_or(0, |b| b.len());
-                self.on_complete_body(size);
+                self.on_complete_body();
                 Action::Pause
             }
             _ => Action::Pause,

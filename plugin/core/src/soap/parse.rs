@@ -308,16 +308,17 @@ pub fn parse<'a>(body: &'a [u8], limits: &Limits) -> Result<OutboundMessage<'a>,
     let mut reader = Reader::new(text, limits.max_depth.saturating_add(1));
     let mut ns = Namespaces::default();
 
+    // Sized from the body once (a notification takes a few hundred bytes): growing a Vec of
+    // notifications one by one cost more than the rest of their parse.
+    let expected = (body.len() / 256).clamp(1, limits.max_notifications);
     let mut p = Parser {
         limits: *limits,
         stack: Vec::with_capacity(8),
         text: LeafText::Empty,
         seen: Seen::default(),
         header: Header::default(),
-        // Sized from the body once (a notification takes a few hundred bytes): growing a Vec
-        // of notifications one by one cost more than the rest of their parse.
-        notifications: Vec::with_capacity((body.len() / 256).clamp(1, limits.max_notifications)),
-        notification_ids: Vec::with_capacity((body.len() / 256).clamp(1, limits.max_notifications)),
+        notifications: Vec::with_capacity(expected),
+        notification_ids: Vec::with_capacity(expected),
         current: PendingNotification::default(),
         fields: OrderFields::default(),
         field_names: Vec::new(),
