@@ -19,6 +19,8 @@ pub struct Config {
     pub deadline_ms: u64,
     pub issuing: Option<Issuing>,
     pub ledger: LedgerConfig,
+    /// Largest reply body read from Salesforce or the license server; a larger one is a failure.
+    pub max_reply_bytes: usize,
     /// Prefix of every shared-data key, so two plugin configurations never share state.
     pub state_prefix: String,
 }
@@ -102,8 +104,6 @@ pub struct LicenseConfig {
     pub affiliate_id: Option<String>,
     pub max_concurrency: usize,
     pub timeout_ms: u64,
-    /// Ask `RetrieveActivationKeyHttp` before re-issuing after an uncertain outcome.
-    pub lookup_before_reissue: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -112,9 +112,9 @@ pub struct LedgerConfig {
     pub max_lines: usize,
     /// How long a claim on an order holds before another delivery may take it over.
     pub claim_ttl_ms: u64,
-    /// May an issued line be evicted? Only without write-back: with it, an issued line waits for
-    /// its key to reach Salesforce, which then protects it.
-    pub evict_issued: bool,
+    /// How long after a license call's timeout the license server may still be working on it:
+    /// until then a redelivery is told "busy" instead of looking the line up.
+    pub pending_grace_ms: u64,
 }
 
 /// Why a configuration was refused. The text names fields and variables, never secret values.
@@ -226,6 +226,10 @@ const DEFAULT_TIMEOUT_MS: u64 = 10_000;
 const DEFAULT_MAX_LINES: u64 = 10_000;
 /// Longer than the deadline, so a live request never loses its claim.
 const DEFAULT_CLAIM_TTL_MS: u64 = 90_000;
+/// What a claim must outlive the deadline by: a reply in transit, clocks of two workers.
+const CLAIM_MARGIN_MS: u64 = 10_000;
+const DEFAULT_PENDING_GRACE_MS: u64 = 30_000;
+const DEFAULT_MAX_REPLY_BYTES: u64 = 4 * 1024 * 1024;
 
 // ---- validation -----------------------------------------------------------------------------
 
@@ -249,6 +253,7 @@ impl Config {
             "products",
             "ledger",
             "state_prefix",
+            "max_reply_bytes",
         ])?;
 
         let handler_name = root.string("handler_name", Some("QlmWebHookHandler"))?;
@@ -295,30 +300,36 @@ impl Config {
             }),
             _ => return err("salesforce and license_server must be configured together"),
         };
-        let mut ledger = match root.object("ledger")? {
+        let ledger = match root.object("ledger")? {
             None => LedgerConfig {
                 max_lines: DEFAULT_MAX_LINES as usize,
                 claim_ttl_ms: DEFAULT_CLAIM_TTL_MS,
-                evict_issued: true,
+                pending_grace_ms: DEFAULT_PENDING_GRACE_MS,
             },
             Some(l) => {
-                l.only(&["max_lines", "claim_ttl_ms"])?;
+                l.only(&["max_lines", "claim_ttl_ms", "pending_grace_ms"])?;
                 LedgerConfig {
                     max_lines: usize::try_from(l.number("max_lines", DEFAULT_MAX_LINES)?)
                         .unwrap_or(usize::MAX),
                     claim_ttl_ms: l.number("claim_ttl_ms", DEFAULT_CLAIM_TTL_MS)?,
-                    evict_issued: true,
+                    pending_grace_ms: l.number("pending_grace_ms", DEFAULT_PENDING_GRACE_MS)?,
                 }
             }
         };
-        ledger.evict_issued = issuing
-            .as_ref()
-            .is_none_or(|i| i.salesforce.writeback_field.is_none());
         if !(1..=1_000_000).contains(&ledger.max_lines) {
             return err("ledger.max_lines must be between 1 and 1000000");
         }
-        if ledger.claim_ttl_ms <= deadline_ms {
-            return err("ledger.claim_ttl_ms must be longer than deadline_ms");
+        if ledger.claim_ttl_ms < deadline_ms.saturating_add(CLAIM_MARGIN_MS) {
+            return err(format!(
+                "ledger.claim_ttl_ms must exceed deadline_ms by at least {CLAIM_MARGIN_MS} ms"
+            ));
+        }
+        if ledger.pending_grace_ms > 3_600_000 {
+            return err("ledger.pending_grace_ms must be at most 3600000 (one hour)");
+        }
+        let max_reply_bytes = root.number("max_reply_bytes", DEFAULT_MAX_REPLY_BYTES)?;
+        if !(64 * 1024..=64 * 1024 * 1024).contains(&max_reply_bytes) {
+            return err("max_reply_bytes must be between 65536 and 67108864");
         }
         let state_prefix = root.string("state_prefix", Some("keygate"))?;
         if state_prefix.is_empty()
@@ -336,6 +347,7 @@ impl Config {
             deadline_ms,
             issuing,
             ledger,
+            max_reply_bytes: max_reply_bytes as usize,
             state_prefix,
         })
     }
@@ -534,6 +546,10 @@ fn validate_license(
         "timeout_ms",
         "lookup_before_reissue",
     ])?;
+    // Accepted only as `true`: an uncertain outcome is always looked up before any re-issue.
+    if !o.boolean("lookup_before_reissue", true)? {
+        return err("license_server.lookup_before_reissue: false is no longer supported: keygate always asks RetrieveActivationKeyHttp before re-issuing a line whose outcome is unknown; remove the field");
+    }
     let (cluster, authority, timeout_ms) = upstream(o)?;
     let raw_prefix = o.string("path_prefix", Some("/qlmLicenseServer/qlmservice.asmx"))?;
     let path_prefix = raw_prefix.trim_end_matches('/').to_owned();
@@ -570,7 +586,6 @@ fn validate_license(
         affiliate_id,
         max_concurrency: max_concurrency as usize,
         timeout_ms,
-        lookup_before_reissue: o.boolean("lookup_before_reissue", true)?,
     })
 }
 
@@ -596,12 +611,12 @@ fn validate_products(o: &Obj<'_>) -> Result<Vec<(String, ProductArgs)>, ConfigEr
             _ => Err("must be QLM's '&is_…' string or an object".to_owned()),
         }
         .map_err(|e| ConfigError(format!("products.{key}: {e}")))?;
-        if out.iter().any(|(c, _)| *c == code) {
-            return err(format!("products: Product Code '{code}' is mapped twice"));
+        // Kept sorted as it is built (lookups are binary searches; no sort routine in the .wasm).
+        match out.binary_search_by(|(c, _)| c.as_str().cmp(&code)) {
+            Ok(_) => return err(format!("products: Product Code '{code}' is mapped twice")),
+            Err(at) => out.insert(at, (code, args)),
         }
-        out.push((code, args));
     }
-    out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
 }
 

@@ -1,9 +1,14 @@
 //! The per-message state machine, sans-IO: events in ([`Flow::start`], [`Flow::on_response`]),
 //! [`Command`]s out. The shell carries out the commands and feeds responses back.
 //!
-//! Phases: claim orders → (login if no token) → query (one SOQL, all pages) → plan lines →
-//! issue (one license call per line, at most `max_concurrency` in flight; a lookup first where
-//! an earlier call's outcome is unknown) → write-back (sObject Collections) → one reply.
+//! Phases: claim orders → (login if no token) → query (one SOQL, all pages, then the further
+//! pages of any order's OrderItems) → plan lines → issue (one license call per line, at most
+//! `max_concurrency` in flight; a lookup first wherever an earlier call may have issued: the
+//! ledger is volatile, so that is every line it cannot vouch for) → write-back (sObject
+//! Collections) → one reply.
+//!
+//! Helpers called from many places are `#[inline(never)]`: their inlined copies cost ~1.2 KB of
+//! the .wasm for no measurable speed.
 //!
 //! Invariants a reader can check here: exactly one `Reply` per flow, always the last command;
 //! an ack only when every line that was meant to be licensed has a recorded key; every
@@ -15,7 +20,7 @@ use std::rc::Rc;
 use crate::config::{Config, Issuing};
 use crate::ids::SfId;
 use crate::ledger::{ClaimError, Ledger, LineState};
-use crate::license::{self, Customer, IssueRequest, LicenseError};
+use crate::license::{self, looks_like_key, Customer, IssueRequest, LicenseError};
 use crate::metrics::Metric;
 use crate::reply::{outcome_metric, FaultKind, Reply};
 use crate::salesforce::{self, Order, SalesforceError, Token};
@@ -83,8 +88,17 @@ const MIN_CALL_MS: u64 = 200;
 
 #[derive(Debug, Clone)]
 enum SfCall {
-    Query { path: String },
-    WriteBack { lines: Vec<(SfId, Vec<String>)> },
+    Query {
+        path: String,
+    },
+    /// A further page of one order's OrderItems.
+    Items {
+        order: SfId,
+        path: String,
+    },
+    WriteBack {
+        lines: Vec<(SfId, Vec<String>)>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -130,6 +144,11 @@ pub struct Flow {
     /// Lines with keys that Salesforce does not have yet.
     to_write: Vec<(SfId, Vec<String>)>,
     failures: Vec<String>,
+    /// Lines whose earlier license call may still be running: retry later, nothing failed.
+    busy: Vec<String>,
+    /// CAS token of the shared Salesforce token this flow used, so that a 401 clears only that
+    /// token and never one another worker has just stored.
+    token_cas: Option<u32>,
     deadline_hit: bool,
     finished: bool,
     /// Keys issued / found by lookup in this delivery, for the summary log line.
@@ -163,6 +182,8 @@ impl Flow {
             in_flight: 0,
             to_write: Vec::new(),
             failures: Vec::new(),
+            busy: Vec::new(),
+            token_cas: None,
             deadline_hit: false,
             finished: false,
             issued: 0,
@@ -260,17 +281,22 @@ impl Flow {
     }
 
     /// A Salesforce REST call with the shared token, or a login first when there is none.
+    #[inline(never)]
     fn sf_call(&mut self, call: SfCall, env: &mut Env<'_>) {
         let token = env
             .store
             .get(&self.token_key())
-            .and_then(|(v, _)| Token::from_shared(&v));
+            .and_then(|(v, cas)| Some((Token::from_shared(&v)?, cas)));
         match token {
-            Some(t) => self.dispatch_sf(call, &t, env),
+            Some((t, cas)) => {
+                self.token_cas = Some(cas);
+                self.dispatch_sf(call, &t, env);
+            }
             None => self.login(call, env),
         }
     }
 
+    #[inline(never)]
     fn login(&mut self, then: SfCall, env: &mut Env<'_>) {
         let Some(i) = self.issuing() else { return };
         let sf = &i.salesforce;
@@ -300,6 +326,7 @@ impl Flow {
         );
     }
 
+    #[inline(never)]
     fn dispatch_sf(&mut self, call: SfCall, token: &Token, env: &mut Env<'_>) {
         let Some(i) = self.issuing() else { return };
         let sf = &i.salesforce;
@@ -312,7 +339,9 @@ impl Flow {
             ("accept", "application/json".to_owned()),
         ];
         let (method, path, body) = match &call {
-            SfCall::Query { path } => ("GET", path.clone(), Vec::new()),
+            SfCall::Query { path } | SfCall::Items { path, .. } => {
+                ("GET", path.clone(), Vec::new())
+            }
             SfCall::WriteBack { lines } => {
                 let field = sf.writeback_field.as_deref().unwrap_or("");
                 headers.push(("content-type", "application/json".to_owned()));
@@ -342,6 +371,7 @@ impl Flow {
 
     /// Send `call` (its id is assigned here) unless the deadline leaves too little time; its
     /// timeout is cut to the time left.
+    #[inline(never)]
     fn dispatch(&mut self, what: Pending, mut call: Call, env: &mut Env<'_>) -> bool {
         let remaining = self.deadline_at.saturating_sub(env.now_ms);
         if remaining < MIN_CALL_MS {
@@ -363,6 +393,11 @@ impl Flow {
         }
         if let Some(pos) = self.pending.iter().position(|(i, _)| *i == id) {
             let (_, what) = self.pending.swap_remove(pos);
+            if resp.body.len() > self.cfg.max_reply_bytes {
+                self.reply_too_large(what, env);
+                self.maybe_finish(env);
+                return std::mem::take(&mut self.out);
+            }
             match what {
                 Pending::Login { then } => self.on_login(then, resp, env),
                 Pending::Sf(call) => self.on_sf(call, resp, env),
@@ -387,6 +422,28 @@ impl Flow {
         }
     }
 
+    /// A reply over `max_reply_bytes` (the shell reads one byte more than that, never the rest).
+    fn reply_too_large(&mut self, what: Pending, env: &mut Env<'_>) {
+        let why = format!(
+            "reply larger than max_reply_bytes ({})",
+            self.cfg.max_reply_bytes
+        );
+        match what {
+            Pending::Login { .. } | Pending::Sf(_) => {
+                self.log(Level::Warn, format!("Salesforce {why}"));
+                self.sf_failed(format!("Salesforce {why}"));
+            }
+            Pending::Issue(idx) | Pending::Lookup(idx) => {
+                // An issue call that answered too much may still have issued: the line stays
+                // pending, and its call is over, so the next delivery looks it up.
+                self.in_flight = self.in_flight.saturating_sub(1);
+                self.call_over(idx, env);
+                self.license_failed(idx, &why);
+                self.pump(env);
+            }
+        }
+    }
+
     fn on_login(&mut self, then: SfCall, resp: Response, env: &mut Env<'_>) {
         let Some(status) = resp.status else {
             return self.sf_failed(
@@ -396,7 +453,9 @@ impl Flow {
         match salesforce::parse_token(status, &resp.body) {
             Ok(token) => {
                 self.count(Metric::Logins, 1);
-                let _ = env.store.set(&self.token_key(), &token.to_shared(), None);
+                let key = self.token_key();
+                let _ = env.store.set(&key, &token.to_shared(), None);
+                self.token_cas = env.store.get(&key).map(|(_, cas)| cas);
                 self.dispatch_sf(then, &token, env);
             }
             Err(e) => {
@@ -413,6 +472,7 @@ impl Flow {
         }
     }
 
+    #[inline(never)]
     fn sf_failed(&mut self, reason: String) {
         self.count(Metric::CalloutsFailedSalesforce, 1);
         self.failures.push(reason);
@@ -422,6 +482,7 @@ impl Flow {
         let Some(status) = resp.status else {
             let what = match call {
                 SfCall::Query { .. } => "order query",
+                SfCall::Items { .. } => "order products query",
                 SfCall::WriteBack { .. } => "write-back",
             };
             return self.sf_failed(format!(
@@ -431,16 +492,21 @@ impl Flow {
         if status == 401
             && salesforce::classify_error(status, &resp.body) == SalesforceError::SessionInvalid
         {
-            // The cached token expired: log in again once, and retry this call once.
-            let _ = env.store.set(&self.token_key(), b"", None);
+            // The cached token expired: forget it (only if it is still the one used here: CAS),
+            // then retry this call once, with the token another worker stored meanwhile or
+            // after a new login.
+            if let Some(cas) = self.token_cas.take() {
+                let _ = env.store.set(&self.token_key(), b"", Some(cas));
+            }
             if self.relogged {
                 return self.sf_failed("Salesforce session invalid right after a new login".into());
             }
             self.relogged = true;
-            return self.login(call, env);
+            return self.sf_call(call, env);
         }
         match call {
             SfCall::Query { .. } => self.on_query_page(status, &resp.body, env),
+            SfCall::Items { order, .. } => self.on_items_page(&order, status, &resp.body, env),
             SfCall::WriteBack { lines } => self.on_writeback(status, &resp.body, lines, env),
         }
     }
@@ -454,13 +520,43 @@ impl Flow {
                 self.fetched.extend(page.orders);
                 match page.next_records_url {
                     Some(next) => self.sf_call(SfCall::Query { path: next }, env),
-                    None => self.plan(env),
+                    None => self.next_items_page(env),
                 }
             }
         }
     }
 
+    /// Fetch the next further page of OrderItems of any order that has one; plan when none do.
+    #[inline(never)]
+    fn next_items_page(&mut self, env: &mut Env<'_>) {
+        let next = self
+            .fetched
+            .iter_mut()
+            .find_map(|o| Some((o.id, o.items_next.take()?)));
+        match next {
+            Some((order, path)) => self.sf_call(SfCall::Items { order, path }, env),
+            None => self.plan(env),
+        }
+    }
+
+    fn on_items_page(&mut self, order: &SfId, status: u16, body: &[u8], env: &mut Env<'_>) {
+        let field = self
+            .issuing()
+            .and_then(|i| i.salesforce.writeback_field.clone());
+        match salesforce::parse_items_page(status, body, field.as_deref()) {
+            Err(e) => self.sf_failed(format!("Salesforce order products query failed: {e}")),
+            Ok(page) => {
+                if let Some(o) = self.fetched.iter_mut().find(|o| o.id.same_record(order)) {
+                    o.items.extend(page.items);
+                    o.items_next = page.next_records_url;
+                }
+                self.next_items_page(env);
+            }
+        }
+    }
+
     /// Decide, per order line, what is left to do.
+    #[inline(never)]
     fn plan(&mut self, env: &mut Env<'_>) {
         let Some(issuing) = self.cfg.issuing.as_ref() else {
             return;
@@ -489,11 +585,6 @@ impl Flow {
                 counts.add(Metric::OrdersSkipped);
                 continue;
             }
-            if !order.items_complete {
-                logs.push((Level::Error, format!("order {id} has more order products than one query page returns: skipped, license it by hand")));
-                counts.add(Metric::OrdersSkipped);
-                continue;
-            }
             let order_idx = self.orders.len();
             self.orders.push(PlannedOrder {
                 order_number: order.order_number.clone(),
@@ -517,10 +608,26 @@ impl Flow {
                     counts.add(Metric::LinesSkippedUnmapped);
                     continue;
                 }
-                if item.written_back.is_some() {
-                    // Salesforce already holds this line's key: the durable marker across replicas.
-                    counts.add(Metric::LinesAlreadyLicensed);
+                // The same OrderItem listed twice in a reply is one line.
+                if self.lines.iter().any(|l| l.item.same_record(&item.id)) {
                     continue;
+                }
+                match item.written_back.as_deref() {
+                    // Salesforce already holds this line's keys: the durable marker across replicas.
+                    Some(v) if v.lines().all(|k| looks_like_key(k.trim())) => {
+                        counts.add(Metric::LinesAlreadyLicensed);
+                        continue;
+                    }
+                    // "TBD", "pending", …: a person's note, not a key. The lookup decides.
+                    Some(v) => logs.push((
+                        Level::Warn,
+                        format!(
+                            "line {}: write-back field holds {}, not a license key; looking the line up",
+                            item.id,
+                            crate::text::excerpt(v)
+                        ),
+                    )),
+                    None => {}
                 }
                 let q = item.quantity;
                 if !((1.0..=1_000_000.0).contains(&q) && q.fract() == 0.0) {
@@ -547,16 +654,20 @@ impl Flow {
                         counts.add(Metric::LinesAlreadyLicensed);
                         self.to_write.push((item.id, keys));
                     }
-                    LineState::Pending => {
-                        if issuing.license.lookup_before_reissue {
-                            self.queue.push_back((line, true));
-                        } else {
-                            counts.add(Metric::UncertainReissued);
-                            logs.push((Level::Warn, format!("line {}: earlier license call had an unknown outcome; issuing again (lookup disabled)", item.id)));
-                            self.queue.push_back((line, false));
-                        }
+                    LineState::Pending { busy_until_ms } if busy_until_ms > env.now_ms => {
+                        // The license server may still be issuing: a lookup now could miss the
+                        // key and a re-issue would make a second one.
+                        counts.add(Metric::LinesBusy);
+                        let wait_s = (busy_until_ms - env.now_ms).div_ceil(1000);
+                        self.busy.push(format!(
+                            "line {}: an earlier license call may still be running; retry in {wait_s} s",
+                            item.id
+                        ));
                     }
-                    LineState::Unknown => self.queue.push_back((line, false)),
+                    // An earlier call's outcome is unknown: ask before issuing.
+                    LineState::Pending { .. } => self.queue.push_back((line, true)),
+                    // Unknown to a volatile ledger is not proof that nothing was issued.
+                    LineState::Unknown => self.queue.push_back((line, !ledger.is_durable())),
                 }
             }
         }
@@ -570,6 +681,7 @@ impl Flow {
     }
 
     /// Start queued license calls up to the concurrency bound.
+    #[inline(never)]
     fn pump(&mut self, env: &mut Env<'_>) {
         let Some(max) = self.issuing().map(|i| i.license.max_concurrency) else {
             return;
@@ -599,6 +711,7 @@ impl Flow {
         }
     }
 
+    #[inline(never)]
     fn start_line(&mut self, idx: usize, lookup: bool, env: &mut Env<'_>) -> bool {
         let Some(issuing) = self.cfg.issuing.as_ref() else {
             return false;
@@ -621,9 +734,14 @@ impl Flow {
                 self.deadline_hit = true;
                 return false;
             }
-            // Write-ahead: from here until a key is recorded, the outcome counts as uncertain.
+            // Write-ahead: from here until a key is recorded, the outcome counts as uncertain,
+            // and until the call's time is up (plus grace) it may still be running.
             let ledger = Ledger::new(&self.cfg.state_prefix, self.cfg.ledger);
-            if let Err(e) = ledger.mark_pending(env.store, &line.item) {
+            let timeout = lic
+                .timeout_ms
+                .min(self.deadline_at.saturating_sub(env.now_ms));
+            let busy_until = ledger.busy_until(env.now_ms, timeout);
+            if let Err(e) = ledger.mark_pending(env.store, &line.item, busy_until, env.now_ms) {
                 let why = match e {
                     StoreError::Full => "the ledger is full of unfinished lines",
                     _ => "shared state unavailable",
@@ -681,33 +799,51 @@ impl Flow {
 
     fn on_issue(&mut self, idx: usize, resp: Response, env: &mut Env<'_>) {
         self.in_flight = self.in_flight.saturating_sub(1);
-        let item = self.line_item(idx);
         let result = match resp.status {
+            // The call may still be running at the license server: the line stays busy.
             None => Err("no response (reset or refused); outcome unknown".to_owned()),
             Some(504) => Err("timed out; outcome unknown".to_owned()),
-            Some(s) => match license::parse_keys(s, &resp.body) {
-                Ok(keys) if !keys.is_empty() => Ok(keys),
-                Ok(_) => Err("reply carried no key".to_owned()),
-                Err(e) => Err(e.to_string()),
-            },
+            Some(s) => {
+                // An answer, even a failed one, means the call is over: a lookup settles it.
+                self.call_over(idx, env);
+                match license::parse_keys(s, &resp.body) {
+                    Ok(keys) if !keys.is_empty() => Ok(keys),
+                    Ok(_) => Err("reply carried no key".to_owned()),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
         };
         match result {
             Ok(keys) => self.line_licensed(idx, keys, Metric::LicensesIssued, env),
-            Err(why) => {
-                self.count(Metric::CalloutsFailedLicense, 1);
-                self.log(
-                    Level::Warn,
-                    format!("license call for line {item} failed: {why}"),
-                );
-                self.failures
-                    .push(format!("license call for line {item} failed: {why}"));
-            }
+            Err(why) => self.license_failed(idx, &why),
         }
         self.pump(env);
     }
 
+    #[inline(never)]
+    fn license_failed(&mut self, idx: usize, why: &str) {
+        let item = self.line_item(idx);
+        self.count(Metric::CalloutsFailedLicense, 1);
+        let msg = format!("license call for line {item} failed: {why}");
+        self.log(Level::Warn, msg.clone());
+        self.failures.push(msg);
+    }
+
+    /// The license call for a line has answered: it is no longer running, whatever it did.
+    #[inline(never)]
+    fn call_over(&mut self, idx: usize, env: &mut Env<'_>) {
+        let Some(line) = self.lines.get(idx) else {
+            return;
+        };
+        let ledger = Ledger::new(&self.cfg.state_prefix, self.cfg.ledger);
+        if let LineState::Pending { .. } = ledger.line(env.store, &line.item) {
+            let _ = ledger.mark_pending(env.store, &line.item, env.now_ms, env.now_ms);
+        }
+    }
+
     fn on_lookup(&mut self, idx: usize, resp: Response, env: &mut Env<'_>) {
         self.in_flight = self.in_flight.saturating_sub(1);
+        self.count(Metric::Lookups, 1);
         let item = self.line_item(idx);
         let found = match resp.status {
             None => Err(LicenseError::Unparseable("no response".into())),
@@ -735,13 +871,17 @@ impl Flow {
         self.pump(env);
     }
 
+    #[inline(never)]
     fn line_licensed(&mut self, idx: usize, keys: Vec<String>, metric: Metric, env: &mut Env<'_>) {
         let Some(line) = self.lines.get(idx) else {
             return;
         };
         let item = line.item;
         let ledger = Ledger::new(&self.cfg.state_prefix, self.cfg.ledger);
-        if ledger.record_issued(env.store, &item, &keys).is_err() {
+        if ledger
+            .record_issued(env.store, &item, &keys, env.now_ms)
+            .is_err()
+        {
             self.log(
                 Level::Error,
                 format!("line {item}: key issued but not recorded in shared state"),
@@ -763,20 +903,22 @@ impl Flow {
         lines: Vec<(SfId, Vec<String>)>,
         env: &mut Env<'_>,
     ) {
-        match salesforce::parse_writeback(status, body) {
+        match salesforce::parse_writeback(status, body, lines.len()) {
             Err(e) => self.sf_failed(format!("write-back to Salesforce failed: {e}")),
             Ok(failed) => {
                 let ledger = Ledger::new(&self.cfg.state_prefix, self.cfg.ledger);
-                for (id, keys) in &lines {
-                    if !failed
-                        .iter()
-                        .any(|(f, _)| SfId::parse(f).is_some_and(|f| f.same_record(id)))
-                    {
-                        let _ = ledger.mark_written(env.store, id, keys);
+                for (i, (id, keys)) in lines.iter().enumerate() {
+                    if !failed.iter().any(|f| f.index == i) {
+                        let _ = ledger.mark_written(env.store, id, keys, env.now_ms);
                     }
                 }
-                for (id, code) in failed {
-                    self.sf_failed(format!("write-back of line {id} refused: {code}"));
+                for f in failed {
+                    let id = lines.get(f.index).map(|(id, _)| id.to_string());
+                    self.sf_failed(format!(
+                        "write-back of line {} refused: {}",
+                        id.unwrap_or_default(),
+                        f.code
+                    ));
                 }
             }
         }
@@ -810,7 +952,10 @@ impl Flow {
         self.finish(env);
     }
 
+    #[inline(never)]
     fn finish(&mut self, env: &mut Env<'_>) {
+        let only_busy = self.failures.is_empty() && !self.busy.is_empty();
+        self.failures.append(&mut self.busy);
         let reply = if self.failures.is_empty() && !self.deadline_hit {
             if !self.wanted.is_empty() {
                 self.log(
@@ -827,6 +972,8 @@ impl Flow {
         } else {
             let kind = if self.deadline_hit {
                 FaultKind::Deadline
+            } else if only_busy {
+                FaultKind::Busy
             } else {
                 FaultKind::Upstream
             };
@@ -854,6 +1001,7 @@ impl Flow {
         self.reply(reply);
     }
 
+    #[inline(never)]
     fn release_claims(&mut self, env: &mut Env<'_>) {
         let ledger = Ledger::new(&self.cfg.state_prefix, self.cfg.ledger);
         for id in std::mem::take(&mut self.claimed) {
@@ -861,18 +1009,21 @@ impl Flow {
         }
     }
 
+    #[inline(never)]
     fn reply(&mut self, reply: Reply) {
         self.finished = true;
         self.count(outcome_metric(&reply.outcome), 1);
         self.out.push(Command::Reply(reply));
     }
 
+    #[inline(never)]
     fn count(&mut self, m: Metric, n: u64) {
         if n > 0 {
             self.out.push(Command::Count(m, n));
         }
     }
 
+    #[inline(never)]
     fn log(&mut self, level: Level, msg: String) {
         self.out.push(Command::Log(level, msg));
     }

@@ -1,17 +1,21 @@
 //! The idempotency ledger, kept in shared data (one per Envoy, seen by every worker):
 //!
-//! - **Lines**: per OrderItem, `P` (a license call was started: its outcome is uncertain until
-//!   recorded), `I` + keys (issued), `W` + keys (issued and written back to Salesforce). A line is
-//!   marked `P` *before* the call goes out, so a request cancelled mid-call (Salesforce hung up)
-//!   still leaves a trace, and the next delivery asks the license server before issuing again.
+//! - **Lines**: per OrderItem, `P` + the time until which the license server may still be working
+//!   on a call for it (pending: the outcome is uncertain until recorded), `I` + keys (issued),
+//!   `W` + keys (issued and written back to Salesforce). A line is marked `P` *before* the call
+//!   goes out, so a request cancelled mid-call (Salesforce hung up) still leaves a trace: until
+//!   that time a redelivery is told "busy", after it the line is looked up before any re-issue.
 //! - **Claims**: per Order, who is working on it and until when. Taken with compare-and-swap, so
 //!   two deliveries of one order on two workers cannot both issue keys. Claims expire.
 //!
+//! Shared data is volatile: a restart empties it, and another Envoy has its own. So a line this
+//! ledger does not know may still have been issued, and the flow looks every such line up before
+//! issuing it ([`Ledger::is_durable`]). That is also what makes eviction safe.
+//!
 //! Bounded: at most `max_lines` lines, in a FIFO ring of slots: the oldest recorded line is evicted
-//! first, but only a line that is protected elsewhere — its key is in Salesforce's write-back field
-//! (`W`), or, without write-back, it is issued (`I`; nothing else protects it anyway). A pending line
-//! and an issued line still waiting for its write-back are skipped; when a run of slots holds only
-//! such lines, recording a new line fails (the message faults and is retried) rather than forget one.
+//! first, except a pending line whose call may still be running at the license server; when a run
+//! of slots holds only such lines, recording a new line fails (the message faults and is retried)
+//! rather than forget one.
 
 use crate::config::LedgerConfig;
 use crate::ids::SfId;
@@ -27,8 +31,11 @@ const EVICTION_PROBES: usize = 16;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LineState {
     Unknown,
-    /// A license call was started and its outcome never recorded.
-    Pending,
+    /// A license call was started and its outcome never recorded; the license server may still
+    /// be working on it until `busy_until_ms`.
+    Pending {
+        busy_until_ms: u64,
+    },
     Issued(Vec<String>),
     WrittenBack(Vec<String>),
 }
@@ -49,6 +56,20 @@ pub struct Ledger<'a> {
 impl<'a> Ledger<'a> {
     pub fn new(prefix: &'a str, cfg: LedgerConfig) -> Ledger<'a> {
         Ledger { prefix, cfg }
+    }
+
+    /// Does a line this ledger does not know prove that nothing was issued for it? Not for
+    /// shared data, which a restart empties and another replica never sees.
+    pub fn is_durable(&self) -> bool {
+        false
+    }
+
+    /// Until when a call started at `now_ms` with `timeout_ms` may still be running at the
+    /// license server.
+    pub fn busy_until(&self, now_ms: u64, timeout_ms: u64) -> u64 {
+        now_ms
+            .saturating_add(timeout_ms)
+            .saturating_add(self.cfg.pending_grace_ms)
     }
 
     /// Create the keys that must exist before any CAS on them. Idempotent: never overwrites.
@@ -91,27 +112,42 @@ impl<'a> Ledger<'a> {
         let tag = parts.next().unwrap_or("");
         let keys: Vec<String> = parts.filter(|k| !k.is_empty()).map(str::to_owned).collect();
         match tag {
-            "P" => LineState::Pending,
+            "P" => LineState::Pending {
+                busy_until_ms: keys.first().and_then(|t| t.parse().ok()).unwrap_or(0),
+            },
             "I" if !keys.is_empty() => LineState::Issued(keys),
             "W" if !keys.is_empty() => LineState::WrittenBack(keys),
             _ => LineState::Unknown,
         }
     }
 
-    /// May this line be forgotten? Only when something else stops it being licensed twice.
-    fn evictable(&self, store: &dyn Store, key: &str) -> bool {
+    /// May this line be forgotten? Yes, unless a call for it may still be running: a forgotten
+    /// line is looked up before it is issued again, which finds what an earlier call issued
+    /// (and a pending line's call, once it is over).
+    fn evictable(&self, store: &dyn Store, key: &str, now_ms: u64) -> bool {
         match self.line_at(store, key) {
-            LineState::Pending => false,
-            LineState::Issued(_) => self.cfg.evict_issued,
-            LineState::WrittenBack(_) | LineState::Unknown => true,
+            LineState::Pending { busy_until_ms } => busy_until_ms <= now_ms,
+            LineState::Issued(_) | LineState::WrittenBack(_) | LineState::Unknown => true,
         }
     }
 
-    pub fn mark_pending(&self, store: &mut dyn Store, item: &SfId) -> Result<(), StoreError> {
+    /// Record, before a license call goes out, that its outcome is uncertain until `busy_until_ms`
+    /// (the call's end when it has answered: then only a lookup is needed, no waiting).
+    pub fn mark_pending(
+        &self,
+        store: &mut dyn Store,
+        item: &SfId,
+        busy_until_ms: u64,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
         if self.line(store, item) == LineState::Unknown {
-            self.make_room(store, item)?;
+            self.make_room(store, item, now_ms)?;
         }
-        store.set(&self.line_key(item), b"P", None)
+        store.set(
+            &self.line_key(item),
+            format!("P\n{busy_until_ms}").as_bytes(),
+            None,
+        )
     }
 
     pub fn record_issued(
@@ -119,8 +155,9 @@ impl<'a> Ledger<'a> {
         store: &mut dyn Store,
         item: &SfId,
         keys: &[String],
+        now_ms: u64,
     ) -> Result<(), StoreError> {
-        self.write_keys(store, item, "I", keys)
+        self.write_keys(store, item, "I", keys, now_ms)
     }
 
     pub fn mark_written(
@@ -128,8 +165,9 @@ impl<'a> Ledger<'a> {
         store: &mut dyn Store,
         item: &SfId,
         keys: &[String],
+        now_ms: u64,
     ) -> Result<(), StoreError> {
-        self.write_keys(store, item, "W", keys)
+        self.write_keys(store, item, "W", keys, now_ms)
     }
 
     fn write_keys(
@@ -138,9 +176,10 @@ impl<'a> Ledger<'a> {
         item: &SfId,
         tag: &str,
         keys: &[String],
+        now_ms: u64,
     ) -> Result<(), StoreError> {
         if self.line(store, item) == LineState::Unknown {
-            self.make_room(store, item)?;
+            self.make_room(store, item, now_ms)?;
         }
         let mut v = String::from(tag);
         for k in keys {
@@ -151,7 +190,7 @@ impl<'a> Ledger<'a> {
     }
 
     /// Take the next ring slot for a new line, evicting the line that held it when that is safe.
-    fn make_room(&self, store: &mut dyn Store, item: &SfId) -> Result<(), StoreError> {
+    fn make_room(&self, store: &mut dyn Store, item: &SfId, now_ms: u64) -> Result<(), StoreError> {
         let me = self.line_key(item);
         for _ in 0..EVICTION_PROBES {
             let n = self.next_seq(store)?;
@@ -161,7 +200,7 @@ impl<'a> Ledger<'a> {
                 .map(|(v, _)| String::from_utf8_lossy(&v).into_owned())
                 .unwrap_or_default();
             if !old.is_empty() && old != me {
-                if !self.evictable(store, &old) {
+                if !self.evictable(store, &old, now_ms) {
                     continue;
                 }
                 store.set(&old, b"", None)?;

@@ -104,7 +104,19 @@ pub fn parse_keys(status: u16, body: &[u8]) -> Result<Vec<String>, LicenseError>
         .trim()
         .trim_start_matches('\u{feff}');
     if !text.starts_with('<') {
-        return plain_key(text).map(|k| vec![k]);
+        // One key per line (several when the product issues one key per seat).
+        return text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| plain_key(l.trim()))
+            .collect::<Result<Vec<_>, _>>()
+            .and_then(|keys| {
+                if keys.is_empty() {
+                    Err(LicenseError::Unparseable("empty reply".into()))
+                } else {
+                    Ok(keys)
+                }
+            });
     }
     let mut reader = Reader::new(text, 16);
     let mut keys = Vec::new();
@@ -131,7 +143,8 @@ pub fn parse_keys(status: u16, body: &[u8]) -> Result<Vec<String>, LicenseError>
                 root.get_or_insert(local);
                 if !empty {
                     in_key = local == "activationKey";
-                    in_error = local.eq_ignore_ascii_case("error");
+                    // `<error>`, `<Error>`, `<errorMessage>`, …: the error format is undocumented.
+                    in_error = local.to_ascii_lowercase().contains("error");
                     current.clear();
                 }
             }
@@ -162,8 +175,24 @@ pub fn parse_keys(status: u16, body: &[u8]) -> Result<Vec<String>, LicenseError>
             return Err(LicenseError::Unparseable("too many keys".into()));
         }
     }
-    if keys.is_empty() && root == Some("string") {
-        return plain_key(root_text.trim()).map(|k| vec![k]);
+    if root == Some("string") {
+        return if keys.is_empty() {
+            match root_text.trim() {
+                "" => Err(LicenseError::Unparseable("empty reply".into())),
+                t => plain_key(t).map(|k| vec![k]),
+            }
+        } else {
+            Ok(keys)
+        };
+    }
+    // Text straight inside `<QuickLicenseManager>` is a message, not data: never "no keys".
+    let loose = root_text.trim();
+    if !loose.is_empty() {
+        return Err(if loose.to_ascii_lowercase().contains("error") {
+            LicenseError::Refused(error_excerpt(loose))
+        } else {
+            LicenseError::Unparseable(format!("unexpected text {}", error_excerpt(loose)))
+        });
     }
     if keys.is_empty() && root != Some("QuickLicenseManager") {
         return Err(LicenseError::Unparseable(format!(
@@ -175,18 +204,25 @@ pub fn parse_keys(status: u16, body: &[u8]) -> Result<Vec<String>, LicenseError>
 }
 
 fn plain_key(text: &str) -> Result<String, LicenseError> {
-    if text.is_empty() {
-        return Err(LicenseError::Unparseable("empty reply".into()));
-    }
     if text.to_ascii_lowercase().contains("error") {
         return Err(LicenseError::Refused(error_excerpt(text)));
     }
     valid_key(text)
 }
 
+/// Is this an activation key? QLM's are groups of letters and digits joined by dashes
+/// (`FGGH0-S0K00-71B18-S868R-1F1J2-UQKPUN`). The shape is what keeps a one-word reply
+/// (`Unauthorized`, `OK`) from being recorded, written back and acked as a key.
+/// At least three groups: `Bad-Request` is not a key either.
+pub fn looks_like_key(k: &str) -> bool {
+    k.len() <= MAX_KEY_LEN
+        && k.split('-').count() >= 3
+        && k.split('-')
+            .all(|g| !g.is_empty() && g.bytes().all(|b| b.is_ascii_alphanumeric()))
+}
+
 fn valid_key(k: &str) -> Result<String, LicenseError> {
-    let ok = k.len() <= MAX_KEY_LEN && k.bytes().all(|b| b.is_ascii_graphic());
-    if ok {
+    if looks_like_key(k) {
         Ok(k.to_owned())
     } else {
         Err(LicenseError::Unparseable(format!(

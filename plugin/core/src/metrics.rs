@@ -20,11 +20,12 @@ pub enum Metric {
     CalloutsFailedSalesforce,
     CalloutsFailedLicense,
     Logins,
-    UncertainReissued,
+    LinesBusy,
+    Lookups,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 18] = [
+    pub const ALL: [Metric; 19] = [
         Metric::MessagesAcked,
         Metric::FaultedClient,
         Metric::FaultedAuth,
@@ -42,7 +43,8 @@ impl Metric {
         Metric::CalloutsFailedSalesforce,
         Metric::CalloutsFailedLicense,
         Metric::Logins,
-        Metric::UncertainReissued,
+        Metric::LinesBusy,
+        Metric::Lookups,
     ];
 
     pub fn name(self) -> &'static str {
@@ -64,7 +66,8 @@ impl Metric {
             Metric::CalloutsFailedSalesforce => "keygate_callouts_failed_salesforce",
             Metric::CalloutsFailedLicense => "keygate_callouts_failed_license",
             Metric::Logins => "keygate_logins",
-            Metric::UncertainReissued => "keygate_uncertain_reissued",
+            Metric::LinesBusy => "keygate_lines_busy",
+            Metric::Lookups => "keygate_lookups",
         }
     }
 }

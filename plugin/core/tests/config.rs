@@ -160,6 +160,20 @@ fn invalid_configurations_are_refused_with_a_reason() {
             "mapped twice",
         ),
         (json!({"ledger": {"claim_ttl_ms": 1000}}), "claim_ttl_ms"),
+        // A claim must outlive the deadline by a clear margin, not a millisecond.
+        (
+            json!({"deadline_ms": 45000, "ledger": {"claim_ttl_ms": 50000}}),
+            "exceed deadline_ms by at least 10000 ms",
+        ),
+        (
+            json!({"ledger": {"pending_grace_ms": 7200000}}),
+            "pending_grace_ms",
+        ),
+        (json!({"max_reply_bytes": 1000}), "max_reply_bytes"),
+        (
+            json!({"license_server": {"lookup_before_reissue": false}}),
+            "always asks RetrieveActivationKeyHttp",
+        ),
     ];
     for (patch, needle) in cases {
         let shown = patch.to_string();

@@ -11,367 +11,16 @@
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
 mod common;
-use common::patched_full;
+use common::world::*;
 
-use std::collections::{BTreeMap, VecDeque};
-use std::rc::Rc;
+use std::collections::VecDeque;
 
-use keygate_core::config::Config;
-use keygate_core::flow::{Call, Command, Env, Response};
+use keygate_core::flow::{Call, Command, Env};
 use keygate_core::metrics::Metric;
-use keygate_core::reply::{FaultKind, Outcome, Reply};
+use keygate_core::reply::{FaultKind, Outcome};
 use keygate_core::store::MemStore;
 use keygate_core::webhook;
 use serde_json::{json, Value};
-
-const ONE: &[u8] = include_bytes!("../../../testdata/soap/valid/activated_one.xml");
-const NOT_ACTIVATED: &[u8] = include_bytes!("../../../testdata/soap/valid/not_activated_one.xml");
-const SEVERAL: &[u8] = include_bytes!("../../../testdata/soap/valid/several.xml");
-const HUNDRED: &[u8] = include_bytes!("../../../testdata/soap/valid/hundred.xml");
-
-fn env(name: &str) -> Option<String> {
-    Some(format!("secret-of-{name}"))
-}
-
-fn config(patch: Value) -> Rc<Config> {
-    Rc::new(Config::from_json(patched_full(patch).as_bytes(), &env).unwrap())
-}
-
-/// A scripted Salesforce + license server: enough behaviour to check the flow end to end.
-#[derive(Default)]
-struct World {
-    orders: BTreeMap<String, Value>,
-    token_valid: bool,
-    tokens_issued: u32,
-    keys_issued: BTreeMap<String, Vec<String>>,
-    written: BTreeMap<String, String>,
-    /// Endpoint → queued misbehaviour (a response to return instead of the real one).
-    faults: BTreeMap<&'static str, VecDeque<Response>>,
-    /// Misbehaviour *after* really issuing the key (uncertain outcome).
-    issue_then_fail: VecDeque<Response>,
-    calls: Vec<(String, String)>,
-    /// Every call served, in order, for tests that inspect what was sent.
-    sent: Vec<Call>,
-    page_size: usize,
-}
-
-fn ok(body: impl Into<Vec<u8>>) -> Response {
-    Response {
-        status: Some(200),
-        body: body.into(),
-    }
-}
-
-fn status(s: u16, body: &str) -> Response {
-    Response {
-        status: Some(s),
-        body: body.as_bytes().to_vec(),
-    }
-}
-
-fn reset() -> Response {
-    Response {
-        status: None,
-        body: Vec::new(),
-    }
-}
-
-fn order(id: &str, number: &str, status: &str, lines: &[(&str, &str, f64)]) -> Value {
-    let items: Vec<Value> = lines
-        .iter()
-        .map(|(item, code, q)| {
-            json!({"attributes": {"type": "OrderItem"}, "Id": item, "Quantity": q,
-                   "Product2": {"ProductCode": code, "Name": format!("Product {code}")},
-                   "License_Keys__c": null})
-        })
-        .collect();
-    json!({
-        "attributes": {"type": "Order"}, "Id": id, "OrderNumber": number, "Status": status,
-        "Account": {"Name": "Acme"},
-        "BillToContact": {"FirstName": "Jane", "LastName": "Doe", "Email": "jane@acme.example", "Phone": "555"},
-        "CustomerAuthorizedBy": {"FirstName": "Carl", "LastName": "Buyer", "Email": "carl@acme.example"},
-        "OrderItems": {"totalSize": items.len(), "done": true, "records": items}
-    })
-}
-
-impl World {
-    fn new() -> World {
-        World {
-            page_size: 2000,
-            ..World::default()
-        }
-    }
-
-    fn with_order(mut self, o: Value) -> World {
-        self.orders
-            .insert(o["Id"].as_str().unwrap()[..15].to_owned(), o);
-        self
-    }
-
-    fn fail_next(&mut self, endpoint: &'static str, r: Response) {
-        self.faults.entry(endpoint).or_default().push_back(r);
-    }
-
-    fn endpoint(call: &Call) -> &'static str {
-        if call.path.ends_with("/oauth2/token") {
-            "token"
-        } else if call.path.contains("/query") {
-            "query"
-        } else if call.path.ends_with("/composite/sobjects") {
-            "composite"
-        } else if call.path.ends_with("/GetActivationKeyWithExpiryDate") {
-            "license"
-        } else if call.path.ends_with("/RetrieveActivationKeyHttp") {
-            "retrieve"
-        } else {
-            "unknown"
-        }
-    }
-
-    fn form(call: &Call) -> BTreeMap<String, String> {
-        form_urlencoded::parse(&call.body).into_owned().collect()
-    }
-
-    fn serve(&mut self, call: &Call) -> Response {
-        let ep = Self::endpoint(call);
-        self.calls.push((ep.to_owned(), call.path.clone()));
-        self.sent.push(call.clone());
-        if let Some(r) = self.faults.get_mut(ep).and_then(VecDeque::pop_front) {
-            return r;
-        }
-        let bearer_ok = call
-            .headers
-            .iter()
-            .any(|(k, v)| *k == "authorization" && v.starts_with("Bearer tok-"))
-            && self.token_valid;
-        let invalid_session = || {
-            status(
-                401,
-                r#"[{"message":"Session expired or invalid","errorCode":"INVALID_SESSION_ID"}]"#,
-            )
-        };
-        match ep {
-            "token" => {
-                self.tokens_issued += 1;
-                self.token_valid = true;
-                ok(json!({"access_token": format!("tok-{}", self.tokens_issued), "instance_url": "https://mydomain.my.salesforce.com",
-                          "token_type": "Bearer", "issued_at": "1278448832702", "id": "x", "signature": "s"}).to_string())
-            }
-            "query" if !bearer_ok => invalid_session(),
-            "query" => {
-                let (ids, offset) = if let Some(q) = call.path.split("q=").nth(1) {
-                    let soql: String = form_urlencoded::parse(format!("q={q}").as_bytes())
-                        .next()
-                        .unwrap()
-                        .1
-                        .into_owned();
-                    let inside = soql.split("Id IN (").nth(1).unwrap().trim_end_matches(')');
-                    let ids: Vec<String> = inside
-                        .split(',')
-                        .map(|s| s.trim_matches('\'').to_owned())
-                        .collect();
-                    (ids, 0usize)
-                } else {
-                    // nextRecordsUrl: /services/data/v60.0/query/cursor-<offset>-<ids joined by _>
-                    let tail = call.path.rsplit('/').next().unwrap();
-                    let mut parts = tail.splitn(3, '-');
-                    parts.next();
-                    let offset = parts.next().unwrap().parse().unwrap();
-                    let ids = parts
-                        .next()
-                        .unwrap()
-                        .split('_')
-                        .map(str::to_owned)
-                        .collect();
-                    (ids, offset)
-                };
-                let all: Vec<Value> = ids
-                    .iter()
-                    .filter_map(|id| self.orders.get(&id[..15]).cloned())
-                    .map(|mut o| {
-                        for it in o["OrderItems"]["records"].as_array_mut().unwrap() {
-                            let id = it["Id"].as_str().unwrap().to_owned();
-                            if let Some(v) = self.written.get(&id) {
-                                it["License_Keys__c"] = json!(v);
-                            }
-                        }
-                        o
-                    })
-                    .collect();
-                let page: Vec<Value> = all
-                    .iter()
-                    .skip(offset)
-                    .take(self.page_size)
-                    .cloned()
-                    .collect();
-                let done = offset + page.len() >= all.len();
-                let mut body = json!({"totalSize": all.len(), "done": done, "records": page});
-                if !done {
-                    body["nextRecordsUrl"] = json!(format!(
-                        "/services/data/v60.0/query/cursor-{}-{}",
-                        offset + self.page_size,
-                        ids.join("_")
-                    ));
-                }
-                ok(body.to_string())
-            }
-            "composite" if !bearer_ok => invalid_session(),
-            "composite" => {
-                let body: Value = serde_json::from_slice(&call.body).unwrap();
-                let mut results = Vec::new();
-                for r in body["records"].as_array().unwrap() {
-                    let id = r["id"].as_str().unwrap().to_owned();
-                    self.written.insert(
-                        id.clone(),
-                        r["License_Keys__c"].as_str().unwrap().to_owned(),
-                    );
-                    results.push(json!({"id": id, "success": true, "errors": []}));
-                }
-                ok(Value::Array(results).to_string())
-            }
-            "license" => {
-                let f = Self::form(call);
-                assert_eq!(f["is_pwd"], "secret-of-KEYGATE_QLM_PASSWORD");
-                assert!(
-                    !call.path.contains("is_pwd"),
-                    "credentials must not be in the URL"
-                );
-                let n = self.keys_issued.values().map(Vec::len).sum::<usize>() + 1;
-                let key = format!("KEY{n:02}-{}", f["is_productid"]);
-                self.keys_issued
-                    .entry(f["is_orderid"].clone())
-                    .or_default()
-                    .push(key.clone());
-                if let Some(r) = self.issue_then_fail.pop_front() {
-                    return r;
-                }
-                ok(format!("<?xml version=\"1.0\"?><QuickLicenseManager><licenses><license><activationKey>{key}</activationKey></license></licenses></QuickLicenseManager>"))
-            }
-            "retrieve" => {
-                let f = Self::form(call);
-                let keys = self
-                    .keys_issued
-                    .get(&f["is_orderid"])
-                    .cloned()
-                    .unwrap_or_default();
-                let inner: String = keys
-                    .iter()
-                    .map(|k| format!("<license><activationKey>{k}</activationKey></license>"))
-                    .collect();
-                ok(format!(
-                    "<QuickLicenseManager><licenses>{inner}</licenses></QuickLicenseManager>"
-                ))
-            }
-            _ => status(404, "not found"),
-        }
-    }
-
-    fn count(&self, ep: &str) -> usize {
-        self.calls.iter().filter(|(e, _)| e == ep).count()
-    }
-
-    /// The forms of every call to one endpoint, in order.
-    fn forms(&self, ep: &str) -> Vec<BTreeMap<String, String>> {
-        self.sent
-            .iter()
-            .filter(|c| World::endpoint(c) == ep)
-            .map(World::form)
-            .collect()
-    }
-}
-
-/// Runs one delivery: feeds the body, answers calls from the world (in arrival order, keeping
-/// up to `hold` calls open at once to exercise concurrency), and returns the reply.
-struct Run {
-    reply: Reply,
-    counts: BTreeMap<Metric, u64>,
-    logs: Vec<String>,
-    max_in_flight: usize,
-    commands_after_reply: usize,
-}
-
-fn deliver(cfg: &Rc<Config>, world: &mut World, store: &mut MemStore, body: &[u8]) -> Run {
-    deliver_at(cfg, world, store, body, 1_000_000, 0)
-}
-
-fn deliver_at(
-    cfg: &Rc<Config>,
-    world: &mut World,
-    store: &mut MemStore,
-    body: &[u8],
-    now: u64,
-    step_ms: u64,
-) -> Run {
-    let mut now = now;
-    let mut env = Env { now_ms: now, store };
-    let (mut flow, first) = webhook::on_body(cfg, body, 42, &mut env);
-    let mut queue: VecDeque<Call> = VecDeque::new();
-    let mut run = Run {
-        reply: Reply::ack(),
-        counts: BTreeMap::new(),
-        logs: Vec::new(),
-        max_in_flight: 0,
-        commands_after_reply: 0,
-    };
-    let mut replied = false;
-    let absorb =
-        |cmds: Vec<Command>, queue: &mut VecDeque<Call>, run: &mut Run, replied: &mut bool| {
-            for c in cmds {
-                if *replied {
-                    run.commands_after_reply += 1;
-                }
-                match c {
-                    Command::Dispatch(call) => queue.push_back(call),
-                    Command::Reply(r) => {
-                        assert!(!*replied, "two replies");
-                        *replied = true;
-                        run.reply = r;
-                    }
-                    Command::Count(m, n) => *run.counts.entry(m).or_default() += n,
-                    Command::Log(_, m) => run.logs.push(m),
-                }
-            }
-        };
-    absorb(first, &mut queue, &mut run, &mut replied);
-    while let Some(call) = queue.pop_front() {
-        run.max_in_flight = run.max_in_flight.max(queue.len() + 1);
-        now += step_ms;
-        let resp = world.serve(&call);
-        let flow = flow.as_mut().expect("calls without a flow");
-        let mut env = Env { now_ms: now, store };
-        let cmds = flow.on_response(call.id, resp, &mut env);
-        absorb(cmds, &mut queue, &mut run, &mut replied);
-    }
-    assert!(replied, "flow ended without a reply");
-    assert_eq!(run.commands_after_reply, 0, "commands after the reply");
-    run
-}
-
-fn demo_world() -> World {
-    World::new()
-        .with_order(order(
-            "8015Y000001AbCdQAK",
-            "00000114",
-            "Activated",
-            &[("8025Y00000AbCdEQAV", "001", 3.0)],
-        ))
-        .with_order(order(
-            "8015Y000001MuLtQAK",
-            "00000115",
-            "Activated",
-            &[
-                ("8025Y000001MuL1QAK", "001", 1.0),
-                ("8025Y000001MuL2QAK", "002", 2.0),
-                ("8025Y000001MuL3QAK", "999", 5.0),
-            ],
-        ))
-}
-
-fn is_fault(r: &Reply, status: u16, needle: &str) -> bool {
-    r.status == status
-        && r.body.contains("<faultcode>soapenv:Server</faultcode>")
-        && r.body.contains(needle)
-}
 
 #[test]
 fn nothing_activated_is_acked_without_callouts() {
@@ -402,9 +51,15 @@ fn one_order_one_line_logs_in_queries_issues_writes_back_and_acks() {
     let run = deliver(&cfg, &mut world, &mut store, ONE);
     assert!(run.reply.is_ack(), "{}", run.reply.body);
     let order: Vec<&str> = world.calls.iter().map(|(e, _)| e.as_str()).collect();
-    assert_eq!(order, ["token", "query", "license", "composite"]);
-    assert_eq!(world.keys_issued["8025Y00000AbCdEQAV"], ["KEY01-1"]);
-    assert_eq!(world.written["8025Y00000AbCdEQAV"], "KEY01-1");
+    // Shared data forgets on restart and is not shared by replicas: a line it does not know is
+    // looked up before it is issued.
+    assert_eq!(
+        order,
+        ["token", "query", "retrieve", "license", "composite"]
+    );
+    assert_eq!(world.keys_issued["8025Y00000AbCdEQAV"], ["KEY01-1-QLM"]);
+    assert_eq!(run.counts[&Metric::Lookups], 1);
+    assert_eq!(world.written["8025Y00000AbCdEQAV"], "KEY01-1-QLM");
     assert_eq!(run.counts[&Metric::LicensesIssued], 1);
     assert_eq!(run.counts[&Metric::Logins], 1);
 
@@ -639,6 +294,8 @@ fn license_failure_is_a_fault_then_redelivery_looks_up_and_issues_exactly_once()
     );
     assert!(world.keys_issued.is_empty());
 
+    // The server answered, so its call is over: the redelivery looks up at once, no waiting.
+    world.calls.clear();
     let run = deliver(&cfg, &mut world, &mut store, ONE);
     assert!(run.reply.is_ack(), "{}", run.reply.body);
     assert_eq!(
@@ -658,7 +315,8 @@ fn a_key_issued_then_lost_in_transit_is_found_not_issued_twice() {
     assert_eq!(run.reply.status, 500);
     assert_eq!(world.keys_issued["8025Y00000AbCdEQAV"].len(), 1);
 
-    let run = deliver(&cfg, &mut world, &mut store, ONE);
+    // A reset: the call may still be running. Past its timeout and the grace, look it up.
+    let run = deliver_at(&cfg, &mut world, &mut store, ONE, 1_000_000 + 40_000, 0);
     assert!(run.reply.is_ack(), "{}", run.reply.body);
     assert_eq!(
         world.keys_issued["8025Y00000AbCdEQAV"].len(),
@@ -833,7 +491,7 @@ fn the_deadline_stops_new_callouts_and_faults() {
 
 #[test]
 fn call_timeouts_never_exceed_the_time_left() {
-    // Every call of the flow (login, query, license, write-back), with the clock moving on
+    // Every call of the flow (login, query, lookup, license, write-back), with the clock moving on
     // 1.2 s per call against a 5 s deadline: each timeout is the configured 10 s cut to what
     // is left, and no call starts with less than the minimum left.
     let cfg = config(json!({"deadline_ms": 5000}));
@@ -870,8 +528,8 @@ fn call_timeouts_never_exceed_the_time_left() {
         }
     }
     assert_eq!(
-        seen, 4,
-        "login, query, license and write-back were all timed"
+        seen, 5,
+        "login, query, lookup, license and write-back were all timed"
     );
 }
 
@@ -895,8 +553,8 @@ fn a_cancelled_request_releases_its_claims_and_leaves_lines_pending() {
             }
         })
         .collect();
-    // Serve login and query; the license call goes out and the client hangs up.
-    for _ in 0..2 {
+    // Serve login, query and lookup; the license call goes out and the client hangs up.
+    for _ in 0..3 {
         let call = queue.pop_front().unwrap();
         let resp = world.serve(&call);
         let mut env = Env {
@@ -924,10 +582,28 @@ fn a_cancelled_request_releases_its_claims_and_leaves_lines_pending() {
     };
     flow.on_cancel(&mut env);
     assert!(flow.is_finished());
-    // Redelivery right away: not busy, finds the key, issues nothing new.
-    let run = deliver(&cfg, &mut world, &mut store, ONE);
+    // Redelivery while the license call may still be running (its 10 s timeout + 30 s grace):
+    // the order is not claimed any more, but the line is busy: no lookup, no second issue.
+    world.calls.clear();
+    let run = deliver_at(&cfg, &mut world, &mut store, ONE, 39_000, 0);
+    assert_eq!(
+        run.reply.outcome,
+        Outcome::Faulted(FaultKind::Busy),
+        "{}",
+        run.reply.body
+    );
+    assert!(
+        is_fault(&run.reply, 500, "may still be running; retry in 1 s"),
+        "{}",
+        run.reply.body
+    );
+    assert_eq!(run.counts[&Metric::LinesBusy], 1);
+    assert_eq!(world.count("retrieve") + world.count("license"), 0);
+    // After it: looked up, found, not issued again.
+    let run = deliver_at(&cfg, &mut world, &mut store, ONE, 40_000, 0);
     assert!(run.reply.is_ack(), "{}", run.reply.body);
     assert_eq!(world.keys_issued["8025Y00000AbCdEQAV"].len(), 1);
+    assert_eq!(run.counts[&Metric::LicensesRecovered], 1);
 }
 
 #[test]
@@ -998,67 +674,49 @@ fn the_company_comes_from_the_account_even_without_a_contact() {
     assert_eq!(f["is_fullname"], "");
 }
 
-/// The hundred family orders, each with one line of product 001.
-fn family_world() -> World {
-    let mut world = World::new();
-    for i in 0..100 {
-        world = world.with_order(order(
-            &format!("8015Y00000B{i:04}QAB"),
-            &format!("{:08}", 1000 + i),
-            "Activated",
-            &[(&format!("8025Y00000B{i:04}QAB"), "001", 1.0)],
-        ));
-    }
-    world
-}
-
-fn family_message(i: usize) -> Vec<u8> {
-    String::from_utf8(ONE.to_vec())
-        .unwrap()
-        .replace("8015Y000001AbCdQAK", &format!("8015Y00000B{i:04}QAB"))
-        .into_bytes()
-}
-
 #[test]
-fn unfinished_lines_are_never_evicted_from_a_full_ledger() {
+fn lines_whose_call_may_still_run_are_never_evicted_from_a_full_ledger() {
     let cfg = config(json!({"ledger": {"max_lines": 2}}));
     let (mut world, mut store) = (family_world(), MemStore::new());
-    // Line 0: issued, then the answer is lost (pending). Line 1: issued, write-back refused (issued).
-    world.issue_then_fail.push_back(reset());
-    assert_eq!(
-        deliver(&cfg, &mut world, &mut store, &family_message(0))
-            .reply
-            .status,
-        500
-    );
-    world.fail_next(
-        "composite",
-        status(500, r#"[{"message":"x","errorCode":"SERVER_UNAVAILABLE"}]"#),
-    );
-    assert_eq!(
-        deliver(&cfg, &mut world, &mut store, &family_message(1))
-            .reply
-            .status,
-        500
-    );
-    // The ledger is full of unfinished lines: a new line is refused rather than one forgotten.
-    let run = deliver(&cfg, &mut world, &mut store, &family_message(2));
+    let t = 1_000_000;
+    // Lines 0 and 1: issued, then the answer is lost: pending until timeout + grace (40 s).
+    for i in 0..2 {
+        world.issue_then_fail.push_back(reset());
+        let run = deliver_at(&cfg, &mut world, &mut store, &family_message(i), t, 0);
+        assert_eq!(run.reply.status, 500);
+    }
+    // The ledger is full of such lines: a new line is refused rather than one forgotten.
+    let run = deliver_at(&cfg, &mut world, &mut store, &family_message(2), t, 0);
     assert!(
         is_fault(&run.reply, 500, "the ledger is full of unfinished lines"),
         "{}",
         run.reply.body
     );
     assert!(!world.keys_issued.contains_key("8025Y00000B0002QAB"));
-    // Redeliveries finish the unfinished lines without a second key...
-    assert!(deliver(&cfg, &mut world, &mut store, &family_message(0))
-        .reply
-        .is_ack());
-    assert!(deliver(&cfg, &mut world, &mut store, &family_message(1))
-        .reply
-        .is_ack());
-    // ...and once written back they make room for new lines.
-    for i in 2..6 {
-        let run = deliver(&cfg, &mut world, &mut store, &family_message(i));
+    // Once their calls cannot be running any more, redeliveries find their keys...
+    for i in 0..2 {
+        let run = deliver_at(
+            &cfg,
+            &mut world,
+            &mut store,
+            &family_message(i),
+            t + 40_000,
+            0,
+        );
+        assert!(run.reply.is_ack(), "{i}: {}", run.reply.body);
+        assert_eq!(run.counts[&Metric::LicensesRecovered], 1);
+    }
+    // ...and new lines take the place of old ones: a forgotten line is looked up, never
+    // issued twice.
+    for i in (2..6).chain(0..2) {
+        let run = deliver_at(
+            &cfg,
+            &mut world,
+            &mut store,
+            &family_message(i),
+            t + 41_000,
+            0,
+        );
         assert!(run.reply.is_ack(), "{i}: {}", run.reply.body);
     }
     for (item, keys) in &world.keys_issued {
@@ -1080,13 +738,9 @@ fn a_line_the_deadline_kept_from_starting_is_not_marked_uncertain() {
     assert_eq!(run.reply.outcome, Outcome::Faulted(FaultKind::Deadline));
     let started = world.count("license");
     world.calls.clear();
+    // At once: a line marked pending that was never sent would be "busy" for 40 s.
     let run = deliver(&cfg, &mut world, &mut store, SEVERAL);
     assert!(run.reply.is_ack(), "{}", run.reply.body);
-    // Only lines whose call went out may need a lookup; none of those failed here.
-    assert_eq!(
-        world.count("retrieve"),
-        0,
-        "lines never started were looked up"
-    );
+    assert_eq!(run.counts.get(&Metric::LinesBusy), None);
     assert_eq!(world.count("license"), 3 - started);
 }

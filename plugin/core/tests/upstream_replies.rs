@@ -12,7 +12,7 @@ use wasm_bindgen_test::wasm_bindgen_test as test;
 use keygate_core::config::ContactField;
 use keygate_core::ids::SfId;
 use keygate_core::license::{parse_keys, LicenseError};
-use keygate_core::salesforce::{self, SalesforceError};
+use keygate_core::salesforce::{self, RecordFailure, SalesforceError};
 
 #[test]
 fn token_success_and_refusals() {
@@ -145,31 +145,73 @@ fn write_back_body_and_partial_failures() {
     assert_eq!(v["allOrNone"], false);
     assert_eq!(v["records"][0]["attributes"]["type"], "OrderItem");
     assert_eq!(v["records"][0]["License_Keys__c"], "A\nB");
-    let reply = br#"[{"id":"8025Y00000AbCdEQAV","success":true,"errors":[]},{"id":"8025Y00000AbCdFQAV","success":false,"errors":[{"statusCode":"FIELD_CUSTOM_VALIDATION_EXCEPTION","message":"x"}]}]"#;
-    let failed = salesforce::parse_writeback(200, reply).unwrap();
+    // Salesforce leaves `id` out of a failed record's result: results match by position.
+    let reply = br#"[{"id":"8025Y00000AbCdEQAV","success":true,"errors":[]},{"success":false,"errors":[{"statusCode":"FIELD_CUSTOM_VALIDATION_EXCEPTION","message":"x"}]}]"#;
+    let failed = salesforce::parse_writeback(200, reply, 2).unwrap();
     assert_eq!(
         failed,
-        vec![(
-            "8025Y00000AbCdFQAV".to_owned(),
-            "FIELD_CUSTOM_VALIDATION_EXCEPTION".to_owned()
-        )]
+        vec![RecordFailure {
+            index: 1,
+            code: "FIELD_CUSTOM_VALIDATION_EXCEPTION".to_owned()
+        }]
+    );
+    // Results that cannot be matched to the records sent are a failure of the whole call.
+    let err = salesforce::parse_writeback(200, reply, 3).unwrap_err();
+    assert!(err.to_string().contains("2 results for 3 records"), "{err}");
+}
+
+#[test]
+fn further_pages_of_order_products_and_field_names_in_any_case() {
+    let first = br#"{"totalSize":1,"done":true,"records":[{"attributes":{"type":"Order"},"Id":"8015Y000001AbCdQAK","OrderNumber":"1","Status":"Activated","OrderItems":{"totalSize":3,"done":false,"nextRecordsUrl":"/services/data/v60.0/query/01gD0000002HU6KIAW-1","records":[{"Id":"8025Y00000AbCdEQAV","Quantity":1,"license_keys__C":"AAAAA-11111-C"}]}}]}"#;
+    let page = salesforce::parse_query(
+        200,
+        first,
+        ContactField::BillToContact,
+        Some("License_Keys__c"),
+    )
+    .unwrap();
+    let o = &page.orders[0];
+    assert_eq!(
+        o.items_next.as_deref(),
+        Some("/services/data/v60.0/query/01gD0000002HU6KIAW-1")
+    );
+    assert_eq!(o.items[0].written_back.as_deref(), Some("AAAAA-11111-C"));
+    let more = br#"{"totalSize":3,"done":true,"records":[{"Id":"8025Y00000AbCdFQAV","Quantity":2},{"Id":"8025Y00000AbCdGQAV","Quantity":3}]}"#;
+    let next = salesforce::parse_items_page(200, more, Some("License_Keys__c")).unwrap();
+    assert_eq!(next.items.len(), 2);
+    assert_eq!(next.items[1].quantity, 3.0);
+    assert_eq!(next.next_records_url, None);
+    let evil = br#"{"done":false,"nextRecordsUrl":"//evil.example/x","records":[]}"#;
+    assert!(salesforce::parse_items_page(200, evil, None).is_err());
+    assert_eq!(
+        salesforce::parse_items_page(401, b"[{\"errorCode\":\"INVALID_SESSION_ID\"}]", None),
+        Err(SalesforceError::SessionInvalid)
     );
 }
 
 #[test]
 fn license_keys_from_xml_plain_text_and_asmx_string() {
-    let xml = b"<?xml version=\"1.0\"?><QuickLicenseManager><licenses><license><activationKey>FGGH0-S0K00-71B18-S868R-1F1J2-UQKPUN</activationKey></license><license><activationKey>K2</activationKey></license></licenses></QuickLicenseManager>";
+    let xml = b"<?xml version=\"1.0\"?><QuickLicenseManager><licenses><license><activationKey>FGGH0-S0K00-71B18-S868R-1F1J2-UQKPUN</activationKey></license><license><activationKey>K2-0001-X</activationKey></license></licenses></QuickLicenseManager>";
     assert_eq!(
         parse_keys(200, xml).unwrap(),
-        ["FGGH0-S0K00-71B18-S868R-1F1J2-UQKPUN", "K2"]
+        ["FGGH0-S0K00-71B18-S868R-1F1J2-UQKPUN", "K2-0001-X"]
     );
     assert_eq!(
-        parse_keys(200, b"  AAAAA-BBBBB-CCCCC \r\n").unwrap(),
-        ["AAAAA-BBBBB-CCCCC"]
+        parse_keys(200, b"  AAAAA-BBBB1-CCCCC \r\n").unwrap(),
+        ["AAAAA-BBBB1-CCCCC"]
+    );
+    // One key per seat: one per line.
+    assert_eq!(
+        parse_keys(200, b"AAAAA-11111-C\nBBBBB-22222-D\n").unwrap(),
+        ["AAAAA-11111-C", "BBBBB-22222-D"]
     );
     assert_eq!(
-        parse_keys(200, b"<string xmlns=\"http://tempuri.org/\">KEY-1</string>").unwrap(),
-        ["KEY-1"]
+        parse_keys(
+            200,
+            b"<string xmlns=\"http://tempuri.org/\">KEY-1-A</string>"
+        )
+        .unwrap(),
+        ["KEY-1-A"]
     );
     assert_eq!(
         parse_keys(
@@ -201,6 +243,33 @@ fn license_errors_are_failures_never_keys() {
     ));
     assert!(matches!(
         parse_keys(200, b"two words"),
+        Err(LicenseError::Unparseable(_))
+    ));
+    // One word is not a key, however plausible the status: it must never be written back.
+    for word in [&b"Unauthorized"[..], b"OK", b"true", b"12345", b"Bad-Request", b"<string xmlns=\"http://tempuri.org/\">Unauthorized</string>", b"<QuickLicenseManager><licenses><license><activationKey>Unauthorized</activationKey></license></licenses></QuickLicenseManager>"] {
+        assert!(
+            matches!(parse_keys(200, word), Err(LicenseError::Unparseable(_))),
+            "{}",
+            String::from_utf8_lossy(word)
+        );
+    }
+    // An error inside `<QuickLicenseManager>` is not "nothing issued".
+    for reply in [
+        &b"<QuickLicenseManager>Error: strict authentication required</QuickLicenseManager>"[..],
+        b"<QuickLicenseManager><licenses/><errorMessage>RetrieveActivationKeyHttp is disabled</errorMessage></QuickLicenseManager>",
+        b"<QuickLicenseManager><Error>invalid user</Error></QuickLicenseManager>",
+    ] {
+        assert!(
+            matches!(parse_keys(200, reply), Err(LicenseError::Refused(_))),
+            "{}",
+            String::from_utf8_lossy(reply)
+        );
+    }
+    assert!(matches!(
+        parse_keys(
+            200,
+            b"<QuickLicenseManager>maintenance</QuickLicenseManager>"
+        ),
         Err(LicenseError::Unparseable(_))
     ));
     assert!(matches!(
@@ -263,14 +332,14 @@ fn shared_wire_samples_parse() {
         Err(SalesforceError::SessionInvalid)
     );
     assert!(
-        salesforce::parse_writeback(200, sample!("salesforce/composite_ok.json"))
+        salesforce::parse_writeback(200, sample!("salesforce/composite_ok.json"), 2)
             .unwrap()
             .is_empty()
     );
     let failed =
-        salesforce::parse_writeback(200, sample!("salesforce/composite_partial_failure.json"))
+        salesforce::parse_writeback(200, sample!("salesforce/composite_partial_failure.json"), 4)
             .unwrap();
-    assert_eq!(failed.len(), 2);
+    assert_eq!(failed.iter().map(|f| f.index).collect::<Vec<_>>(), [2, 3]);
     assert_eq!(
         parse_keys(200, sample!("license/key_xml.xml"))
             .unwrap()

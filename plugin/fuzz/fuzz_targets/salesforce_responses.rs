@@ -2,7 +2,7 @@
 //!
 //! Input: byte 0 picks the parser (bits 0-1: 0 token, 1 query, 2 write-back, 3 classify_error;
 //! bit 2: contact field CustomerAuthorizedBy instead of BillToContact; bit 3: a write-back field
-//! for the query), bytes 1-2 are the HTTP status (big-endian u16), the rest is the body.
+//! for the query; bits 4-7: the number of records a write-back sent), bytes 1-2 are the HTTP status (big-endian u16), the rest is the body.
 //! scripts/fuzz prefixes the testdata/salesforce/*.json seeds this way.
 //!
 //! Properties: Ok only for 2xx; a token is printable ASCII and its authority cannot smuggle a
@@ -34,6 +34,7 @@ fuzz_target!(|data: &[u8]| {
         ContactField::CustomerAuthorizedBy
     };
     let writeback = (sel & 8 != 0).then_some(WRITEBACK_FIELD);
+    let sent = usize::from(sel >> 4);
     match sel & 3 {
         0 => match parse_token(status, body) {
             Ok(token) => {
@@ -71,14 +72,17 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
         },
-        2 => match parse_writeback(status, body) {
+        2 => match parse_writeback(status, body, sent) {
             Ok(failed) => {
                 assert!(ok_status, "write-back reply accepted with status {status}");
-                for (id, code) in &failed {
-                    assert_reason("failed id", id);
-                    assert_reason("failed code", code);
-                    assert!(id.chars().count() <= 65 && code.chars().count() <= 65);
-                    assert!(!code.is_empty());
+                let mut last = None;
+                for f in &failed {
+                    assert!(f.index < sent, "failure {} of {sent} records", f.index);
+                    assert!(last < Some(f.index), "failures in request order");
+                    last = Some(f.index);
+                    assert_reason("failed code", &f.code);
+                    assert!(f.code.chars().count() <= 65);
+                    assert!(!f.code.is_empty());
                 }
             }
             Err(e) => {

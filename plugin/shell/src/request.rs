@@ -190,8 +190,10 @@ impl Context for Request {
                 .flatten()
                 .and_then(|s| std::str::from_utf8(&s).ok()?.parse::<u16>().ok())
         };
+        // Bounded read: one byte over the cap is enough for the core to refuse the reply.
         let body = if status.is_some() && body_size > 0 {
-            hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+            let max = body_size.min(self.config.max_reply_bytes.saturating_add(1));
+            hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, max)
                 .ok()
                 .flatten()
                 .unwrap_or_default()

@@ -66,8 +66,8 @@ pub struct Order {
     /// The configured contact; `None` when the lookup is empty.
     pub customer: Option<Customer>,
     pub items: Vec<OrderItem>,
-    /// False when Salesforce paginated the OrderItems subquery (more lines than one page).
-    pub items_complete: bool,
+    /// Where the rest of the order's lines are when Salesforce paginated the OrderItems subquery.
+    pub items_next: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -76,13 +76,20 @@ pub struct OrderItem {
     pub quantity: f64,
     pub product_code: Option<String>,
     pub product_name: Option<String>,
-    /// Current value of the write-back field: non-empty means this line was licensed before.
+    /// Current value of the write-back field (trimmed, `None` when empty).
     pub written_back: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueryPage {
     pub orders: Vec<Order>,
+    pub next_records_url: Option<String>,
+}
+
+/// A further page of one order's OrderItems subquery.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ItemsPage {
+    pub items: Vec<OrderItem>,
     pub next_records_url: Option<String>,
 }
 
@@ -143,10 +150,13 @@ struct ContactJson<'a> {
     phone: Option<BorrowedStr<'a>>,
 }
 
+/// The OrderItems subquery inside an order, and also a further page of it (same shape).
 #[derive(Deserialize)]
 struct SubqueryJson<'a> {
     #[serde(default = "yes")]
     done: bool,
+    #[serde(rename = "nextRecordsUrl", borrow, default)]
+    next_records_url: Option<BorrowedStr<'a>>,
     #[serde(borrow, default)]
     records: Option<Vec<ItemJson<'a>>>,
 }
@@ -172,9 +182,14 @@ struct ItemJson<'a> {
 }
 
 impl<'a> ItemJson<'a> {
-    /// A string field other than the known ones (`None` when absent or null).
+    /// A string field other than the known ones (`None` when absent or null). Field names are
+    /// case-insensitive in Salesforce: the reply spells them as the schema does, not as the query.
     fn field(&self, name: &str) -> Result<Option<BorrowedStr<'a>>, serde_json::Error> {
-        match self.other.iter().find(|(k, _)| k == name) {
+        match self
+            .other
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        {
             Some((_, raw)) => {
                 // from_slice, as every other reply: one instantiation of the parser in the .wasm.
                 serde_json::from_slice(raw.get().as_bytes())
@@ -244,18 +259,7 @@ pub fn parse_query(
     let records = page
         .records
         .ok_or_else(|| SalesforceError::Unparseable("query reply has no records".into()))?;
-    let next_records_url = if page.done {
-        None
-    } else {
-        let url = page.next_records_url.as_deref().unwrap_or("");
-        Some(
-            checked_next_url(url)
-                .ok_or_else(|| {
-                    SalesforceError::Unparseable(format!("bad nextRecordsUrl {}", excerpt(url)))
-                })?
-                .to_owned(),
-        )
-    };
+    let next_records_url = next_page(page.done, page.next_records_url.as_deref())?;
     let mut orders = Vec::with_capacity(records.len());
     for r in records {
         orders.push(order(r, contact, writeback)?);
@@ -264,6 +268,57 @@ pub fn parse_query(
         orders,
         next_records_url,
     })
+}
+
+/// The next page's path when `done` is false.
+fn next_page(done: bool, url: Option<&str>) -> Result<Option<String>, SalesforceError> {
+    if done {
+        return Ok(None);
+    }
+    let url = url.unwrap_or("");
+    match checked_next_url(url) {
+        Some(u) => Ok(Some(u.to_owned())),
+        None => Err(SalesforceError::Unparseable(format!(
+            "bad nextRecordsUrl {}",
+            excerpt(url)
+        ))),
+    }
+}
+
+/// A further page of an order's OrderItems (what its `nextRecordsUrl` answers).
+pub fn parse_items_page(
+    status: u16,
+    body: &[u8],
+    writeback: Option<&str>,
+) -> Result<ItemsPage, SalesforceError> {
+    if !(200..300).contains(&status) {
+        return Err(super::classify_error(status, body));
+    }
+    let page: SubqueryJson<'_> = serde_json::from_slice(body).map_err(|e| {
+        if e.is_syntax() || e.is_eof() {
+            SalesforceError::Unparseable("order products page is not JSON".into())
+        } else {
+            not_understood(&e)
+        }
+    })?;
+    let (items, next_records_url) = items_of(page, writeback)?;
+    Ok(ItemsPage {
+        items,
+        next_records_url,
+    })
+}
+
+type Items = (Vec<OrderItem>, Option<String>);
+
+fn items_of(sub: SubqueryJson<'_>, writeback: Option<&str>) -> Result<Items, SalesforceError> {
+    let recs = sub
+        .records
+        .ok_or_else(|| SalesforceError::Unparseable("OrderItems has no records".into()))?;
+    let mut items = Vec::with_capacity(recs.len());
+    for it in recs {
+        items.push(item(it, writeback)?);
+    }
+    Ok((items, next_page(sub.done, sub.next_records_url.as_deref())?))
 }
 
 fn order(
@@ -290,18 +345,9 @@ fn order(
             phone: owned(c.phone),
         }
     });
-    let (items, items_complete) = match r.order_items {
-        None => (Vec::new(), true),
-        Some(sub) => {
-            let recs = sub
-                .records
-                .ok_or_else(|| SalesforceError::Unparseable("OrderItems has no records".into()))?;
-            let mut items = Vec::with_capacity(recs.len());
-            for it in recs {
-                items.push(item(it, writeback)?);
-            }
-            (items, sub.done)
-        }
+    let (items, items_next) = match r.order_items {
+        None => (Vec::new(), None),
+        Some(sub) => items_of(sub, writeback)?,
     };
     Ok(Order {
         id,
@@ -310,7 +356,7 @@ fn order(
         company,
         customer,
         items,
-        items_complete,
+        items_next,
     })
 }
 

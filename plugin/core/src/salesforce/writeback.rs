@@ -72,8 +72,6 @@ pub fn writeback_body(field: &str, lines: &[(SfId, Vec<String>)]) -> String {
 
 #[derive(Deserialize)]
 struct RecordResult<'a> {
-    #[serde(borrow, default)]
-    id: Option<BorrowedStr<'a>>,
     #[serde(default)]
     success: bool,
     #[serde(borrow, default)]
@@ -86,8 +84,23 @@ struct RecordError<'a> {
     status_code: Option<BorrowedStr<'a>>,
 }
 
-/// Per-record results of a write-back: the ids that failed, with Salesforce's error code.
-pub fn parse_writeback(status: u16, body: &[u8]) -> Result<Vec<(String, String)>, SalesforceError> {
+/// A record of a write-back that Salesforce refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordFailure {
+    /// Position of the record in the request: results come back in request order, and a
+    /// failed record's result has no `id`.
+    pub index: usize,
+    /// Salesforce's error code (`FIELD_CUSTOM_VALIDATION_EXCEPTION`, …).
+    pub code: String,
+}
+
+/// Per-record results of a write-back of `sent` records: the ones that failed. A reply with
+/// another number of results cannot be matched to the records and is an error as a whole.
+pub fn parse_writeback(
+    status: u16,
+    body: &[u8],
+    sent: usize,
+) -> Result<Vec<RecordFailure>, SalesforceError> {
     if !(200..300).contains(&status) {
         return Err(super::classify_error(status, body));
     }
@@ -98,17 +111,27 @@ pub fn parse_writeback(status: u16, body: &[u8]) -> Result<Vec<(String, String)>
             "write-back reply is not an array of results".into()
         })
     })?;
+    if results.len() != sent {
+        return Err(SalesforceError::Unparseable(format!(
+            "write-back reply has {} results for {sent} records",
+            results.len()
+        )));
+    }
     Ok(results
         .into_iter()
-        .filter(|r| !r.success)
-        .map(|r| {
+        .enumerate()
+        .filter(|(_, r)| !r.success)
+        .map(|(index, r)| {
             let code = r
                 .errors
                 .into_iter()
                 .next()
                 .and_then(|e| e.status_code)
                 .map_or(Cow::Borrowed("UNKNOWN"), |c| c.0);
-            (excerpt(r.id.as_deref().unwrap_or("")), excerpt(&code))
+            RecordFailure {
+                index,
+                code: excerpt(&code),
+            }
         })
         .collect())
 }

@@ -3,6 +3,8 @@
 
 use serde_json::Value;
 
+pub mod world;
+
 /// The full example configuration every test starts from.
 pub const FULL: &str = include_str!("../../../../testdata/config/full.json");
 
