@@ -18,6 +18,9 @@ pub enum FaultKind {
     Reset,
     /// 200 with a body no parser should accept.
     Garbage,
+    /// 200 `text/plain` `Unauthorized`: one word, nothing issued (a proxy or a misconfigured
+    /// server in front of the license server).
+    Word,
     /// License only: really issue and record the keys, then close without answering.
     IssueThenReset,
     /// License only: really issue and record the keys, then sleep `delay_ms` before answering.

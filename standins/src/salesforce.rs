@@ -6,7 +6,7 @@ use std::io;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 
 use crate::http::{parse_form, Request, Response};
 use crate::ids::{base64, is_sf_id, sf_id18};
@@ -109,6 +109,14 @@ impl Orders {
 
     fn resolve_item(&self, id: &str) -> Option<&String> {
         self.item_base.get(id.get(..15)?)
+    }
+
+    /// The fixture's 18-character id of an OrderItem given in either length (as given when
+    /// unknown).
+    pub fn item_id18(&self, id: &str) -> String {
+        self.resolve_item(id)
+            .cloned()
+            .unwrap_or_else(|| id.to_owned())
     }
 }
 
@@ -318,12 +326,24 @@ pub fn query(shared: &Shared, req: &Request, version: &str) -> Response {
             }
         }
     }
-    let records: Vec<Value> = seen
+    let mut records: Vec<Value> = seen
         .iter()
         .filter_map(|id| render_order(shared, &state, id, version))
         .collect();
-    let page = page_of(&mut state, version, records, 0, None);
-    json_reply(200, page)
+    // A long order's OrderItems come in pages of their own, each with its own cursor.
+    let items_page = state.items_page_size.max(1);
+    for order in &mut records {
+        let Some(sub) = order.get_mut("OrderItems") else {
+            continue;
+        };
+        let Some(items) = sub.get("records").and_then(Value::as_array).cloned() else {
+            continue;
+        };
+        *sub = page_of(&mut state, version, items, 0, items_page, None);
+    }
+    let page_size = state.page_size.max(1);
+    let page = page_of(&mut state, version, records, 0, page_size, None);
+    json_reply(200, obj_text(&page))
 }
 
 /// `GET /services/data/vXX.X/query/<locator>-<offset>`: the next page of an earlier query.
@@ -342,7 +362,7 @@ pub fn query_more(shared: &Shared, req: &Request, version: &str) -> Response {
     let Some((cursor, offset)) = parsed else {
         return sf_error(400, "INVALID_QUERY_LOCATOR", "invalid query locator");
     };
-    let Some(records) = state.cursors.get(cursor).cloned() else {
+    let Some((records, size)) = state.cursors.get(cursor).cloned() else {
         return sf_error(400, "INVALID_QUERY_LOCATOR", "invalid query locator");
     };
     if offset == 0 || offset >= records.len() {
@@ -353,23 +373,28 @@ pub fn query_more(shared: &Shared, req: &Request, version: &str) -> Response {
         version,
         records,
         offset,
+        size,
         Some(cursor.to_owned()),
     );
-    json_reply(200, page)
+    json_reply(200, obj_text(&page))
 }
 
-/// One page of a query result starting at `offset`; remembers a cursor when more remain.
+/// One page of `size` records of a query result (or of a subquery: same shape) starting at
+/// `offset`; remembers a cursor when more remain.
 fn page_of(
     state: &mut State,
     version: &str,
     records: Vec<Value>,
     offset: usize,
+    size: usize,
     cursor: Option<String>,
-) -> String {
+) -> Value {
     let total = records.len();
-    let end = offset.saturating_add(state.page_size.max(1)).min(total);
+    let end = offset.saturating_add(size.max(1)).min(total);
     let page: Vec<Value> = records.get(offset..end).unwrap_or_default().to_vec();
-    let mut out = vec![("totalSize", j(&total)), ("done", j(&(end >= total)))];
+    let mut out = Map::new();
+    out.insert("totalSize".into(), json!(total));
+    out.insert("done".into(), json!(end >= total));
     if end < total {
         let cursor = cursor.unwrap_or_else(|| {
             let id = sf_id18(&format!(
@@ -378,14 +403,24 @@ fn page_of(
                     .rng
                     .string(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", 10)
             ));
-            state.cursors.insert(id.clone(), records);
+            state.cursors.insert(id.clone(), (records, size));
             id
         });
         let next = format!("/services/data/{version}/query/{cursor}-{end}");
-        out.push(("nextRecordsUrl", j(&next)));
+        out.insert("nextRecordsUrl".into(), json!(next));
     }
-    out.push(("records", j(&page)));
-    obj(&out)
+    out.insert("records".into(), Value::Array(page));
+    Value::Object(out)
+}
+
+/// A page as Salesforce writes it: `totalSize`, `done`, `nextRecordsUrl`, `records`, in order.
+fn obj_text(page: &Value) -> String {
+    let keys = ["totalSize", "done", "nextRecordsUrl", "records"];
+    let pairs: Vec<(&str, String)> = keys
+        .iter()
+        .filter_map(|k| Some((*k, j(page.get(*k)?))))
+        .collect();
+    obj(&pairs)
 }
 
 /// The fixture order with the API version of this request in every `attributes.url` and the
@@ -651,22 +686,24 @@ pub fn composite(shared: &Shared, req: &Request) -> Response {
         .and_then(Value::as_bool)
         .unwrap_or(false);
 
-    let checked: Vec<(Option<String>, Checked)> = records
+    let checked: Vec<Checked> = records
         .iter()
-        .map(|r| {
-            let given = r
-                .get("id")
-                .or_else(|| r.get("Id"))
-                .and_then(Value::as_str)
-                .map(str::to_owned);
-            (given, check_update(shared, r))
+        .map(|r| match check_update(shared, r) {
+            Ok((full, _)) if state.refuse_writeback.contains(&full) => Err(record_error(
+                "FIELD_CUSTOM_VALIDATION_EXCEPTION",
+                "License keys cannot be changed on this order product",
+                &[],
+            )),
+            other => other,
         })
         .collect();
-    let any_failed = checked.iter().any(|(_, c)| c.is_err());
+    let any_failed = checked.iter().any(Result::is_err);
     let results: Vec<String> = checked
         .into_iter()
-        .map(|(given, outcome)| {
-            let id = outcome.as_ref().map(|(full, _)| full.clone()).ok().or(given);
+        .map(|outcome| {
+            // As Salesforce does: a failed record's result has no `id` (results come back in
+            // request order, which is how a client matches them).
+            let id = outcome.as_ref().map(|(full, _)| full.clone()).ok();
             let errors = match outcome {
                 Err(error) => vec![error],
                 Ok(_) if all_or_none && any_failed => vec![record_error(

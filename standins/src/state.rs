@@ -1,7 +1,7 @@
 //! Shared state of the three listeners, request dispatch (faults → endpoint → record) and the
 //! `/_standin/` control API.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
@@ -20,7 +20,11 @@ use crate::{license, salesforce};
 /// volumes, and one lock makes every control operation atomic.
 pub struct State {
     pub page_size: usize,
+    /// Records per page of an order's OrderItems subquery (Salesforce pages long orders too).
+    pub items_page_size: usize,
     pub plain_text_keys: bool,
+    /// OrderItems (18-character ids) whose write-back a validation rule refuses.
+    pub refuse_writeback: BTreeSet<String>,
     pub record: Vec<RecordedRequest>,
     pub stats: BTreeMap<String, EndpointStats>,
     pub faults: Faults,
@@ -31,8 +35,9 @@ pub struct State {
     pub all_keys: HashSet<String>,
     /// OrderItem id → fields written by sObject Collections updates.
     pub writebacks: BTreeMap<String, Map<String, Value>>,
-    /// Query locator → the full result it pages through (a snapshot, as Salesforce's cursors are).
-    pub cursors: HashMap<String, Vec<Value>>,
+    /// Query locator → the full result it pages through (a snapshot, as Salesforce's cursors
+    /// are) and its page size.
+    pub cursors: HashMap<String, (Vec<Value>, usize)>,
     pub rng: Rng,
 }
 
@@ -52,6 +57,10 @@ impl State {
         keys
     }
 }
+
+/// Salesforce's own page size for a parent-to-child subquery is not documented; this is large
+/// enough that the fixture's orders fit one page unless a test asks for less.
+pub const DEFAULT_ITEMS_PAGE_SIZE: usize = 2000;
 
 pub struct Shared {
     pub orders: salesforce::Orders,
@@ -84,7 +93,9 @@ impl Shared {
             seq: AtomicU64::new(0),
             state: Mutex::new(State {
                 page_size: page_size.max(1),
+                items_page_size: DEFAULT_ITEMS_PAGE_SIZE,
                 plain_text_keys,
+                refuse_writeback: BTreeSet::new(),
                 record: Vec::new(),
                 stats: BTreeMap::new(),
                 faults: Faults::default(),
@@ -143,7 +154,7 @@ impl Shared {
     }
 
     /// Forgets the record, stats, issued keys, write-backs, faults, tokens and cursors, and
-    /// restores the configured page size and key format.
+    /// restores the configured page sizes, key format and write-back acceptance.
     pub fn reset(&self) {
         let mut s = self.lock();
         s.record.clear();
@@ -154,7 +165,9 @@ impl Shared {
         s.writebacks.clear();
         s.cursors.clear();
         s.page_size = self.default_page_size;
+        s.items_page_size = DEFAULT_ITEMS_PAGE_SIZE;
         s.plain_text_keys = self.default_plain_text_keys;
+        s.refuse_writeback.clear();
         self.seq.store(0, Ordering::SeqCst);
     }
 
@@ -235,6 +248,11 @@ impl Shared {
                 }
                 FaultKind::Reset => Outcome::Reset,
                 FaultKind::Garbage => Outcome::Reply(garbage(service)),
+                FaultKind::Word => Outcome::Reply(Response::new(
+                    200,
+                    "text/plain; charset=utf-8",
+                    "Unauthorized",
+                )),
                 FaultKind::IssueThenReset => {
                     let _ = self.serve(service, endpoint, &version, req);
                     Outcome::Reset
@@ -282,13 +300,7 @@ impl Shared {
             ("GET", "stats") => as_json(serde_json::to_value(self.stats())),
             ("GET", "faults") => as_json(serde_json::to_value(self.pending_faults())),
             ("GET", "orders") => as_json(serde_json::to_value(self.orders.ids())),
-            ("GET", "config") => {
-                let s = self.lock();
-                Response::json(
-                    200,
-                    &json!({ "page_size": s.page_size, "plain_text_keys": s.plain_text_keys }),
-                )
-            }
+            ("GET", "config") => Response::json(200, &self.lock().config_json()),
             ("POST", "reset") => {
                 self.reset();
                 ok()
@@ -305,21 +317,25 @@ impl Shared {
                 Err(e) => bad(format!("fault: {e}")),
             },
             ("POST", "config") => match serde_json::from_slice::<ConfigChange>(&req.body) {
-                Ok(change) if change.page_size == Some(0) => {
-                    bad("page_size must be at least 1".into())
+                Ok(change) if change.page_size == Some(0) || change.items_page_size == Some(0) => {
+                    bad("page sizes must be at least 1".into())
                 }
                 Ok(change) => {
                     let mut s = self.lock();
                     if let Some(n) = change.page_size {
                         s.page_size = n;
                     }
+                    if let Some(n) = change.items_page_size {
+                        s.items_page_size = n;
+                    }
                     if let Some(p) = change.plain_text_keys {
                         s.plain_text_keys = p;
                     }
-                    Response::json(
-                        200,
-                        &json!({ "page_size": s.page_size, "plain_text_keys": s.plain_text_keys }),
-                    )
+                    if let Some(ids) = change.refuse_writeback {
+                        let full = ids.iter().map(|id| self.orders.item_id18(id));
+                        s.refuse_writeback = full.collect();
+                    }
+                    Response::json(200, &s.config_json())
                 }
                 Err(e) => bad(format!("config: {e}")),
             },
@@ -337,7 +353,21 @@ impl Shared {
 #[serde(deny_unknown_fields)]
 struct ConfigChange {
     page_size: Option<usize>,
+    items_page_size: Option<usize>,
     plain_text_keys: Option<bool>,
+    /// Replaces the set of OrderItems whose write-back is refused.
+    refuse_writeback: Option<Vec<String>>,
+}
+
+impl State {
+    fn config_json(&self) -> Value {
+        json!({
+            "page_size": self.page_size,
+            "items_page_size": self.items_page_size,
+            "plain_text_keys": self.plain_text_keys,
+            "refuse_writeback": self.refuse_writeback,
+        })
+    }
 }
 
 fn fault_reply(service: Service, endpoint: Endpoint, status: u16) -> Response {

@@ -469,7 +469,9 @@ fn composite_writes_back_and_the_next_query_sees_it() {
         results[0],
         json!({"id": DEMO_ITEM_ID, "success": true, "errors": []})
     );
+    // A failed record's result has no id, as Salesforce's: clients match results by position.
     assert_eq!(results[1]["success"], false);
+    assert_eq!(results[1].get("id"), None);
     assert_eq!(
         results[1]["errors"][0]["statusCode"],
         "INVALID_CROSS_REFERENCE_KEY"
@@ -549,9 +551,80 @@ fn composite_writes_back_and_the_next_query_sees_it() {
         (400, json!("JSON_PARSER_ERROR"))
     );
 
+    // A validation rule that refuses one record of several (control API `refuse_writeback`).
+    let r = call(
+        sf,
+        "POST",
+        "/_standin/config",
+        &[JSON],
+        json!({"refuse_writeback": [&MULTI_LINE_ITEM_IDS[1][..15]]})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(
+        r.json()["refuse_writeback"],
+        json!([MULTI_LINE_ITEM_IDS[1]])
+    );
+    let two = json!({"records": [
+        {"attributes": {"type": "OrderItem"}, "id": MULTI_LINE_ITEM_IDS[0], "License_Keys__c": "K3"},
+        {"attributes": {"type": "OrderItem"}, "id": MULTI_LINE_ITEM_IDS[1], "License_Keys__c": "K4"}
+    ]});
+    let results = call(
+        sf,
+        "PATCH",
+        path,
+        &[JSON, ("Authorization", &auth)],
+        two.to_string().as_bytes(),
+    )
+    .json();
+    assert_eq!(results[0]["success"], true);
+    assert_eq!(
+        results[1],
+        json!({"success": false, "errors": [{"statusCode": "FIELD_CUSTOM_VALIDATION_EXCEPTION", "message": "License keys cannot be changed on this order product", "fields": []}]})
+    );
+    assert_eq!(s.writebacks()[MULTI_LINE_ITEM_IDS[0]], "K3");
+    assert!(!s.writebacks().contains_key(MULTI_LINE_ITEM_IDS[1]));
+
     s.reset();
     assert!(s.writebacks().is_empty());
     assert!(s.record().is_empty());
+}
+
+#[test]
+fn long_orders_page_their_order_products() {
+    let s = start();
+    let tok = token(&s);
+    let sf = s.salesforce_addr();
+    let r = call(
+        sf,
+        "POST",
+        "/_standin/config",
+        &[JSON],
+        br#"{"items_page_size":1}"#,
+    );
+    assert_eq!(r.json()["items_page_size"], 1);
+    let page = query(&s, &tok, &soql_in(&[MULTI_LINE_ORDER_ID])).json();
+    let sub = &page["records"][0]["OrderItems"];
+    assert_eq!(sub["done"], false);
+    assert_eq!(sub["records"].as_array().unwrap().len(), 1);
+    let mut seen = record_ids(sub);
+    let mut next = sub["nextRecordsUrl"].as_str().unwrap().to_owned();
+    loop {
+        let more = query(&s, &tok, &next).json();
+        seen.extend(record_ids(&more));
+        match more["nextRecordsUrl"].as_str() {
+            Some(n) => next = n.to_owned(),
+            None => {
+                assert_eq!(more["done"], true);
+                break;
+            }
+        }
+    }
+    assert_eq!(seen, MULTI_LINE_ITEM_IDS);
+    s.reset();
+    let tok = token(&s);
+    let page = query(&s, &tok, &soql_in(&[MULTI_LINE_ORDER_ID])).json();
+    assert_eq!(page["records"][0]["OrderItems"]["done"], true);
 }
 
 #[test]
@@ -841,7 +914,7 @@ fn malformed_requests_get_400_and_the_server_lives_on() {
 }
 
 #[test]
-fn faults_status_delay_reset_garbage() {
+fn faults_status_delay_reset_garbage_word() {
     let s = start();
     let tok = token(&s);
     let target = soql_in(&[DEMO_ORDER_ID]);
@@ -934,6 +1007,18 @@ fn faults_status_delay_reset_garbage() {
         assert!(std::str::from_utf8(&r.body).is_err(), "{ep:?}");
         assert!(keys_in(&r.text()).is_empty());
     }
+    // word: 200 text/plain "Unauthorized", nothing issued.
+    s.inject_fault(Fault::new(Endpoint::License, FaultKind::Word))
+        .expect("fault");
+    let r = call(
+        s.license_addr(),
+        "GET",
+        &license_target("GetActivationKeyWithExpiryDate", PRODUCT),
+        &[],
+        b"",
+    );
+    assert_eq!((r.status, r.text().as_str()), (200, "Unauthorized"));
+    assert!(r.header("content-type").is_some_and(|c| c.starts_with("text/plain")));
     assert!(s.issued().is_empty());
     assert!(s.pending_faults().is_empty());
 }
@@ -1025,7 +1110,7 @@ fn control_api_over_http() {
             r#"{"page_size":1,"plain_text_keys":true}"#
         )
         .json(),
-        json!({"page_size":1,"plain_text_keys":true})
+        json!({"page_size":1,"items_page_size":2000,"plain_text_keys":true,"refuse_writeback":[]})
     );
     assert_eq!(post("/_standin/config", r#"{"page_size":0}"#).status, 400);
     let r = call(
@@ -1077,7 +1162,7 @@ fn control_api_over_http() {
     assert!(s.record().is_empty() && s.issued().is_empty() && s.stats().is_empty());
     assert_eq!(
         call(sf, "GET", "/_standin/config", &[], b"").json(),
-        json!({"page_size":2000,"plain_text_keys":false})
+        json!({"page_size":2000,"items_page_size":2000,"plain_text_keys":false,"refuse_writeback":[]})
     );
     assert_eq!(call(sf, "GET", "/_standin/nope", &[], b"").status, 404);
     assert_eq!(call(sf, "GET", "/_standin/reset", &[], b"").status, 405);
