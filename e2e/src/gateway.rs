@@ -77,6 +77,7 @@ pub struct Gateway {
     envoy: Child,
     base_id: u32,
     dir: PathBuf,
+    options: GatewayOptions,
 }
 
 impl Gateway {
@@ -145,32 +146,7 @@ impl Gateway {
         let config_path = dir.join("envoy.yaml");
         fs::write(&config_path, yaml)
             .map_err(|e| format!("writing {}: {e}", config_path.display()))?;
-        let log =
-            File::create(dir.join("envoy.log")).map_err(|e| format!("creating envoy.log: {e}"))?;
-
-        let mut command = Command::new(&envoy_bin);
-        command
-            .current_dir(&root)
-            .arg("-c")
-            .arg(&config_path)
-            .args(["--concurrency", &options.concurrency.to_string()])
-            .args(["--base-id", &base_id.to_string()])
-            .args(["--log-level", "warn", "--component-log-level", "wasm:info"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().map_err(|e| e.to_string())?)
-            .stderr(log);
-        for (key, value) in SECRET_ENV {
-            command.env(key, value);
-        }
-        for (key, value) in &options.env {
-            match value {
-                Some(value) => command.env(key, value),
-                None => command.env_remove(key),
-            };
-        }
-        let envoy = command
-            .spawn()
-            .map_err(|e| format!("starting {}: {e}", envoy_bin.display()))?;
+        let envoy = spawn_envoy(&dir, &options, base_id)?;
 
         let gateway = Gateway {
             standins,
@@ -181,8 +157,41 @@ impl Gateway {
             envoy,
             base_id,
             dir,
+            options,
         };
         gateway.wait_ready()
+    }
+
+    /// Stops Envoy and starts it again on the same ports, configuration and stand-ins: a deploy.
+    /// Shared data (the plugin's ledger and token) is gone; Salesforce and the license server
+    /// keep what they hold.
+    pub fn restart_envoy(self) -> Gateway {
+        let mut gw = self;
+        gw.stop_envoy();
+        gw.base_id = unique_base_id();
+        match spawn_envoy(&gw.dir, &gw.options, gw.base_id) {
+            Ok(envoy) => gw.envoy = envoy,
+            Err(e) => panic!("{e}"),
+        }
+        gw.wait_ready().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn stop_envoy(&mut self) {
+        // SIGTERM first so Envoy exits cleanly; SIGKILL if it lingers.
+        let _ = Command::new("kill")
+            .arg(self.envoy.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while matches!(self.envoy.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.envoy.kill();
+        let _ = self.envoy.wait();
+        // Envoy leaves its hot-restart shared memory behind (named after base id and epoch 0).
+        let _ = fs::remove_file(format!(
+            "/dev/shm/envoy_shared_memory_{}",
+            self.base_id * 10
+        ));
     }
 
     fn wait_ready(mut self) -> Result<Gateway, String> {
@@ -323,21 +332,7 @@ impl Gateway {
 
 impl Drop for Gateway {
     fn drop(&mut self) {
-        // SIGTERM first so Envoy exits cleanly; SIGKILL if it lingers.
-        let _ = Command::new("kill")
-            .arg(self.envoy.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while matches!(self.envoy.try_wait(), Ok(None)) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.envoy.kill();
-        let _ = self.envoy.wait();
-        // Envoy leaves its hot-restart shared memory behind (named after base id and epoch 0).
-        let _ = fs::remove_file(format!(
-            "/dev/shm/envoy_shared_memory_{}",
-            self.base_id * 10
-        ));
+        self.stop_envoy();
         if std::thread::panicking() {
             eprintln!(
                 "keygate-e2e: Envoy config and log kept in {}",
@@ -347,6 +342,40 @@ impl Drop for Gateway {
             let _ = fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// Starts Envoy on `dir/envoy.yaml`, appending to `dir/envoy.log`.
+fn spawn_envoy(dir: &Path, options: &GatewayOptions, base_id: u32) -> Result<Child, String> {
+    let root = repo_root();
+    let envoy_bin = root.join(".venv/bin/envoy");
+    let log = File::options()
+        .create(true)
+        .append(true)
+        .open(dir.join("envoy.log"))
+        .map_err(|e| format!("opening envoy.log: {e}"))?;
+    let mut command = Command::new(&envoy_bin);
+    command
+        .current_dir(&root)
+        .arg("-c")
+        .arg(dir.join("envoy.yaml"))
+        .args(["--concurrency", &options.concurrency.to_string()])
+        .args(["--base-id", &base_id.to_string()])
+        .args(["--log-level", "warn", "--component-log-level", "wasm:info"])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log);
+    for (key, value) in SECRET_ENV {
+        command.env(key, value);
+    }
+    for (key, value) in &options.env {
+        match value {
+            Some(value) => command.env(key, value),
+            None => command.env_remove(key),
+        };
+    }
+    command
+        .spawn()
+        .map_err(|e| format!("starting {}: {e}", envoy_bin.display()))
 }
 
 /// The query string Salesforce is configured with in QLM's setup: vendor, user and password.

@@ -13,6 +13,7 @@
 pub mod envoy;
 pub mod gateway;
 pub mod http;
+pub mod soap_reply;
 
 pub use gateway::{wasm_path, webhook_path_with_secret, Gateway, GatewayOptions};
 pub use http::Response;

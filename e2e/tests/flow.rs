@@ -3,7 +3,8 @@
 //! fields, SOQL), what they issued and had written back, the plugin's Envoy counters, and that no
 //! secret reached Envoy's log.
 
-use keygate_e2e::{json, testdata, Gateway, GatewayOptions, Response, Value};
+use keygate_e2e::soap_reply::{assert_ack, assert_fault, assert_no_leaks};
+use keygate_e2e::{json, testdata, Gateway, GatewayOptions, Value};
 use keygate_standins::{
     family_item_id, family_order_id, sf_id18, Endpoint, Fault, FaultKind, RecordedRequest,
     CLIENT_ID, DEMO_ITEM_ID, DEMO_ORDER_ID, DRAFT_ORDER_ID, MULTI_LINE_ITEM_IDS,
@@ -12,7 +13,6 @@ use keygate_standins::{
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-const OUTBOUND_NS: &str = "http://soap.sforce.com/2005/09/outbound";
 const LICENSE_PATH: &str = "/qlmLicenseServer/qlmservice.asmx/GetActivationKeyWithExpiryDate";
 const RETRIEVE_PATH: &str = "/qlmLicenseServer/qlmservice.asmx/RetrieveActivationKeyHttp";
 const WRITEBACK_FIELD: &str = "License_Keys__c";
@@ -20,44 +20,6 @@ const WRITEBACK_FIELD: &str = "License_Keys__c";
 const DRAFT_ITEM_ID: &str = "8025Y000001DrA1QAK";
 
 // ---- replies --------------------------------------------------------------------------------
-
-fn element<'a>(body: &'a str, name: &str) -> Option<&'a str> {
-    let open = format!("<{name}>");
-    let start = body.find(&open)? + open.len();
-    let end = body[start..].find(&format!("</{name}>"))?;
-    Some(&body[start..start + end])
-}
-
-fn assert_ack(r: &Response) {
-    let body = r.text();
-    assert_eq!(r.status, 200, "expected the SOAP ack, got: {body}");
-    assert!(
-        r.header("content-type")
-            .is_some_and(|c| c.starts_with("text/xml")),
-        "{:?}",
-        r.headers
-    );
-    assert!(body.contains("notificationsResponse"), "{body}");
-    assert!(body.contains(&format!("xmlns=\"{OUTBOUND_NS}\"")), "{body}");
-    assert!(body.contains("<Ack>true</Ack>"), "{body}");
-}
-
-/// Asserts a SOAP fault and returns its faultstring (XML-unescaped enough for `contains`).
-fn assert_fault(r: &Response, status: u16, faultcode: &str) -> String {
-    let body = r.text();
-    assert_eq!(r.status, status, "body: {body}");
-    assert!(body.contains("Fault>"), "not a SOAP fault: {body}");
-    assert!(!body.contains("<Ack>"), "a fault must not ack: {body}");
-    assert_eq!(element(&body, "faultcode"), Some(faultcode), "{body}");
-    let faultstring = element(&body, "faultstring").unwrap_or_default();
-    assert!(!faultstring.trim().is_empty(), "empty faultstring: {body}");
-    faultstring
-        .replace("&apos;", "'")
-        .replace("&quot;", "\"")
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&amp;", "&")
-}
 
 // ---- messages -------------------------------------------------------------------------------
 
@@ -104,38 +66,10 @@ fn expect_counts(gw: &Gateway, want: &[(&str, usize)]) {
     assert_eq!(call_counts(gw), want, "calls the stand-ins saw");
 }
 
-/// `application/x-www-form-urlencoded` decoding (`+` is a space, `%XX` a byte).
-fn form_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => match bytes
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-            {
-                Some(b) => {
-                    out.push(b);
-                    i += 2;
-                }
-                None => out.push(b'%'),
-            },
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 fn query_param(raw_query: &str, name: &str) -> Option<String> {
-    raw_query
-        .split('&')
-        .filter_map(|p| p.split_once('='))
-        .find(|(k, _)| form_decode(k) == name)
-        .map(|(_, v)| form_decode(v))
+    form_urlencoded::parse(raw_query.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
 }
 
 /// The SOQL of a recorded query call.
@@ -218,13 +152,9 @@ fn mapped_args(gw: &Gateway, code: &str) -> Vec<(String, String)> {
         .or_else(|| products.get(format!("salesforce_pid_{code}")))
         .unwrap_or_else(|| panic!("product {code} not in {products}"));
     match mapping {
-        Value::String(s) => s
-            .split('&')
-            .filter(|p| !p.trim().is_empty())
-            .map(|p| {
-                let (k, v) = p.split_once('=').unwrap_or((p, ""));
-                (form_decode(k.trim()), form_decode(v))
-            })
+        Value::String(s) => form_urlencoded::parse(s.as_bytes())
+            .filter(|(k, _)| !k.trim().is_empty())
+            .map(|(k, v)| (k.trim().to_owned(), v.into_owned()))
             .collect(),
         Value::Object(o) => {
             let mut out = Vec::new();
@@ -381,11 +311,6 @@ fn assert_counters(gw: &Gateway, want: &[(&str, u64)]) {
     }
 }
 
-fn assert_no_leaks(gw: &Gateway) {
-    let leaked = gw.leaked_secrets();
-    assert!(leaked.is_empty(), "secrets in Envoy's log: {leaked:?}");
-}
-
 fn seqs(gw: &Gateway, endpoint: Endpoint) -> Vec<u64> {
     calls(gw, endpoint).iter().map(|r| r.seq).collect()
 }
@@ -397,9 +322,16 @@ fn one_order_one_line_is_licensed_and_written_back() {
     let gw = Gateway::start(GatewayOptions::default());
     assert_ack(&gw.post_webhook(activated_one()));
 
+    // The line is looked up first: shared data cannot vouch for a line it does not know.
     expect_counts(
         &gw,
-        &[("token", 1), ("query", 1), ("license", 1), ("composite", 1)],
+        &[
+            ("token", 1),
+            ("query", 1),
+            ("retrieve", 1),
+            ("license", 1),
+            ("composite", 1),
+        ],
     );
 
     // Login: client credentials (the default grant), secret in the form.
@@ -462,11 +394,19 @@ fn one_order_one_line_is_licensed_and_written_back() {
         "Acme",
         Some("+1 415 555 0100"),
     );
-    assert_eq!(
-        count(&gw, Endpoint::Retrieve),
-        0,
-        "no lookup for a new line"
+    // One lookup, before the issue, with credentials in the form only.
+    let record = gw.standins.record();
+    let at = |e| record.iter().position(|r| r.endpoint == e);
+    assert!(
+        at(Endpoint::Retrieve) < at(Endpoint::License),
+        "{record:#?}"
     );
+    let lookup = &calls(&gw, Endpoint::Retrieve)[0];
+    assert_eq!(
+        lookup.form.get("is_orderid").map(String::as_str),
+        Some(DEMO_ITEM_ID)
+    );
+    assert!(!lookup.query.contains("pwd"), "{lookup:?}");
 
     // One write-back holding exactly the issued key.
     let issued = gw.standins.issued();
@@ -508,7 +448,13 @@ fn one_order_one_line_is_licensed_and_written_back() {
     assert_ack(&gw.post_webhook(activated_one()));
     expect_counts(
         &gw,
-        &[("token", 1), ("query", 2), ("license", 1), ("composite", 1)],
+        &[
+            ("token", 1),
+            ("query", 2),
+            ("retrieve", 1),
+            ("license", 1),
+            ("composite", 1),
+        ],
     );
     assert_one_key_per_line_written_back(&gw, &[DEMO_ITEM_ID]);
     assert_eq!(gw.standins.writebacks()[DEMO_ITEM_ID], key);
@@ -530,7 +476,13 @@ fn several_orders_and_lines_get_their_quantities_and_mappings() {
 
     expect_counts(
         &gw,
-        &[("token", 1), ("query", 1), ("license", 3), ("composite", 1)],
+        &[
+            ("token", 1),
+            ("query", 1),
+            ("retrieve", 3),
+            ("license", 3),
+            ("composite", 1),
+        ],
     );
     let q = soql(&calls(&gw, Endpoint::Query)[0]);
     assert!(
@@ -876,7 +828,13 @@ fn password_grant_logs_in_with_username_and_password() {
     assert_ack(&gw.post_webhook(activated_one()));
     expect_counts(
         &gw,
-        &[("token", 1), ("query", 1), ("license", 1), ("composite", 1)],
+        &[
+            ("token", 1),
+            ("query", 1),
+            ("retrieve", 1),
+            ("license", 1),
+            ("composite", 1),
+        ],
     );
     let token = &calls(&gw, Endpoint::Token)[0];
     assert_eq!(token.status, 200, "{token:?}");
@@ -958,7 +916,10 @@ fn without_writeback_nothing_is_written_and_the_ledger_prevents_a_second_key() {
         .get("writeback_field")
         .is_none());
     assert_ack(&gw.post_webhook(activated_one()));
-    expect_counts(&gw, &[("token", 1), ("query", 1), ("license", 1)]);
+    expect_counts(
+        &gw,
+        &[("token", 1), ("query", 1), ("retrieve", 1), ("license", 1)],
+    );
     let q = soql(&calls(&gw, Endpoint::Query)[0]);
     assert!(!q.contains(WRITEBACK_FIELD), "{q}");
     let key = gw.standins.issued()[DEMO_ITEM_ID].clone();
@@ -968,7 +929,10 @@ fn without_writeback_nothing_is_written_and_the_ledger_prevents_a_second_key() {
     for _ in 0..3 {
         assert_ack(&gw.post_webhook(activated_one()));
     }
-    expect_counts(&gw, &[("token", 1), ("query", 4), ("license", 1)]);
+    expect_counts(
+        &gw,
+        &[("token", 1), ("query", 4), ("retrieve", 1), ("license", 1)],
+    );
     assert_eq!(gw.standins.issued()[DEMO_ITEM_ID], key);
     assert!(gw.standins.writebacks().is_empty());
     assert_counters(
@@ -1016,8 +980,9 @@ fn license_server_failure_faults_then_redelivery_licenses_each_line_once() {
         ],
     );
 
-    // Healed; Salesforce redelivers. Each line was marked pending before its call, so it is looked
-    // up on the license server (nothing there) before it is issued.
+    // Healed; Salesforce redelivers. Each line was looked up before its first call and is
+    // pending after it (its call answered, so not busy): looked up again (nothing there) before
+    // it is issued.
     assert_ack(&gw.post_webhook(&several));
     let retrieved: Vec<String> = calls(&gw, Endpoint::Retrieve)
         .iter()
@@ -1029,9 +994,12 @@ fn license_server_failure_faults_then_redelivery_licenses_each_line_once() {
         .collect();
     let mut retrieved_sorted = retrieved.clone();
     retrieved_sorted.sort();
-    let mut want: Vec<String> = lines.iter().map(|s| s.to_string()).collect();
+    let mut want: Vec<String> = lines
+        .iter()
+        .flat_map(|s| [s.to_string(), s.to_string()])
+        .collect();
     want.sort();
-    assert_eq!(retrieved_sorted, want, "a lookup per pending line");
+    assert_eq!(retrieved_sorted, want, "a lookup per line and delivery");
     assert_eq!(count(&gw, Endpoint::License), 6, "{:?}", call_counts(&gw));
     assert_license_calls_well_formed_after_fault(&gw);
     assert_one_key_per_line_written_back(&gw, &lines);

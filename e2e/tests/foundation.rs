@@ -1,12 +1,12 @@
 //! Foundation end-to-end tests: the inbound checks of the real plugin in a real Envoy, none of
 //! which may call Salesforce or the license server. The activated-order flow lives in other tests.
 
+use keygate_e2e::soap_reply::{assert_ack, assert_fault};
 use keygate_e2e::{
-    json, testdata, webhook_path_with_secret, Gateway, GatewayOptions, Response, HOOK_PASSWORD,
-    HOOK_USER, WEBHOOK_PATH,
+    json, testdata, webhook_path_with_secret, Gateway, GatewayOptions, HOOK_PASSWORD, HOOK_USER,
+    WEBHOOK_PATH,
 };
 
-const OUTBOUND_NS: &str = "http://soap.sforce.com/2005/09/outbound";
 const OUR_ORG: &str = "00D5Y000001MPM7UAO";
 
 fn gateway() -> Gateway {
@@ -15,46 +15,6 @@ fn gateway() -> Gateway {
 
 fn not_activated() -> String {
     testdata("soap/valid/not_activated_one.xml")
-}
-
-fn element<'a>(body: &'a str, name: &str) -> Option<&'a str> {
-    let open = format!("<{name}>");
-    let start = body.find(&open)? + open.len();
-    let end = body[start..].find(&format!("</{name}>"))?;
-    Some(&body[start..start + end])
-}
-
-fn assert_xml_reply(r: &Response) {
-    let content_type = r.header("content-type").unwrap_or_default();
-    assert!(
-        content_type.starts_with("text/xml"),
-        "content-type {content_type:?}, body {}",
-        r.text()
-    );
-}
-
-fn assert_ack(r: &Response) {
-    let body = r.text();
-    assert_eq!(r.status, 200, "expected the SOAP ack, got: {body}");
-    assert_xml_reply(r);
-    assert!(body.contains("notificationsResponse"), "{body}");
-    assert!(
-        body.contains(&format!("xmlns=\"{OUTBOUND_NS}\"")),
-        "ack not in the outbound namespace: {body}"
-    );
-    assert!(body.contains("<Ack>true</Ack>"), "{body}");
-}
-
-/// Asserts a SOAP fault and returns its faultstring.
-fn assert_fault(r: &Response, status: u16, faultcode: &str) -> String {
-    let body = r.text();
-    assert_eq!(r.status, status, "body: {body}");
-    assert_xml_reply(r);
-    assert!(body.contains("Fault>"), "not a SOAP fault: {body}");
-    assert_eq!(element(&body, "faultcode"), Some(faultcode), "{body}");
-    let faultstring = element(&body, "faultstring").unwrap_or_default();
-    assert!(!faultstring.trim().is_empty(), "empty faultstring: {body}");
-    faultstring.to_string()
 }
 
 /// The stand-ins saw no Salesforce or license-server call.

@@ -5,6 +5,7 @@
 //! plugin/core/tests/hostile.rs checks the same corpus against the core, with the same padding and
 //! auth modes.
 
+use keygate_e2e::soap_reply::element;
 use keygate_e2e::{
     duplex, repo_root, testdata, webhook_path_with_secret, Gateway, GatewayOptions, Response,
     HOOK_PASSWORD, HOOK_USER, WEBHOOK_PATH,
@@ -86,13 +87,6 @@ fn xml_escaped(text: &str) -> String {
         .replace('\'', "&apos;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
-}
-
-fn element<'a>(body: &'a str, name: &str) -> Option<&'a str> {
-    let open = format!("<{name}>");
-    let start = body.find(&open)? + open.len();
-    let end = body[start..].find(&format!("</{name}>"))?;
-    Some(&body[start..start + end])
 }
 
 /// Nothing reached any stand-in: not Salesforce, not the license server, not the upstream.

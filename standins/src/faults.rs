@@ -21,6 +21,9 @@ pub enum FaultKind {
     /// 200 `text/plain` `Unauthorized`: one word, nothing issued (a proxy or a misconfigured
     /// server in front of the license server).
     Word,
+    /// The normal answer (keys really issued), padded to 8 MiB with white space: a reply no
+    /// client should read whole.
+    Oversize,
     /// License only: really issue and record the keys, then close without answering.
     IssueThenReset,
     /// License only: really issue and record the keys, then sleep `delay_ms` before answering.

@@ -29,6 +29,7 @@ pub use ids::{family_item_id, family_order_id, sf_id18, FAMILY_SIZE};
 pub use license::{PATH_PREFIX as LICENSE_PATH_PREFIX, QLM_PASSWORD, QLM_USER};
 pub use record::{Endpoint, EndpointStats, RecordedRequest, Service};
 pub use salesforce::{CLIENT_ID, CLIENT_SECRET, ORG_ID, PASSWORD, USERNAME};
+pub use state::OVERSIZE_BYTES;
 /// Written-back fields of one order product, by field name.
 pub type FieldMap = serde_json::Map<String, serde_json::Value>;
 
@@ -233,6 +234,21 @@ impl Standins {
 
     pub fn set_plain_text_keys(&self, on: bool) {
         self.shared.set_plain_text_keys(on)
+    }
+
+    /// OrderItems per page of an order's OrderItems subquery; 0 is treated as 1.
+    pub fn set_items_page_size(&self, n: usize) {
+        self.shared.lock().items_page_size = n.max(1);
+    }
+
+    /// From now on, a write-back of these OrderItems (15 or 18 characters) fails with
+    /// `FIELD_CUSTOM_VALIDATION_EXCEPTION`; an empty list accepts every write again.
+    pub fn refuse_writeback(&self, items: &[&str]) {
+        let full = items
+            .iter()
+            .map(|i| self.shared.orders.item_id18(i))
+            .collect();
+        self.shared.lock().refuse_writeback = full;
     }
 
     /// Stops accepting and closes open connections. Idempotent; `Drop` calls it.

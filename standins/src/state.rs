@@ -61,6 +61,8 @@ impl State {
 /// Salesforce's own page size for a parent-to-child subquery is not documented; this is large
 /// enough that the fixture's orders fit one page unless a test asks for less.
 pub const DEFAULT_ITEMS_PAGE_SIZE: usize = 2000;
+/// What an `oversize` fault pads a reply to.
+pub const OVERSIZE_BYTES: usize = 8 * 1024 * 1024;
 
 pub struct Shared {
     pub orders: salesforce::Orders,
@@ -256,6 +258,11 @@ impl Shared {
                 FaultKind::IssueThenReset => {
                     let _ = self.serve(service, endpoint, &version, req);
                     Outcome::Reset
+                }
+                FaultKind::Oversize => {
+                    let mut resp = self.serve(service, endpoint, &version, req);
+                    resp.body.resize(OVERSIZE_BYTES, b' ');
+                    Outcome::Reply(resp)
                 }
                 FaultKind::IssueThenDelay => {
                     let resp = self.serve(service, endpoint, &version, req);

@@ -1018,7 +1018,9 @@ fn faults_status_delay_reset_garbage_word() {
         b"",
     );
     assert_eq!((r.status, r.text().as_str()), (200, "Unauthorized"));
-    assert!(r.header("content-type").is_some_and(|c| c.starts_with("text/plain")));
+    assert!(r
+        .header("content-type")
+        .is_some_and(|c| c.starts_with("text/plain")));
     assert!(s.issued().is_empty());
     assert!(s.pending_faults().is_empty());
 }

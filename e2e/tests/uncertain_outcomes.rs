@@ -1,0 +1,210 @@
+//! One key per line when an outcome is uncertain, through a real Envoy: a restart between issue
+//! and write-back, a license server slower than the timeout that issues anyway, a one-word reply,
+//! order products beyond the first page, a reply too large to read. Each case once ended with a
+//! second key for a line or an ack without one.
+
+use keygate_e2e::exactly_once::{assert_one_key_per_line, refs_of, settle, Calls};
+use keygate_e2e::soap_reply::{assert_ack_from, assert_no_leaks, assert_server_fault};
+use keygate_e2e::{json, testdata, Gateway, GatewayOptions};
+use keygate_standins::{
+    Endpoint, Fault, FaultKind, DEMO_ITEM_ID, MULTI_LINE_ITEM_IDS, OVERSIZE_BYTES,
+};
+use std::time::{Duration, Instant};
+
+fn several() -> String {
+    testdata("soap/valid/several.xml")
+}
+
+fn several_lines() -> Vec<String> {
+    vec![
+        DEMO_ITEM_ID.to_owned(),
+        MULTI_LINE_ITEM_IDS[0].to_owned(),
+        MULTI_LINE_ITEM_IDS[1].to_owned(),
+    ]
+}
+
+/// Salesforce's validation rule refuses one record of the write-back (its result has no `id`);
+/// Envoy restarts (shared data gone) and Salesforce redelivers. The redelivery looks the line up
+/// and writes back the key the license server already has: no second key.
+#[test]
+fn a_refused_write_back_then_a_restart_finds_the_key() {
+    let gw = Gateway::start(GatewayOptions::default());
+    let refused = MULTI_LINE_ITEM_IDS[0];
+    gw.standins.refuse_writeback(&[refused]);
+    let why = assert_server_fault(&gw.post_webhook(several()));
+    assert!(
+        why.contains(&format!(
+            "write-back of line {refused} refused: FIELD_CUSTOM_VALIDATION_EXCEPTION"
+        )),
+        "{why}"
+    );
+    assert_eq!(
+        gw.standins.writebacks().len(),
+        2,
+        "the other lines are written back"
+    );
+
+    let gw = gw.restart_envoy();
+    gw.standins.refuse_writeback(&[]);
+    let mark = gw.standins.record().len();
+    assert_ack_from(&gw.post_webhook(several()), &gw);
+    let record = gw.standins.record();
+    let redelivery = &record[mark..];
+    assert_one_key_per_line(&gw.standins, &several_lines());
+    // Only the line Salesforce does not hold a key for is looked up; none is issued.
+    assert_eq!(
+        refs_of(redelivery, Endpoint::Retrieve),
+        vec![refused.to_owned()]
+    );
+    assert_eq!(
+        Calls::of(redelivery),
+        Calls::new(1, 1, 0, 1, 1),
+        "{redelivery:#?}"
+    );
+    assert_eq!(gw.counter("keygate_licenses_recovered"), 1);
+    assert_no_leaks(&gw);
+}
+
+/// Without write-back only the ledger remembers a line, and a restart empties it: the lookup
+/// before every first issue is what keeps the second delivery from issuing again.
+#[test]
+fn without_write_back_a_restart_never_issues_a_second_key() {
+    let gw = Gateway::start(
+        GatewayOptions::default().patch(json!({"salesforce": {"writeback_field": null}})),
+    );
+    assert_ack_from(
+        &gw.post_webhook(testdata("soap/valid/activated_one.xml")),
+        &gw,
+    );
+    let gw = gw.restart_envoy();
+    assert_ack_from(
+        &gw.post_webhook(testdata("soap/valid/activated_one.xml")),
+        &gw,
+    );
+    let issued = gw.standins.issued();
+    assert_eq!(issued[DEMO_ITEM_ID].len(), 1, "{issued:?}");
+    assert_eq!(Calls::of(&gw.standins.record()), Calls::new(2, 2, 1, 2, 0));
+}
+
+/// The license server takes 2.5 s against a 1 s timeout and issues anyway. The redelivery right
+/// after the fault is told "busy" (no license call at all); once the call's timeout and the
+/// grace are over, the line is looked up and its key found.
+#[test]
+fn a_slow_license_server_gets_busy_then_a_lookup_never_a_second_key() {
+    let gw = Gateway::start(GatewayOptions::default().patch(json!({
+        "license_server": {"timeout_ms": 1000},
+        "ledger": {"pending_grace_ms": 2000},
+    })));
+    let body = testdata("soap/valid/activated_one.xml");
+    gw.standins
+        .inject_fault(Fault::new(Endpoint::License, FaultKind::IssueThenDelay).delay_ms(2500))
+        .unwrap();
+    let started = Instant::now();
+    let why = assert_server_fault(&gw.post_webhook(&body));
+    assert!(why.contains("outcome unknown"), "{why}");
+
+    let mark = gw.standins.record().len();
+    let busy = assert_server_fault(&gw.post_webhook(&body));
+    assert!(
+        busy.contains(&format!(
+            "line {DEMO_ITEM_ID}: an earlier license call may still be running"
+        )),
+        "{busy}"
+    );
+    assert_eq!(gw.counter("keygate_messages_faulted_busy"), 1);
+    let record = gw.standins.record();
+    assert_eq!(
+        Calls::of(&record[mark..]),
+        Calls::new(0, 1, 0, 0, 0),
+        "busy: no license call"
+    );
+
+    settle(&gw.standins, 1);
+    assert_eq!(
+        gw.standins.issued()[DEMO_ITEM_ID].len(),
+        1,
+        "the slow call issued its key"
+    );
+    // Past timeout (1 s) + grace (2 s) after the call started.
+    let window = Duration::from_millis(3100);
+    std::thread::sleep(window.saturating_sub(started.elapsed()));
+    let mark = gw.standins.record().len();
+    assert_ack_from(&gw.post_webhook(&body), &gw);
+    let record = gw.standins.record();
+    assert_eq!(
+        Calls::of(&record[mark..]),
+        Calls::new(0, 1, 0, 1, 1),
+        "{:#?}",
+        &record[mark..]
+    );
+    assert_one_key_per_line(&gw.standins, &[DEMO_ITEM_ID.to_owned()]);
+    assert_no_leaks(&gw);
+}
+
+/// 200 `text/plain` `Unauthorized` from the license server is no key: a fault, nothing written
+/// back, and the redelivery licenses the line for real.
+#[test]
+fn a_one_word_reply_is_never_written_back_or_acked() {
+    let gw = Gateway::start(GatewayOptions::default());
+    let body = testdata("soap/valid/activated_one.xml");
+    gw.standins
+        .inject_fault(Fault::new(Endpoint::License, FaultKind::Word))
+        .unwrap();
+    let why = assert_server_fault(&gw.post_webhook(&body));
+    assert!(why.contains("not a license key: Unauthorized"), "{why}");
+    assert!(gw.standins.writebacks().is_empty());
+    assert_eq!(Calls::of(&gw.standins.record()).composite, 0);
+
+    assert_ack_from(&gw.post_webhook(&body), &gw);
+    let keys = assert_one_key_per_line(&gw.standins, &[DEMO_ITEM_ID.to_owned()]);
+    assert_ne!(keys[DEMO_ITEM_ID], "Unauthorized");
+}
+
+/// Salesforce pages a long order's OrderItems (here one per page): every page is read, every
+/// line licensed, one query for the orders plus one per further page.
+#[test]
+fn order_products_beyond_the_first_page_are_all_licensed() {
+    let gw = Gateway::start(GatewayOptions::default());
+    gw.standins.set_items_page_size(1);
+    assert_ack_from(&gw.post_webhook(several()), &gw);
+    assert_one_key_per_line(&gw.standins, &several_lines());
+    let record = gw.standins.record();
+    // The multi-line order has 3 order products: 2 further pages (query_more).
+    let pages = record.iter().filter(|r| r.endpoint == Endpoint::QueryMore).count();
+    assert_eq!(pages, 2, "{record:#?}");
+    let mut calls = Calls::of(&record);
+    calls.other -= pages;
+    assert_eq!(calls, Calls::new(1, 1, 3, 3, 1), "{record:#?}");
+}
+
+/// A reply larger than `max_reply_bytes` is read no further than the cap and is a failure; the
+/// license call answered, so the redelivery looks the line up at once and finds the key.
+#[test]
+fn a_reply_over_max_reply_bytes_is_refused_and_nothing_is_lost() {
+    let gw = Gateway::start(GatewayOptions::default());
+    let body = testdata("soap/valid/activated_one.xml");
+    let cap = gw.plugin_config["max_reply_bytes"]
+        .as_u64()
+        .unwrap_or(4 * 1024 * 1024);
+    assert!((cap as usize) < OVERSIZE_BYTES);
+    gw.standins
+        .inject_fault(Fault::new(Endpoint::License, FaultKind::Oversize))
+        .unwrap();
+    let why = assert_server_fault(&gw.post_webhook(&body));
+    assert!(
+        why.contains(&format!("reply larger than max_reply_bytes ({cap})")),
+        "{why}"
+    );
+    assert_ack_from(&gw.post_webhook(&body), &gw);
+    assert_one_key_per_line(&gw.standins, &[DEMO_ITEM_ID.to_owned()]);
+
+    gw.standins
+        .inject_fault(Fault::new(Endpoint::Query, FaultKind::Oversize))
+        .unwrap();
+    let why = assert_server_fault(&gw.post_webhook(several()));
+    assert!(
+        why.contains("Salesforce reply larger than max_reply_bytes"),
+        "{why}"
+    );
+    assert_no_leaks(&gw);
+}
