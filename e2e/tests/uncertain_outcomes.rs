@@ -170,7 +170,10 @@ fn order_products_beyond_the_first_page_are_all_licensed() {
     assert_one_key_per_line(&gw.standins, &several_lines());
     let record = gw.standins.record();
     // The multi-line order has 3 order products: 2 further pages (query_more).
-    let pages = record.iter().filter(|r| r.endpoint == Endpoint::QueryMore).count();
+    let pages = record
+        .iter()
+        .filter(|r| r.endpoint == Endpoint::QueryMore)
+        .count();
     assert_eq!(pages, 2, "{record:#?}");
     let mut calls = Calls::of(&record);
     calls.other -= pages;

@@ -142,6 +142,7 @@ pub struct FlowCase {
     query: Vec<u8>,
     license: Vec<u8>,
     composite: Vec<u8>,
+    retrieve_empty: Vec<u8>,
     /// Calls one delivery makes (login + query + lines + write-back).
     pub expected_calls: usize,
 }
@@ -218,7 +219,9 @@ impl FlowCase {
             query: query.to_string().into_bytes(),
             license: b"<?xml version=\"1.0\"?><QuickLicenseManager><licenses><license><activationKey>A1B2C-D3E4F-G5H6J-K7L8M-N9P0Q-RSTUVW</activationKey></license></licenses></QuickLicenseManager>".to_vec(),
             composite: Value::Array(composite).to_string().into_bytes(),
-            expected_calls: orders.len() + 3,
+            retrieve_empty: b"<?xml version=\"1.0\"?><QuickLicenseManager><licenses/></QuickLicenseManager>".to_vec(),
+            // Login, query, write-back, and per line a lookup (the ledger is new) and an issue.
+            expected_calls: 2 * orders.len() + 3,
         }
     }
 
@@ -231,6 +234,8 @@ impl FlowCase {
             &self.composite
         } else if call.path.ends_with("/GetActivationKeyWithExpiryDate") {
             &self.license
+        } else if call.path.ends_with("/RetrieveActivationKeyHttp") {
+            &self.retrieve_empty
         } else {
             return Response {
                 status: Some(404),
