@@ -31,6 +31,30 @@ pub struct GatewayOptions {
     /// More listeners (YAML list items, indented as under `static_resources.listeners`), e.g.
     /// the benchmark's minimal filter beside the plugin.
     pub extra_listeners: Vec<String>,
+    /// How the wasm filter is configured: as envoy.local.yaml ships it, or as Istio and Envoy
+    /// Gateway generate it. Default from `KEYGATE_E2E_HEADERS` (`hold` or `forward`).
+    pub headers: HeadersMode,
+}
+
+/// Whether the filter may pause a request at its headers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeadersMode {
+    /// `allow_on_headers_stop_iteration: true` and the plugin's `hold_request_headers: true`:
+    /// the route's upstream never sees a webhook request.
+    Hold,
+    /// Neither (Istio's WasmPlugin, Envoy Gateway): the head goes on to the upstream without
+    /// query or secret header, the body never does.
+    Forward,
+}
+
+impl HeadersMode {
+    /// From `KEYGATE_E2E_HEADERS`; `hold` when unset.
+    pub fn from_env() -> HeadersMode {
+        match std::env::var("KEYGATE_E2E_HEADERS").as_deref() {
+            Ok("forward") => HeadersMode::Forward,
+            _ => HeadersMode::Hold,
+        }
+    }
 }
 
 impl Default for GatewayOptions {
@@ -41,6 +65,7 @@ impl Default for GatewayOptions {
             env: Vec::new(),
             standins: StandinsConfig::default(),
             extra_listeners: Vec::new(),
+            headers: HeadersMode::from_env(),
         }
     }
 }
@@ -128,6 +153,12 @@ impl Gateway {
         let template = fs::read_to_string(root.join("host-config/envoy.local.yaml"))
             .map_err(|e| format!("reading host-config/envoy.local.yaml: {e}"))?;
         let mut plugin_config = envoy::plugin_config(&template);
+        if options.headers == HeadersMode::Forward {
+            envoy::merge_patch(
+                &mut plugin_config,
+                &serde_json::json!({"hold_request_headers": null}),
+            );
+        }
         for patch in &options.patches {
             envoy::merge_patch(&mut plugin_config, patch);
         }
@@ -136,6 +167,14 @@ impl Gateway {
             &ports,
             &wasm,
         );
+        if options.headers == HeadersMode::Forward {
+            // As the control planes generate it: the field absent (Envoy's default, false).
+            let kept: Vec<&str> = yaml
+                .lines()
+                .filter(|l| l.trim() != "allow_on_headers_stop_iteration: true")
+                .collect();
+            yaml = kept.join("\n") + "\n";
+        }
         for listener in &options.extra_listeners {
             yaml = yaml.replacen("  listeners:\n", &format!("  listeners:\n{listener}"), 1);
         }
@@ -160,6 +199,11 @@ impl Gateway {
             options,
         };
         gateway.wait_ready()
+    }
+
+    /// How this gateway's wasm filter treats request headers.
+    pub fn headers_mode(&self) -> HeadersMode {
+        self.options.headers
     }
 
     /// Stops Envoy and starts it again on the same ports, configuration and stand-ins: a deploy.

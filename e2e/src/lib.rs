@@ -15,7 +15,7 @@ pub mod gateway;
 pub mod http;
 pub mod soap_reply;
 
-pub use gateway::{wasm_path, webhook_path_with_secret, Gateway, GatewayOptions};
+pub use gateway::{wasm_path, webhook_path_with_secret, Gateway, GatewayOptions, HeadersMode};
 pub use http::Response;
 pub use serde_json::{json, Value};
 

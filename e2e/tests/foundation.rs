@@ -1,11 +1,12 @@
 //! Foundation end-to-end tests: the inbound checks of the real plugin in a real Envoy, none of
 //! which may call Salesforce or the license server. The activated-order flow lives in other tests.
 
-use keygate_e2e::soap_reply::{assert_ack, assert_fault};
+use keygate_e2e::soap_reply::{assert_ack, assert_fault, assert_no_leaks};
 use keygate_e2e::{
-    json, testdata, webhook_path_with_secret, Gateway, GatewayOptions, HOOK_PASSWORD, HOOK_USER,
-    WEBHOOK_PATH,
+    json, testdata, webhook_path_with_secret, Gateway, GatewayOptions, HeadersMode, HOOK_PASSWORD,
+    HOOK_USER, WEBHOOK_PATH,
 };
+use keygate_standins::TRUNCATED_BODY;
 
 const OUR_ORG: &str = "00D5Y000001MPM7UAO";
 
@@ -354,4 +355,62 @@ fn a_message_with_trailers_is_checked_and_answered_never_forwarded() {
         .collect();
     assert!(forwarded.is_empty(), "reached the upstream: {forwarded:?}");
     assert_still_healthy(&gw);
+}
+
+/// The webhook route's upstream never receives a webhook body, whatever the filter's
+/// `allow_on_headers_stop_iteration` (run once per `KEYGATE_E2E_HEADERS` mode by scripts/test).
+/// Holding the headers, it sees nothing at all. Without the flag (Istio, Envoy Gateway), it may see
+/// the head of a request that passed the head checks — path without query, no secret header —
+/// and then the connection closes before any body: never a request it could act on.
+#[test]
+fn the_route_upstream_never_receives_a_webhook_body() {
+    let gw = gateway();
+    let (user, secret) = (HOOK_USER, HOOK_PASSWORD);
+    let headers = [
+        ("Content-Type", "text/xml; charset=utf-8"),
+        ("SOAPAction", "\"\""),
+    ];
+    // An ack after callouts (time for an upstream connection), a malformed message, a message
+    // with the secret in a header, and one refused at the head (no secret).
+    let activated = testdata("soap/valid/activated_one.xml");
+    assert_ack(&gw.post_webhook(&activated));
+    assert_fault(&gw.post_webhook("<not-soap/>"), 400, "soapenv:Client");
+    let in_header = [headers[0], headers[1], ("x-keygate-secret", secret)];
+    let r = gw.request("POST", WEBHOOK_PATH, &in_header, not_activated().as_bytes());
+    assert_ack(&r);
+    let r = gw.request("POST", WEBHOOK_PATH, &headers, not_activated().as_bytes());
+    assert_fault(&r, 401, "soapenv:Client");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+
+    let upstream: Vec<_> = gw
+        .standins
+        .record()
+        .into_iter()
+        .filter(|r| r.service == "upstream")
+        .collect();
+    match gw.headers_mode() {
+        HeadersMode::Hold => assert!(upstream.is_empty(), "the upstream saw: {upstream:#?}"),
+        HeadersMode::Forward => {
+            assert!(
+                upstream.len() <= 3,
+                "more heads than forwarded requests: {upstream:#?}"
+            );
+            for r in &upstream {
+                assert_eq!(
+                    r.body, TRUNCATED_BODY,
+                    "a webhook body reached the upstream: {r:#?}"
+                );
+                assert_eq!(r.path, WEBHOOK_PATH, "{r:#?}");
+                assert!(
+                    r.query.is_empty(),
+                    "the query (QLM's is_pwd) went upstream: {r:#?}"
+                );
+                assert!(!r.headers.contains_key("x-keygate-secret"), "{r:#?}");
+                let seen = format!("{r:?}");
+                assert!(!seen.contains(secret) && !seen.contains(user), "{seen}");
+            }
+            println!("the upstream saw {} head(s) without a body", upstream.len());
+        }
+    }
+    assert_no_leaks(&gw);
 }

@@ -125,6 +125,8 @@ pub trait Handler: Send + Sync + 'static {
     fn handle(&self, req: &Request) -> Outcome;
     /// A request that could not be parsed; it is answered with `status` and the connection closed.
     fn bad_request(&self, status: u16, reason: &str);
+    /// A request whose head arrived and whose body never did (the peer closed).
+    fn truncated(&self, _head: &Request) {}
 }
 
 #[derive(Debug)]
@@ -133,6 +135,9 @@ pub enum ReadError {
     Closed,
     /// Unparseable request: answer `status` and close.
     Bad(u16, String),
+    /// The head arrived whole, then the peer closed before the body did (a proxy that gave up
+    /// on the request): nothing to answer, but what arrived is worth recording.
+    Truncated(Box<Request>),
 }
 
 impl From<io::Error> for ReadError {
@@ -291,12 +296,20 @@ pub fn read_request<R: BufRead>(
     if has_body && expects_continue && minor_version == 1 {
         send_continue()?;
     }
-    if chunked {
-        req.body = decode_chunked(r, MAX_BODY_BYTES)?;
+    let body = if chunked {
+        decode_chunked(r, MAX_BODY_BYTES)
     } else if let Some(n) = length {
         let mut body = vec![0; n];
-        r.read_exact(&mut body)?;
-        req.body = body;
+        r.read_exact(&mut body)
+            .map(|()| body)
+            .map_err(ReadError::from)
+    } else {
+        Ok(Vec::new())
+    };
+    match body {
+        Ok(body) => req.body = body,
+        Err(ReadError::Closed) => return Err(ReadError::Truncated(Box::new(req))),
+        Err(e) => return Err(e),
     }
     Ok(req)
 }
@@ -553,6 +566,10 @@ fn serve_connection(stream: TcpStream, handler: &dyn Handler) {
         let req = match read_request(&mut reader, &mut send_continue) {
             Ok(req) => req,
             Err(ReadError::Closed) => return,
+            Err(ReadError::Truncated(head)) => {
+                handler.truncated(&head);
+                return;
+            }
             Err(ReadError::Bad(status, reason)) => {
                 handler.bad_request(status, &reason);
                 let resp = Response::text(status, format!("bad request: {reason}\n"));

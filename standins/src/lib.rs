@@ -29,7 +29,7 @@ pub use ids::{family_item_id, family_order_id, sf_id18, FAMILY_SIZE};
 pub use license::{PATH_PREFIX as LICENSE_PATH_PREFIX, QLM_PASSWORD, QLM_USER};
 pub use record::{Endpoint, EndpointStats, RecordedRequest, Service};
 pub use salesforce::{CLIENT_ID, CLIENT_SECRET, ORG_ID, PASSWORD, USERNAME};
-pub use state::OVERSIZE_BYTES;
+pub use state::{OVERSIZE_BYTES, TRUNCATED_BODY};
 /// Written-back fields of one order product, by field name.
 pub type FieldMap = serde_json::Map<String, serde_json::Value>;
 

@@ -61,6 +61,8 @@ impl State {
 /// Salesforce's own page size for a parent-to-child subquery is not documented; this is large
 /// enough that the fixture's orders fit one page unless a test asks for less.
 pub const DEFAULT_ITEMS_PAGE_SIZE: usize = 2000;
+/// The recorded body of a request whose body never arrived (the client closed after the head).
+pub const TRUNCATED_BODY: &str = "(closed before the body arrived)";
 /// What an `oversize` fault pads a reply to.
 pub const OVERSIZE_BYTES: usize = 8 * 1024 * 1024;
 
@@ -448,6 +450,27 @@ impl Handler for Listener {
             return Outcome::Reply(resp);
         }
         self.shared.dispatch(self.service, req)
+    }
+
+    /// Recorded as endpoint `other`, status 0, body [`TRUNCATED_BODY`]: a head without its body.
+    fn truncated(&self, head: &Request) {
+        let seq = self.shared.seq.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut entry = record_of(seq, self.service, Endpoint::Other, head);
+        entry.body = TRUNCATED_BODY.to_owned();
+        entry.status = 0;
+        if self.shared.log_requests {
+            println!(
+                "{} {} {} -> closed before the body",
+                self.service, head.method, head.path
+            );
+        }
+        let mut state = self.shared.lock();
+        state
+            .stats
+            .entry(Endpoint::Other.as_str().to_owned())
+            .or_default()
+            .count += 1;
+        state.record.push(entry);
     }
 
     fn bad_request(&self, status: u16, reason: &str) {

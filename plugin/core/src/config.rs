@@ -21,6 +21,11 @@ pub struct Config {
     pub ledger: LedgerConfig,
     /// Largest reply body read from Salesforce or the license server; a larger one is a failure.
     pub max_reply_bytes: usize,
+    /// Keep a webhook request's headers from the route's upstream until the plugin answers.
+    /// Needs the filter's `allow_on_headers_stop_iteration: true`, which Istio's WasmPlugin and
+    /// Envoy Gateway cannot set; without it the headers go on (query and secret header removed)
+    /// and the body never does.
+    pub hold_request_headers: bool,
     /// Prefix of every shared-data key, so two plugin configurations never share state.
     pub state_prefix: String,
 }
@@ -254,6 +259,7 @@ impl Config {
             "ledger",
             "state_prefix",
             "max_reply_bytes",
+            "hold_request_headers",
         ])?;
 
         let handler_name = root.string("handler_name", Some("QlmWebHookHandler"))?;
@@ -348,6 +354,7 @@ impl Config {
             issuing,
             ledger,
             max_reply_bytes: max_reply_bytes as usize,
+            hold_request_headers: root.boolean("hold_request_headers", false)?,
             state_prefix,
         })
     }

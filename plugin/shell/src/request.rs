@@ -95,6 +95,17 @@ impl Request {
         self.handle_body(&body);
     }
 
+    /// What the route's upstream may see of a webhook request: the path without its query
+    /// (QLM's `is_user`/`is_pwd` travel there), no secret header.
+    fn strip_forwarded_head(&self, path: &str) {
+        if let Some((bare, _)) = path.split_once('?') {
+            let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, ":path", Some(bare));
+        }
+        if let Some(s) = &self.config.inbound_secret {
+            let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, &s.header, None);
+        }
+    }
+
     fn handle_body(&mut self, body: &[u8]) {
         self.phase = Phase::Running;
         let owner = self.owner_id();
@@ -252,8 +263,16 @@ impl HttpContext for Request {
                 self.phase = Phase::ReadingBody;
                 if end_of_stream {
                     self.handle_body(&[]);
+                    return Action::Pause;
                 }
-                Action::Pause
+                if self.config.hold_request_headers {
+                    return Action::Pause;
+                }
+                // Without allow_on_headers_stop_iteration a paused head never gets its body
+                // callbacks: let the head go on to the router, minus anything secret. The body
+                // is held below and never follows; the plugin's reply resets the upstream stream.
+                self.strip_forwarded_head(&path);
+                Action::Continue
             }
         }
     }
