@@ -134,6 +134,23 @@ mod tests {
         std::fs::read_to_string(crate::repo_root().join("host-config/envoy.local.yaml")).unwrap()
     }
 
+    /// The `stats_config` block (and the comment above it) of a shipped config.
+    fn stats_block(file: &str) -> String {
+        let yaml = std::fs::read_to_string(crate::repo_root().join(file)).unwrap();
+        let start = yaml
+            .find("# Prometheus labels")
+            .expect("stats_config comment");
+        let end = yaml.find("\nadmin:").expect("admin after stats_config");
+        yaml[start..end].to_owned()
+    }
+
+    #[test]
+    fn both_envoy_configs_tag_the_counters_alike() {
+        let local = stats_block("host-config/envoy.local.yaml");
+        assert!(local.contains("stats_tags:"), "{local}");
+        assert_eq!(local, stats_block("host-config/envoy.production.yaml"));
+    }
+
     #[test]
     fn render_replaces_every_default_once() {
         // New ports deliberately equal to other defaults: a naive sequential replace would chain.

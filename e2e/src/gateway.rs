@@ -201,6 +201,20 @@ impl Gateway {
         gateway.wait_ready()
     }
 
+    /// The requests the route's upstream (the stand-ins' echo) received. A head whose body never
+    /// came does not count in `Forward` mode, where the plugin lets heads through and holds every
+    /// body (foundation.rs `the_route_upstream_never_receives_a_webhook_body` checks those heads);
+    /// in `Hold` mode it counts like any request.
+    pub fn upstream_received(&self) -> Vec<keygate_standins::RecordedRequest> {
+        let forward = self.headers_mode() == HeadersMode::Forward;
+        self.standins
+            .record()
+            .into_iter()
+            .filter(|r| r.service == "upstream")
+            .filter(|r| !(forward && r.body == keygate_standins::TRUNCATED_BODY))
+            .collect()
+    }
+
     /// How this gateway's wasm filter treats request headers.
     pub fn headers_mode(&self) -> HeadersMode {
         self.options.headers

@@ -746,10 +746,14 @@ impl Flow {
                     StoreError::Full => "the ledger is full of unfinished lines",
                     _ => "shared state unavailable",
                 };
-                self.failures.push(format!(
+                let msg = format!(
                     "could not record line {} before licensing it: {why}",
                     line.item
-                ));
+                );
+                self.failures.push(msg);
+                if e == StoreError::Full {
+                    self.count(Metric::LedgerFull, 1);
+                }
                 return true;
             }
             let (p, b) = license::issue_request(

@@ -22,10 +22,11 @@ pub enum Metric {
     Logins,
     LinesBusy,
     Lookups,
+    LedgerFull,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 19] = [
+    pub const ALL: [Metric; 20] = [
         Metric::MessagesAcked,
         Metric::FaultedClient,
         Metric::FaultedAuth,
@@ -45,6 +46,7 @@ impl Metric {
         Metric::Logins,
         Metric::LinesBusy,
         Metric::Lookups,
+        Metric::LedgerFull,
     ];
 
     pub fn name(self) -> &'static str {
@@ -68,6 +70,7 @@ impl Metric {
             Metric::Logins => "keygate_logins",
             Metric::LinesBusy => "keygate_lines_busy",
             Metric::Lookups => "keygate_lookups",
+            Metric::LedgerFull => "keygate_ledger_full",
         }
     }
 }

@@ -692,6 +692,7 @@ fn lines_whose_call_may_still_run_are_never_evicted_from_a_full_ledger() {
         "{}",
         run.reply.body
     );
+    assert_eq!(run.counts[&Metric::LedgerFull], 1);
     assert!(!world.keys_issued.contains_key("8025Y00000B0002QAB"));
     // Once their calls cannot be running any more, redeliveries find their keys...
     for i in 0..2 {
