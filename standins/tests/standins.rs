@@ -899,18 +899,32 @@ fn malformed_requests_get_400_and_the_server_lives_on() {
         assert_eq!(r.status, 400, "{raw:?}");
         assert!(c.read().is_none(), "connection closed after a bad request");
     }
-    // A client that vanishes mid-request costs nothing.
+    // A client that vanishes mid-request costs nothing, and its head is recorded as such.
     let mut c = Client::connect(s.salesforce_addr());
     c.send_raw(b"POST /services/oauth2/token HTTP/1.1\r\nContent-Length: 100\r\n\r\nabc");
     drop(c);
     assert_eq!(token(&s).len(), 16 + 5 + 96);
-    let bad: Vec<_> = s
-        .record()
-        .into_iter()
-        .filter(|r| r.endpoint == Endpoint::Other)
-        .collect();
+    // The server thread records the truncated head when it sees the close: wait for it.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let other = loop {
+        let other: Vec<_> = s
+            .record()
+            .into_iter()
+            .filter(|r| r.endpoint == Endpoint::Other)
+            .collect();
+        if other.len() >= 6 || Instant::now() > deadline {
+            break other;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let (truncated, bad): (Vec<_>, Vec<_>) = other.iter().partition(|r| r.body == TRUNCATED_BODY);
     assert_eq!(bad.len(), 5);
     assert!(bad.iter().all(|r| r.status == 400));
+    assert_eq!(truncated.len(), 1, "{other:#?}");
+    assert_eq!(
+        (truncated[0].path.as_str(), truncated[0].status),
+        ("/services/oauth2/token", 0)
+    );
 }
 
 #[test]
