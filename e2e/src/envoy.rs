@@ -58,6 +58,32 @@ pub fn render_envoy_config(template: &str, ports: &Ports, wasm: &Path) -> String
     text
 }
 
+/// A rendered config with the module fetched over HTTP (`vm_config.code.remote`) from
+/// `http://127.0.0.1:{port}/keygate.wasm` through a `keygate_module` cluster, checked against
+/// `sha256`, instead of read from a local file. host-config/README.md shows the same block.
+pub fn with_remote_code(yaml: &str, port: u16, sha256: &str) -> String {
+    let lines: Vec<&str> = yaml.lines().collect();
+    let code = lines
+        .iter()
+        .position(|l| l.trim() == "code:")
+        .expect("a vm_config.code block");
+    let pad = " ".repeat(lines[code].len() - lines[code].trim_start().len());
+    // `code:`, `local:`, `filename: …` become the remote source.
+    let remote = format!(
+        "{pad}code:\n{pad}  remote:\n{pad}    http_uri:\n{pad}      uri: http://127.0.0.1:{port}/keygate.wasm\n\
+         {pad}      cluster: keygate_module\n{pad}      timeout: 10s\n{pad}    sha256: \"{sha256}\""
+    );
+    let mut out: Vec<String> = lines[..code].iter().map(|l| l.to_string()).collect();
+    out.push(remote);
+    out.extend(lines[code + 3..].iter().map(|l| l.to_string()));
+    let cluster = format!(
+        "  clusters:\n  - name: keygate_module\n    type: STATIC\n    connect_timeout: 2s\n\
+         \x20   load_assignment:\n      cluster_name: keygate_module\n      endpoints:\n\
+         \x20     - lb_endpoints:\n        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }} }}\n"
+    );
+    (out.join("\n") + "\n").replacen("  clusters:\n", &cluster, 1)
+}
+
 /// The plugin JSON of envoy.local.yaml: the block scalar after the first `value: |` line.
 /// Returns (line index of `value: |`, indentation of the block, block end line index, JSON).
 fn plugin_block(yaml: &str) -> (usize, usize, usize, Value) {

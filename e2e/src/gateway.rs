@@ -34,6 +34,9 @@ pub struct GatewayOptions {
     /// How the wasm filter is configured: as envoy.local.yaml ships it, or as Istio and Envoy
     /// Gateway generate it. Default from `KEYGATE_E2E_HEADERS` (`hold` or `forward`).
     pub headers: HeadersMode,
+    /// Load the module over HTTP from this loopback port, checked against this sha256, instead of
+    /// from the local file.
+    pub remote_code: Option<(u16, String)>,
 }
 
 /// Whether the filter may pause a request at its headers.
@@ -66,6 +69,7 @@ impl Default for GatewayOptions {
             standins: StandinsConfig::default(),
             extra_listeners: Vec::new(),
             headers: HeadersMode::from_env(),
+            remote_code: None,
         }
     }
 }
@@ -174,6 +178,9 @@ impl Gateway {
                 .filter(|l| l.trim() != "allow_on_headers_stop_iteration: true")
                 .collect();
             yaml = kept.join("\n") + "\n";
+        }
+        if let Some((port, sha256)) = &options.remote_code {
+            yaml = envoy::with_remote_code(&yaml, *port, sha256);
         }
         for listener in &options.extra_listeners {
             yaml = yaml.replacen("  listeners:\n", &format!("  listeners:\n{listener}"), 1);

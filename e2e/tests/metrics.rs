@@ -60,7 +60,12 @@ fn counters_carry_labels_and_every_series_the_alerts_use_exists() {
         value(r#"keygate_callouts_failed{upstream="salesforce"}"#),
         0.0
     );
-    assert_eq!(value(r#"keygate_lines_skipped{reason="unmapped"}"#), 0.0);
+    assert_eq!(value(r#"keygate_lines_skipped{cause="unmapped"}"#), 0.0);
+    assert!(
+        !gw.envoy_log().contains("Skipping duplicate tag"),
+        "a stats_tags specifier was dropped:\n{}",
+        gw.log_tail(20)
+    );
     assert_eq!(value("keygate_messages_acked"), 1.0);
     assert_eq!(value("keygate_licenses_issued"), 1.0);
     // No counter is left under its untagged name.
