@@ -12,6 +12,7 @@
 //! 5. .wasm size and Envoy start-to-ready with and without the plugin;
 //! 6. the core (SOAP parse, flow steps) natively and in wasm under Node.
 
+mod bare;
 mod client;
 mod fixtures;
 mod minimal;
@@ -294,6 +295,7 @@ fn run(opts: &Opts) -> Result<(), String> {
     )?;
     std::fs::write(&orders_path, orders).map_err(|e| e.to_string())?;
     let minimal_port = start::free_port();
+    let bare_port = start::free_port();
     let gw = Gateway::try_start(GatewayOptions {
         concurrency: plan.concurrency,
         patches: opts.patches.clone(),
@@ -301,10 +303,14 @@ fn run(opts: &Opts) -> Result<(), String> {
             orders_path: orders_path.clone(),
             ..StandinsConfig::default()
         },
-        extra_listeners: vec![minimal::listener(minimal_port, &opts.minimal_wasm)],
+        extra_listeners: vec![
+            minimal::listener(minimal_port, &opts.minimal_wasm),
+            bare::listener(bare_port),
+        ],
         ..GatewayOptions::default()
     })?;
     let minimal_addr = SocketAddr::from(([127, 0, 0, 1], minimal_port));
+    let bare_addr = SocketAddr::from(([127, 0, 0, 1], bare_port));
 
     say(&format!(
         "1, 2, 4. floor and validate + ack with wrk -t{} -c{} -d{}s, {} round(s)",
@@ -313,7 +319,7 @@ fn run(opts: &Opts) -> Result<(), String> {
         plan.wrk.duration.as_secs(),
         plan.rounds
     ));
-    let (wrk_rows, wrk_json) = floor_and_validate(plan, &gw, minimal_addr, &tmp)?;
+    let (wrk_rows, wrk_json) = floor_and_validate(plan, &gw, minimal_addr, bare_addr, &tmp)?;
     data.insert("wrk".into(), wrk_json);
 
     say("3, 4. full flow through the stand-ins (closed loop, one keep-alive connection)");
@@ -619,6 +625,9 @@ fn parse_instructions(core_native: &Path) -> Result<u64, String> {
 // ---------------------------------------------------------------------------------------------
 // 1, 2, 4: floor and validate + ack with wrk
 
+/// A route that is not the webhook (the stand-ins' echo answers it).
+const PASSTHROUGH_PATH: &str = "/hello";
+
 /// Rows for the top of the table (sections 1–3) and for the scale section (4).
 type SplitRows = (Vec<Row>, Vec<Row>);
 
@@ -627,6 +636,7 @@ fn floor_and_validate(
     plan: &Plan,
     gw: &Gateway,
     minimal_addr: SocketAddr,
+    bare_addr: SocketAddr,
     tmp: &Path,
 ) -> Result<(SplitRows, Value), String> {
     let one = testdata("soap/valid/not_activated_one.xml");
@@ -657,6 +667,27 @@ fn floor_and_validate(
         std::fs::write(&body_path, body).map_err(|e| e.to_string())?;
         scripts.push(wrk::post_script(tmp, key, &body_path).map_err(|e| e.to_string())?);
     }
+    // Pass-through: plain GETs to another route, through the plugin as shipped and through the
+    // same HTTP stack without it.
+    let get = wrk::get_script(tmp, "get").map_err(|e| e.to_string())?;
+    let passthrough: [(&str, SocketAddr); 2] = [
+        ("passthrough_plugin", gw.gateway_addr),
+        ("passthrough_bare", bare_addr),
+    ];
+    for (key, addr) in passthrough {
+        let r = keygate_e2e::http::request(
+            addr,
+            "GET",
+            PASSTHROUGH_PATH,
+            &[],
+            b"",
+            Duration::from_secs(5),
+        )
+        .map_err(|e| format!("{key}: {e}"))?;
+        if r.status != 200 {
+            return Err(format!("{key}: GET {PASSTHROUGH_PATH}: HTTP {}", r.status));
+        }
+    }
     let envoy_pid = envoy_child_pid();
     let mut results: BTreeMap<&str, Vec<WrkResult>> = BTreeMap::new();
     for _ in 0..plan.rounds {
@@ -664,6 +695,15 @@ fn floor_and_validate(
             let cpu_before = envoy_pid.and_then(cpu_seconds);
             let mut r =
                 wrk::run(plan.wrk, *addr, path, script).map_err(|e| format!("{key}: {e}"))?;
+            if let (Some(a), Some(b)) = (cpu_before, envoy_pid.and_then(cpu_seconds)) {
+                r.envoy_cpu_us_per_request = Some((b - a) * 1e6 / r.requests.max(1) as f64);
+            }
+            results.entry(key).or_default().push(r);
+        }
+        for (key, addr) in passthrough {
+            let cpu_before = envoy_pid.and_then(cpu_seconds);
+            let mut r = wrk::run(plan.wrk, addr, PASSTHROUGH_PATH, &get)
+                .map_err(|e| format!("{key}: {e}"))?;
             if let (Some(a), Some(b)) = (cpu_before, envoy_pid.and_then(cpu_seconds)) {
                 r.envoy_cpu_us_per_request = Some((b - a) * 1e6 / r.requests.max(1) as f64);
             }
@@ -693,6 +733,12 @@ fn floor_and_validate(
             }
             _ => format!("; Envoy CPU {c:.0} µs/req"),
         })
+    };
+    let (through, bare) = (agg("passthrough_plugin"), agg("passthrough_bare"));
+    let through_ratio = if bare.0 > 0.0 {
+        through.0 / bare.0
+    } else {
+        0.0
     };
     let (floor, minimal, v1, v10, v100) = (
         agg("floor"),
@@ -726,6 +772,16 @@ fn floor_and_validate(
                 }),
                 cpu_text("minimal")
             )),
+        Row::new("1c", "pass-through GET to another route, plugin as shipped")
+            .result(format!("{} req/s", thousands(through.0)))
+            .latency(through.1, through.2)
+            .vs(format!(
+                "{} the same Envoy without the plugin ({} req/s){}",
+                ratio(through_ratio),
+                thousands(bare.0),
+                cpu_text("passthrough_plugin")
+            ))
+            .target("≥ 0.97× without the plugin", through_ratio >= 0.97),
         Row::new("2", "validate + ack, 1 notification (no callout)")
             .result(format!("{} req/s", thousands(v1.0)))
             .latency(v1.1, v1.2)
@@ -766,6 +822,7 @@ fn floor_and_validate(
         "median_envoy_cpu_us_per_request": {"floor": cpu("floor"), "minimal": cpu("minimal"), "validate_1": cpu("validate_1"),
                                             "validate_10": cpu("validate_10"), "validate_100": cpu("validate_100")},
         "validate_over_floor": vs_floor,
+        "passthrough_over_bare": through_ratio,
         "time_ratio_100_over_1": time_ratio(v100),
         "time_ratio_10_over_1": time_ratio(v10),
     });

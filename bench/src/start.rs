@@ -13,27 +13,32 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 const WASM_FILTER: &str = "- name: envoy.filters.http.wasm";
+/// The per-route settings of the wasm filter (the shipped configs turn it off on other routes).
+const PER_FILTER: &str = "typed_per_filter_config:";
 
-/// The config without the wasm HTTP filter (its list item, up to the next filter at the same
-/// indentation): what is left is the same listeners, routes and clusters with no plugin.
+/// The config without the wasm HTTP filter (its list item, up to the next line at the same or a
+/// lower indentation) and without the routes' per-filter settings for it: what is left is the
+/// same listeners, routes and clusters with no plugin.
 pub fn without_plugin(yaml: &str) -> Result<String, String> {
-    let lines: Vec<&str> = yaml.lines().collect();
-    let start = lines
-        .iter()
-        .position(|l| l.trim_start().starts_with(WASM_FILTER))
-        .ok_or("no wasm filter in the config")?;
+    let mut lines: Vec<&str> = yaml.lines().collect();
     let indent = |l: &str| l.len() - l.trim_start().len();
-    let end = (start + 1..lines.len())
-        .find(|&i| {
-            let l = lines[i];
-            !l.trim().is_empty() && indent(l) <= indent(lines[start])
-        })
-        .ok_or("the wasm filter is the last line")?;
-    let mut out: Vec<&str> = lines[..start].to_vec();
-    out.extend_from_slice(&lines[end..]);
-    let out = out.join("\n") + "\n";
+    let mut cut_filter = false;
+    while let Some(start) = lines.iter().position(|l| {
+        let t = l.trim_start();
+        t.starts_with(WASM_FILTER) || t == PER_FILTER
+    }) {
+        cut_filter |= lines[start].trim_start().starts_with(WASM_FILTER);
+        let end = (start + 1..lines.len())
+            .find(|&i| !lines[i].trim().is_empty() && indent(lines[i]) <= indent(lines[start]))
+            .ok_or("the wasm filter is the last line")?;
+        lines.drain(start..end);
+    }
+    if !cut_filter {
+        return Err("no wasm filter in the config".into());
+    }
+    let out = lines.join("\n") + "\n";
     if out.contains("envoy.filters.http.wasm") {
-        return Err("more than one wasm filter in the config".into());
+        return Err("the wasm filter is still named in the config".into());
     }
     Ok(out)
 }

@@ -301,6 +301,10 @@ fn encoded_and_dotted_webhook_paths_do_not_slip_past_the_plugin() {
         "/qlmLicenseServer/qlmservice.asmx/QlmWebHookHandler/x/..",
         "/qlmLicenseServer//qlmservice.asmx/QlmWebHookHandler",
         "/qlmLicenseServer/qlmservice.asmx/QlmWebHookHandler%20",
+        // The shipped configs let only paths that might be the webhook into the VM: these must be.
+        "/qlmLicenseServer/qlmservice.asmx/QLMWEBHOOKHANDLER",
+        "/qlmLicenseServer/qlmservice.asmx/QlmWebHookHandler;jsessionid=1",
+        "/qlmLicenseServer/qlmservice.asmx/QlmWeb%48ook%48andler",
     ] {
         let r = gw.post_soap(
             &format!("{path}?is_user={HOOK_USER}&is_pwd={HOOK_PASSWORD}"),
