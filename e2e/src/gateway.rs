@@ -37,6 +37,9 @@ pub struct GatewayOptions {
     /// Load the module over HTTP from this loopback port, checked against this sha256, instead of
     /// from the local file.
     pub remote_code: Option<(u16, String)>,
+    /// A whole plugin configuration in place of envoy.local.yaml's (then `patches` apply), e.g.
+    /// one taken from a control-plane resource.
+    pub plugin_config: Option<Value>,
 }
 
 /// Whether the filter may pause a request at its headers.
@@ -70,6 +73,7 @@ impl Default for GatewayOptions {
             extra_listeners: Vec::new(),
             headers: HeadersMode::from_env(),
             remote_code: None,
+            plugin_config: None,
         }
     }
 }
@@ -156,7 +160,10 @@ impl Gateway {
 
         let template = fs::read_to_string(root.join("host-config/envoy.local.yaml"))
             .map_err(|e| format!("reading host-config/envoy.local.yaml: {e}"))?;
-        let mut plugin_config = envoy::plugin_config(&template);
+        let mut plugin_config = options
+            .plugin_config
+            .clone()
+            .unwrap_or_else(|| envoy::plugin_config(&template));
         if options.headers == HeadersMode::Forward {
             envoy::merge_patch(
                 &mut plugin_config,
