@@ -1,0 +1,465 @@
+//! The per-message state machine, sans-IO: events in ([`Flow::start`], [`Flow::on_response`]),
+//! [`Command`]s out. The shell carries out the commands and feeds responses back.
+//!
+//! Phases: claim orders → (login if no token) → query (one SOQL, all pages, then the further
+//! pages of any order's OrderItems) → plan lines → issue (one license call per line, at most
+//! `max_concurrency` in flight; a lookup first wherever an earlier call may have issued: the
+//! ledger is volatile, so that is every line it cannot vouch for) → write-back (sObject
+//! Collections) → one reply.
+//!
+//! Files: this one holds the types, the message's life (start, responses, cancel, the one reply);
+//! `salesforce_calls` the Salesforce side, `plan` what each line needs, `licensing` the license
+//! calls and lookups.
+//!
+//! Helpers called from many places are `#[inline(never)]`: their inlined copies cost ~1.2 KB of
+//! the .wasm for no measurable speed.
+//!
+//! Invariants a reader can check here: exactly one `Reply` per flow, always the last command;
+//! an ack only when every line that was meant to be licensed has a recorded key; every
+//! dispatched call gets exactly one response (reset and timeout arrive as [`Response`] too).
+
+use std::collections::VecDeque;
+use std::rc::Rc;
+
+use crate::config::{Config, Issuing};
+use crate::ids::SfId;
+use crate::ledger::{ClaimError, Ledger, LineState};
+use crate::license::{self, looks_like_key, Customer, IssueRequest, LicenseError};
+use crate::metrics::Metric;
+use crate::reply::{outcome_metric, FaultKind, Reply};
+use crate::salesforce::{self, Order, SalesforceError, Token};
+use crate::soap::OutboundMessage;
+use crate::store::Store;
+
+mod licensing;
+mod plan;
+mod salesforce_calls;
+
+/// What the shell must do next.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    Dispatch(Call),
+    Reply(Reply),
+    Log(Level, String),
+    Count(Metric, u64),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Info,
+    Warn,
+    Error,
+}
+
+/// One outbound HTTP call through an Envoy cluster.
+#[derive(Clone, PartialEq)]
+pub struct Call {
+    pub id: u32,
+    pub cluster: String,
+    pub method: &'static str,
+    pub path: String,
+    pub authority: String,
+    /// Regular headers (the shell adds `:method`, `:path`, `:authority`). May carry a token.
+    pub headers: Vec<(&'static str, String)>,
+    /// May carry credentials: never logged.
+    pub body: Vec<u8>,
+    pub timeout_ms: u64,
+}
+
+impl std::fmt::Debug for Call {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Headers and body may hold secrets; show only where the call goes.
+        write!(
+            f,
+            "Call#{} {} {} via {}",
+            self.id, self.method, self.path, self.cluster
+        )
+    }
+}
+
+/// The outcome of a call. `status: None` = reset, refused, overflow: no HTTP answer at all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    pub status: Option<u16>,
+    pub body: Vec<u8>,
+}
+
+/// The world the flow sees at each step: a clock and shared data.
+pub struct Env<'s> {
+    pub now_ms: u64,
+    pub store: &'s mut dyn Store,
+}
+
+const TOKEN_KEY: &str = "sf_token";
+/// Don't start a call that would have less than this before the deadline.
+const MIN_CALL_MS: u64 = 200;
+
+#[derive(Debug, Clone)]
+enum SfCall {
+    Query {
+        path: String,
+    },
+    /// A further page of one order's OrderItems.
+    Items {
+        order: SfId,
+        path: String,
+    },
+    WriteBack {
+        lines: Vec<(SfId, Vec<String>)>,
+    },
+}
+
+#[derive(Debug, Clone)]
+enum Pending {
+    Login { then: SfCall },
+    Sf(SfCall),
+    Issue(usize),
+    Lookup(usize),
+}
+
+/// One order line to license.
+#[derive(Debug, Clone)]
+struct Line {
+    order: usize,
+    item: SfId,
+    code: String,
+    quantity: u32,
+}
+
+#[derive(Debug, Clone)]
+struct PlannedOrder {
+    order_number: String,
+    customer: Customer,
+}
+
+pub struct Flow {
+    cfg: Rc<Config>,
+    owner: u64,
+    deadline_at: u64,
+    next_id: u32,
+    /// Calls in flight: (call id, what it was). Few at a time, so a Vec beats a map in size.
+    pending: Vec<(u32, Pending)>,
+    relogged: bool,
+    /// Activated orders of the message, deduplicated, in message order.
+    wanted: Vec<SfId>,
+    claimed: Vec<SfId>,
+    fetched: Vec<Order>,
+    orders: Vec<PlannedOrder>,
+    lines: Vec<Line>,
+    /// Lines waiting for a license call (index into `lines`; `true` = look up first).
+    queue: VecDeque<(usize, bool)>,
+    in_flight: usize,
+    /// Lines with keys that Salesforce does not have yet.
+    to_write: Vec<(SfId, Vec<String>)>,
+    failures: Vec<String>,
+    /// Lines whose earlier license call may still be running: retry later, nothing failed.
+    busy: Vec<String>,
+    /// CAS token of the shared Salesforce token this flow used, so that a 401 clears only that
+    /// token and never one another worker has just stored.
+    token_cas: Option<u32>,
+    deadline_hit: bool,
+    finished: bool,
+    /// Keys issued / found by lookup in this delivery, for the summary log line.
+    issued: u32,
+    recovered: u32,
+    out: Vec<Command>,
+}
+
+impl Flow {
+    /// Start on a parsed, sender-checked message. Returns the flow (if it has work in flight)
+    /// and the first commands.
+    pub fn start(
+        cfg: Rc<Config>,
+        msg: &OutboundMessage,
+        owner: u64,
+        env: &mut Env<'_>,
+    ) -> (Option<Flow>, Vec<Command>) {
+        let mut flow = Flow {
+            deadline_at: env.now_ms.saturating_add(cfg.deadline_ms),
+            cfg,
+            owner,
+            next_id: 1,
+            pending: Vec::new(),
+            relogged: false,
+            wanted: Vec::new(),
+            claimed: Vec::new(),
+            fetched: Vec::new(),
+            orders: Vec::new(),
+            lines: Vec::new(),
+            queue: VecDeque::new(),
+            in_flight: 0,
+            to_write: Vec::new(),
+            failures: Vec::new(),
+            busy: Vec::new(),
+            token_cas: None,
+            deadline_hit: false,
+            finished: false,
+            issued: 0,
+            recovered: 0,
+            out: Vec::new(),
+        };
+        flow.count(Metric::Notifications, msg.notifications.len() as u64);
+        for n in &msg.notifications {
+            if !n.order.is_activated() {
+                continue;
+            }
+            // One order can be in a message twice (two edits); it is licensed once.
+            if let Some(id) = n.order.id() {
+                if !flow.wanted.iter().any(|w| w.same_record(&id)) {
+                    flow.wanted.push(id);
+                }
+            }
+        }
+        flow.begin(env);
+        let out = std::mem::take(&mut flow.out);
+        if flow.finished {
+            (None, out)
+        } else {
+            (Some(flow), out)
+        }
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    fn begin(&mut self, env: &mut Env<'_>) {
+        if self.wanted.is_empty() {
+            // Nothing activated: nothing to do is done.
+            return self.finish(env);
+        }
+        if self.cfg.issuing.is_none() {
+            let reply = Reply::fault(
+                503,
+                FaultKind::Unconfigured,
+                "license issuing is not configured on this gateway; the message will be retried",
+            );
+            self.log(
+                Level::Warn,
+                format!(
+                    "{} activated order(s) refused: issuing not configured",
+                    self.wanted.len()
+                ),
+            );
+            return self.reply(reply);
+        }
+        let ledger = Ledger::new(&self.cfg.state_prefix, self.cfg.ledger);
+        for id in self.wanted.clone() {
+            match ledger.claim(env.store, &id, self.owner, env.now_ms) {
+                Ok(()) => self.claimed.push(id),
+                Err(e) => {
+                    let reason = match e {
+                        ClaimError::Busy => {
+                            format!("order {id} is being processed by another request; retry later")
+                        }
+                        ClaimError::Unavailable => format!(
+                            "could not claim order {id} (shared state unavailable); retry later"
+                        ),
+                    };
+                    self.log(Level::Warn, reason.clone());
+                    self.release_claims(env);
+                    return self.reply(Reply::fault(500, FaultKind::Busy, &reason));
+                }
+            }
+        }
+        let soql = match &self.cfg.issuing {
+            Some(i) => salesforce::build_soql(
+                &self.wanted,
+                i.salesforce.contact,
+                i.salesforce.writeback_field.as_deref(),
+            ),
+            None => return self.finish(env),
+        };
+        let path = salesforce::query_path(self.sf_version(), &soql);
+        self.sf_call(SfCall::Query { path }, env);
+    }
+
+    fn issuing(&self) -> Option<&Issuing> {
+        self.cfg.issuing.as_ref()
+    }
+
+    fn sf_version(&self) -> &str {
+        self.issuing()
+            .map(|i| i.salesforce.api_version.as_str())
+            .unwrap_or("v60.0")
+    }
+
+    /// Send `call` (its id is assigned here) unless the deadline leaves too little time; its
+    /// timeout is cut to the time left.
+    #[inline(never)]
+    fn dispatch(&mut self, what: Pending, mut call: Call, env: &mut Env<'_>) -> bool {
+        let remaining = self.deadline_at.saturating_sub(env.now_ms);
+        if remaining < MIN_CALL_MS {
+            self.deadline_hit = true;
+            return false;
+        }
+        call.id = self.next_id;
+        call.timeout_ms = call.timeout_ms.min(remaining);
+        self.next_id = self.next_id.wrapping_add(1);
+        self.pending.push((call.id, what));
+        self.out.push(Command::Dispatch(call));
+        true
+    }
+
+    /// Feed the response of call `id`. Unknown ids (e.g. after the flow finished) are ignored.
+    pub fn on_response(&mut self, id: u32, resp: Response, env: &mut Env<'_>) -> Vec<Command> {
+        if self.finished {
+            return Vec::new();
+        }
+        if let Some(pos) = self.pending.iter().position(|(i, _)| *i == id) {
+            let (_, what) = self.pending.swap_remove(pos);
+            if resp.body.len() > self.cfg.max_reply_bytes {
+                self.reply_too_large(what, env);
+                self.maybe_finish(env);
+                return std::mem::take(&mut self.out);
+            }
+            match what {
+                Pending::Login { then } => self.on_login(then, resp, env),
+                Pending::Sf(call) => self.on_sf(call, resp, env),
+                Pending::Issue(line) => self.on_issue(line, resp, env),
+                Pending::Lookup(line) => self.on_lookup(line, resp, env),
+            }
+            self.maybe_finish(env);
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    /// The downstream request went away (Salesforce hung up): outstanding calls are cancelled
+    /// by Envoy. Lines already marked pending stay pending; claims are released.
+    pub fn on_cancel(&mut self, env: &mut Env<'_>) {
+        if !self.finished {
+            self.finished = true;
+            self.log(
+                Level::Warn,
+                "request cancelled before it finished; the message will be redelivered".into(),
+            );
+            self.release_claims(env);
+        }
+    }
+
+    /// A reply over `max_reply_bytes` (the shell reads one byte more than that, never the rest).
+    fn reply_too_large(&mut self, what: Pending, env: &mut Env<'_>) {
+        let why = format!(
+            "reply larger than max_reply_bytes ({})",
+            self.cfg.max_reply_bytes
+        );
+        match what {
+            Pending::Login { .. } | Pending::Sf(_) => {
+                self.log(Level::Warn, format!("Salesforce {why}"));
+                self.sf_failed(format!("Salesforce {why}"));
+            }
+            Pending::Issue(idx) | Pending::Lookup(idx) => {
+                // An issue call that answered too much may still have issued: the line stays
+                // pending, and its call is over, so the next delivery looks it up.
+                self.in_flight = self.in_flight.saturating_sub(1);
+                self.call_over(idx, env);
+                self.license_failed(idx, &why);
+                self.pump(env);
+            }
+        }
+    }
+
+    /// Everything issued, nothing in flight: write back, then reply.
+    fn maybe_finish(&mut self, env: &mut Env<'_>) {
+        if !self.pending.is_empty() || self.finished {
+            return;
+        }
+        if !self.to_write.is_empty() {
+            let writeback = self
+                .issuing()
+                .and_then(|i| i.salesforce.writeback_field.clone());
+            let batch: Vec<(SfId, Vec<String>)> = if writeback.is_some() {
+                let n = self.to_write.len().min(salesforce::WRITEBACK_BATCH);
+                self.to_write.drain(..n).collect()
+            } else {
+                self.to_write.clear();
+                Vec::new()
+            };
+            if !batch.is_empty() {
+                self.sf_call(SfCall::WriteBack { lines: batch }, env);
+                if !self.pending.is_empty() {
+                    return;
+                }
+                self.failures
+                    .push("deadline reached before the write-back".into());
+            }
+        }
+        self.finish(env);
+    }
+
+    #[inline(never)]
+    fn finish(&mut self, env: &mut Env<'_>) {
+        let only_busy = self.failures.is_empty() && !self.busy.is_empty();
+        self.failures.append(&mut self.busy);
+        let reply = if self.failures.is_empty() && !self.deadline_hit {
+            if !self.wanted.is_empty() {
+                self.log(
+                    Level::Info,
+                    format!(
+                        "acked: {} activated order(s), {} key(s) issued, {} found from an earlier delivery",
+                        self.wanted.len(),
+                        self.issued,
+                        self.recovered
+                    ),
+                );
+            }
+            Reply::ack()
+        } else {
+            let kind = if self.deadline_hit {
+                FaultKind::Deadline
+            } else if only_busy {
+                FaultKind::Busy
+            } else {
+                FaultKind::Upstream
+            };
+            let mut reason =
+                String::from("not all activated orders were licensed; Salesforce will redeliver: ");
+            let shown = self
+                .failures
+                .iter()
+                .take(3)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("; ");
+            reason.push_str(if shown.is_empty() {
+                "deadline reached"
+            } else {
+                &shown
+            });
+            if self.failures.len() > 3 {
+                reason.push_str(&format!("; and {} more", self.failures.len() - 3));
+            }
+            self.log(Level::Warn, reason.clone());
+            Reply::fault(500, kind, &reason)
+        };
+        self.release_claims(env);
+        self.reply(reply);
+    }
+
+    #[inline(never)]
+    fn release_claims(&mut self, env: &mut Env<'_>) {
+        let ledger = Ledger::new(&self.cfg.state_prefix, self.cfg.ledger);
+        for id in std::mem::take(&mut self.claimed) {
+            ledger.release(env.store, &id, self.owner, env.now_ms);
+        }
+    }
+
+    #[inline(never)]
+    fn reply(&mut self, reply: Reply) {
+        self.finished = true;
+        self.count(outcome_metric(&reply.outcome), 1);
+        self.out.push(Command::Reply(reply));
+    }
+
+    #[inline(never)]
+    fn count(&mut self, m: Metric, n: u64) {
+        if n > 0 {
+            self.out.push(Command::Count(m, n));
+        }
+    }
+
+    #[inline(never)]
+    fn log(&mut self, level: Level, msg: String) {
+        self.out.push(Command::Log(level, msg));
+    }
+}

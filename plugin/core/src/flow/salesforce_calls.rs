@@ -1,0 +1,244 @@
+//! The Salesforce side of the flow: the shared token, login, the REST calls (order query, further
+//! OrderItems pages, write-back) and what their replies mean for the message.
+
+use super::*;
+
+impl Flow {
+    pub(super) fn token_key(&self) -> String {
+        format!("{}:{TOKEN_KEY}", self.cfg.state_prefix)
+    }
+
+    /// A Salesforce REST call with the shared token, or a login first when there is none.
+    #[inline(never)]
+    pub(super) fn sf_call(&mut self, call: SfCall, env: &mut Env<'_>) {
+        let token = env
+            .store
+            .get(&self.token_key())
+            .and_then(|(v, cas)| Some((Token::from_shared(&v)?, cas)));
+        match token {
+            Some((t, cas)) => {
+                self.token_cas = Some(cas);
+                self.dispatch_sf(call, &t, env);
+            }
+            None => self.login(call, env),
+        }
+    }
+
+    #[inline(never)]
+    pub(super) fn login(&mut self, then: SfCall, env: &mut Env<'_>) {
+        let Some(i) = self.issuing() else { return };
+        let sf = &i.salesforce;
+        let (cluster, authority, timeout) =
+            (sf.cluster.clone(), sf.authority.clone(), sf.timeout_ms);
+        let body = salesforce::token_request_body(sf).into_bytes();
+        let headers = vec![
+            (
+                "content-type",
+                "application/x-www-form-urlencoded".to_owned(),
+            ),
+            ("accept", "application/json".to_owned()),
+        ];
+        self.dispatch(
+            Pending::Login { then },
+            Call {
+                id: 0,
+                cluster,
+                method: "POST",
+                path: salesforce::TOKEN_PATH.to_owned(),
+                authority,
+                headers,
+                body,
+                timeout_ms: timeout,
+            },
+            env,
+        );
+    }
+
+    #[inline(never)]
+    pub(super) fn dispatch_sf(&mut self, call: SfCall, token: &Token, env: &mut Env<'_>) {
+        let Some(i) = self.issuing() else { return };
+        let sf = &i.salesforce;
+        let (cluster, timeout) = (sf.cluster.clone(), sf.timeout_ms);
+        let mut headers = vec![
+            (
+                "authorization",
+                format!("Bearer {}", token.access_token.expose()),
+            ),
+            ("accept", "application/json".to_owned()),
+        ];
+        let (method, path, body) = match &call {
+            SfCall::Query { path } | SfCall::Items { path, .. } => {
+                ("GET", path.clone(), Vec::new())
+            }
+            SfCall::WriteBack { lines } => {
+                let field = sf.writeback_field.as_deref().unwrap_or("");
+                headers.push(("content-type", "application/json".to_owned()));
+                (
+                    "PATCH",
+                    salesforce::writeback_path(&sf.api_version),
+                    salesforce::writeback_body(field, lines).into_bytes(),
+                )
+            }
+        };
+        let authority = token.instance_authority.clone();
+        self.dispatch(
+            Pending::Sf(call),
+            Call {
+                id: 0,
+                cluster,
+                method,
+                path,
+                authority,
+                headers,
+                body,
+                timeout_ms: timeout,
+            },
+            env,
+        );
+    }
+
+    pub(super) fn on_login(&mut self, then: SfCall, resp: Response, env: &mut Env<'_>) {
+        let Some(status) = resp.status else {
+            return self.sf_failed(
+                "Salesforce login failed: no response (connection reset or refused)".into(),
+            );
+        };
+        match salesforce::parse_token(status, &resp.body) {
+            Ok(token) => {
+                self.count(Metric::Logins, 1);
+                let key = self.token_key();
+                let _ = env.store.set(&key, &token.to_shared(), None);
+                self.token_cas = env.store.get(&key).map(|(_, cas)| cas);
+                self.dispatch_sf(then, &token, env);
+            }
+            Err(e) => {
+                let msg = format!("{e}");
+                match e {
+                    SalesforceError::LoginRefused { .. } => self.log(
+                        Level::Error,
+                        format!("{msg}; check the Salesforce app and credentials"),
+                    ),
+                    _ => self.log(Level::Warn, format!("Salesforce login failed: {msg}")),
+                }
+                self.sf_failed(msg);
+            }
+        }
+    }
+
+    #[inline(never)]
+    pub(super) fn sf_failed(&mut self, reason: String) {
+        self.count(Metric::CalloutsFailedSalesforce, 1);
+        self.failures.push(reason);
+    }
+
+    pub(super) fn on_sf(&mut self, call: SfCall, resp: Response, env: &mut Env<'_>) {
+        let Some(status) = resp.status else {
+            let what = match call {
+                SfCall::Query { .. } => "order query",
+                SfCall::Items { .. } => "order products query",
+                SfCall::WriteBack { .. } => "write-back",
+            };
+            return self.sf_failed(format!(
+                "Salesforce {what} failed: no response (reset or timeout)"
+            ));
+        };
+        if status == 401
+            && salesforce::classify_error(status, &resp.body) == SalesforceError::SessionInvalid
+        {
+            // The cached token expired: forget it (only if it is still the one used here: CAS),
+            // then retry this call once, with the token another worker stored meanwhile or
+            // after a new login.
+            if let Some(cas) = self.token_cas.take() {
+                let _ = env.store.set(&self.token_key(), b"", Some(cas));
+            }
+            if self.relogged {
+                return self.sf_failed("Salesforce session invalid right after a new login".into());
+            }
+            self.relogged = true;
+            return self.sf_call(call, env);
+        }
+        match call {
+            SfCall::Query { .. } => self.on_query_page(status, &resp.body, env),
+            SfCall::Items { order, .. } => self.on_items_page(&order, status, &resp.body, env),
+            SfCall::WriteBack { lines } => self.on_writeback(status, &resp.body, lines, env),
+        }
+    }
+
+    pub(super) fn on_query_page(&mut self, status: u16, body: &[u8], env: &mut Env<'_>) {
+        let Some(i) = self.issuing() else { return };
+        let (contact, field) = (i.salesforce.contact, i.salesforce.writeback_field.clone());
+        match salesforce::parse_query(status, body, contact, field.as_deref()) {
+            Err(e) => self.sf_failed(format!("Salesforce order query failed: {e}")),
+            Ok(page) => {
+                self.fetched.extend(page.orders);
+                match page.next_records_url {
+                    Some(next) => self.sf_call(SfCall::Query { path: next }, env),
+                    None => self.next_items_page(env),
+                }
+            }
+        }
+    }
+
+    /// Fetch the next further page of OrderItems of any order that has one; plan when none do.
+    #[inline(never)]
+    pub(super) fn next_items_page(&mut self, env: &mut Env<'_>) {
+        let next = self
+            .fetched
+            .iter_mut()
+            .find_map(|o| Some((o.id, o.items_next.take()?)));
+        match next {
+            Some((order, path)) => self.sf_call(SfCall::Items { order, path }, env),
+            None => self.plan(env),
+        }
+    }
+
+    pub(super) fn on_items_page(
+        &mut self,
+        order: &SfId,
+        status: u16,
+        body: &[u8],
+        env: &mut Env<'_>,
+    ) {
+        let field = self
+            .issuing()
+            .and_then(|i| i.salesforce.writeback_field.clone());
+        match salesforce::parse_items_page(status, body, field.as_deref()) {
+            Err(e) => self.sf_failed(format!("Salesforce order products query failed: {e}")),
+            Ok(page) => {
+                if let Some(o) = self.fetched.iter_mut().find(|o| o.id.same_record(order)) {
+                    o.items.extend(page.items);
+                    o.items_next = page.next_records_url;
+                }
+                self.next_items_page(env);
+            }
+        }
+    }
+
+    pub(super) fn on_writeback(
+        &mut self,
+        status: u16,
+        body: &[u8],
+        lines: Vec<(SfId, Vec<String>)>,
+        env: &mut Env<'_>,
+    ) {
+        match salesforce::parse_writeback(status, body, lines.len()) {
+            Err(e) => self.sf_failed(format!("write-back to Salesforce failed: {e}")),
+            Ok(failed) => {
+                let ledger = Ledger::new(&self.cfg.state_prefix, self.cfg.ledger);
+                for (i, (id, keys)) in lines.iter().enumerate() {
+                    if !failed.iter().any(|f| f.index == i) {
+                        let _ = ledger.mark_written(env.store, id, keys, env.now_ms);
+                    }
+                }
+                for f in failed {
+                    let id = lines.get(f.index).map(|(id, _)| id.to_string());
+                    self.sf_failed(format!(
+                        "write-back of line {} refused: {}",
+                        id.unwrap_or_default(),
+                        f.code
+                    ));
+                }
+            }
+        }
+    }
+}
