@@ -1,6 +1,8 @@
 # Shared settings for the scripts: sourced, never run. Pins live here so every script agrees.
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 ENVOY_VERSION="1.40.0"
+# The HTTP/2 client the e2e suite uses for h2c requests with trailers (Python, in .venv).
+H2_VERSION="4.1.0"
 WASM_BINDGEN_VERSION="0.2.130"
 VENV="$ROOT/.venv"
 TOOLS="$ROOT/.tools"

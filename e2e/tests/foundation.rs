@@ -360,6 +360,43 @@ fn a_message_with_trailers_is_checked_and_answered_never_forwarded() {
     assert_still_healthy(&gw);
 }
 
+/// The same over HTTP/2 cleartext (prior knowledge), as a client with request trailers sends it:
+/// a HEADERS frame, DATA, then a trailers HEADERS frame ending the stream (`e2e/h2c_post.py`).
+fn h2c_post_with_trailer(gw: &Gateway, body: &str) -> (String, String) {
+    let file = gw.dir().join("h2c-body.xml");
+    std::fs::write(&file, body).unwrap();
+    let out = std::process::Command::new(keygate_e2e::repo_root().join(".venv/bin/python"))
+        .arg(keygate_e2e::repo_root().join("e2e/h2c_post.py"))
+        .arg("127.0.0.1")
+        .arg(gw.gateway_addr.port().to_string())
+        .arg(keygate_e2e::webhook_path_with_secret())
+        .arg(&file)
+        .output()
+        .expect(".venv/bin/python with h2 (scripts/setup)");
+    assert!(
+        out.status.success(),
+        "h2c client: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (status, body) = text.split_once('\n').unwrap_or((&text, ""));
+    (status.to_owned(), body.to_owned())
+}
+
+#[test]
+fn an_h2c_message_with_trailers_is_checked_and_answered_never_forwarded() {
+    let gw = gateway();
+    let (status, body) = h2c_post_with_trailer(&gw, &testdata("hostile/foreign_org_id.xml"));
+    assert_eq!(status, "403", "{body}");
+    assert!(body.contains("is not allowed"), "{body}");
+    let (status, body) = h2c_post_with_trailer(&gw, &not_activated());
+    assert_eq!(status, "200", "{body}");
+    assert!(body.contains("<Ack>true</Ack>"), "{body}");
+    let forwarded = gw.upstream_received();
+    assert!(forwarded.is_empty(), "reached the upstream: {forwarded:?}");
+    assert_still_healthy(&gw);
+}
+
 /// The webhook route's upstream never receives a webhook body, whatever the filter's
 /// `allow_on_headers_stop_iteration` (run once per `KEYGATE_E2E_HEADERS` mode by scripts/test).
 /// Holding the headers, it sees nothing at all. Without the flag (Istio, Envoy Gateway), it may see
