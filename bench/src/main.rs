@@ -12,10 +12,9 @@
 //! 5. .wasm size and Envoy start-to-ready with and without the plugin;
 //! 6. the core (SOAP parse, flow steps) natively and in wasm under Node.
 
-mod bare;
 mod client;
 mod fixtures;
-mod minimal;
+mod listener;
 mod report;
 mod start;
 mod wrk;
@@ -304,8 +303,8 @@ fn run(opts: &Opts) -> Result<(), String> {
             ..StandinsConfig::default()
         },
         extra_listeners: vec![
-            minimal::listener(minimal_port, &opts.minimal_wasm),
-            bare::listener(bare_port),
+            listener::minimal(minimal_port, &opts.minimal_wasm),
+            listener::bare(bare_port),
         ],
         ..GatewayOptions::default()
     })?;
@@ -690,23 +689,22 @@ fn floor_and_validate(
     }
     let envoy_pid = envoy_child_pid();
     let mut results: BTreeMap<&str, Vec<WrkResult>> = BTreeMap::new();
+    // One wrk run, with Envoy's CPU time per request over it.
+    let measure = |key: &str, addr: SocketAddr, path: &str, script: &Path| {
+        let cpu_before = envoy_pid.and_then(cpu_seconds);
+        let mut r = wrk::run(plan.wrk, addr, path, script).map_err(|e| format!("{key}: {e}"))?;
+        if let (Some(a), Some(b)) = (cpu_before, envoy_pid.and_then(cpu_seconds)) {
+            r.envoy_cpu_us_per_request = Some((b - a) * 1e6 / r.requests.max(1) as f64);
+        }
+        Ok::<_, String>(r)
+    };
     for _ in 0..plan.rounds {
         for ((key, addr, path, _), script) in cases.iter().zip(&scripts) {
-            let cpu_before = envoy_pid.and_then(cpu_seconds);
-            let mut r =
-                wrk::run(plan.wrk, *addr, path, script).map_err(|e| format!("{key}: {e}"))?;
-            if let (Some(a), Some(b)) = (cpu_before, envoy_pid.and_then(cpu_seconds)) {
-                r.envoy_cpu_us_per_request = Some((b - a) * 1e6 / r.requests.max(1) as f64);
-            }
+            let r = measure(key, *addr, path, script)?;
             results.entry(key).or_default().push(r);
         }
         for (key, addr) in passthrough {
-            let cpu_before = envoy_pid.and_then(cpu_seconds);
-            let mut r = wrk::run(plan.wrk, addr, PASSTHROUGH_PATH, &get)
-                .map_err(|e| format!("{key}: {e}"))?;
-            if let (Some(a), Some(b)) = (cpu_before, envoy_pid.and_then(cpu_seconds)) {
-                r.envoy_cpu_us_per_request = Some((b - a) * 1e6 / r.requests.max(1) as f64);
-            }
+            let r = measure(key, addr, PASSTHROUGH_PATH, &get)?;
             results.entry(key).or_default().push(r);
         }
     }
