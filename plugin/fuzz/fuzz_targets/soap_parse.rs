@@ -1,5 +1,8 @@
 //! `keygate_core::soap::parse` on arbitrary bytes (the webhook body as Salesforce — or anyone — sends it).
 //!
+//! Round trip: an accepted message, written out again plainly (`keygate_fuzz::render_soap`),
+//! parses to the same message.
+//!
 //! Differential: the same answer as an independent reference parser (quick-xml's NsReader)
 //! (`keygate_fuzz::reference_soap`). On Ok: 1..=100 notifications, valid and unique ids, Order ids start with 801, fields within the
 //! limits. On Err: the reason is short and printable, and its fault renders to well-formed XML in
@@ -10,14 +13,19 @@
 use std::collections::HashSet;
 
 use keygate_core::soap::{self, FaultCode, Limits, OutboundMessage, SoapError};
-use keygate_fuzz::{allowed, assert_reason, check_fault, check_id, fuzz_id, reference_soap};
+use keygate_fuzz::{
+    allowed, assert_reason, check_fault, check_id, fuzz_id, reference_soap, render_soap,
+};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let limits = Limits::default();
     let ours = soap::parse(data, &limits);
     match &ours {
-        Ok(msg) => check_message(data, msg, &limits),
+        Ok(msg) => {
+            check_message(data, msg, &limits);
+            round_trip(msg, &limits);
+        }
         Err(e) => {
             assert!(!e.code().is_empty());
             let reason = e.reason();
@@ -77,6 +85,22 @@ fn differential(ours: &Result<OutboundMessage<'_>, SoapError>, data: &[u8], limi
     }
 }
 
+/// Whatever was accepted parses again, from a plain rendering of it, to the same message.
+fn round_trip(msg: &OutboundMessage<'_>, limits: &Limits) {
+    let again = render_soap::render(msg);
+    match soap::parse(again.as_bytes(), limits) {
+        Ok(back) => assert!(
+            back == *msg,
+            "re-parsed differently:\nfirst:  {msg:?}\nsecond: {back:?}\nfrom: {again}"
+        ),
+        Err(e) => panic!(
+            "an accepted message, rendered again, was refused ({}): {}\nrendering: {again}",
+            e.code(),
+            e.reason()
+        ),
+    }
+}
+
 fn check_message(data: &[u8], msg: &OutboundMessage<'_>, limits: &Limits) {
     assert!(
         std::str::from_utf8(data).is_ok(),
@@ -124,10 +148,7 @@ fn check_message(data: &[u8], msg: &OutboundMessage<'_>, limits: &Limits) {
         let mut names = HashSet::new();
         for (name, value) in fields {
             assert!(!name.is_empty(), "empty field name");
-            assert!(
-                names.insert(*name),
-                "duplicate field {name} accepted"
-            );
+            assert!(names.insert(*name), "duplicate field {name} accepted");
             if let Some(v) = value {
                 assert!(
                     v.len() <= limits.max_value_len,

@@ -4,6 +4,7 @@
 use std::sync::OnceLock;
 
 pub mod reference_soap;
+pub mod render_soap;
 
 use keygate_core::ids::SfId;
 use keygate_core::soap::{fault, FaultCode};

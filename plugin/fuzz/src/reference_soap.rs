@@ -45,20 +45,31 @@ impl OrderFields {
 }
 
 /// Does keygate's message say exactly what this parser's says?
-pub fn same_message(ours: &keygate_core::soap::OutboundMessage<'_>, theirs: &OutboundMessage) -> bool {
+pub fn same_message(
+    ours: &keygate_core::soap::OutboundMessage<'_>,
+    theirs: &OutboundMessage,
+) -> bool {
     ours.organization_id == theirs.organization_id
         && ours.action_id == theirs.action_id
         && ours.session_id.as_deref() == theirs.session_id.as_deref()
         && ours.enterprise_url == theirs.enterprise_url.as_str()
         && ours.partner_url == theirs.partner_url.as_str()
         && ours.notifications.len() == theirs.notifications.len()
-        && ours.notifications.iter().zip(&theirs.notifications).all(|(a, b)| {
-            a.id == b.id
-                && a.order.fields.len() == b.order.fields.len()
-                && a.order.fields.iter().zip(&b.order.fields).all(|((an, av), (bn, bv))| {
-                    *an == bn.as_str() && av.as_deref() == bv.as_deref()
-                })
-        })
+        && ours
+            .notifications
+            .iter()
+            .zip(&theirs.notifications)
+            .all(|(a, b)| {
+                a.id == b.id
+                    && a.order.fields.len() == b.order.fields.len()
+                    && a.order
+                        .fields
+                        .iter()
+                        .zip(&b.order.fields)
+                        .all(|((an, av), (bn, bv))| {
+                            *an == bn.as_str() && av.as_deref() == bv.as_deref()
+                        })
+            })
 }
 
 /// Which namespace an element is in, reduced to the ones we care about.
