@@ -40,16 +40,12 @@ webhook_url() {
 }
 
 # render_envoy_config OUT [WASM]: host-config/envoy.local.yaml with the ports above and an absolute
-# wasm path (default: KEYGATE_WASM if set, to try another build as in the e2e harness, else WASM_OUT). Each default port is written `port_value: P` or `127.0.0.1:P`; it goes through a
-# placeholder first, so a new port equal to another default is not rewritten twice.
-# Same rule as render_envoy_config in e2e/src/envoy.rs.
+# wasm path (default: KEYGATE_WASM if set, to try another build, else WASM_OUT). The e2e crate's
+# render-envoy-config does it: the same function the e2e harness and the benchmark use.
 render_envoy_config() {
-  local out="$1" wasm="${2:-${KEYGATE_WASM:-$WASM_OUT}}" i from to pair args=()
-  local pairs=("10000 $KEYGATE_PORT" "10001 $KEYGATE_FLOOR_PORT" "9901 $KEYGATE_ADMIN_PORT"
-               "18080 $KEYGATE_UPSTREAM_PORT" "18081 $KEYGATE_SF_PORT" "18082 $KEYGATE_QLM_PORT")
-  i=0; for pair in "${pairs[@]}"; do read -r from to <<<"$pair"; args+=(-e "s/\(port_value: \|127\.0\.0\.1:\)$from\b/\1@port$i@/g"); i=$((i + 1)); done
-  i=0; for pair in "${pairs[@]}"; do read -r from to <<<"$pair"; args+=(-e "s/@port$i@/$to/g"); i=$((i + 1)); done
-  sed "${args[@]}" -e "s#target/wasm32-wasip1/release/keygate.wasm#$wasm#" "$ROOT/host-config/envoy.local.yaml" >"$out"
+  local out="$1" wasm="${2:-${KEYGATE_WASM:-$WASM_OUT}}"
+  (cd "$ROOT" && cargo run --quiet --release -p keygate-e2e --bin render-envoy-config -- "$out" "$wasm") &&
+    [ -s "$out" ]
 }
 
 # wasm_opt IN OUT: binaryen `wasm-opt -Oz` from IN to OUT (written atomically). Skipped when OUT is

@@ -1,6 +1,6 @@
 //! Rendering `host-config/envoy.local.yaml` for one test: other ports, an absolute wasm path, and a
-//! patched plugin configuration. Plain text work on purpose: the YAML stays the single source, and
-//! scripts/lib.sh (`render_envoy_config`) does the same substitution with sed.
+//! patched plugin configuration. Plain text work on purpose: the YAML stays the single source.
+//! The scripts render it with this code too (`render-envoy-config`, called by scripts/lib.sh).
 
 use serde_json::{Map, Value};
 use std::path::Path;
