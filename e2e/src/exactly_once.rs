@@ -127,7 +127,12 @@ impl Calls {
                 Endpoint::Retrieve => c.retrieve += 1,
                 Endpoint::Composite => c.composite += 1,
                 Endpoint::Echo => {}
-                Endpoint::QueryMore | Endpoint::Other => c.other += 1,
+                Endpoint::QueryMore
+                | Endpoint::Revoke
+                | Endpoint::Update
+                | Endpoint::Renew
+                | Endpoint::Validate
+                | Endpoint::Other => c.other += 1,
             }
         }
         c

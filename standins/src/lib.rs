@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 pub use faults::{Fault, FaultKind};
 pub use ids::{family_item_id, family_order_id, sf_id18, FAMILY_SIZE};
-pub use license::{PATH_PREFIX as LICENSE_PATH_PREFIX, QLM_PASSWORD, QLM_USER};
+pub use license::{KeyState, PATH_PREFIX as LICENSE_PATH_PREFIX, QLM_PASSWORD, QLM_USER};
 pub use record::{Endpoint, EndpointStats, RecordedRequest, Service};
 pub use salesforce::{CLIENT_ID, CLIENT_SECRET, ORG_ID, PASSWORD, USERNAME};
 pub use state::{OVERSIZE_BYTES, TRUNCATED_BODY};
@@ -190,6 +190,11 @@ impl Standins {
     /// `is_orderid` → keys issued under it, in issue order.
     pub fn issued(&self) -> BTreeMap<String, Vec<String>> {
         self.shared.issued()
+    }
+
+    /// Key → what the license server holds for it (revoked, activations, expiry).
+    pub fn keys(&self) -> BTreeMap<String, KeyState> {
+        self.shared.keys()
     }
 
     /// OrderItem id → written value of the configured write-back field.

@@ -1,5 +1,8 @@
 //! The QLM license-server stand-in: `GetActivationKeyWithExpiryDate` issues keys,
-//! `RetrieveActivationKeyHttp` lists the keys issued under an order reference.
+//! `RetrieveActivationKeyHttp` lists the keys issued under an order reference, and the lifecycle
+//! methods change a key's terms (`RevokeLicenseHttp`, `UpdateLicenseHttp`, `RenewSubscriptionHttp`),
+//! which `ValidateLicenseHttp` reads back. Reply bodies of the lifecycle methods are UNCONFIRMED in
+//! QLM's documentation; these follow its management-call shape (`<result>` / `<error>`).
 
 use crate::http::{parse_form, Request, Response};
 use crate::record::Endpoint;
@@ -17,6 +20,10 @@ pub fn route(path: &str) -> Endpoint {
     match path.strip_prefix(PATH_PREFIX) {
         Some("/GetActivationKeyWithExpiryDate") => Endpoint::License,
         Some("/RetrieveActivationKeyHttp") => Endpoint::Retrieve,
+        Some("/RevokeLicenseHttp") => Endpoint::Revoke,
+        Some("/UpdateLicenseHttp") => Endpoint::Update,
+        Some("/RenewSubscriptionHttp") => Endpoint::Renew,
+        Some("/ValidateLicenseHttp") => Endpoint::Validate,
         _ => Endpoint::Other,
     }
 }
@@ -152,8 +159,20 @@ pub fn get_activation_key(shared: &Shared, req: &Request) -> Response {
     }
     let count = if one_key { 1 } else { quantity };
     let order = arg(&args, "is_orderid").unwrap_or_default().to_owned();
+    let expiry_days = arg(&args, "is_expduration").and_then(|d| d.parse().ok());
     let mut state = shared.lock();
     let keys = state.issue_keys(&order, count);
+    for k in &keys {
+        state.keys.insert(
+            k.clone(),
+            KeyState {
+                order: order.clone(),
+                revoked: false,
+                quantity,
+                expiry_days,
+            },
+        );
+    }
     let plain = state.plain_text_keys;
     drop(state);
     if plain {
@@ -174,6 +193,160 @@ pub fn retrieve(shared: &Shared, req: &Request) -> Response {
     };
     let keys = shared.lock().issued.get(order).cloned().unwrap_or_default();
     keys_xml(&keys)
+}
+
+/// What the license server holds for one key.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct KeyState {
+    /// The `is_orderid` it was issued under.
+    pub order: String,
+    pub revoked: bool,
+    /// Activations allowed (`is_quantity`).
+    pub quantity: u64,
+    /// Days of validity from issue (`is_expduration`), extended by renewals; `None`: no expiry.
+    pub expiry_days: Option<u32>,
+}
+
+fn result(text: &str) -> Response {
+    Response::new(
+        200,
+        "text/xml; charset=utf-8",
+        format!(
+            "{XML_HEAD}<QuickLicenseManager><result>{}</result></QuickLicenseManager>",
+            xml_escape(text)
+        ),
+    )
+}
+
+fn xml_error(text: &str) -> Response {
+    Response::new(
+        200,
+        "text/xml; charset=utf-8",
+        format!(
+            "{XML_HEAD}<QuickLicenseManager><error>{}</error></QuickLicenseManager>",
+            xml_escape(text)
+        ),
+    )
+}
+
+/// Common part of the lifecycle methods: credentials, the server property, the key.
+fn lifecycle<'a>(
+    shared: &'a Shared,
+    req: &Request,
+    property: &str,
+) -> Result<
+    (
+        Vec<(String, String)>,
+        std::sync::MutexGuard<'a, crate::state::State>,
+        String,
+    ),
+    Response,
+> {
+    let args = precheck(req)?;
+    let state = shared.lock();
+    if !state.lifecycle_enabled {
+        return Err(xml_error(&format!(
+            "This feature is disabled. Set the server property {property} to true."
+        )));
+    }
+    let Some(key) = arg(&args, "is_avkey")
+        .filter(|k| !k.is_empty())
+        .map(str::to_owned)
+    else {
+        return Err(xml_error("missing argument is_avkey"));
+    };
+    if !state.keys.contains_key(&key) {
+        return Err(xml_error("The license key does not exist."));
+    }
+    Ok((args, state, key))
+}
+
+/// `RevokeLicenseHttp?is_avkey=…&is_revoke=true|false`.
+pub fn revoke(shared: &Shared, req: &Request) -> Response {
+    let (args, mut state, key) = match lifecycle(shared, req, "enableRevokeLicense") {
+        Ok(x) => x,
+        Err(resp) => return resp,
+    };
+    let revoke = match arg(&args, "is_revoke") {
+        Some(v) if v.eq_ignore_ascii_case("true") => true,
+        Some(v) if v.eq_ignore_ascii_case("false") => false,
+        _ => return xml_error("invalid argument is_revoke"),
+    };
+    if let Some(k) = state.keys.get_mut(&key) {
+        k.revoked = revoke;
+    }
+    result(if revoke {
+        "License revoked."
+    } else {
+        "License restored."
+    })
+}
+
+/// `UpdateLicenseHttp?is_avkey=…&is_quantity=N[&is_expduration=D][&is_revoke=…]`.
+pub fn update(shared: &Shared, req: &Request) -> Response {
+    let (args, mut state, key) = match lifecycle(shared, req, "enableUpgradeLicense") {
+        Ok(x) => x,
+        Err(resp) => return resp,
+    };
+    let quantity = match arg(&args, "is_quantity").filter(|q| !q.is_empty()) {
+        None => None,
+        Some(q) => match q.parse::<u64>() {
+            Ok(n) if n <= MAX_QUANTITY => Some(n),
+            _ => return xml_error("invalid argument is_quantity"),
+        },
+    };
+    let revoke = arg(&args, "is_revoke").map(|v| v.eq_ignore_ascii_case("true"));
+    if let Some(k) = state.keys.get_mut(&key) {
+        if let Some(q) = quantity {
+            k.quantity = q;
+        }
+        if let Some(r) = revoke {
+            k.revoked = r;
+        }
+    }
+    result("License updated.")
+}
+
+/// `RenewSubscriptionHttp?is_avkey=…&is_expduration=D`: adds D days on every call.
+pub fn renew(shared: &Shared, req: &Request) -> Response {
+    let (args, mut state, key) = match lifecycle(shared, req, "enableRenewSubscriptionHttp") {
+        Ok(x) => x,
+        Err(resp) => return resp,
+    };
+    let Some(days) = arg(&args, "is_expduration").and_then(|d| d.parse::<u32>().ok()) else {
+        return xml_error("invalid argument is_expduration");
+    };
+    if let Some(k) = state.keys.get_mut(&key) {
+        k.expiry_days = Some(k.expiry_days.unwrap_or(0).saturating_add(days));
+    }
+    result("Subscription renewed.")
+}
+
+/// `ValidateLicenseHttp?is_avkey=…`: the key's state.
+pub fn validate(shared: &Shared, req: &Request) -> Response {
+    let args = match precheck(req) {
+        Ok(args) => args,
+        Err(resp) => return resp,
+    };
+    let key = arg(&args, "is_avkey").unwrap_or_default();
+    let state = shared.lock();
+    let Some(k) = state.keys.get(key) else {
+        return xml_error("The license key does not exist.");
+    };
+    let expiry = k
+        .expiry_days
+        .map(|d| format!("<expiryDays>{d}</expiryDays>"))
+        .unwrap_or_default();
+    Response::new(
+        200,
+        "text/xml; charset=utf-8",
+        format!(
+            "{XML_HEAD}<QuickLicenseManager><license><activationKey>{}</activationKey><status>{}</status><numberOfLicenses>{}</numberOfLicenses>{expiry}</license></QuickLicenseManager>",
+            xml_escape(key),
+            if k.revoked { "revoked" } else { "active" },
+            k.quantity
+        ),
+    )
 }
 
 #[cfg(test)]

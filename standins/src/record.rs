@@ -58,6 +58,10 @@ pub enum Endpoint {
     Composite,
     License,
     Retrieve,
+    Revoke,
+    Update,
+    Renew,
+    Validate,
     Echo,
     Other,
 }
@@ -71,6 +75,10 @@ impl Endpoint {
             Endpoint::Composite => "composite",
             Endpoint::License => "license",
             Endpoint::Retrieve => "retrieve",
+            Endpoint::Revoke => "revoke",
+            Endpoint::Update => "update",
+            Endpoint::Renew => "renew",
+            Endpoint::Validate => "validate",
             Endpoint::Echo => "echo",
             Endpoint::Other => "other",
         }
@@ -81,7 +89,12 @@ impl Endpoint {
             Endpoint::Token | Endpoint::Query | Endpoint::QueryMore | Endpoint::Composite => {
                 Some(Service::Salesforce)
             }
-            Endpoint::License | Endpoint::Retrieve => Some(Service::License),
+            Endpoint::License
+            | Endpoint::Retrieve
+            | Endpoint::Revoke
+            | Endpoint::Update
+            | Endpoint::Renew
+            | Endpoint::Validate => Some(Service::License),
             Endpoint::Echo => Some(Service::Upstream),
             Endpoint::Other => None,
         }

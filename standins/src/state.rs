@@ -33,6 +33,10 @@ pub struct State {
     pub issued: BTreeMap<String, Vec<String>>,
     /// Every key ever issued by this process, so keys stay unique across resets too.
     pub all_keys: HashSet<String>,
+    /// Each issued key's terms as the lifecycle methods change them.
+    pub keys: BTreeMap<String, license::KeyState>,
+    /// Server properties that enable the lifecycle methods (QLM refuses them when off).
+    pub lifecycle_enabled: bool,
     /// OrderItem id → fields written by sObject Collections updates.
     pub writebacks: BTreeMap<String, Map<String, Value>>,
     /// Query locator → the full result it pages through (a snapshot, as Salesforce's cursors
@@ -106,6 +110,8 @@ impl Shared {
                 tokens: HashSet::new(),
                 issued: BTreeMap::new(),
                 all_keys: HashSet::new(),
+                keys: BTreeMap::new(),
+                lifecycle_enabled: true,
                 writebacks: BTreeMap::new(),
                 cursors: HashMap::new(),
                 rng: Rng::new(),
@@ -127,6 +133,10 @@ impl Shared {
 
     pub fn issued(&self) -> BTreeMap<String, Vec<String>> {
         self.lock().issued.clone()
+    }
+
+    pub fn keys(&self) -> BTreeMap<String, license::KeyState> {
+        self.lock().keys.clone()
     }
 
     pub fn writeback_fields(&self) -> BTreeMap<String, Map<String, Value>> {
@@ -166,6 +176,8 @@ impl Shared {
         s.faults.clear();
         s.tokens.clear();
         s.issued.clear();
+        s.keys.clear();
+        s.lifecycle_enabled = true;
         s.writebacks.clear();
         s.cursors.clear();
         s.page_size = self.default_page_size;
@@ -223,6 +235,10 @@ impl Shared {
             Endpoint::Composite => salesforce::composite(self, req),
             Endpoint::License => license::get_activation_key(self, req),
             Endpoint::Retrieve => license::retrieve(self, req),
+            Endpoint::Revoke => license::revoke(self, req),
+            Endpoint::Update => license::update(self, req),
+            Endpoint::Renew => license::renew(self, req),
+            Endpoint::Validate => license::validate(self, req),
             Endpoint::Echo => {
                 Response::text(200, format!("upstream: {} {}", req.method, req.target))
             }
@@ -304,6 +320,7 @@ impl Shared {
         match (req.method.as_str(), name) {
             ("GET", "record") => as_json(serde_json::to_value(self.record())),
             ("GET", "issued") => as_json(serde_json::to_value(self.issued())),
+            ("GET", "keys") => as_json(serde_json::to_value(self.keys())),
             ("GET", "writebacks") => as_json(serde_json::to_value(self.writebacks())),
             ("GET", "writeback_fields") => as_json(serde_json::to_value(self.writeback_fields())),
             ("GET", "stats") => as_json(serde_json::to_value(self.stats())),
@@ -340,6 +357,9 @@ impl Shared {
                     if let Some(p) = change.plain_text_keys {
                         s.plain_text_keys = p;
                     }
+                    if let Some(on) = change.lifecycle_enabled {
+                        s.lifecycle_enabled = on;
+                    }
                     if let Some(ids) = change.refuse_writeback {
                         let full = ids.iter().map(|id| self.orders.item_id18(id));
                         s.refuse_writeback = full.collect();
@@ -350,8 +370,8 @@ impl Shared {
             },
             (
                 _,
-                "record" | "issued" | "writebacks" | "writeback_fields" | "stats" | "faults"
-                | "orders" | "config" | "reset" | "expire_tokens" | "fault",
+                "record" | "issued" | "keys" | "writebacks" | "writeback_fields" | "stats"
+                | "faults" | "orders" | "config" | "reset" | "expire_tokens" | "fault",
             ) => Response::json(405, &json!({ "error": "method not allowed" })),
             _ => Response::json(404, &json!({ "error": "no such control endpoint" })),
         }
@@ -364,6 +384,9 @@ struct ConfigChange {
     page_size: Option<usize>,
     items_page_size: Option<usize>,
     plain_text_keys: Option<bool>,
+    /// Off: RevokeLicenseHttp, UpdateLicenseHttp and RenewSubscriptionHttp are refused as QLM
+    /// refuses them when their server property is not enabled.
+    lifecycle_enabled: Option<bool>,
     /// Replaces the set of OrderItems whose write-back is refused.
     refuse_writeback: Option<Vec<String>>,
 }
@@ -375,6 +398,7 @@ impl State {
             "items_page_size": self.items_page_size,
             "plain_text_keys": self.plain_text_keys,
             "refuse_writeback": self.refuse_writeback,
+            "lifecycle_enabled": self.lifecycle_enabled,
         })
     }
 }

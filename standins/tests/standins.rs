@@ -1229,3 +1229,112 @@ fn a_missing_fixture_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn lifecycle_methods_change_a_key_and_validate_reads_it_back() {
+    let s = start();
+    let lic = s.license_addr();
+    let get = |method: &str, args: &str| call(lic, "GET", &license_target(method, args), &[], b"");
+    let issued = get(
+        "GetActivationKeyWithExpiryDate",
+        &format!("{PRODUCT}&is_orderid={DEMO_ITEM_ID}&is_quantity=5&is_expduration=365"),
+    );
+    let key = keys_in(&issued.text()).remove(0);
+    assert_eq!(
+        s.keys()[&key],
+        KeyState {
+            order: DEMO_ITEM_ID.to_owned(),
+            revoked: false,
+            quantity: 5,
+            expiry_days: Some(365)
+        }
+    );
+
+    let r = get(
+        "RevokeLicenseHttp",
+        &format!("is_avkey={key}&is_revoke=true"),
+    );
+    assert!(
+        r.text().contains("<result>License revoked.</result>"),
+        "{}",
+        r.text()
+    );
+    assert!(s.keys()[&key].revoked);
+    let v = get(
+        "ValidateLicenseHttp",
+        &format!("is_avkey={key}&is_activate=false"),
+    )
+    .text();
+    assert!(v.contains("<status>revoked</status>"), "{v}");
+    get(
+        "RevokeLicenseHttp",
+        &format!("is_avkey={key}&is_revoke=false"),
+    );
+    assert!(
+        !s.keys()[&key].revoked,
+        "restored: the same key, not a new one"
+    );
+
+    get(
+        "UpdateLicenseHttp",
+        &format!("is_avkey={key}&is_quantity=2"),
+    );
+    assert_eq!(s.keys()[&key].quantity, 2);
+    // Renewing adds time on every call: not idempotent.
+    for _ in 0..2 {
+        let r = get(
+            "RenewSubscriptionHttp",
+            &format!("is_avkey={key}&is_expduration=365"),
+        );
+        assert!(r.text().contains("<result>"), "{}", r.text());
+    }
+    assert_eq!(s.keys()[&key].expiry_days, Some(365 * 3));
+    let v = get("ValidateLicenseHttp", &format!("is_avkey={key}")).text();
+    assert!(
+        v.contains("<status>active</status>")
+            && v.contains("<numberOfLicenses>2</numberOfLicenses>")
+            && v.contains("<expiryDays>1095</expiryDays>"),
+        "{v}"
+    );
+
+    // A key the server does not know, and a feature not enabled on the server.
+    let unknown = get(
+        "RevokeLicenseHttp",
+        "is_avkey=AAAAA-BBBBB-CCCCC&is_revoke=true",
+    )
+    .text();
+    assert!(
+        unknown.contains("<error>The license key does not exist.</error>"),
+        "{unknown}"
+    );
+    let r = call(
+        s.salesforce_addr(),
+        "POST",
+        "/_standin/config",
+        &[JSON],
+        br#"{"lifecycle_enabled":false}"#,
+    );
+    assert_eq!(r.json()["lifecycle_enabled"], false);
+    let off = get(
+        "RenewSubscriptionHttp",
+        &format!("is_avkey={key}&is_expduration=30"),
+    )
+    .text();
+    assert!(off.contains("enableRenewSubscriptionHttp"), "{off}");
+    assert_eq!(
+        s.keys()[&key].expiry_days,
+        Some(1095),
+        "a refused call changes nothing"
+    );
+    let endpoints: Vec<Endpoint> = s.record().iter().map(|r| r.endpoint).collect();
+    for e in [
+        Endpoint::Revoke,
+        Endpoint::Update,
+        Endpoint::Renew,
+        Endpoint::Validate,
+    ] {
+        assert!(endpoints.contains(&e), "{e:?} not recorded");
+    }
+    s.reset();
+    assert!(s.keys().is_empty());
+}
