@@ -1126,7 +1126,7 @@ fn control_api_over_http() {
             r#"{"page_size":1,"plain_text_keys":true}"#
         )
         .json(),
-        json!({"page_size":1,"items_page_size":2000,"plain_text_keys":true,"refuse_writeback":[]})
+        json!({"page_size":1,"items_page_size":2000,"plain_text_keys":true,"refuse_writeback":[],"lifecycle_enabled":true})
     );
     assert_eq!(post("/_standin/config", r#"{"page_size":0}"#).status, 400);
     let r = call(
@@ -1178,7 +1178,7 @@ fn control_api_over_http() {
     assert!(s.record().is_empty() && s.issued().is_empty() && s.stats().is_empty());
     assert_eq!(
         call(sf, "GET", "/_standin/config", &[], b"").json(),
-        json!({"page_size":2000,"items_page_size":2000,"plain_text_keys":false,"refuse_writeback":[]})
+        json!({"page_size":2000,"items_page_size":2000,"plain_text_keys":false,"refuse_writeback":[],"lifecycle_enabled":true})
     );
     assert_eq!(call(sf, "GET", "/_standin/nope", &[], b"").status, 404);
     assert_eq!(call(sf, "GET", "/_standin/reset", &[], b"").status, 405);
