@@ -229,19 +229,19 @@ fn xml_error(text: &str) -> Response {
     )
 }
 
+/// A lifecycle call that passed the common checks: its arguments, the locked state, the key.
+type Checked<'a> = (
+    Vec<(String, String)>,
+    std::sync::MutexGuard<'a, crate::state::State>,
+    String,
+);
+
 /// Common part of the lifecycle methods: credentials, the server property, the key.
 fn lifecycle<'a>(
     shared: &'a Shared,
     req: &Request,
     property: &str,
-) -> Result<
-    (
-        Vec<(String, String)>,
-        std::sync::MutexGuard<'a, crate::state::State>,
-        String,
-    ),
-    Response,
-> {
+) -> Result<Checked<'a>, Response> {
     let args = precheck(req)?;
     let state = shared.lock();
     if !state.lifecycle_enabled {
