@@ -9,7 +9,7 @@ use crate::xml::{Reader, Token, XmlError};
 use crate::config::LicenseConfig;
 use crate::ids::SfId;
 pub use crate::products::ProductArgs;
-use crate::text::excerpt as error_excerpt;
+use crate::text::{excerpt as error_excerpt, mentions_error};
 
 /// Who the license is for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -144,7 +144,7 @@ pub fn parse_keys(status: u16, body: &[u8]) -> Result<Vec<String>, LicenseError>
                 if !empty {
                     in_key = local == "activationKey";
                     // `<error>`, `<Error>`, `<errorMessage>`, …: the error format is undocumented.
-                    in_error = local.to_ascii_lowercase().contains("error");
+                    in_error = mentions_error(local);
                     current.clear();
                 }
             }
@@ -188,7 +188,7 @@ pub fn parse_keys(status: u16, body: &[u8]) -> Result<Vec<String>, LicenseError>
     // Text straight inside `<QuickLicenseManager>` is a message, not data: never "no keys".
     let loose = root_text.trim();
     if !loose.is_empty() {
-        return Err(if loose.to_ascii_lowercase().contains("error") {
+        return Err(if mentions_error(loose) {
             LicenseError::Refused(error_excerpt(loose))
         } else {
             LicenseError::Unparseable(format!("unexpected text {}", error_excerpt(loose)))
@@ -204,7 +204,7 @@ pub fn parse_keys(status: u16, body: &[u8]) -> Result<Vec<String>, LicenseError>
 }
 
 fn plain_key(text: &str) -> Result<String, LicenseError> {
-    if text.to_ascii_lowercase().contains("error") {
+    if mentions_error(text) {
         return Err(LicenseError::Refused(error_excerpt(text)));
     }
     valid_key(text)
@@ -215,10 +215,13 @@ fn plain_key(text: &str) -> Result<String, LicenseError> {
 /// (`Unauthorized`, `OK`) from being recorded, written back and acked as a key.
 /// At least three groups: `Bad-Request` is not a key either.
 pub fn looks_like_key(k: &str) -> bool {
+    let mut groups = 0;
     k.len() <= MAX_KEY_LEN
-        && k.split('-').count() >= 3
-        && k.split('-')
-            .all(|g| !g.is_empty() && g.bytes().all(|b| b.is_ascii_alphanumeric()))
+        && k.split('-').all(|g| {
+            groups += 1;
+            !g.is_empty() && g.bytes().all(|b| b.is_ascii_alphanumeric())
+        })
+        && groups >= 3
 }
 
 fn valid_key(k: &str) -> Result<String, LicenseError> {

@@ -128,23 +128,32 @@ impl Flow {
 
     pub(super) fn on_issue(&mut self, idx: usize, resp: Response, env: &mut Env<'_>) {
         self.in_flight = self.in_flight.saturating_sub(1);
-        let result = match resp.status {
+        let (answered, result) = match resp.status {
             // The call may still be running at the license server: the line stays busy.
-            None => Err("no response (reset or refused); outcome unknown".to_owned()),
-            Some(504) => Err("timed out; outcome unknown".to_owned()),
-            Some(s) => {
-                // An answer, even a failed one, means the call is over: a lookup settles it.
-                self.call_over(idx, env);
+            None => (
+                false,
+                Err("no response (reset or refused); outcome unknown".to_owned()),
+            ),
+            Some(504) => (false, Err("timed out; outcome unknown".to_owned())),
+            Some(s) => (
+                true,
                 match license::parse_keys(s, &resp.body) {
                     Ok(keys) if !keys.is_empty() => Ok(keys),
                     Ok(_) => Err("reply carried no key".to_owned()),
                     Err(e) => Err(e.to_string()),
-                }
-            }
+                },
+            ),
         };
         match result {
+            // Recording the keys replaces the pending mark.
             Ok(keys) => self.line_licensed(idx, keys, Metric::LicensesIssued, env),
-            Err(why) => self.license_failed(idx, &why),
+            Err(why) => {
+                // An answer, even a failed one, means the call is over: a lookup settles it.
+                if answered {
+                    self.call_over(idx, env);
+                }
+                self.license_failed(idx, &why);
+            }
         }
         self.pump(env);
     }

@@ -95,6 +95,28 @@ struct RestError<'a> {
     error_code: Option<BorrowedStr<'a>>,
 }
 
+/// A REST reply read into `T` when its status is 2xx (any other status is [`classify_error`]'s);
+/// `what` names the reply in the error.
+fn read_reply<'a, T: Deserialize<'a>>(
+    status: u16,
+    body: &'a [u8],
+    what: &str,
+) -> Result<T, SalesforceError> {
+    if !(200..300).contains(&status) {
+        return Err(classify_error(status, body));
+    }
+    serde_json::from_slice(body).map_err(|e| json_error(what, &e))
+}
+
+/// Why JSON from Salesforce was refused: not JSON at all, or not the shape expected.
+fn json_error(what: &str, e: &serde_json::Error) -> SalesforceError {
+    SalesforceError::Unparseable(if e.is_syntax() || e.is_eof() {
+        format!("{what} is not JSON")
+    } else {
+        format!("{what} not understood: {}", excerpt(&e.to_string()))
+    })
+}
+
 /// A REST error body is `[{"message":…,"errorCode":…}]`; match on `errorCode`, never `message`.
 pub fn classify_error(status: u16, body: &[u8]) -> SalesforceError {
     let code = serde_json::from_slice::<Vec<RestError<'_>>>(body)

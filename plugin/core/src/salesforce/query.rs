@@ -229,13 +229,6 @@ impl<'de: 'a, 'a> Deserialize<'de> for ItemJson<'a> {
 
 // ---- into the flow's model ---------------------------------------------------------------------
 
-fn not_understood(e: &serde_json::Error) -> SalesforceError {
-    SalesforceError::Unparseable(format!(
-        "query reply not understood: {}",
-        excerpt(&e.to_string())
-    ))
-}
-
 fn owned(s: Option<BorrowedStr<'_>>) -> String {
     s.map(|s| s.0.into_owned()).unwrap_or_default()
 }
@@ -246,16 +239,7 @@ pub fn parse_query(
     contact: ContactField,
     writeback: Option<&str>,
 ) -> Result<QueryPage, SalesforceError> {
-    if !(200..300).contains(&status) {
-        return Err(super::classify_error(status, body));
-    }
-    let page: PageJson<'_> = serde_json::from_slice(body).map_err(|e| {
-        if e.is_syntax() || e.is_eof() {
-            SalesforceError::Unparseable("query reply is not JSON".into())
-        } else {
-            not_understood(&e)
-        }
-    })?;
+    let page: PageJson<'_> = super::read_reply(status, body, "query reply")?;
     let records = page
         .records
         .ok_or_else(|| SalesforceError::Unparseable("query reply has no records".into()))?;
@@ -291,16 +275,7 @@ pub fn parse_items_page(
     body: &[u8],
     writeback: Option<&str>,
 ) -> Result<ItemsPage, SalesforceError> {
-    if !(200..300).contains(&status) {
-        return Err(super::classify_error(status, body));
-    }
-    let page: SubqueryJson<'_> = serde_json::from_slice(body).map_err(|e| {
-        if e.is_syntax() || e.is_eof() {
-            SalesforceError::Unparseable("order products page is not JSON".into())
-        } else {
-            not_understood(&e)
-        }
-    })?;
+    let page: SubqueryJson<'_> = super::read_reply(status, body, "order products page")?;
     let (items, next_records_url) = items_of(page, writeback)?;
     Ok(ItemsPage {
         items,
@@ -366,7 +341,9 @@ fn item(it: ItemJson<'_>, writeback: Option<&str>) -> Result<OrderItem, Salesfor
         SalesforceError::Unparseable(format!("order item id {} is not valid", excerpt(id_raw)))
     })?;
     let written_back = match writeback {
-        Some(f) => it.field(f).map_err(|e| not_understood(&e))?,
+        Some(f) => it
+            .field(f)
+            .map_err(|e| super::json_error("query reply", &e))?,
         None => None,
     };
     let (code, name) = it

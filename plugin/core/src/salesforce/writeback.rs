@@ -101,16 +101,7 @@ pub fn parse_writeback(
     body: &[u8],
     sent: usize,
 ) -> Result<Vec<RecordFailure>, SalesforceError> {
-    if !(200..300).contains(&status) {
-        return Err(super::classify_error(status, body));
-    }
-    let results: Vec<RecordResult<'_>> = serde_json::from_slice(body).map_err(|e| {
-        SalesforceError::Unparseable(if e.is_syntax() || e.is_eof() {
-            "write-back reply is not JSON".into()
-        } else {
-            "write-back reply is not an array of results".into()
-        })
-    })?;
+    let results: Vec<RecordResult<'_>> = super::read_reply(status, body, "write-back reply")?;
     if results.len() != sent {
         return Err(SalesforceError::Unparseable(format!(
             "write-back reply has {} results for {sent} records",
