@@ -19,6 +19,8 @@ pub struct Config {
     pub deadline_ms: u64,
     pub issuing: Option<Issuing>,
     pub ledger: LedgerConfig,
+    /// The fleet's ledger; `None`: Envoy shared data (one Envoy's own, volatile).
+    pub etcd: Option<EtcdConfig>,
     /// Largest reply body read from Salesforce or the license server; a larger one is a failure.
     pub max_reply_bytes: usize,
     /// Keep a webhook request's headers from the route's upstream until the plugin answers.
@@ -120,6 +122,18 @@ pub struct LedgerConfig {
     /// How long after a license call's timeout the license server may still be working on it:
     /// until then a redelivery is told "busy" instead of looking the line up.
     pub pending_grace_ms: u64,
+}
+
+/// `ledger.backend: "etcd"`: the durable ledger a fleet of Envoys shares.
+#[derive(Debug)]
+pub struct EtcdConfig {
+    pub cluster: String,
+    pub authority: String,
+    /// Prefix of every etcd key, ending in `/`.
+    pub prefix: String,
+    /// User and password for etcd's authentication, when it is enabled.
+    pub credentials: Option<(Secret, Secret)>,
+    pub timeout_ms: u64,
 }
 
 /// Why a configuration was refused. The text names fields and variables, never secret values.
@@ -235,6 +249,7 @@ const DEFAULT_CLAIM_TTL_MS: u64 = 90_000;
 const CLAIM_MARGIN_MS: u64 = 10_000;
 const DEFAULT_PENDING_GRACE_MS: u64 = 30_000;
 const DEFAULT_MAX_REPLY_BYTES: u64 = 4 * 1024 * 1024;
+const DEFAULT_ETCD_TIMEOUT_MS: u64 = 2_000;
 
 // ---- validation -----------------------------------------------------------------------------
 
@@ -306,14 +321,21 @@ impl Config {
             }),
             _ => return err("salesforce and license_server must be configured together"),
         };
-        let ledger = match root.object("ledger")? {
+        let ledger_obj = root.object("ledger")?;
+        let ledger = match &ledger_obj {
             None => LedgerConfig {
                 max_lines: DEFAULT_MAX_LINES as usize,
                 claim_ttl_ms: DEFAULT_CLAIM_TTL_MS,
                 pending_grace_ms: DEFAULT_PENDING_GRACE_MS,
             },
             Some(l) => {
-                l.only(&["max_lines", "claim_ttl_ms", "pending_grace_ms"])?;
+                l.only(&[
+                    "max_lines",
+                    "claim_ttl_ms",
+                    "pending_grace_ms",
+                    "backend",
+                    "etcd",
+                ])?;
                 LedgerConfig {
                     max_lines: usize::try_from(l.number("max_lines", DEFAULT_MAX_LINES)?)
                         .unwrap_or(usize::MAX),
@@ -321,6 +343,10 @@ impl Config {
                     pending_grace_ms: l.number("pending_grace_ms", DEFAULT_PENDING_GRACE_MS)?,
                 }
             }
+        };
+        let etcd = match &ledger_obj {
+            None => None,
+            Some(l) => ledger_backend(l, env)?,
         };
         if !(1..=1_000_000).contains(&ledger.max_lines) {
             return err("ledger.max_lines must be between 1 and 1000000");
@@ -353,10 +379,71 @@ impl Config {
             deadline_ms,
             issuing,
             ledger,
+            etcd,
             max_reply_bytes: max_reply_bytes as usize,
             hold_request_headers: root.boolean("hold_request_headers", false)?,
             state_prefix,
         })
+    }
+}
+
+/// `ledger.backend` and, for etcd, `ledger.etcd`.
+fn ledger_backend(
+    l: &Obj<'_>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<EtcdConfig>, ConfigError> {
+    let backend = l.string("backend", Some("shared_data"))?;
+    let section = l.object("etcd")?;
+    match (backend.as_str(), section) {
+        ("shared_data", None) => Ok(None),
+        ("shared_data", Some(_)) => err("ledger.etcd is set but ledger.backend is not \"etcd\""),
+        ("etcd", None) => err("ledger.backend \"etcd\" needs a ledger.etcd section"),
+        ("etcd", Some(mut e)) => {
+            e.path = "ledger.etcd";
+            e.only(&[
+                "cluster",
+                "authority",
+                "prefix",
+                "user_env",
+                "password_env",
+                "timeout_ms",
+            ])?;
+            let (cluster, authority, _) = upstream(&e)?;
+            let timeout_ms = e.number("timeout_ms", DEFAULT_ETCD_TIMEOUT_MS)?;
+            if !(100..=10_000).contains(&timeout_ms) {
+                return err("ledger.etcd.timeout_ms must be between 100 and 10000");
+            }
+            let prefix = e.string("prefix", Some("keygate/"))?;
+            if prefix.is_empty()
+                || !prefix.ends_with('/')
+                || !prefix
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'/' | b'.'))
+            {
+                return err(
+                    "ledger.etcd.prefix must be letters, digits, '_', '-', '.' or '/', ending in '/'",
+                );
+            }
+            let credentials = match (e.opt_string("user_env")?, e.opt_string("password_env")?) {
+                (None, None) => None,
+                (Some(u), Some(p)) => Some((
+                    secret(env, &u, "ledger.etcd.user_env")?,
+                    secret(env, &p, "ledger.etcd.password_env")?,
+                )),
+                _ => return err("ledger.etcd.user_env and password_env go together"),
+            };
+            Ok(Some(EtcdConfig {
+                cluster,
+                authority,
+                prefix,
+                credentials,
+                timeout_ms,
+            }))
+        }
+        (other, _) => err(format!(
+            "ledger.backend must be \"shared_data\" or \"etcd\", not \"{}\"",
+            crate::text::excerpt(other)
+        )),
     }
 }
 

@@ -1,4 +1,4 @@
-//! The idempotency ledger, kept in shared data (one per Envoy, seen by every worker):
+//! The idempotency ledger in Envoy shared data (the default; `crate::etcd` is the fleet's) (one per Envoy, seen by every worker):
 //!
 //! - **Lines**: per OrderItem, `P` + the time until which the license server may still be working
 //!   on a call for it (pending: the outcome is uncertain until recorded), `I` + keys (issued),
@@ -10,7 +10,7 @@
 //!
 //! Shared data is volatile: a restart empties it, and another Envoy has its own. So a line this
 //! ledger does not know may still have been issued, and the flow looks every such line up before
-//! issuing it ([`Ledger::is_durable`]). That is also what makes eviction safe.
+//! issuing it (the etcd ledger, `crate::etcd`, is durable and shared by a fleet). That is also what makes eviction safe.
 //!
 //! Bounded: at most `max_lines` lines, in a FIFO ring of slots: the oldest recorded line is evicted
 //! first, except a pending line whose call may still be running at the license server; when a run
@@ -40,6 +40,44 @@ pub enum LineState {
     WrittenBack(Vec<String>),
 }
 
+impl LineState {
+    /// The stored form, the same in shared data and etcd: a tag line (`P`, `I`, `W`), then the
+    /// busy-until time or one key per line.
+    pub fn encode(&self) -> Vec<u8> {
+        let (tag, rest): (&str, &[String]) = match self {
+            LineState::Unknown => return Vec::new(),
+            LineState::Pending { busy_until_ms } => {
+                return format!("P\n{busy_until_ms}").into_bytes()
+            }
+            LineState::Issued(keys) => ("I", keys),
+            LineState::WrittenBack(keys) => ("W", keys),
+        };
+        let mut v = String::from(tag);
+        for k in rest {
+            v.push('\n');
+            v.push_str(k);
+        }
+        v.into_bytes()
+    }
+
+    /// Anything unreadable (an empty value is a deleted one) is `Unknown`: looked up, never
+    /// trusted.
+    pub fn decode(v: &[u8]) -> LineState {
+        let s = String::from_utf8_lossy(v);
+        let mut parts = s.split('\n');
+        let tag = parts.next().unwrap_or("");
+        let keys: Vec<String> = parts.filter(|k| !k.is_empty()).map(str::to_owned).collect();
+        match tag {
+            "P" => LineState::Pending {
+                busy_until_ms: keys.first().and_then(|t| t.parse().ok()).unwrap_or(0),
+            },
+            "I" if !keys.is_empty() => LineState::Issued(keys),
+            "W" if !keys.is_empty() => LineState::WrittenBack(keys),
+            _ => LineState::Unknown,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClaimError {
     /// Another live request holds the order.
@@ -56,12 +94,6 @@ pub struct Ledger<'a> {
 impl<'a> Ledger<'a> {
     pub fn new(prefix: &'a str, cfg: LedgerConfig) -> Ledger<'a> {
         Ledger { prefix, cfg }
-    }
-
-    /// Does a line this ledger does not know prove that nothing was issued for it? Not for
-    /// shared data, which a restart empties and another replica never sees.
-    pub fn is_durable(&self) -> bool {
-        false
     }
 
     /// Until when a call started at `now_ms` with `timeout_ms` may still be running at the
@@ -104,20 +136,9 @@ impl<'a> Ledger<'a> {
     }
 
     fn line_at(&self, store: &dyn Store, key: &str) -> LineState {
-        let Some((v, _)) = store.get(key) else {
-            return LineState::Unknown;
-        };
-        let s = String::from_utf8_lossy(&v);
-        let mut parts = s.split('\n');
-        let tag = parts.next().unwrap_or("");
-        let keys: Vec<String> = parts.filter(|k| !k.is_empty()).map(str::to_owned).collect();
-        match tag {
-            "P" => LineState::Pending {
-                busy_until_ms: keys.first().and_then(|t| t.parse().ok()).unwrap_or(0),
-            },
-            "I" if !keys.is_empty() => LineState::Issued(keys),
-            "W" if !keys.is_empty() => LineState::WrittenBack(keys),
-            _ => LineState::Unknown,
+        match store.get(key) {
+            Some((v, _)) => LineState::decode(&v),
+            None => LineState::Unknown,
         }
     }
 
@@ -143,11 +164,8 @@ impl<'a> Ledger<'a> {
         if self.line(store, item) == LineState::Unknown {
             self.make_room(store, item, now_ms)?;
         }
-        store.set(
-            &self.line_key(item),
-            format!("P\n{busy_until_ms}").as_bytes(),
-            None,
-        )
+        let state = LineState::Pending { busy_until_ms };
+        store.set(&self.line_key(item), &state.encode(), None)
     }
 
     pub fn record_issued(
@@ -157,7 +175,7 @@ impl<'a> Ledger<'a> {
         keys: &[String],
         now_ms: u64,
     ) -> Result<(), StoreError> {
-        self.write_keys(store, item, "I", keys, now_ms)
+        self.write(store, item, &LineState::Issued(keys.to_vec()), now_ms)
     }
 
     pub fn mark_written(
@@ -167,26 +185,20 @@ impl<'a> Ledger<'a> {
         keys: &[String],
         now_ms: u64,
     ) -> Result<(), StoreError> {
-        self.write_keys(store, item, "W", keys, now_ms)
+        self.write(store, item, &LineState::WrittenBack(keys.to_vec()), now_ms)
     }
 
-    fn write_keys(
+    fn write(
         &self,
         store: &mut dyn Store,
         item: &SfId,
-        tag: &str,
-        keys: &[String],
+        state: &LineState,
         now_ms: u64,
     ) -> Result<(), StoreError> {
         if self.line(store, item) == LineState::Unknown {
             self.make_room(store, item, now_ms)?;
         }
-        let mut v = String::from(tag);
-        for k in keys {
-            v.push('\n');
-            v.push_str(k);
-        }
-        store.set(&self.line_key(item), v.as_bytes(), None)
+        store.set(&self.line_key(item), &state.encode(), None)
     }
 
     /// Take the next ring slot for a new line, evicting the line that held it when that is safe.

@@ -19,6 +19,7 @@ pub enum Metric {
     OrdersSkipped,
     CalloutsFailedSalesforce,
     CalloutsFailedLicense,
+    CalloutsFailedLedger,
     Logins,
     LinesBusy,
     Lookups,
@@ -26,7 +27,7 @@ pub enum Metric {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 20] = [
+    pub const ALL: [Metric; 21] = [
         Metric::MessagesAcked,
         Metric::FaultedClient,
         Metric::FaultedAuth,
@@ -43,6 +44,7 @@ impl Metric {
         Metric::OrdersSkipped,
         Metric::CalloutsFailedSalesforce,
         Metric::CalloutsFailedLicense,
+        Metric::CalloutsFailedLedger,
         Metric::Logins,
         Metric::LinesBusy,
         Metric::Lookups,
@@ -67,6 +69,7 @@ impl Metric {
             Metric::OrdersSkipped => "keygate_orders_skipped",
             Metric::CalloutsFailedSalesforce => "keygate_callouts_failed_salesforce",
             Metric::CalloutsFailedLicense => "keygate_callouts_failed_license",
+            Metric::CalloutsFailedLedger => "keygate_callouts_failed_ledger",
             Metric::Logins => "keygate_logins",
             Metric::LinesBusy => "keygate_lines_busy",
             Metric::Lookups => "keygate_lookups",

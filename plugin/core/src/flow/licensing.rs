@@ -49,11 +49,9 @@ impl Flow {
             let (p, b) = license::retrieve_request(lic, &line.item);
             (p, b, Pending::Lookup(idx))
         } else {
-            let (Some(product), Some(order)) =
-                (issuing.product(&line.code), self.orders.get(line.order))
-            else {
+            if issuing.product(&line.code).is_none() || self.orders.get(line.order).is_none() {
                 return false;
-            };
+            }
             // A call that will not be sent must not leave the line marked uncertain.
             if self.deadline_at.saturating_sub(env.now_ms) < MIN_CALL_MS {
                 self.deadline_hit = true;
@@ -65,6 +63,19 @@ impl Flow {
             let timeout = lic
                 .timeout_ms
                 .min(self.deadline_at.saturating_sub(env.now_ms));
+            if let Some(e) = self.cfg.etcd.as_ref() {
+                // The license call goes out once etcd has the mark (`on_etcd`).
+                let busy_until =
+                    ledger.busy_until(env.now_ms.saturating_add(e.timeout_ms), timeout);
+                return self.etcd_set_line(
+                    idx,
+                    LineState::Pending {
+                        busy_until_ms: busy_until,
+                    },
+                    true,
+                    env,
+                );
+            }
             let busy_until = ledger.busy_until(env.now_ms, timeout);
             if let Err(e) = ledger.mark_pending(env.store, &line.item, busy_until, env.now_ms) {
                 let why = match e {
@@ -81,17 +92,48 @@ impl Flow {
                 }
                 return true;
             }
-            let (p, b) = license::issue_request(
-                lic,
-                &IssueRequest {
-                    product,
-                    quantity: line.quantity,
-                    order_item_id: &line.item,
-                    order_number: &order.order_number,
-                    customer: &order.customer,
-                },
-            );
-            (p, b, Pending::Issue(idx))
+            return self.send_issue(idx, env);
+        };
+        self.send_license_call(what, path, body, env)
+    }
+
+    /// The license call that creates line `idx`'s key (its pending mark is recorded).
+    #[inline(never)]
+    pub(super) fn send_issue(&mut self, idx: usize, env: &mut Env<'_>) -> bool {
+        let Some(issuing) = self.cfg.issuing.as_ref() else {
+            return false;
+        };
+        let (Some(line), Some(product)) = (
+            self.lines.get(idx),
+            self.lines.get(idx).and_then(|l| issuing.product(&l.code)),
+        ) else {
+            return false;
+        };
+        let Some(order) = self.orders.get(line.order) else {
+            return false;
+        };
+        let (path, body) = license::issue_request(
+            &issuing.license,
+            &IssueRequest {
+                product,
+                quantity: line.quantity,
+                order_item_id: &line.item,
+                order_number: &order.order_number,
+                customer: &order.customer,
+            },
+        );
+        self.send_license_call(Pending::Issue(idx), path, body, env)
+    }
+
+    fn send_license_call(
+        &mut self,
+        what: Pending,
+        path: String,
+        body: String,
+        env: &mut Env<'_>,
+    ) -> bool {
+        let Some(lic) = self.issuing().map(|i| &i.license) else {
+            return false;
         };
         let headers = vec![(
             "content-type",
@@ -173,6 +215,15 @@ impl Flow {
         let Some(line) = self.lines.get(idx) else {
             return;
         };
+        let over = LineState::Pending {
+            busy_until_ms: env.now_ms,
+        };
+        if self.etcd.is_some() {
+            if let Some(LineState::Pending { .. }) = self.etcd_line(&line.item).map(|l| &l.state) {
+                self.etcd_set_line(idx, over, false, env);
+            }
+            return;
+        }
         let ledger = Ledger::new(&self.cfg.state_prefix, self.cfg.ledger);
         if let LineState::Pending { .. } = ledger.line(env.store, &line.item) {
             let _ = ledger.mark_pending(env.store, &line.item, env.now_ms, env.now_ms);
@@ -222,7 +273,11 @@ impl Flow {
         };
         let item = line.item;
         let ledger = Ledger::new(&self.cfg.state_prefix, self.cfg.ledger);
-        if ledger
+        if self.etcd.is_some() {
+            // Sent before the write-back; if it fails the line stays pending and its call is
+            // over, so the next delivery looks it up.
+            self.etcd_set_line(idx, LineState::Issued(keys.clone()), false, env);
+        } else if ledger
             .record_issued(env.store, &item, &keys, env.now_ms)
             .is_err()
         {

@@ -31,9 +31,12 @@ use crate::salesforce::{self, Order, SalesforceError, Token};
 use crate::soap::OutboundMessage;
 use crate::store::Store;
 
+mod etcd_ledger;
 mod licensing;
 mod plan;
 mod salesforce_calls;
+
+use etcd_ledger::{EtcdRun, EtcdStep};
 
 /// What the shell must do next.
 #[derive(Debug, Clone, PartialEq)]
@@ -115,6 +118,7 @@ enum Pending {
     Sf(SfCall),
     Issue(usize),
     Lookup(usize),
+    Etcd(EtcdStep),
 }
 
 /// One order line to license.
@@ -128,6 +132,7 @@ struct Line {
 
 #[derive(Debug, Clone)]
 struct PlannedOrder {
+    id: SfId,
     order_number: String,
     customer: Customer,
 }
@@ -162,6 +167,8 @@ pub struct Flow {
     /// Keys issued / found by lookup in this delivery, for the summary log line.
     issued: u32,
     recovered: u32,
+    /// The etcd ledger's part of this delivery (`None`: shared data).
+    etcd: Option<EtcdRun>,
     out: Vec<Command>,
 }
 
@@ -196,8 +203,12 @@ impl Flow {
             finished: false,
             issued: 0,
             recovered: 0,
+            etcd: None,
             out: Vec::new(),
         };
+        if flow.cfg.etcd.is_some() {
+            flow.etcd = Some(EtcdRun::default());
+        }
         flow.count(Metric::Notifications, msg.notifications.len() as u64);
         for n in &msg.notifications {
             if !n.order.is_activated() {
@@ -243,6 +254,13 @@ impl Flow {
             );
             return self.reply(reply);
         }
+        if self.etcd.is_some() {
+            // The claims and the lines' states come from etcd (`etcd_ledger`).
+            if !self.etcd_send(EtcdStep::Grant, env) {
+                self.finish(env);
+            }
+            return;
+        }
         let ledger = Ledger::new(&self.cfg.state_prefix, self.cfg.ledger);
         for id in self.wanted.clone() {
             match ledger.claim(env.store, &id, self.owner, env.now_ms) {
@@ -262,6 +280,11 @@ impl Flow {
                 }
             }
         }
+        self.query_orders(env);
+    }
+
+    /// The orders are claimed: read them, their contacts and order products.
+    pub(super) fn query_orders(&mut self, env: &mut Env<'_>) {
         let soql = match &self.cfg.issuing {
             Some(i) => salesforce::build_soql(
                 &self.wanted,
@@ -318,6 +341,7 @@ impl Flow {
                 Pending::Sf(call) => self.on_sf(call, resp, env),
                 Pending::Issue(line) => self.on_issue(line, resp, env),
                 Pending::Lookup(line) => self.on_lookup(line, resp, env),
+                Pending::Etcd(step) => self.on_etcd(step, resp, env),
             }
             self.maybe_finish(env);
         }
@@ -325,7 +349,8 @@ impl Flow {
     }
 
     /// The downstream request went away (Salesforce hung up): outstanding calls are cancelled
-    /// by Envoy. Lines already marked pending stay pending; claims are released.
+    /// by Envoy. Lines already marked pending stay pending; claims are released (in etcd they
+    /// expire with their lease: no call can be made any more).
     pub fn on_cancel(&mut self, env: &mut Env<'_>) {
         if !self.finished {
             self.finished = true;
@@ -356,6 +381,7 @@ impl Flow {
                 self.license_failed(idx, &why);
                 self.pump(env);
             }
+            Pending::Etcd(step) => self.etcd_failed(step, &why, env),
         }
     }
 
@@ -432,6 +458,13 @@ impl Flow {
             self.log(Level::Warn, reason.clone());
             Reply::fault(500, kind, &reason)
         };
+        if self.etcd.is_some() {
+            // With etcd the reply waits for the claims' release (`etcd_release`).
+            if let Some(reply) = self.etcd_release(reply, env) {
+                self.reply(reply);
+            }
+            return;
+        }
         self.release_claims(env);
         self.reply(reply);
     }

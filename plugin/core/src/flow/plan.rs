@@ -36,6 +36,7 @@ impl Flow {
             }
             let order_idx = self.orders.len();
             self.orders.push(PlannedOrder {
+                id: order.id,
                 order_number: order.order_number.clone(),
                 customer: order.customer.clone().unwrap_or_else(|| Customer {
                     company: order.company.clone(),
@@ -97,7 +98,12 @@ impl Flow {
                     code,
                     quantity: q as u32,
                 });
-                match ledger.line(env.store, &item.id) {
+                let known = match self.etcd_line(&item.id) {
+                    Some(record) => record.state.clone(),
+                    None if self.etcd.is_some() => LineState::Unknown,
+                    None => ledger.line(env.store, &item.id),
+                };
+                match known {
                     LineState::Issued(keys) | LineState::WrittenBack(keys) => {
                         // Issued by an earlier delivery: only the write-back may be missing.
                         counts.add(Metric::LinesAlreadyLicensed);
@@ -115,8 +121,9 @@ impl Flow {
                     }
                     // An earlier call's outcome is unknown: ask before issuing.
                     LineState::Pending { .. } => self.queue.push_back((line, true)),
-                    // Unknown to a volatile ledger is not proof that nothing was issued.
-                    LineState::Unknown => self.queue.push_back((line, !ledger.is_durable())),
+                    // Unknown to etcd, which records every line before its call: never issued.
+                    // Unknown to shared data (volatile, one Envoy's) is no such proof.
+                    LineState::Unknown => self.queue.push_back((line, self.etcd.is_none())),
                 }
             }
         }

@@ -224,9 +224,15 @@ impl Flow {
         match salesforce::parse_writeback(status, body, lines.len()) {
             Err(e) => self.sf_failed(format!("write-back to Salesforce failed: {e}")),
             Ok(failed) => {
-                let ledger = Ledger::new(&self.cfg.state_prefix, self.cfg.ledger);
+                let cfg = Rc::clone(&self.cfg);
+                let ledger = Ledger::new(&cfg.state_prefix, cfg.ledger);
                 for (i, (id, keys)) in lines.iter().enumerate() {
-                    if !failed.iter().any(|f| f.index == i) {
+                    if failed.iter().any(|f| f.index == i) {
+                        continue;
+                    }
+                    if self.etcd.is_some() {
+                        self.etcd_written(id, keys);
+                    } else {
                         let _ = ledger.mark_written(env.store, id, keys, env.now_ms);
                     }
                 }

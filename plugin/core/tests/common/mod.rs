@@ -3,6 +3,7 @@
 
 use serde_json::Value;
 
+pub mod etcd_model;
 pub mod world;
 
 /// The full example configuration every test starts from.

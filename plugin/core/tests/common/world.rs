@@ -12,6 +12,7 @@ use keygate_core::store::MemStore;
 use keygate_core::webhook;
 use serde_json::{json, Value};
 
+use super::etcd_model::EtcdModel;
 use super::patched_full;
 
 pub const ONE: &[u8] = include_bytes!("../../../../testdata/soap/valid/activated_one.xml");
@@ -52,6 +53,8 @@ pub struct World {
     pub refuse_writeback: Vec<String>,
     /// What a further page of OrderItems answers instead of the page.
     pub item_page_fault: Option<Response>,
+    /// The fleet's etcd (for configurations with `ledger.backend: "etcd"`).
+    pub etcd: EtcdModel,
 }
 
 pub fn ok(body: impl Into<Vec<u8>>) -> Response {
@@ -113,7 +116,9 @@ impl World {
     }
 
     pub fn endpoint(call: &Call) -> &'static str {
-        if call.path.ends_with("/oauth2/token") {
+        if call.path.starts_with("/v3/") {
+            "etcd"
+        } else if call.path.ends_with("/oauth2/token") {
             "token"
         } else if call.path.contains("/query") {
             "query"
@@ -138,6 +143,9 @@ impl World {
         self.sent.push(call.clone());
         if let Some(r) = self.faults.get_mut(ep).and_then(VecDeque::pop_front) {
             return r;
+        }
+        if ep == "etcd" {
+            return self.etcd.serve(call);
         }
         let bearer_ok = call.headers.iter().any(|(k, v)| {
             *k == "authorization"

@@ -1,0 +1,403 @@
+//! The flow's side of the etcd ledger (`ledger.backend: "etcd"`): every ledger step is a
+//! dispatched call, answered like any other.
+//!
+//! One delivery: a lease grant; one transaction that claims every order (create-revision
+//! compare, keys on the lease) and reads all their lines; per new line a compare-and-swap to
+//! pending before its license call and one to issued after it; one last transaction that records
+//! what was written back and releases the claims, answered before the reply goes out.
+//! etcd unreachable or refusing is a retryable fault, and no license call is ever made without
+//! the claim and the pending mark being in etcd first.
+
+use super::*;
+use crate::config::EtcdConfig;
+use crate::etcd::{self, Claimed, EtcdError, Keys, LineRecord};
+
+/// A call to etcd and what comes after it.
+#[derive(Debug, Clone)]
+pub(super) enum EtcdStep {
+    /// Log in to etcd, then take the step.
+    Auth {
+        then: Box<EtcdStep>,
+    },
+    Grant,
+    Claim,
+    /// Compare-and-swap line `idx` to `state`; `issue`: then send its license call.
+    Line {
+        idx: usize,
+        state: LineState,
+        issue: bool,
+    },
+    /// Record the written-back lines, release the claims, then send the held reply.
+    Final,
+}
+
+/// This delivery's part of the etcd ledger.
+#[derive(Debug, Default)]
+pub(super) struct EtcdRun {
+    lease: Option<String>,
+    /// What etcd holds for the lines of the claimed orders, with the revision a CAS names.
+    lines: Vec<LineRecord>,
+    /// (order, line, keys) that Salesforce now holds.
+    written: Vec<(SfId, SfId, Vec<String>)>,
+    relogged: bool,
+    token_cas: Option<u32>,
+    /// The reply, held until the final transaction has answered.
+    reply: Option<Reply>,
+}
+
+const ETCD_TOKEN_KEY: &str = "etcd_token";
+
+impl Flow {
+    fn etcd_cfg(&self) -> Option<&EtcdConfig> {
+        self.cfg.etcd.as_ref()
+    }
+
+    fn etcd_token_key(&self) -> String {
+        format!("{}:{ETCD_TOKEN_KEY}", self.cfg.state_prefix)
+    }
+
+    /// What etcd holds for line `item` (`Unknown`, revision 0: nothing).
+    pub(super) fn etcd_line(&self, item: &SfId) -> Option<&LineRecord> {
+        self.etcd
+            .as_ref()?
+            .lines
+            .iter()
+            .find(|l| l.item.same_record(item))
+    }
+
+    /// Send `step` to etcd, logging in first when etcd wants credentials and none is cached.
+    #[inline(never)]
+    pub(super) fn etcd_send(&mut self, step: EtcdStep, env: &mut Env<'_>) -> bool {
+        let Some(e) = self.etcd_cfg() else {
+            return false;
+        };
+        let (cluster, authority, timeout) = (e.cluster.clone(), e.authority.clone(), e.timeout_ms);
+        let mut headers = vec![("content-type", "application/json".to_owned())];
+        let (path, body, what) = match &e.credentials {
+            Some((user, password)) => {
+                let token = env
+                    .store
+                    .get(&self.etcd_token_key())
+                    .filter(|(v, _)| !v.is_empty());
+                match token {
+                    Some((t, cas)) => {
+                        if let Some(run) = self.etcd.as_mut() {
+                            run.token_cas = Some(cas);
+                        }
+                        headers.push(("authorization", String::from_utf8_lossy(&t).into_owned()));
+                        let Some((path, body)) = self.etcd_request(&step) else {
+                            return false;
+                        };
+                        (path, body, step)
+                    }
+                    None => (
+                        etcd::AUTH_PATH,
+                        etcd::auth_body(user.expose(), password.expose()),
+                        EtcdStep::Auth {
+                            then: Box::new(step),
+                        },
+                    ),
+                }
+            }
+            None => {
+                let Some((path, body)) = self.etcd_request(&step) else {
+                    return false;
+                };
+                (path, body, step)
+            }
+        };
+        self.dispatch(
+            Pending::Etcd(what),
+            Call {
+                id: 0,
+                cluster,
+                method: "POST",
+                path: path.to_owned(),
+                authority,
+                headers,
+                body,
+                timeout_ms: timeout,
+            },
+            env,
+        )
+    }
+
+    fn etcd_request(&self, step: &EtcdStep) -> Option<(&'static str, Vec<u8>)> {
+        let prefix = self.etcd_cfg().map(|e| e.prefix.as_str()).unwrap_or("");
+        let keys = Keys { prefix };
+        let lease = self
+            .etcd
+            .as_ref()
+            .and_then(|r| r.lease.as_deref())
+            .unwrap_or("0");
+        Some(match step {
+            EtcdStep::Grant | EtcdStep::Auth { .. } => (
+                etcd::GRANT_PATH,
+                etcd::grant_body(self.cfg.ledger.claim_ttl_ms.div_ceil(1000)),
+            ),
+            EtcdStep::Claim => (
+                etcd::TXN_PATH,
+                etcd::claim_body(&keys, &self.wanted, lease, self.owner),
+            ),
+            EtcdStep::Line { idx, state, .. } => {
+                let (order, item) = self.line_ids(*idx)?;
+                let rev = self.etcd_line(&item).map(|l| l.mod_revision).unwrap_or(0);
+                (
+                    etcd::TXN_PATH,
+                    etcd::line_cas_body(&keys, lease, &order, &item, state, rev),
+                )
+            }
+            EtcdStep::Final => {
+                let written = self
+                    .etcd
+                    .as_ref()
+                    .map(|r| r.written.as_slice())
+                    .unwrap_or(&[]);
+                (
+                    etcd::TXN_PATH,
+                    etcd::final_body(&keys, lease, &self.claimed, written),
+                )
+            }
+        })
+    }
+
+    /// (order, item) of line `idx`.
+    pub(super) fn line_ids(&self, idx: usize) -> Option<(SfId, SfId)> {
+        let line = self.lines.get(idx)?;
+        Some((self.orders.get(line.order)?.id, line.item))
+    }
+
+    /// Compare-and-swap line `idx` to `state` in etcd. With `issue`, the line holds a
+    /// concurrency slot until its license call has answered.
+    pub(super) fn etcd_set_line(
+        &mut self,
+        idx: usize,
+        state: LineState,
+        issue: bool,
+        env: &mut Env<'_>,
+    ) -> bool {
+        let sent = self.etcd_send(EtcdStep::Line { idx, state, issue }, env);
+        if sent && issue {
+            self.in_flight += 1;
+        }
+        sent
+    }
+
+    /// Lines Salesforce accepted: recorded as written back by the final transaction.
+    pub(super) fn etcd_written(&mut self, item: &SfId, keys: &[String]) {
+        let order = self
+            .lines
+            .iter()
+            .find(|l| l.item.same_record(item))
+            .and_then(|l| self.orders.get(l.order))
+            .map(|o| o.id);
+        if let (Some(order), Some(run)) = (order, self.etcd.as_mut()) {
+            run.written.push((order, *item, keys.to_vec()));
+        }
+    }
+
+    /// The delivery is over: with claims in etcd, release them (and record what was written
+    /// back) before `reply` goes out. `false`: nothing to release, reply now.
+    pub(super) fn etcd_release(&mut self, reply: Reply, env: &mut Env<'_>) -> Option<Reply> {
+        let holds = self
+            .etcd
+            .as_ref()
+            .is_some_and(|r| r.lease.is_some() && !self.claimed.is_empty());
+        if !holds {
+            return Some(reply);
+        }
+        if let Some(run) = self.etcd.as_mut() {
+            run.reply = Some(reply);
+        }
+        if self.etcd_send(EtcdStep::Final, env) {
+            return None;
+        }
+        // No time left to release: the claims expire with their lease.
+        self.etcd.as_mut().and_then(|r| r.reply.take())
+    }
+
+    pub(super) fn on_etcd(&mut self, step: EtcdStep, resp: Response, env: &mut Env<'_>) {
+        let Some(status) = resp.status else {
+            return self.etcd_failed(step, "no response (unreachable, reset or timeout)", env);
+        };
+        if let EtcdStep::Auth { then } = step {
+            return match etcd::parse_auth(status, &resp.body) {
+                Ok(token) => {
+                    let key = self.etcd_token_key();
+                    let _ = env.store.set(&key, token.as_bytes(), None);
+                    self.resend(*then, env);
+                }
+                Err(e) => {
+                    self.log(Level::Error, format!("etcd login failed: {e}"));
+                    self.etcd_failed(*then, "login refused", env);
+                }
+            };
+        }
+        let result = match &step {
+            EtcdStep::Auth { .. } | EtcdStep::Grant => {
+                etcd::parse_grant(status, &resp.body).map(Answer::Lease)
+            }
+            EtcdStep::Claim => {
+                let prefix = self.etcd_cfg().map(|e| e.prefix.as_str()).unwrap_or("");
+                etcd::parse_claim(status, &resp.body, &Keys { prefix }, &self.wanted)
+                    .map(Answer::Claim)
+            }
+            EtcdStep::Line { .. } => etcd::parse_cas(status, &resp.body).map(Answer::Cas),
+            EtcdStep::Final => etcd::parse_final(status, &resp.body).map(Answer::Final),
+        };
+        match result {
+            Err(EtcdError::AuthInvalid) => self.etcd_relogin(step, env),
+            Err(e) => self.etcd_failed(step, &e.to_string(), env),
+            Ok(Answer::Lease(lease)) => {
+                if let Some(run) = self.etcd.as_mut() {
+                    run.lease = Some(lease);
+                }
+                self.resend(EtcdStep::Claim, env);
+            }
+            Ok(Answer::Claim(Claimed::Taken(lines))) => {
+                if let Some(run) = self.etcd.as_mut() {
+                    run.lines = lines;
+                }
+                self.claimed = self.wanted.clone();
+                self.query_orders(env);
+            }
+            Ok(Answer::Claim(Claimed::Held(held))) => {
+                let orders: Vec<String> = held
+                    .iter()
+                    .filter_map(|i| self.wanted.get(*i))
+                    .map(|o| o.to_string())
+                    .collect();
+                let reason = format!(
+                    "order {} is being processed by another request; retry later",
+                    orders.join(", ")
+                );
+                self.log(Level::Warn, reason.clone());
+                self.reply(Reply::fault(500, FaultKind::Busy, &reason));
+            }
+            Ok(Answer::Cas(Some(rev))) => {
+                if let EtcdStep::Line { idx, state, issue } = step {
+                    self.etcd_line_recorded(idx, state, rev);
+                    if issue {
+                        self.in_flight = self.in_flight.saturating_sub(1);
+                        if !self.send_issue(idx, env) {
+                            let item = self.line_item(idx);
+                            self.failures
+                                .push(format!("deadline reached before licensing line {item}"));
+                        }
+                        self.pump(env);
+                    }
+                }
+            }
+            Ok(Answer::Cas(None)) => self.etcd_failed(
+                step,
+                "the line changed or the order's claim expired (another delivery took it over)",
+                env,
+            ),
+            Ok(Answer::Final(released)) => {
+                if !released {
+                    self.log(
+                        Level::Warn,
+                        "an order's claim expired before this delivery ended".into(),
+                    );
+                }
+                self.send_held_reply();
+            }
+        }
+    }
+
+    fn etcd_line_recorded(&mut self, idx: usize, state: LineState, rev: i64) {
+        let Some(item) = self.lines.get(idx).map(|l| l.item) else {
+            return;
+        };
+        let Some(run) = self.etcd.as_mut() else {
+            return;
+        };
+        match run.lines.iter_mut().find(|l| l.item.same_record(&item)) {
+            Some(l) => {
+                l.state = state;
+                l.mod_revision = rev;
+            }
+            None => run.lines.push(LineRecord {
+                item,
+                state,
+                mod_revision: rev,
+            }),
+        }
+    }
+
+    fn resend(&mut self, step: EtcdStep, env: &mut Env<'_>) {
+        if !self.etcd_send(step.clone(), env) {
+            self.etcd_failed(step, "deadline reached", env);
+        }
+    }
+
+    /// The token expired: forget it (if it is still the one used) and log in once more.
+    fn etcd_relogin(&mut self, step: EtcdStep, env: &mut Env<'_>) {
+        let has_credentials = self.etcd_cfg().is_some_and(|e| e.credentials.is_some());
+        let Some(run) = self.etcd.as_mut() else {
+            return;
+        };
+        if !has_credentials || run.relogged {
+            let why = if has_credentials {
+                "etcd refused a fresh auth token"
+            } else {
+                "etcd requires authentication: set ledger.etcd.user_env and password_env"
+            };
+            return self.etcd_failed(step, why, env);
+        }
+        run.relogged = true;
+        if let Some(cas) = run.token_cas.take() {
+            let _ = env.store.set(&self.etcd_token_key(), b"", Some(cas));
+        }
+        self.resend(step, env);
+    }
+
+    /// A ledger step failed: nothing that depends on it happens in this delivery.
+    #[inline(never)]
+    pub(super) fn etcd_failed(&mut self, step: EtcdStep, why: &str, env: &mut Env<'_>) {
+        self.count(Metric::CalloutsFailedLedger, 1);
+        match step {
+            EtcdStep::Auth { then } => self.etcd_failed(*then, why, env),
+            EtcdStep::Grant | EtcdStep::Claim => {
+                let reason = format!("could not claim the orders in etcd: {why}; retry later");
+                self.log(Level::Warn, reason.clone());
+                self.failures.push(reason);
+            }
+            EtcdStep::Line { idx, issue, .. } => {
+                let item = self.line_item(idx);
+                let msg = if issue {
+                    format!("line {item} not licensed: recording it in etcd failed: {why}")
+                } else {
+                    format!("line {item}: its state was not recorded in etcd: {why}")
+                };
+                self.log(Level::Warn, msg.clone());
+                if issue {
+                    self.in_flight = self.in_flight.saturating_sub(1);
+                    self.failures.push(msg);
+                    self.pump(env);
+                }
+            }
+            EtcdStep::Final => {
+                // What was done is done; unreleased claims expire with their lease.
+                self.log(
+                    Level::Warn,
+                    format!("could not release the claims in etcd: {why}"),
+                );
+                self.send_held_reply();
+            }
+        }
+    }
+
+    fn send_held_reply(&mut self) {
+        if let Some(reply) = self.etcd.as_mut().and_then(|r| r.reply.take()) {
+            self.reply(reply);
+        }
+    }
+}
+
+enum Answer {
+    Lease(String),
+    Claim(Claimed),
+    Cas(Option<i64>),
+    Final(bool),
+}
