@@ -84,6 +84,38 @@ pub fn with_remote_code(yaml: &str, port: u16, sha256: &str) -> String {
     (out.join("\n") + "\n").replacen("  clusters:\n", &cluster, 1)
 }
 
+/// A rendered config with an `etcd` cluster of the members listening on `client_ports`, and the
+/// plugin's ledger on it (`ledger.backend: "etcd"`). Envoy health-checks each member every second
+/// (`/health` answers 503 without a leader) and ejects one on its first connection failure, so a
+/// dead member leaves the rotation at once (a dispatched call is not retried on another host).
+/// host-config/README.md shows the same cluster for a fleet.
+pub fn with_etcd_cluster(yaml: &str, client_ports: &[u16]) -> String {
+    let endpoints: String = client_ports
+        .iter()
+        .map(|p| {
+            format!("        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {p} }} }} }}\n")
+        })
+        .collect();
+    let cluster = format!(
+        "  clusters:\n  - name: etcd\n    type: STATIC\n    connect_timeout: 1s\n\
+         \x20   load_assignment:\n      cluster_name: etcd\n      endpoints:\n      - lb_endpoints:\n{endpoints}\
+         \x20   health_checks:\n    - timeout: 1s\n      interval: 1s\n      no_traffic_interval: 1s\n\
+         \x20     unhealthy_threshold: 1\n      healthy_threshold: 1\n      http_health_check: {{ path: /health }}\n\
+         \x20   outlier_detection:\n      split_external_local_origin_errors: true\n\
+         \x20     consecutive_local_origin_failure: 1\n      base_ejection_time: 5s\n"
+    );
+    let mut config = plugin_config(yaml);
+    merge_patch(&mut config, &etcd_ledger_patch(client_ports));
+    with_plugin_config(yaml, &config).replacen("  clusters:\n", &cluster, 1)
+}
+
+/// The plugin configuration patch that puts the ledger on [`with_etcd_cluster`]'s cluster.
+pub fn etcd_ledger_patch(client_ports: &[u16]) -> Value {
+    let first = client_ports.first().copied().unwrap_or(2379);
+    serde_json::json!({"ledger": {"backend": "etcd",
+        "etcd": {"cluster": "etcd", "authority": format!("127.0.0.1:{first}"), "prefix": "keygate/"}}})
+}
+
 /// The plugin JSON of envoy.local.yaml: the block scalar after the first `value: |` line.
 /// Returns (line index of `value: |`, indentation of the block, block end line index, JSON).
 fn plugin_block(yaml: &str) -> (usize, usize, usize, Value) {

@@ -11,6 +11,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long Envoy gets to report `/ready` (it takes ~200 ms with the wasm filter).
@@ -40,6 +41,8 @@ pub struct GatewayOptions {
     /// A whole plugin configuration in place of envoy.local.yaml's (then `patches` apply), e.g.
     /// one taken from a control-plane resource.
     pub plugin_config: Option<Value>,
+    /// Put the ledger on etcd: the client ports of its members (`envoy::with_etcd_cluster`).
+    pub etcd: Option<Vec<u16>>,
 }
 
 /// Whether the filter may pause a request at its headers.
@@ -74,6 +77,7 @@ impl Default for GatewayOptions {
             headers: HeadersMode::from_env(),
             remote_code: None,
             plugin_config: None,
+            etcd: None,
         }
     }
 }
@@ -96,11 +100,17 @@ impl GatewayOptions {
         self.concurrency = workers;
         self
     }
+    /// The ledger on the etcd members listening on `client_ports`.
+    pub fn etcd(mut self, client_ports: &[u16]) -> Self {
+        self.etcd = Some(client_ports.to_vec());
+        self
+    }
 }
 
 /// A running gateway. Envoy is stopped (and its temp dir removed, unless the test failed) on drop.
 pub struct Gateway {
-    pub standins: Standins,
+    /// Shared with its replicas (`Gateway::replica`): one Salesforce and license server for all.
+    pub standins: Arc<Standins>,
     /// The wasm-filtered listener, the no-plugin floor listener, Envoy's admin.
     pub gateway_addr: SocketAddr,
     pub floor_addr: SocketAddr,
@@ -126,14 +136,30 @@ impl Gateway {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match Gateway::start_once(options.clone()) {
+            match Gateway::start_once(options.clone(), None) {
                 Err(e) if attempt < 4 && e.contains("Address already in use") => continue,
                 other => return other,
             }
         }
     }
 
-    fn start_once(options: GatewayOptions) -> Result<Gateway, String> {
+    /// Another Envoy with the same configuration in front of the same stand-ins: a fleet member
+    /// (with `GatewayOptions::etcd`, they share the ledger too).
+    pub fn replica(&self) -> Gateway {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match Gateway::start_once(self.options.clone(), Some(Arc::clone(&self.standins))) {
+                Err(e) if attempt < 4 && e.contains("Address already in use") => continue,
+                other => return other.unwrap_or_else(|e| panic!("{e}")),
+            }
+        }
+    }
+
+    fn start_once(
+        options: GatewayOptions,
+        standins: Option<Arc<Standins>>,
+    ) -> Result<Gateway, String> {
         let root = repo_root();
         let envoy_bin = root.join(".venv/bin/envoy");
         if !envoy_bin.exists() {
@@ -147,8 +173,13 @@ impl Gateway {
             return Err(format!("{} is missing: run scripts/build", wasm.display()));
         }
 
-        let standins = Standins::start(options.standins.clone())
-            .map_err(|e| format!("starting the stand-ins: {e}"))?;
+        let standins = match standins {
+            Some(s) => s,
+            None => Arc::new(
+                Standins::start(options.standins.clone())
+                    .map_err(|e| format!("starting the stand-ins: {e}"))?,
+            ),
+        };
         let ports = Ports {
             gateway: free_port(),
             floor: free_port(),
@@ -173,6 +204,9 @@ impl Gateway {
         for patch in &options.patches {
             envoy::merge_patch(&mut plugin_config, patch);
         }
+        if let Some(ports) = &options.etcd {
+            envoy::merge_patch(&mut plugin_config, &envoy::etcd_ledger_patch(ports));
+        }
         let mut yaml = envoy::render_envoy_config(
             &envoy::with_plugin_config(&template, &plugin_config),
             &ports,
@@ -185,6 +219,9 @@ impl Gateway {
                 .filter(|l| l.trim() != "allow_on_headers_stop_iteration: true")
                 .collect();
             yaml = kept.join("\n") + "\n";
+        }
+        if let Some(ports) = &options.etcd {
+            yaml = envoy::with_etcd_cluster(&yaml, ports);
         }
         if let Some((port, sha256)) = &options.remote_code {
             yaml = envoy::with_remote_code(&yaml, *port, sha256);
@@ -467,7 +504,7 @@ fn loopback(port: u16) -> SocketAddr {
 }
 
 /// A port the OS considers free now. Envoy binds it a few ms later; a clash is possible but rare.
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

@@ -11,6 +11,7 @@
 //! `--test-threads` small, each gateway is a real process with two workers.
 
 pub mod envoy;
+pub mod etcd;
 pub mod gateway;
 pub mod http;
 pub mod soap_reply;

@@ -2,8 +2,10 @@
 //! `KEYGATE_*_PORT` variables (scripts/lib.sh's defaults when unset) and an absolute wasm path
 //! (WASM, else `KEYGATE_WASM`, else the build output). The scripts call it, so they and the e2e
 //! harness render the file with one function (`keygate_e2e::envoy::render_envoy_config`).
+//! `KEYGATE_ETCD_PORTS` (comma-separated client ports) puts the plugin's ledger on those etcd
+//! members (`keygate_e2e::envoy::with_etcd_cluster`).
 
-use keygate_e2e::envoy::{render_envoy_config, Ports, DEFAULT_WASM};
+use keygate_e2e::envoy::{render_envoy_config, with_etcd_cluster, Ports, DEFAULT_WASM};
 use keygate_e2e::repo_root;
 use std::process::ExitCode;
 
@@ -38,8 +40,19 @@ fn run() -> Result<(), String> {
         .map_or_else(|| root.join(DEFAULT_WASM), Into::into);
     let template = std::fs::read_to_string(root.join("host-config/envoy.local.yaml"))
         .map_err(|e| format!("reading host-config/envoy.local.yaml: {e}"))?;
-    std::fs::write(&out, render_envoy_config(&template, &ports, &wasm))
-        .map_err(|e| format!("writing {out}: {e}"))
+    let mut yaml = render_envoy_config(&template, &ports, &wasm);
+    if let Ok(list) = std::env::var("KEYGATE_ETCD_PORTS") {
+        let etcd: Vec<u16> = list
+            .split(',')
+            .map(|p| {
+                p.trim()
+                    .parse()
+                    .map_err(|_| format!("KEYGATE_ETCD_PORTS: {p:?} is not a port number"))
+            })
+            .collect::<Result<_, _>>()?;
+        yaml = with_etcd_cluster(&yaml, &etcd);
+    }
+    std::fs::write(&out, yaml).map_err(|e| format!("writing {out}: {e}"))
 }
 
 fn main() -> ExitCode {
