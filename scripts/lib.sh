@@ -19,6 +19,8 @@ die() { printf '\033[1;31mxx> %s\033[0m\n' "$*" >&2; exit 1; }
 # Ports (docs/architecture.md, "Ports"); every script honours these overrides.
 : "${KEYGATE_PORT:=10000}" "${KEYGATE_FLOOR_PORT:=10001}" "${KEYGATE_ADMIN_PORT:=9901}"
 : "${KEYGATE_UPSTREAM_PORT:=18080}" "${KEYGATE_SF_PORT:=18081}" "${KEYGATE_QLM_PORT:=18082}"
+# scripts/run's etcd with KEYGATE_LEDGER=etcd: client port, and peer port (client + 1).
+: "${KEYGATE_ETCD_PORT:=2379}"
 WEBHOOK_PATH="/qlmLicenseServer/qlmservice.asmx/QlmWebHookHandler"
 
 # The credentials the stand-ins accept (docs/architecture.md) and the demo's inbound secret,
