@@ -51,8 +51,8 @@ render_envoy_config() {
 }
 
 # wasm_opt IN OUT: binaryen `wasm-opt -Oz` from IN to OUT (written atomically). Skipped when OUT is
-# already the optimisation of exactly these IN bytes (OUT.stamp holds both hashes). The stripped
-# module has no target_features section, so the features rustc's wasm32 targets emit by default
+# already the optimisation of exactly these IN bytes (OUT.stamp holds both hashes). The module
+# loses its target_features section, so the features rustc's wasm32 targets emit by default
 # are named here; should rustc start emitting another, validation fails loudly instead of silently.
 WASM_OPT_FEATURES=(--enable-bulk-memory --enable-bulk-memory-opt --enable-nontrapping-float-to-int
   --enable-sign-ext --enable-mutable-globals --enable-multivalue --enable-reference-types)
@@ -64,7 +64,10 @@ wasm_opt() {
     return 0
   fi
   say "wasm-opt -Oz $(basename "$in") (binaryen $BINARYEN_VERSION)"
-  "$WASM_OPT" -Oz "${WASM_OPT_FEATURES[@]}" "$in" -o "$out.tmp" || { rm -f "$out.tmp"; return 1; }
+  # --converge repeats -Oz until nothing shrinks (~0.5 KB, a few seconds); the two metadata
+  # sections (tool versions, feature list) are read by no host.
+  "$WASM_OPT" -Oz --converge --strip-producers --strip-target-features "${WASM_OPT_FEATURES[@]}" \
+    "$in" -o "$out.tmp" || { rm -f "$out.tmp"; return 1; }
   mv -f "$out.tmp" "$out"
   echo "$h_in $(sha256sum <"$out" | cut -d' ' -f1)" >"$out.stamp"
 }

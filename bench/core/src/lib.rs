@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use keygate_core::config::Config;
 use keygate_core::flow::{Call, Command, Env, Response};
 use keygate_core::ids::SfId;
-use keygate_core::soap::{self, Limits};
+use keygate_core::soap::{self, Limits, Reason};
 use keygate_core::store::MemStore;
 use keygate_core::webhook;
 use serde_json::{json, Value};

@@ -6,7 +6,7 @@
 //! is `plugin/shell` (crate `keygate`), which moves bytes between Envoy and this core.
 
 // Read first, and on every request: compiled for speed in their own crate.
-pub use keygate_soap::{ids, soap, text, xml};
+pub use keygate_soap::{ids, xml};
 
 pub mod config;
 pub mod etcd;
@@ -19,5 +19,7 @@ pub mod products;
 pub mod reply;
 pub mod salesforce;
 pub mod secret;
+pub mod soap;
 pub mod store;
+pub mod text;
 pub mod webhook;

@@ -7,7 +7,7 @@ use crate::flow::{Command, Env, Flow, Level};
 use crate::inbound::check_org;
 use crate::metrics::Metric;
 use crate::reply::{outcome_metric, FaultKind, Reply};
-use crate::soap::{self, Limits};
+use crate::soap::{self, Limits, Reason};
 
 /// Handle a complete request body. Returns the flow when callouts are in flight.
 pub fn on_body(

@@ -10,7 +10,7 @@
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
-use keygate_core::soap::{self, Limits, SoapError};
+use keygate_core::soap::{self, Limits, Reason, SoapError};
 
 macro_rules! fixture {
     ($path:literal) => {
@@ -324,8 +324,8 @@ fn an_element_without_a_local_name_is_malformed() {
             "<sf:Status>Activated</sf:Status><sf:/>",
         );
     let e = parse(body.as_bytes()).unwrap_err();
-    assert_eq!(e.code(), "malformed_xml", "{e}");
-    assert!(e.reason().contains("has no local name"), "{e}");
+    assert_eq!(e.code(), "malformed_xml", "{e:?}");
+    assert!(e.reason().contains("has no local name"), "{e:?}");
     // The input the fuzzer found.
     let found = include_bytes!("../../../testdata/fuzz-found/soap_parse-empty-local-name.bin");
     assert!(parse(found).is_err());

@@ -12,7 +12,7 @@
 
 use std::collections::HashSet;
 
-use keygate_core::soap::{self, FaultCode, Limits, OutboundMessage, SoapError};
+use keygate_core::soap::{self, FaultCode, Limits, OutboundMessage, Reason, SoapError};
 use keygate_fuzz::{
     allowed, assert_reason, check_fault, check_id, fuzz_id, reference_soap, render_soap,
 };

@@ -2,11 +2,9 @@
 
 mod error;
 mod parse;
-mod render;
 
 pub use error::SoapError;
 pub use parse::{parse, Limits};
-pub use render::{ack, fault, FaultCode};
 
 use std::borrow::Cow;
 
