@@ -10,7 +10,9 @@
 //!    the stand-ins, closed loop on one keep-alive connection, every message a new order;
 //! 4. scale: 10 and 100 notifications per message, both paths, with upstream calls per message;
 //! 5. .wasm size and Envoy start-to-ready with and without the plugin;
-//! 6. the core (SOAP parse, flow steps) natively and in wasm under Node.
+//! 6. the core (SOAP parse, flow steps) natively and in wasm under Node;
+//! 7. the ledger on etcd (a one-member cluster on loopback) against shared data: the full flow of
+//!    row 3 on a fresh Envoy with each, back to back.
 
 mod client;
 mod fixtures;
@@ -326,10 +328,15 @@ fn run(opts: &Opts) -> Result<(), String> {
     data.insert("full_flow".into(), flow_json);
     drop(gw);
 
+    say("7. the etcd ledger against shared data (full flow, 1 order, 1 line; fresh Envoy each)");
+    let (ledger_rows, ledger_json) = ledger_modes(plan, opts, &orders_path)?;
+    data.insert("ledger_modes".into(), ledger_json);
+
     rows.extend(wrk_rows.0);
     rows.extend(flow_rows.0);
     rows.extend(wrk_rows.1);
     rows.extend(flow_rows.1);
+    rows.extend(ledger_rows);
     rows.extend(size_rows);
     rows.extend(core_rows);
 
@@ -1029,6 +1036,67 @@ fn calls_row(id: &str, run: &FlowRun, text: &str) -> Row {
     .result(format!("{} messages", run.calls.len()))
     .vs(text)
     .target("query =1, login ≤1, write-back =1", run.calls_ok())
+}
+
+/// Rows 7a, 7b: the same 1-order full flow on a fresh Envoy with the shared-data ledger, then on
+/// one with the ledger on a one-member etcd on loopback (five etcd calls per message: lease,
+/// claim + read, pending, issued, record + release).
+fn ledger_modes(plan: &Plan, opts: &Opts, orders_path: &Path) -> Result<(Vec<Row>, Value), String> {
+    let etcd = keygate_e2e::etcd::EtcdCluster::start(1);
+    let (_, messages) = plan.flow[0];
+    let mut runs = Vec::new();
+    for on_etcd in [false, true] {
+        let mut options = GatewayOptions {
+            concurrency: plan.concurrency,
+            patches: opts.patches.clone(),
+            standins: StandinsConfig {
+                orders_path: orders_path.to_path_buf(),
+                ..StandinsConfig::default()
+            },
+            ..GatewayOptions::default()
+        };
+        if on_etcd {
+            options = options.etcd(&etcd.client_ports());
+        }
+        let gw = Gateway::try_start(options)?;
+        let mut conn = client::Conn::new(gw.gateway_addr);
+        let mut next_order = 0;
+        flow_run(&gw, &mut conn, &mut next_order, 1, plan.flow_warmup)?;
+        runs.push(flow_run(&gw, &mut conn, &mut next_order, 1, messages)?);
+    }
+    let [shared, on_etcd] = &runs[..] else {
+        return Err("two ledger runs expected".into());
+    };
+    let added = on_etcd.p50() - shared.p50();
+    let rel = on_etcd.p50() / shared.p50().max(1e-9);
+    let cpu = |r: &FlowRun| {
+        r.envoy_cpu_us_per_message
+            .map_or("?".into(), |c| us(c * 1e3))
+    };
+    let calls = license_calls_per_line(on_etcd);
+    let rows = vec![
+        Row::new("7a", "full flow, 1 order, 1 line: etcd ledger vs shared data")
+            .latency(on_etcd.p50(), on_etcd.p99())
+            .result(format!("{} the shared-data time", ratio(rel)))
+            .vs(format!(
+                "shared data p50 {} → etcd adds {} per message; Envoy CPU {} vs {} per message",
+                ms(shared.p50()),
+                ms(added),
+                cpu(on_etcd),
+                cpu(shared)
+            )),
+        Row::new("7b", "license-server calls per new order line, etcd ledger")
+            .result(format!("{calls:.2}"))
+            .vs("GetActivationKeyWithExpiryDate only: etcd records every line before its call, so a line it does not know was never issued")
+            .target("= 1 (issue only)", (calls - 1.0).abs() < 1e-9),
+    ];
+    let json = json!({
+        "shared_data": shared.to_json(), "etcd": on_etcd.to_json(),
+        "etcd_over_shared_p50": rel, "etcd_added_p50_us": added,
+        "license_calls_per_new_line_etcd": calls,
+        "license_calls_per_new_line_shared": license_calls_per_line(shared),
+    });
+    Ok((rows, json))
 }
 
 /// (row 3, rows 4c–4g) and the raw figures.

@@ -8,7 +8,7 @@
 //!   compare-and-swap on its mod revision while the claim is still this delivery's. Keyed under
 //!   the order so that the claim reads every line of the order in the same transaction.
 
-use data_encoding::BASE64 as STANDARD;
+use base64ct::{Base64, Encoding as _};
 use serde_json::Value;
 
 use crate::ids::SfId;
@@ -81,7 +81,7 @@ impl Keys<'_> {
 }
 
 fn b64(s: &[u8]) -> String {
-    STANDARD.encode(s)
+    Base64::encode_string(s)
 }
 
 // The bodies are written as text: every value in them is base64 or a decimal number, which JSON
@@ -190,20 +190,18 @@ pub fn line_cas_body(
     txn(&compares, &[put(&line, &state.encode(), None)], &[])
 }
 
-/// The last transaction of a delivery: record the lines Salesforce now holds (a fact, written
-/// whatever happened to the claims) and release the claims that are still ours.
+/// The last transaction of a delivery: record each line this delivery licensed (issued, or
+/// written back: facts, written whatever happened to the claims) and release the claims that
+/// are still ours.
 pub fn final_body(
     keys: &Keys<'_>,
     lease: &str,
     orders: &[SfId],
-    written: &[(SfId, SfId, Vec<String>)],
+    records: &[(SfId, SfId, LineState)],
 ) -> Vec<u8> {
-    let puts: Vec<String> = written
+    let puts: Vec<String> = records
         .iter()
-        .map(|(order, item, k)| {
-            let state = LineState::WrittenBack(k.clone());
-            put(&keys.line(order, item), &state.encode(), None)
-        })
+        .map(|(order, item, state)| put(&keys.line(order, item), &state.encode(), None))
         .collect();
     let mut success = puts.clone();
     for o in orders {
@@ -244,9 +242,10 @@ fn parse(status: u16, body: &[u8]) -> Result<Value, EtcdError> {
     serde_json::from_slice(body).map_err(|e| EtcdError::Unparseable(e.to_string()))
 }
 
-fn number(s: Option<&str>, what: &str) -> Result<i64, EtcdError> {
+/// A 64-bit number, which etcd's gateway sends as a JSON string.
+fn number(s: Option<&str>, what: &'static str) -> Result<i64, EtcdError> {
     s.and_then(|s| s.parse().ok())
-        .ok_or_else(|| EtcdError::Unparseable(format!("{what} missing or not a number")))
+        .ok_or(EtcdError::Unparseable(what.to_owned()))
 }
 
 fn succeeded(v: &Value) -> bool {
@@ -263,14 +262,8 @@ fn responses(v: &Value) -> &[Value] {
 /// The lease id of a grant (kept as the decimal text etcd sent).
 pub fn parse_grant(status: u16, body: &[u8]) -> Result<String, EtcdError> {
     let v = parse(status, body)?;
-    if let Some(e) = field(&v, "error").filter(|e| !e.is_empty()) {
-        return Err(EtcdError::Refused {
-            status,
-            message: crate::text::excerpt(e),
-        });
-    }
     let id = field(&v, "ID");
-    number(id, "lease ID")?;
+    number(id, "lease ID missing or not a number")?;
     Ok(id.unwrap_or_default().to_owned())
 }
 
@@ -320,23 +313,25 @@ pub fn parse_claim(
 }
 
 fn line_record(kv: &Value, keys: &Keys<'_>) -> Result<LineRecord, EtcdError> {
-    let bad = |what: &str| EtcdError::Unparseable(format!("line record with {what}"));
-    let key = STANDARD
-        .decode(field(kv, "key").unwrap_or_default().as_bytes())
-        .map_err(|_| bad("a key that is not base64"))?;
-    let key = std::str::from_utf8(&key).map_err(|_| bad("a key that is not text"))?;
+    let bad = |what: &'static str| EtcdError::Unparseable(what.to_owned());
+    let key = Base64::decode_vec(field(kv, "key").unwrap_or_default())
+        .map_err(|_| bad("line record with a key that is not base64"))?;
+    let key =
+        std::str::from_utf8(&key).map_err(|_| bad("line record with a key that is not text"))?;
     let item = key
         .strip_prefix(keys.prefix)
         .and_then(|k| k.rsplit('/').next())
         .and_then(SfId::parse)
-        .ok_or_else(|| bad("a key that names no order line"))?;
-    let value = STANDARD
-        .decode(field(kv, "value").unwrap_or_default().as_bytes())
-        .map_err(|_| bad("a value that is not base64"))?;
+        .ok_or_else(|| bad("line record with a key that names no order line"))?;
+    let value = Base64::decode_vec(field(kv, "value").unwrap_or_default())
+        .map_err(|_| bad("line record with a value that is not base64"))?;
     Ok(LineRecord {
         item,
         state: LineState::decode(&value),
-        mod_revision: number(field(kv, "mod_revision"), "mod_revision")?,
+        mod_revision: number(
+            field(kv, "mod_revision"),
+            "mod_revision missing or not a number",
+        )?,
     })
 }
 
@@ -348,7 +343,7 @@ pub fn parse_cas(status: u16, body: &[u8]) -> Result<Option<i64>, EtcdError> {
         return Ok(None);
     }
     let rev = v.get("header").and_then(|h| field(h, "revision"));
-    number(rev, "revision").map(Some)
+    number(rev, "revision missing or not a number").map(Some)
 }
 
 /// The reply to [`final_body`]: were the claims still ours (and released)?

@@ -64,8 +64,49 @@ fn a_new_line_costs_one_license_call_and_etcd_ends_with_its_keys_and_no_claim() 
         world.etcd.keys("keygate/claim/").is_empty(),
         "claim not released"
     );
-    // Grant, claim, pending, issued, final.
-    assert_eq!(world.count("etcd"), 5);
+    // Lease, claim + read, pending, issued + written back + release.
+    assert_eq!(world.count("etcd"), 4);
+}
+
+#[test]
+fn the_envoy_s_lease_serves_later_deliveries_until_less_than_a_claim_ttl_is_left() {
+    let cfg = etcd_config(json!({}));
+    let ttl = cfg.ledger.claim_ttl_ms;
+    let (mut world, mut store) = (demo_world(), MemStore::new());
+    assert!(deliver_at(&cfg, &mut world, &mut store, ONE, T, 0)
+        .reply
+        .is_ack());
+    assert_eq!(world.etcd.leases.len(), 1);
+    // Another message a claim TTL later: the same lease (it was granted for two).
+    world.calls.clear();
+    let run = deliver_at(&cfg, &mut world, &mut store, SEVERAL, T + ttl, 0);
+    assert!(run.reply.is_ack(), "{}", run.reply.body);
+    assert!(world
+        .calls
+        .iter()
+        .all(|(_, path)| path != "/v3/lease/grant"));
+    // Less than a claim TTL left: a new lease, so no claim can outlive its holder's TTL.
+    let run = deliver_at(&cfg, &mut world, &mut store, ONE, T + ttl + 1, 0);
+    assert!(run.reply.is_ack(), "{}", run.reply.body);
+    assert_eq!(world.etcd.leases.len(), 2);
+}
+
+#[test]
+fn a_lease_etcd_no_longer_has_is_replaced_once() {
+    let cfg = etcd_config(json!({}));
+    let (mut world, mut store) = (demo_world(), MemStore::new());
+    assert!(deliver(&cfg, &mut world, &mut store, ONE).reply.is_ack());
+    world.etcd.expire_leases(); // revoked by an operator, or etcd restored from a backup
+    world.calls.clear();
+    let run = deliver(&cfg, &mut world, &mut store, SEVERAL);
+    assert!(run.reply.is_ack(), "{}", run.reply.body);
+    let grants = world
+        .calls
+        .iter()
+        .filter(|(_, path)| path == "/v3/lease/grant")
+        .count();
+    assert_eq!(grants, 1);
+    one_key_per_line(&world);
 }
 
 #[test]
@@ -216,6 +257,31 @@ fn etcd_lost_before_the_pending_mark_means_no_license_call() {
     let run = deliver(&cfg, &mut world, &mut MemStore::new(), ONE);
     assert!(run.reply.is_ack(), "{}", run.reply.body);
     one_key_per_line(&world);
+}
+
+#[test]
+fn a_call_envoy_could_not_connect_is_sent_again_and_a_lost_last_transaction_too() {
+    let cfg = etcd_config(json!({}));
+    let mut world = demo_world();
+    // The claim (call 2) and the last transaction (call 4, then its retry) hit a dead member.
+    world.etcd.unreachable_calls = vec![2, 5];
+    let run = deliver(&cfg, &mut world, &mut MemStore::new(), ONE);
+    assert!(run.reply.is_ack(), "{}", run.reply.body);
+    assert_eq!(world.count("etcd"), 6);
+    let key = &world.keys_issued[ITEM][0];
+    assert_eq!(line_value(&world), format!("W\n{key}"));
+    assert!(world.etcd.keys("keygate/claim/").is_empty());
+
+    // A reset after sending is not retried (the claim may have been taken): a retryable fault.
+    let mut world = demo_world();
+    world.etcd.down_from_call = Some(2);
+    let run = deliver(&cfg, &mut world, &mut MemStore::new(), ONE);
+    assert!(
+        is_fault(&run.reply, 500, "could not claim"),
+        "{}",
+        run.reply.body
+    );
+    assert_eq!(world.count("etcd"), 2);
 }
 
 #[test]

@@ -1,10 +1,16 @@
 //! The flow's side of the etcd ledger (`ledger.backend: "etcd"`): every ledger step is a
 //! dispatched call, answered like any other.
 //!
-//! One delivery: a lease grant; one transaction that claims every order (create-revision
-//! compare, keys on the lease) and reads all their lines; per new line a compare-and-swap to
-//! pending before its license call and one to issued after it; one last transaction that records
-//! what was written back and releases the claims, answered before the reply goes out.
+//! One delivery: one transaction that claims every order (create-revision compare, keys on a
+//! lease) and reads all their lines; per new line a compare-and-swap to pending before its
+//! license call; one last transaction that records each licensed line (issued, or written back)
+//! and releases the claims, answered before the reply goes out. Three writes for a new line.
+//!
+//! The lease is shared by the Envoy's workers (in shared data) and granted for twice the claim
+//! TTL; a delivery uses it only while it has at least a claim TTL left, so every claim lives at
+//! least that long, and the claims of a crashed Envoy at most twice that. A grant per ~claim TTL,
+//! not per message. A line's keys reach etcd in the last transaction: if the Envoy dies before
+//! it, the line stays pending and is looked up once its call's time is over.
 //! etcd unreachable or refusing is a retryable fault, and no license call is ever made without
 //! the claim and the pending mark being in etcd first.
 
@@ -35,17 +41,29 @@ pub(super) enum EtcdStep {
 #[derive(Debug, Default)]
 pub(super) struct EtcdRun {
     lease: Option<String>,
+    /// The lease was granted by this delivery (a refused one is not granted again).
+    granted: bool,
     /// What etcd holds for the lines of the claimed orders, with the revision a CAS names.
     lines: Vec<LineRecord>,
-    /// (order, line, keys) that Salesforce now holds.
-    written: Vec<(SfId, SfId, Vec<String>)>,
+    /// (order, line, keys) licensed by this delivery (issued or found by a lookup).
+    licensed: Vec<(SfId, SfId, Vec<String>)>,
+    /// Lines Salesforce now holds the keys of.
+    written: Vec<SfId>,
     relogged: bool,
+    /// Calls sent again because they never reached etcd (see `on_etcd`).
+    retries: u8,
     token_cas: Option<u32>,
     /// The reply, held until the final transaction has answered.
     reply: Option<Reply>,
 }
 
 const ETCD_TOKEN_KEY: &str = "etcd_token";
+/// Envoy's local reply when it could not connect to the member it picked: the call never reached
+/// etcd, so it is safe to send again (Envoy has ejected that member by then).
+const NOT_CONNECTED: &[u8] = b"reset reason: connection failure";
+const MAX_RETRIES: u8 = 3;
+/// Shared data: `<lease id> <expires at, ms>` of the lease this Envoy's claims are attached to.
+const ETCD_LEASE_KEY: &str = "etcd_lease";
 
 impl Flow {
     fn etcd_cfg(&self) -> Option<&EtcdConfig> {
@@ -54,6 +72,36 @@ impl Flow {
 
     fn etcd_token_key(&self) -> String {
         format!("{}:{ETCD_TOKEN_KEY}", self.cfg.state_prefix)
+    }
+
+    fn etcd_lease_key(&self) -> String {
+        format!("{}:{ETCD_LEASE_KEY}", self.cfg.state_prefix)
+    }
+
+    /// Claim the orders: on the Envoy's lease while it has a claim TTL left, else on a new one.
+    pub(super) fn etcd_begin(&mut self, env: &mut Env<'_>) -> bool {
+        let cached = env.store.get(&self.etcd_lease_key()).and_then(|(v, _)| {
+            let text = String::from_utf8_lossy(&v).into_owned();
+            let (id, expires) = text.split_once(' ')?;
+            let expires: u64 = expires.parse().ok()?;
+            let left = expires.saturating_sub(env.now_ms);
+            (left >= self.cfg.ledger.claim_ttl_ms).then(|| id.to_owned())
+        });
+        match (cached, self.etcd.as_mut()) {
+            (Some(lease), Some(run)) => {
+                run.lease = Some(lease);
+                self.etcd_send(EtcdStep::Claim, env)
+            }
+            _ => self.etcd_send(EtcdStep::Grant, env),
+        }
+    }
+
+    fn lease_ttl_s(&self) -> u64 {
+        self.cfg
+            .ledger
+            .claim_ttl_ms
+            .saturating_mul(2)
+            .div_ceil(1000)
     }
 
     /// What etcd holds for line `item` (`Unknown`, revision 0: nothing).
@@ -131,10 +179,9 @@ impl Flow {
             .and_then(|r| r.lease.as_deref())
             .unwrap_or("0");
         Some(match step {
-            EtcdStep::Grant | EtcdStep::Auth { .. } => (
-                etcd::GRANT_PATH,
-                etcd::grant_body(self.cfg.ledger.claim_ttl_ms.div_ceil(1000)),
-            ),
+            EtcdStep::Grant | EtcdStep::Auth { .. } => {
+                (etcd::GRANT_PATH, etcd::grant_body(self.lease_ttl_s()))
+            }
             EtcdStep::Claim => (
                 etcd::TXN_PATH,
                 etcd::claim_body(&keys, &self.wanted, lease, self.owner),
@@ -148,14 +195,23 @@ impl Flow {
                 )
             }
             EtcdStep::Final => {
-                let written = self
+                let records: Vec<(SfId, SfId, LineState)> = self
                     .etcd
-                    .as_ref()
-                    .map(|r| r.written.as_slice())
-                    .unwrap_or(&[]);
+                    .iter()
+                    .flat_map(|r| {
+                        r.licensed.iter().map(|(order, item, k)| {
+                            let state = if r.written.iter().any(|w| w.same_record(item)) {
+                                LineState::WrittenBack(k.clone())
+                            } else {
+                                LineState::Issued(k.clone())
+                            };
+                            (*order, *item, state)
+                        })
+                    })
+                    .collect();
                 (
                     etcd::TXN_PATH,
-                    etcd::final_body(&keys, lease, &self.claimed, written),
+                    etcd::final_body(&keys, lease, &self.claimed, &records),
                 )
             }
         })
@@ -183,16 +239,20 @@ impl Flow {
         sent
     }
 
+    /// Line `idx` has keys (issued, found by a lookup, or known to etcd already): recorded by
+    /// the final transaction.
+    pub(super) fn etcd_licensed(&mut self, idx: usize, keys: &[String]) {
+        if let (Some((order, item)), Some(run)) = (self.line_ids(idx), self.etcd.as_mut()) {
+            if !run.licensed.iter().any(|(_, i, _)| i.same_record(&item)) {
+                run.licensed.push((order, item, keys.to_vec()));
+            }
+        }
+    }
+
     /// Lines Salesforce accepted: recorded as written back by the final transaction.
-    pub(super) fn etcd_written(&mut self, item: &SfId, keys: &[String]) {
-        let order = self
-            .lines
-            .iter()
-            .find(|l| l.item.same_record(item))
-            .and_then(|l| self.orders.get(l.order))
-            .map(|o| o.id);
-        if let (Some(order), Some(run)) = (order, self.etcd.as_mut()) {
-            run.written.push((order, *item, keys.to_vec()));
+    pub(super) fn etcd_written(&mut self, item: &SfId) {
+        if let Some(run) = self.etcd.as_mut() {
+            run.written.push(*item);
         }
     }
 
@@ -217,6 +277,20 @@ impl Flow {
     }
 
     pub(super) fn on_etcd(&mut self, step: EtcdStep, resp: Response, env: &mut Env<'_>) {
+        // Sent again: a call that never reached etcd, and the last transaction whatever became
+        // of it (it only writes facts and releases claims that are still ours).
+        let never_reached = resp.status == Some(503)
+            && resp
+                .body
+                .windows(NOT_CONNECTED.len())
+                .any(|w| w == NOT_CONNECTED);
+        let last_lost = resp.status.is_none() && matches!(step, EtcdStep::Final);
+        if let Some(run) = self.etcd.as_mut() {
+            if (never_reached || last_lost) && run.retries < MAX_RETRIES {
+                run.retries += 1;
+                return self.resend(step, env);
+            }
+        }
         let Some(status) = resp.status else {
             return self.etcd_failed(step, "no response (unreachable, reset or timeout)", env);
         };
@@ -247,10 +321,26 @@ impl Flow {
         };
         match result {
             Err(EtcdError::AuthInvalid) => self.etcd_relogin(step, env),
+            Err(EtcdError::Refused { ref message, .. })
+                if matches!(step, EtcdStep::Claim)
+                    && message.contains("lease not found")
+                    && self.etcd.as_ref().is_some_and(|r| !r.granted) =>
+            {
+                // The cached lease is gone (etcd restored, revoked by hand): a new one.
+                let _ = env.store.set(&self.etcd_lease_key(), b"", None);
+                self.resend(EtcdStep::Grant, env);
+            }
             Err(e) => self.etcd_failed(step, &e.to_string(), env),
             Ok(Answer::Lease(lease)) => {
+                let expires = env.now_ms.saturating_add(self.lease_ttl_s() * 1000);
+                let _ = env.store.set(
+                    &self.etcd_lease_key(),
+                    format!("{lease} {expires}").as_bytes(),
+                    None,
+                );
                 if let Some(run) = self.etcd.as_mut() {
                     run.lease = Some(lease);
+                    run.granted = true;
                 }
                 self.resend(EtcdStep::Claim, env);
             }

@@ -274,9 +274,8 @@ impl Flow {
         let item = line.item;
         let ledger = Ledger::new(&self.cfg.state_prefix, self.cfg.ledger);
         if self.etcd.is_some() {
-            // Sent before the write-back; if it fails the line stays pending and its call is
-            // over, so the next delivery looks it up.
-            self.etcd_set_line(idx, LineState::Issued(keys.clone()), false, env);
+            // Recorded by the delivery's last transaction, with the write-back's outcome.
+            self.etcd_licensed(idx, &keys);
         } else if ledger
             .record_issued(env.store, &item, &keys, env.now_ms)
             .is_err()

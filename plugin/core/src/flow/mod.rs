@@ -256,7 +256,7 @@ impl Flow {
         }
         if self.etcd.is_some() {
             // The claims and the lines' states come from etcd (`etcd_ledger`).
-            if !self.etcd_send(EtcdStep::Grant, env) {
+            if !self.etcd_begin(env) {
                 self.finish(env);
             }
             return;

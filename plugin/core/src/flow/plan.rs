@@ -7,10 +7,11 @@ impl Flow {
     /// Decide, per order line, what is left to do.
     #[inline(never)]
     pub(super) fn plan(&mut self, env: &mut Env<'_>) {
-        let Some(issuing) = self.cfg.issuing.as_ref() else {
+        let cfg = Rc::clone(&self.cfg);
+        let Some(issuing) = cfg.issuing.as_ref() else {
             return;
         };
-        let ledger = Ledger::new(&self.cfg.state_prefix, self.cfg.ledger);
+        let ledger = Ledger::new(&cfg.state_prefix, cfg.ledger);
         let fetched = std::mem::take(&mut self.fetched);
         let mut counts = Counts::default();
         let mut logs = Vec::new();
@@ -107,6 +108,9 @@ impl Flow {
                     LineState::Issued(keys) | LineState::WrittenBack(keys) => {
                         // Issued by an earlier delivery: only the write-back may be missing.
                         counts.add(Metric::LinesAlreadyLicensed);
+                        if self.etcd.is_some() {
+                            self.etcd_licensed(line, &keys);
+                        }
                         self.to_write.push((item.id, keys));
                     }
                     LineState::Pending { busy_until_ms } if busy_until_ms > env.now_ms => {

@@ -231,7 +231,7 @@ impl Flow {
                         continue;
                     }
                     if self.etcd.is_some() {
-                        self.etcd_written(id, keys);
+                        self.etcd_written(id);
                     } else {
                         let _ = ledger.mark_written(env.store, id, keys, env.now_ms);
                     }

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use data_encoding::BASE64;
+use base64ct::{Base64, Encoding as _};
 use keygate_core::flow::{Call, Response};
 use serde_json::{json, Value};
 
@@ -33,14 +33,14 @@ pub struct EtcdModel {
     pub calls: usize,
     /// From this call on (1-based), etcd is unreachable: every call gets no response.
     pub down_from_call: Option<usize>,
+    /// These calls (1-based) get Envoy's reply for a member it could not connect to.
+    pub unreachable_calls: Vec<usize>,
     /// Right after serving this call, every lease runs out (a delivery that outlived its claim).
     pub expire_after_call: Option<usize>,
 }
 
 fn b64d(v: &Value) -> Vec<u8> {
-    BASE64
-        .decode(v.as_str().unwrap_or("").as_bytes())
-        .expect("base64")
+    Base64::decode_vec(v.as_str().unwrap_or("")).expect("base64")
 }
 
 fn num(v: &Value) -> i64 {
@@ -87,6 +87,12 @@ impl EtcdModel {
             return Response {
                 status: None,
                 body: Vec::new(),
+            };
+        }
+        if self.unreachable_calls.contains(&self.calls) {
+            return Response {
+                status: Some(503),
+                body: b"upstream connect error or disconnect/reset before headers. reset reason: connection failure".to_vec(),
             };
         }
         let r = self.answer(call);
@@ -177,8 +183,8 @@ impl EtcdModel {
                 let lease = p.get("lease").map(num).unwrap_or(0);
                 if lease != 0 && !self.leases.contains(&lease) {
                     return Response {
-                        status: Some(400),
-                        body: br#"{"error":"etcdserver: requested lease not found","code":5}"#
+                        status: Some(404),
+                        body: br#"{"error":"etcdserver: requested lease not found","message":"etcdserver: requested lease not found","code":5}"#
                             .to_vec(),
                     };
                 }
@@ -213,7 +219,7 @@ impl EtcdModel {
                     range["kvs"] = kvs
                         .iter()
                         .map(|(k, e)| {
-                            json!({"key": BASE64.encode(k), "value": BASE64.encode(&e.value),
+                            json!({"key": Base64::encode_string(k), "value": Base64::encode_string(&e.value),
                                    "create_revision": e.create_revision.to_string(),
                                    "mod_revision": e.mod_revision.to_string(), "version": "1",
                                    "lease": e.lease.to_string()})
