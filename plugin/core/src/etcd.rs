@@ -134,8 +134,10 @@ pub fn auth_body(user: &str, password: &str) -> Vec<u8> {
     format!(r#"{{"name":{u},"password":{p}}}"#).into_bytes()
 }
 
-/// Take every order's claim at once, or none: each claim key must not exist. On success, read
-/// every line of those orders; on failure, count the claims to say which orders are held.
+/// Take every order's claim at once, or none: each claim key must not exist. Either way, read
+/// every line of those orders; on failure, also read the claims, to say which orders are held
+/// (and to recognise claims this delivery itself took, when it sends the transaction again
+/// because the first answer was lost).
 pub fn claim_body(keys: &Keys<'_>, orders: &[SfId], lease: &str, owner: u64) -> Vec<u8> {
     let owner = owner.to_string();
     let mut compares = Vec::new();
@@ -146,17 +148,19 @@ pub fn claim_body(keys: &Keys<'_>, orders: &[SfId], lease: &str, owner: u64) -> 
         compares.push(compare(&claim, "CREATE", "create_revision", "0"));
         success.push(put(&claim, owner.as_bytes(), Some(lease)));
         failure.push(format!(
-            r#"{{"request_range":{{"key":"{}","count_only":true}}}}"#,
+            r#"{{"request_range":{{"key":"{}"}}}}"#,
             b64(claim.as_bytes())
         ));
     }
     for o in orders {
         let (start, end) = keys.lines_of(o);
-        success.push(format!(
+        let range = format!(
             r#"{{"request_range":{{"key":"{}","range_end":"{}"}}}}"#,
             b64(start.as_bytes()),
             b64(end.as_bytes())
-        ));
+        );
+        success.push(range.clone());
+        failure.push(range);
     }
     txn(&compares, &success, &failure)
 }
@@ -285,25 +289,40 @@ pub fn parse_auth(status: u16, body: &[u8]) -> Result<String, EtcdError> {
     }
 }
 
-/// The reply to [`claim_body`] for `orders` claimed under `keys`.
+/// The reply to [`claim_body`] for `orders` claimed under `keys` by `owner` on `lease`.
 pub fn parse_claim(
     status: u16,
     body: &[u8],
     keys: &Keys<'_>,
     orders: &[SfId],
+    (lease, owner): (&str, u64),
 ) -> Result<Claimed, EtcdError> {
     let v = parse(status, body)?;
-    let ranges = responses(&v).iter().map(|r| r.get("response_range"));
+    let ranges: Vec<Option<&Value>> = responses(&v)
+        .iter()
+        .map(|r| r.get("response_range"))
+        .collect();
     if !succeeded(&v) {
-        let held = ranges
-            .enumerate()
-            .filter(|(_, r)| r.and_then(|r| field(r, "count")).is_some_and(|c| c != "0"))
-            .map(|(i, _)| i)
+        let owner = Base64::encode_string(owner.to_string().as_bytes());
+        let held: Vec<usize> = (0..orders.len())
+            .filter(|i| {
+                let kv = ranges
+                    .get(*i)
+                    .copied()
+                    .flatten()
+                    .and_then(|r| r.get("kvs")?.as_array()?.first());
+                // Absent (released meanwhile) or someone else's: not ours to go on with.
+                !kv.is_some_and(|kv| {
+                    field(kv, "value") == Some(owner.as_str()) && field(kv, "lease") == Some(lease)
+                })
+            })
             .collect();
-        return Ok(Claimed::Held(held));
+        if !held.is_empty() {
+            return Ok(Claimed::Held(held));
+        }
     }
     let mut lines = Vec::new();
-    for r in ranges.skip(orders.len()).flatten() {
+    for r in ranges.iter().skip(orders.len()).flatten() {
         let kvs = r.get("kvs").and_then(Value::as_array);
         for kv in kvs.into_iter().flatten() {
             lines.push(line_record(kv, keys)?);

@@ -228,9 +228,10 @@ fn etcd_unreachable_is_a_retryable_fault_before_anything_else_then_recovery() {
         run.reply.body
     );
     assert_eq!(run.counts.get(&Metric::CalloutsFailedLedger), Some(&1));
-    // Nothing was asked of Salesforce or the license server without the claim.
-    assert_eq!(world.count("etcd"), 1);
-    assert_eq!(world.calls.len(), 1);
+    // The lease grant is safe to repeat: sent four more times. Nothing was asked of Salesforce
+    // or the license server without the claim.
+    assert_eq!(world.count("etcd"), 5);
+    assert_eq!(world.calls.len(), 5);
 
     world.etcd.down_from_call = None;
     let run = deliver(&cfg, &mut world, &mut MemStore::new(), ONE);
@@ -272,16 +273,30 @@ fn a_call_envoy_could_not_connect_is_sent_again_and_a_lost_last_transaction_too(
     assert_eq!(line_value(&world), format!("W\n{key}"));
     assert!(world.etcd.keys("keygate/claim/").is_empty());
 
-    // A reset after sending is not retried (the claim may have been taken): a retryable fault.
+    // The claim went through but its answer was lost: sent again, the claim is recognised as
+    // this delivery's own (same owner, same lease) and the delivery goes on.
     let mut world = demo_world();
-    world.etcd.down_from_call = Some(2);
+    world.etcd.lost_reply_calls = vec![2];
     let run = deliver(&cfg, &mut world, &mut MemStore::new(), ONE);
+    assert!(run.reply.is_ack(), "{}", run.reply.body);
+    one_key_per_line(&world);
+
+    // A pending mark whose answer was lost is not sent again (it may have been written, and a
+    // second compare-and-swap would fail): no license call, and the line is busy for its window.
+    let mut world = demo_world();
+    world.etcd.lost_reply_calls = vec![3];
+    let mut store = MemStore::new();
+    let run = deliver_at(&cfg, &mut world, &mut store, ONE, T, 0);
     assert!(
-        is_fault(&run.reply, 500, "could not claim"),
+        is_fault(&run.reply, 500, "recording it in etcd failed"),
         "{}",
         run.reply.body
     );
-    assert_eq!(world.count("etcd"), 2);
+    assert_eq!(world.count("license"), 0);
+    world.etcd.expire_leases();
+    let run = deliver_at(&cfg, &mut world, &mut MemStore::new(), ONE, T + 1000, 0);
+    assert_eq!(run.reply.outcome, Outcome::Faulted(FaultKind::Busy));
+    assert_eq!(world.count("license") + world.count("retrieve"), 0);
 }
 
 #[test]

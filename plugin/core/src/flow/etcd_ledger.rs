@@ -61,7 +61,7 @@ const ETCD_TOKEN_KEY: &str = "etcd_token";
 /// Envoy's local reply when it could not connect to the member it picked: the call never reached
 /// etcd, so it is safe to send again (Envoy has ejected that member by then).
 const NOT_CONNECTED: &[u8] = b"reset reason: connection failure";
-const MAX_RETRIES: u8 = 3;
+const MAX_RETRIES: u8 = 4;
 /// Shared data: `<lease id> <expires at, ms>` of the lease this Envoy's claims are attached to.
 const ETCD_LEASE_KEY: &str = "etcd_lease";
 
@@ -277,16 +277,19 @@ impl Flow {
     }
 
     pub(super) fn on_etcd(&mut self, step: EtcdStep, resp: Response, env: &mut Env<'_>) {
-        // Sent again: a call that never reached etcd, and the last transaction whatever became
-        // of it (it only writes facts and releases claims that are still ours).
+        // Sent again: a call that never reached etcd; and, whatever became of the first one, a
+        // step that is safe to repeat: the lease grant (a spare lease expires), the claim (one
+        // taken by this delivery is recognised as its own), the last transaction (facts, and
+        // the release of claims that are still ours). Not a line's compare-and-swap.
         let never_reached = resp.status == Some(503)
             && resp
                 .body
                 .windows(NOT_CONNECTED.len())
                 .any(|w| w == NOT_CONNECTED);
-        let last_lost = resp.status.is_none() && matches!(step, EtcdStep::Final);
+        let repeatable = matches!(step, EtcdStep::Grant | EtcdStep::Claim | EtcdStep::Final);
+        let lost = resp.status.is_none_or(|s| s >= 500);
         if let Some(run) = self.etcd.as_mut() {
-            if (never_reached || last_lost) && run.retries < MAX_RETRIES {
+            if (never_reached || (repeatable && lost)) && run.retries < MAX_RETRIES {
                 run.retries += 1;
                 return self.resend(step, env);
             }
@@ -313,7 +316,9 @@ impl Flow {
             }
             EtcdStep::Claim => {
                 let prefix = self.etcd_cfg().map(|e| e.prefix.as_str()).unwrap_or("");
-                etcd::parse_claim(status, &resp.body, &Keys { prefix }, &self.wanted)
+                let lease = self.etcd.as_ref().and_then(|r| r.lease.as_deref());
+                let ours = (lease.unwrap_or("0"), self.owner);
+                etcd::parse_claim(status, &resp.body, &Keys { prefix }, &self.wanted, ours)
                     .map(Answer::Claim)
             }
             EtcdStep::Line { .. } => etcd::parse_cas(status, &resp.body).map(Answer::Cas),

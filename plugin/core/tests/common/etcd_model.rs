@@ -35,6 +35,8 @@ pub struct EtcdModel {
     pub down_from_call: Option<usize>,
     /// These calls (1-based) get Envoy's reply for a member it could not connect to.
     pub unreachable_calls: Vec<usize>,
+    /// These calls are carried out, but their reply is lost (the member died before answering).
+    pub lost_reply_calls: Vec<usize>,
     /// Right after serving this call, every lease runs out (a delivery that outlived its claim).
     pub expire_after_call: Option<usize>,
 }
@@ -98,6 +100,12 @@ impl EtcdModel {
         let r = self.answer(call);
         if self.expire_after_call == Some(self.calls) {
             self.expire_leases();
+        }
+        if self.lost_reply_calls.contains(&self.calls) {
+            return Response {
+                status: None,
+                body: Vec::new(),
+            };
         }
         r
     }
