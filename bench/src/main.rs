@@ -1038,13 +1038,16 @@ fn calls_row(id: &str, run: &FlowRun, text: &str) -> Row {
     .target("query =1, login ≤1, write-back =1", run.calls_ok())
 }
 
-/// Rows 7a, 7b: the same 1-order full flow on a fresh Envoy with the shared-data ledger, then on
-/// one with the ledger on a one-member etcd on loopback (five etcd calls per message: lease,
-/// claim + read, pending, issued, record + release).
+/// Rows 7a–7c: the same full flow (1 order, then 100 per message) on a fresh Envoy with the
+/// shared-data ledger, then on one with the ledger on a one-member etcd on loopback (per message:
+/// claim + read, a pending mark per new line, record + release, each a write; a lease grant per
+/// claim TTL per Envoy).
 fn ledger_modes(plan: &Plan, opts: &Opts, orders_path: &Path) -> Result<(Vec<Row>, Value), String> {
     let etcd = keygate_e2e::etcd::EtcdCluster::start(1);
     let (_, messages) = plan.flow[0];
+    let (big, big_messages) = plan.flow[2];
     let mut runs = Vec::new();
+    let mut big_runs = Vec::new();
     for on_etcd in [false, true] {
         let mut options = GatewayOptions {
             concurrency: plan.concurrency,
@@ -1063,10 +1066,18 @@ fn ledger_modes(plan: &Plan, opts: &Opts, orders_path: &Path) -> Result<(Vec<Row
         let mut next_order = 0;
         flow_run(&gw, &mut conn, &mut next_order, 1, plan.flow_warmup)?;
         runs.push(flow_run(&gw, &mut conn, &mut next_order, 1, messages)?);
+        big_runs.push(flow_run(
+            &gw,
+            &mut conn,
+            &mut next_order,
+            big,
+            big_messages,
+        )?);
     }
-    let [shared, on_etcd] = &runs[..] else {
-        return Err("two ledger runs expected".into());
+    let ([shared, on_etcd], [big_shared, big_etcd]) = (&runs[..], &big_runs[..]) else {
+        return Err("two ledger runs of each size expected".into());
     };
+    let big_rel = big_etcd.p50() / big_shared.p50().max(1e-9);
     let added = on_etcd.p50() - shared.p50();
     let rel = on_etcd.p50() / shared.p50().max(1e-9);
     let cpu = |r: &FlowRun| {
@@ -1085,6 +1096,14 @@ fn ledger_modes(plan: &Plan, opts: &Opts, orders_path: &Path) -> Result<(Vec<Row
                 cpu(on_etcd),
                 cpu(shared)
             )),
+        Row::new("7c", format!("full flow, {big} orders per message: etcd ledger vs shared data"))
+            .latency(big_etcd.p50(), big_etcd.p99())
+            .result(format!("{} the shared-data time", ratio(big_rel)))
+            .vs(format!(
+                "shared data p50 {} (a lookup + an issue per line) → etcd {} (a pending mark + an issue per line, 4 in flight)",
+                ms(big_shared.p50()),
+                ms(big_etcd.p50())
+            )),
         Row::new("7b", "license-server calls per new order line, etcd ledger")
             .result(format!("{calls:.2}"))
             .vs("GetActivationKeyWithExpiryDate only: etcd records every line before its call, so a line it does not know was never issued")
@@ -1092,6 +1111,8 @@ fn ledger_modes(plan: &Plan, opts: &Opts, orders_path: &Path) -> Result<(Vec<Row
     ];
     let json = json!({
         "shared_data": shared.to_json(), "etcd": on_etcd.to_json(),
+        "shared_data_big": big_shared.to_json(), "etcd_big": big_etcd.to_json(),
+        "etcd_over_shared_p50_big": big_rel,
         "etcd_over_shared_p50": rel, "etcd_added_p50_us": added,
         "license_calls_per_new_line_etcd": calls,
         "license_calls_per_new_line_shared": license_calls_per_line(shared),

@@ -194,6 +194,16 @@ pub fn line_cas_body(
     txn(&compares, &[put(&line, &state.encode(), None)], &[])
 }
 
+/// A part of the last transaction with records only (facts: no compare), for a message whose
+/// records do not fit one transaction beside the claims' release.
+pub fn records_body(keys: &Keys<'_>, records: &[(SfId, SfId, LineState)]) -> Vec<u8> {
+    let puts: Vec<String> = records
+        .iter()
+        .map(|(order, item, state)| put(&keys.line(order, item), &state.encode(), None))
+        .collect();
+    txn(&[], &puts, &[])
+}
+
 /// The last transaction of a delivery: record each line this delivery licensed (issued, or
 /// written back: facts, written whatever happened to the claims) and release the claims that
 /// are still ours.

@@ -69,6 +69,58 @@ fn a_new_line_costs_one_license_call_and_etcd_ends_with_its_keys_and_no_claim() 
 }
 
 #[test]
+fn a_hundred_orders_fit_etcd_s_transaction_limit() {
+    // etcd refuses a transaction with more than 128 operations in a list: the claims go in
+    // parts of 64 orders, the last transaction in parts too.
+    let cfg = etcd_config(json!({}));
+    let mut world = family_world();
+    let run = deliver(&cfg, &mut world, &mut MemStore::new(), HUNDRED);
+    assert!(run.reply.is_ack(), "{}", run.reply.body);
+    assert_eq!(world.count("license"), 100);
+    one_key_per_line(&world);
+    // Lease, two claim parts, a pending mark per line, the records, the release.
+    assert_eq!(world.count("etcd"), 1 + 2 + 100 + 2);
+    let lines = world.etcd.keys("keygate/line/");
+    assert_eq!(lines.len(), 100);
+    assert!(lines
+        .iter()
+        .all(|k| world.etcd.get(k).unwrap().starts_with("W\n")));
+    assert!(world.etcd.keys("keygate/claim/").is_empty());
+
+    // Redelivered: nothing to do but the write-back check.
+    world.calls.clear();
+    let run = deliver(&cfg, &mut world, &mut MemStore::new(), HUNDRED);
+    assert!(run.reply.is_ack(), "{}", run.reply.body);
+    assert_eq!(world.count("license") + world.count("retrieve"), 0);
+}
+
+#[test]
+fn an_order_held_by_another_delivery_releases_the_orders_already_claimed() {
+    let cfg = etcd_config(json!({}));
+    let mut world = family_world();
+    // Another delivery holds order 70, in the second part of the claims.
+    world.etcd.kv.insert(
+        b"keygate/claim/8015Y00000B0070QAB".to_vec(),
+        common::etcd_model::Entry {
+            value: b"7".to_vec(),
+            create_revision: 1,
+            mod_revision: 1,
+            lease: 0,
+        },
+    );
+    let run = deliver(&cfg, &mut world, &mut MemStore::new(), HUNDRED);
+    assert_eq!(run.reply.outcome, Outcome::Faulted(FaultKind::Busy));
+    assert!(
+        is_fault(&run.reply, 500, "being processed by another request"),
+        "{}",
+        run.reply.body
+    );
+    assert_eq!(world.count("query") + world.count("license"), 0);
+    // The first part's 64 claims were released: only the other delivery's remains.
+    assert_eq!(world.etcd.keys("keygate/claim/").len(), 1);
+}
+
+#[test]
 fn the_envoy_s_lease_serves_later_deliveries_until_less_than_a_claim_ttl_is_left() {
     let cfg = etcd_config(json!({}));
     let ttl = cfg.ledger.claim_ttl_ms;

@@ -33,8 +33,11 @@ pub(super) enum EtcdStep {
         state: LineState,
         issue: bool,
     },
-    /// Record the written-back lines, release the claims, then send the held reply.
-    Final,
+    /// Record the licensed lines, release the claims, then send the held reply. Not `last`: a
+    /// part with more records only (a long message's records do not fit one transaction).
+    Final {
+        last: bool,
+    },
 }
 
 /// This delivery's part of the etcd ledger.
@@ -55,6 +58,8 @@ pub(super) struct EtcdRun {
     token_cas: Option<u32>,
     /// The reply, held until the final transaction has answered.
     reply: Option<Reply>,
+    /// Records already sent by parts of the last transaction.
+    final_sent: usize,
 }
 
 const ETCD_TOKEN_KEY: &str = "etcd_token";
@@ -62,6 +67,11 @@ const ETCD_TOKEN_KEY: &str = "etcd_token";
 /// etcd, so it is safe to send again (Envoy has ejected that member by then).
 const NOT_CONNECTED: &[u8] = b"reset reason: connection failure";
 const MAX_RETRIES: u8 = 4;
+/// etcd refuses a transaction with more operations in a list than its `--max-txn-ops` (128 by
+/// default). A message has at most 100 orders, so the claims' compares always fit.
+const MAX_TXN_OPS: usize = 128;
+/// Orders per claim transaction (a put and a read each): one transaction up to 64 orders.
+const CLAIM_CHUNK: usize = MAX_TXN_OPS / 2;
 /// Shared data: `<lease id> <expires at, ms>` of the lease this Envoy's claims are attached to.
 const ETCD_LEASE_KEY: &str = "etcd_lease";
 
@@ -184,7 +194,7 @@ impl Flow {
             }
             EtcdStep::Claim => (
                 etcd::TXN_PATH,
-                etcd::claim_body(&keys, &self.wanted, lease, self.owner),
+                etcd::claim_body(&keys, &self.claim_chunk(), lease, self.owner),
             ),
             EtcdStep::Line { idx, state, .. } => {
                 let (order, item) = self.line_ids(*idx)?;
@@ -194,27 +204,57 @@ impl Flow {
                     etcd::line_cas_body(&keys, lease, &order, &item, state, rev),
                 )
             }
-            EtcdStep::Final => {
-                let records: Vec<(SfId, SfId, LineState)> = self
-                    .etcd
-                    .iter()
-                    .flat_map(|r| {
-                        r.licensed.iter().map(|(order, item, k)| {
-                            let state = if r.written.iter().any(|w| w.same_record(item)) {
-                                LineState::WrittenBack(k.clone())
-                            } else {
-                                LineState::Issued(k.clone())
-                            };
-                            (*order, *item, state)
-                        })
-                    })
-                    .collect();
-                (
-                    etcd::TXN_PATH,
-                    etcd::final_body(&keys, lease, &self.claimed, &records),
-                )
+            EtcdStep::Final { last } => {
+                let records = self.final_records();
+                let sent = self.etcd.as_ref().map_or(0, |r| r.final_sent);
+                let rest = records.get(sent..).unwrap_or(&[]);
+                let body = if *last {
+                    etcd::final_body(&keys, lease, &self.claimed, rest)
+                } else {
+                    etcd::records_body(&keys, rest.get(..MAX_TXN_OPS).unwrap_or(rest))
+                };
+                (etcd::TXN_PATH, body)
             }
         })
+    }
+
+    /// The next orders to claim (claims are taken in order: `claimed` is a prefix of `wanted`).
+    fn claim_chunk(&self) -> Vec<SfId> {
+        let from = self.claimed.len();
+        self.wanted
+            .iter()
+            .skip(from)
+            .take(CLAIM_CHUNK)
+            .copied()
+            .collect()
+    }
+
+    /// Each line this delivery licensed, as the last transaction records it.
+    fn final_records(&self) -> Vec<(SfId, SfId, LineState)> {
+        let Some(run) = self.etcd.as_ref() else {
+            return Vec::new();
+        };
+        run.licensed
+            .iter()
+            .map(|(order, item, k)| {
+                let state = if run.written.iter().any(|w| w.same_record(item)) {
+                    LineState::WrittenBack(k.clone())
+                } else {
+                    LineState::Issued(k.clone())
+                };
+                (*order, *item, state)
+            })
+            .collect()
+    }
+
+    /// The next part of the last transaction: the last one when the records left and the
+    /// claims' release fit in one.
+    fn final_step(&self) -> EtcdStep {
+        let sent = self.etcd.as_ref().map_or(0, |r| r.final_sent);
+        let rest = self.final_records().len().saturating_sub(sent);
+        EtcdStep::Final {
+            last: rest + self.claimed.len() <= MAX_TXN_OPS,
+        }
     }
 
     /// (order, item) of line `idx`.
@@ -269,7 +309,7 @@ impl Flow {
         if let Some(run) = self.etcd.as_mut() {
             run.reply = Some(reply);
         }
-        if self.etcd_send(EtcdStep::Final, env) {
+        if self.etcd_send(self.final_step(), env) {
             return None;
         }
         // No time left to release: the claims expire with their lease.
@@ -286,7 +326,10 @@ impl Flow {
                 .body
                 .windows(NOT_CONNECTED.len())
                 .any(|w| w == NOT_CONNECTED);
-        let repeatable = matches!(step, EtcdStep::Grant | EtcdStep::Claim | EtcdStep::Final);
+        let repeatable = matches!(
+            step,
+            EtcdStep::Grant | EtcdStep::Claim | EtcdStep::Final { .. }
+        );
         let lost = resp.status.is_none_or(|s| s >= 500);
         if let Some(run) = self.etcd.as_mut() {
             if (never_reached || (repeatable && lost)) && run.retries < MAX_RETRIES {
@@ -318,11 +361,12 @@ impl Flow {
                 let prefix = self.etcd_cfg().map(|e| e.prefix.as_str()).unwrap_or("");
                 let lease = self.etcd.as_ref().and_then(|r| r.lease.as_deref());
                 let ours = (lease.unwrap_or("0"), self.owner);
-                etcd::parse_claim(status, &resp.body, &Keys { prefix }, &self.wanted, ours)
-                    .map(Answer::Claim)
+                let chunk = self.claim_chunk();
+                etcd::parse_claim(status, &resp.body, &Keys { prefix }, &chunk, ours)
+                    .map(|c| Answer::Claim(c, chunk))
             }
             EtcdStep::Line { .. } => etcd::parse_cas(status, &resp.body).map(Answer::Cas),
-            EtcdStep::Final => etcd::parse_final(status, &resp.body).map(Answer::Final),
+            EtcdStep::Final { .. } => etcd::parse_final(status, &resp.body).map(Answer::Final),
         };
         match result {
             Err(EtcdError::AuthInvalid) => self.etcd_relogin(step, env),
@@ -349,17 +393,21 @@ impl Flow {
                 }
                 self.resend(EtcdStep::Claim, env);
             }
-            Ok(Answer::Claim(Claimed::Taken(lines))) => {
+            Ok(Answer::Claim(Claimed::Taken(lines), chunk)) => {
                 if let Some(run) = self.etcd.as_mut() {
-                    run.lines = lines;
+                    run.lines.extend(lines);
                 }
-                self.claimed = self.wanted.clone();
-                self.query_orders(env);
+                self.claimed.extend(chunk);
+                if self.claimed.len() < self.wanted.len() {
+                    self.resend(EtcdStep::Claim, env);
+                } else {
+                    self.query_orders(env);
+                }
             }
-            Ok(Answer::Claim(Claimed::Held(held))) => {
+            Ok(Answer::Claim(Claimed::Held(held), chunk)) => {
                 let orders: Vec<String> = held
                     .iter()
-                    .filter_map(|i| self.wanted.get(*i))
+                    .filter_map(|i| chunk.get(*i))
                     .map(|o| o.to_string())
                     .collect();
                 let reason = format!(
@@ -367,7 +415,9 @@ impl Flow {
                     orders.join(", ")
                 );
                 self.log(Level::Warn, reason.clone());
-                self.reply(Reply::fault(500, FaultKind::Busy, &reason));
+                // Orders claimed by an earlier part are released before the reply.
+                self.busy.push(reason);
+                self.finish(env);
             }
             Ok(Answer::Cas(Some(rev))) => {
                 if let EtcdStep::Line { idx, state, issue } = step {
@@ -388,6 +438,13 @@ impl Flow {
                 "the line changed or the order's claim expired (another delivery took it over)",
                 env,
             ),
+            Ok(Answer::Final(_)) if matches!(step, EtcdStep::Final { last: false }) => {
+                if let Some(run) = self.etcd.as_mut() {
+                    run.final_sent += MAX_TXN_OPS;
+                }
+                let next = self.final_step();
+                self.resend(next, env);
+            }
             Ok(Answer::Final(released)) => {
                 if !released {
                     self.log(
@@ -472,7 +529,7 @@ impl Flow {
                     self.pump(env);
                 }
             }
-            EtcdStep::Final => {
+            EtcdStep::Final { .. } => {
                 // What was done is done; unreleased claims expire with their lease.
                 self.log(
                     Level::Warn,
@@ -492,7 +549,7 @@ impl Flow {
 
 enum Answer {
     Lease(String),
-    Claim(Claimed),
+    Claim(Claimed, Vec<SfId>),
     Cas(Option<i64>),
     Final(bool),
 }

@@ -171,6 +171,16 @@ impl EtcdModel {
 
     fn txn(&mut self, body: &Value) -> Response {
         self.txns += 1;
+        // etcd's --max-txn-ops default.
+        let too_many = ["compare", "success", "failure"]
+            .iter()
+            .any(|k| body[*k].as_array().is_some_and(|a| a.len() > 128));
+        if too_many {
+            return Response {
+                status: Some(400),
+                body: br#"{"error":"etcdserver: too many operations in txn request","message":"etcdserver: too many operations in txn request","code":3}"#.to_vec(),
+            };
+        }
         let compares = body["compare"].as_array().cloned().unwrap_or_default();
         let ok = compares.iter().all(|c| self.holds(c));
         let ops = body[if ok { "success" } else { "failure" }]
