@@ -32,6 +32,11 @@ pub struct EtcdCluster {
     members: Vec<Member>,
     dir: PathBuf,
     token: String,
+    /// `--auth-token jwt,…`: tokens any member accepts (etcd's default "simple" tokens are
+    /// valid only on the member that issued them).
+    jwt: Option<String>,
+    /// root's password once authentication is enabled (the reader logs in with it).
+    root_password: Option<String>,
 }
 
 fn b64(s: &str) -> String {
@@ -48,6 +53,13 @@ fn unb64(v: &Value) -> String {
 impl EtcdCluster {
     /// Starts `n` members and waits until every one reports healthy (a leader is elected).
     pub fn start(n: usize) -> EtcdCluster {
+        EtcdCluster::start_with(n, false)
+    }
+
+    /// Like `start`; with `jwt`, the members sign auth tokens with one RSA key (made with
+    /// openssl), so a token from one member is good on all, as a fleet behind one Envoy
+    /// cluster needs.
+    pub fn start_with(n: usize, jwt: bool) -> EtcdCluster {
         assert!(
             std::path::Path::new(ETCD).exists(),
             "{ETCD} is missing: run scripts/setup (Debian package etcd-server)"
@@ -63,10 +75,36 @@ impl EtcdCluster {
                 process: None,
             })
             .collect();
+        let jwt = jwt.then(|| {
+            let (private, public) = (dir.join("jwt.key"), dir.join("jwt.pub"));
+            let ok = Command::new("openssl")
+                .args(["genrsa", "-out"])
+                .arg(&private)
+                .arg("2048")
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+                && Command::new("openssl")
+                    .args(["rsa", "-pubout", "-in"])
+                    .arg(&private)
+                    .arg("-out")
+                    .arg(&public)
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success());
+            assert!(ok, "openssl could not make the JWT signing key");
+            format!(
+                "jwt,pub-key={},priv-key={},sign-method=RS256,ttl=10m",
+                public.display(),
+                private.display()
+            )
+        });
         let mut cluster = EtcdCluster {
             members,
             dir,
             token,
+            jwt,
+            root_password: None,
         };
         for i in 0..n {
             cluster.spawn(i);
@@ -115,6 +153,7 @@ impl EtcdCluster {
                 "--logger",
                 "zap",
             ])
+            .args(self.jwt.iter().flat_map(|j| ["--auth-token", j.as_str()]))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("etcd log"))
             .stderr(log)
@@ -181,39 +220,97 @@ impl EtcdCluster {
         }
     }
 
-    /// `(key, value)` of every key under `prefix`, read (linearizably) from a running member.
-    pub fn keys(&self, prefix: &str) -> Vec<(String, String)> {
+    fn call(&self, path: &str, body: &Value, token: Option<&str>) -> Value {
+        let body = body.to_string();
+        let mut headers = vec![("content-type", "application/json")];
+        if let Some(t) = token {
+            headers.push(("authorization", t));
+        }
+        for addr in self.live_addrs() {
+            match http::request(
+                addr,
+                "POST",
+                path,
+                &headers,
+                body.as_bytes(),
+                Duration::from_secs(3),
+            ) {
+                Ok(r) if r.status == 200 => {
+                    return serde_json::from_str(&r.text()).expect("etcd replies with JSON")
+                }
+                Ok(r) => panic!("etcd {path}: {} {}", r.status, r.text()),
+                Err(_) => continue,
+            }
+        }
+        panic!("no etcd member answered {path}");
+    }
+
+    /// Turns etcd's authentication on: `root` (password `root_password`, for this reader) and
+    /// `user` with read-write access to the keys under `prefix` only.
+    pub fn enable_auth(&mut self, root_password: &str, user: &str, password: &str, prefix: &str) {
         let mut end = prefix.as_bytes().to_vec();
         if let Some(last) = end.last_mut() {
             *last += 1;
         }
-        let body = json!({"key": b64(prefix), "range_end": b64(&String::from_utf8_lossy(&end))})
-            .to_string();
-        for addr in self.live_addrs() {
-            let Ok(r) = http::request(
-                addr,
-                "POST",
-                "/v3/kv/range",
-                &[("content-type", "application/json")],
-                body.as_bytes(),
-                Duration::from_secs(2),
-            ) else {
-                continue;
-            };
-            if r.status != 200 {
-                continue;
-            }
-            let v: Value = serde_json::from_str(&r.text()).expect("etcd range reply is JSON");
-            return v["kvs"]
-                .as_array()
-                .map(|kvs| {
-                    kvs.iter()
-                        .map(|kv| (unb64(&kv["key"]), unb64(&kv["value"])))
-                        .collect()
-                })
-                .unwrap_or_default();
+        let end = String::from_utf8_lossy(&end).into_owned();
+        for (path, body) in [
+            (
+                "/v3/auth/user/add",
+                json!({"name": "root", "password": root_password}),
+            ),
+            (
+                "/v3/auth/user/grant",
+                json!({"user": "root", "role": "root"}),
+            ),
+            (
+                "/v3/auth/user/add",
+                json!({"name": user, "password": password}),
+            ),
+            ("/v3/auth/role/add", json!({"name": "keygate"})),
+            (
+                "/v3/auth/role/grant",
+                json!({"name": "keygate", "perm": {"permType": "READWRITE", "key": b64(prefix), "range_end": b64(&end)}}),
+            ),
+            (
+                "/v3/auth/user/grant",
+                json!({"user": user, "role": "keygate"}),
+            ),
+            ("/v3/auth/enable", json!({})),
+        ] {
+            self.call(path, &body, None);
         }
-        panic!("no etcd member answered a range read");
+        self.root_password = Some(root_password.to_owned());
+    }
+
+    /// `(key, value)` of every key under `prefix`, read (linearizably) from a running member.
+    pub fn keys(&self, prefix: &str) -> Vec<(String, String)> {
+        if let Some(pw) = &self.root_password {
+            let login = self.call(
+                "/v3/auth/authenticate",
+                &json!({"name": "root", "password": pw}),
+                None,
+            );
+            let token = login["token"].as_str().unwrap_or("").to_owned();
+            return self.range(prefix, Some(&token));
+        }
+        self.range(prefix, None)
+    }
+
+    fn range(&self, prefix: &str, token: Option<&str>) -> Vec<(String, String)> {
+        let mut end = prefix.as_bytes().to_vec();
+        if let Some(last) = end.last_mut() {
+            *last += 1;
+        }
+        let body = json!({"key": b64(prefix), "range_end": b64(&String::from_utf8_lossy(&end))});
+        let v = self.call("/v3/kv/range", &body, token);
+        v["kvs"]
+            .as_array()
+            .map(|kvs| {
+                kvs.iter()
+                    .map(|kv| (unb64(&kv["key"]), unb64(&kv["value"])))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 }
 

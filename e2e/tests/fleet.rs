@@ -6,7 +6,7 @@
 use keygate_e2e::etcd::EtcdCluster;
 use keygate_e2e::exactly_once::{assert_one_key_per_line, family_message, Calls};
 use keygate_e2e::soap_reply::{assert_ack_from, assert_no_leaks, assert_server_fault, element};
-use keygate_e2e::{Gateway, GatewayOptions, Response};
+use keygate_e2e::{json, Gateway, GatewayOptions, Response};
 use keygate_standins::family_item_id;
 use std::time::{Duration, Instant};
 
@@ -179,4 +179,47 @@ fn with_all_of_etcd_down_messages_fault_untouched_then_are_licensed_once_it_is_b
     deliver_until_acked(&[&b, &a], &message, Duration::from_secs(20));
     let keys = assert_one_key_per_line(&a.standins, &lines(10..12));
     assert_ledger_holds(&etcd, &keys);
+}
+
+#[test]
+fn with_etcd_authentication_each_replica_logs_in_and_the_password_never_shows() {
+    const PASSWORD: &str = "etcd-ledger-password";
+    let mut etcd = EtcdCluster::start_with(3, true);
+    etcd.enable_auth("etcd-root-password", "keygate", PASSWORD, "keygate/");
+    let options = GatewayOptions::default()
+        .etcd(&etcd.client_ports())
+        .patch(json!({"ledger": {"etcd": {"user_env": "KEYGATE_ETCD_USER",
+                                          "password_env": "KEYGATE_ETCD_PASSWORD"}}}))
+        .env("KEYGATE_ETCD_USER", "keygate")
+        .env("KEYGATE_ETCD_PASSWORD", PASSWORD);
+    let a = Gateway::start(options);
+    let b = a.replica();
+    // The tokens are JWTs, good on every member Envoy picks.
+    for n in 20..24 {
+        let gw = if n % 2 == 0 { &a } else { &b };
+        assert_ack_from(&gw.post_webhook(family_message(n..n + 1)), gw);
+    }
+    let keys = assert_one_key_per_line(&a.standins, &lines(20..24));
+    assert_ledger_holds(&etcd, &keys);
+    for gw in [&a, &b] {
+        assert!(
+            !gw.envoy_log().contains(PASSWORD),
+            "the etcd password is in a log"
+        );
+        assert_no_leaks(gw);
+    }
+
+    // A wrong password: a clear fault, nothing called.
+    let c = Gateway::start(
+        GatewayOptions::default()
+            .etcd(&etcd.client_ports())
+            .patch(json!({"ledger": {"etcd": {"user_env": "KEYGATE_ETCD_USER",
+                                              "password_env": "KEYGATE_ETCD_PASSWORD"}}}))
+            .env("KEYGATE_ETCD_USER", "keygate")
+            .env("KEYGATE_ETCD_PASSWORD", "not-the-password"),
+    );
+    let why = assert_server_fault(&c.post_webhook(family_message(30..31)));
+    assert!(why.contains("could not claim the orders in etcd"), "{why}");
+    assert!(c.envoy_log().contains("check the etcd user and password"));
+    assert_eq!(Calls::of(&c.standins.record()), Calls::default());
 }
