@@ -6,7 +6,7 @@
 use keygate_e2e::envoy::{render_envoy_config, Ports};
 use keygate_e2e::{repo_root, SECRET_ENV};
 use std::fs::File;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -43,12 +43,8 @@ pub fn without_plugin(yaml: &str) -> Result<String, String> {
     Ok(out)
 }
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
-}
+/// The e2e harness's: never the same port twice in one process.
+pub use keygate_e2e::gateway::free_port;
 
 /// Base ids apart from the e2e harness (100000 + …) and scripts/run (1000 + …).
 fn base_id() -> u32 {

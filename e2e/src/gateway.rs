@@ -503,12 +503,23 @@ fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
-/// A port the OS considers free now. Envoy binds it a few ms later; a clash is possible but rare.
-pub(crate) fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free loopback port")
+/// A port the OS considers free now, never one this process was given before: the OS may hand
+/// the same port to two `bind(0)` calls in a row (once a gateway's and its floor listener's,
+/// which Envoy refused as duplicates). Envoy binds it a few ms later; another process taking it
+/// meanwhile is possible but rare (`try_start` retries that).
+pub fn free_port() -> u16 {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("no free loopback port");
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// Envoys running at once need distinct `--base-id`s (hot-restart socket and shared memory).
