@@ -84,8 +84,8 @@ pub fn with_remote_code(yaml: &str, port: u16, sha256: &str) -> String {
     (out.join("\n") + "\n").replacen("  clusters:\n", &cluster, 1)
 }
 
-/// A rendered config with an `etcd` cluster of the members listening on `client_ports`, and the
-/// plugin's ledger on it (`ledger.backend: "etcd"`). Envoy health-checks each member every second
+/// A rendered config with an `etcd` cluster of the members listening on `client_ports` (the
+/// plugin's ledger goes on it with [`etcd_ledger_patch`]). Envoy health-checks each member every second
 /// (`/health` answers 503 without a leader) and ejects one on its first connection failure, so a
 /// dead member leaves the rotation at once (a dispatched call is not retried on another host).
 /// host-config/README.md shows the same cluster for a fleet.
@@ -104,9 +104,15 @@ pub fn with_etcd_cluster(yaml: &str, client_ports: &[u16]) -> String {
          \x20   outlier_detection:\n      split_external_local_origin_errors: true\n\
          \x20     consecutive_local_origin_failure: 1\n      base_ejection_time: 5s\n"
     );
+    yaml.replacen("  clusters:\n", &cluster, 1)
+}
+
+/// [`with_etcd_cluster`] and the plugin's ledger on it, for a config whose plugin JSON is as
+/// rendered (scripts/run's `KEYGATE_ETCD_PORTS`).
+pub fn with_etcd_ledger(yaml: &str, client_ports: &[u16]) -> String {
     let mut config = plugin_config(yaml);
     merge_patch(&mut config, &etcd_ledger_patch(client_ports));
-    with_plugin_config(yaml, &config).replacen("  clusters:\n", &cluster, 1)
+    with_etcd_cluster(&with_plugin_config(yaml, &config), client_ports)
 }
 
 /// The plugin configuration patch that puts the ledger on [`with_etcd_cluster`]'s cluster.

@@ -43,6 +43,15 @@ fn b64(s: &str) -> String {
     data_encoding::BASE64.encode(s.as_bytes())
 }
 
+/// The end of the range of keys under `prefix` (its last byte plus one).
+fn prefix_end(prefix: &str) -> String {
+    let mut end = prefix.as_bytes().to_vec();
+    if let Some(last) = end.last_mut() {
+        *last += 1;
+    }
+    String::from_utf8_lossy(&end).into_owned()
+}
+
 fn unb64(v: &Value) -> String {
     let bytes = data_encoding::BASE64
         .decode(v.as_str().unwrap_or("").as_bytes())
@@ -248,11 +257,7 @@ impl EtcdCluster {
     /// Turns etcd's authentication on: `root` (password `root_password`, for this reader) and
     /// `user` with read-write access to the keys under `prefix` only.
     pub fn enable_auth(&mut self, root_password: &str, user: &str, password: &str, prefix: &str) {
-        let mut end = prefix.as_bytes().to_vec();
-        if let Some(last) = end.last_mut() {
-            *last += 1;
-        }
-        let end = String::from_utf8_lossy(&end).into_owned();
+        let end = prefix_end(prefix);
         for (path, body) in [
             (
                 "/v3/auth/user/add",
@@ -297,11 +302,7 @@ impl EtcdCluster {
     }
 
     fn range(&self, prefix: &str, token: Option<&str>) -> Vec<(String, String)> {
-        let mut end = prefix.as_bytes().to_vec();
-        if let Some(last) = end.last_mut() {
-            *last += 1;
-        }
-        let body = json!({"key": b64(prefix), "range_end": b64(&String::from_utf8_lossy(&end))});
+        let body = json!({"key": b64(prefix), "range_end": b64(&prefix_end(prefix))});
         let v = self.call("/v3/kv/range", &body, token);
         v["kvs"]
             .as_array()

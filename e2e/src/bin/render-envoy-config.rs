@@ -3,9 +3,9 @@
 //! (WASM, else `KEYGATE_WASM`, else the build output). The scripts call it, so they and the e2e
 //! harness render the file with one function (`keygate_e2e::envoy::render_envoy_config`).
 //! `KEYGATE_ETCD_PORTS` (comma-separated client ports) puts the plugin's ledger on those etcd
-//! members (`keygate_e2e::envoy::with_etcd_cluster`).
+//! members (`keygate_e2e::envoy::with_etcd_ledger`).
 
-use keygate_e2e::envoy::{render_envoy_config, with_etcd_cluster, Ports, DEFAULT_WASM};
+use keygate_e2e::envoy::{render_envoy_config, with_etcd_ledger, Ports, DEFAULT_WASM};
 use keygate_e2e::repo_root;
 use std::process::ExitCode;
 
@@ -50,7 +50,7 @@ fn run() -> Result<(), String> {
                     .map_err(|_| format!("KEYGATE_ETCD_PORTS: {p:?} is not a port number"))
             })
             .collect::<Result<_, _>>()?;
-        yaml = with_etcd_cluster(&yaml, &etcd);
+        yaml = with_etcd_ledger(&yaml, &etcd);
     }
     std::fs::write(&out, yaml).map_err(|e| format!("writing {out}: {e}"))
 }

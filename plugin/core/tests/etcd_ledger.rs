@@ -22,9 +22,6 @@ use keygate_core::store::MemStore;
 use keygate_core::webhook;
 use serde_json::{json, Value};
 
-const ITEM: &str = "8025Y00000AbCdEQAV";
-const T: u64 = 1_000_000;
-
 fn etcd_patch(extra: Value) -> Value {
     let mut p = json!({"ledger": {"backend": "etcd",
                                   "etcd": {"cluster": "etcd", "authority": "127.0.0.1:2379"}}});
@@ -34,12 +31,6 @@ fn etcd_patch(extra: Value) -> Value {
 
 fn etcd_config(extra: Value) -> std::rc::Rc<Config> {
     config(etcd_patch(extra))
-}
-
-fn one_key_per_line(world: &World) {
-    for (item, keys) in &world.keys_issued {
-        assert_eq!(keys.len(), 1, "{item} licensed {} times", keys.len());
-    }
 }
 
 fn line_value(world: &World) -> String {
@@ -349,6 +340,21 @@ fn a_call_envoy_could_not_connect_is_sent_again_and_a_lost_last_transaction_too(
     let run = deliver_at(&cfg, &mut world, &mut MemStore::new(), ONE, T + 1000, 0);
     assert_eq!(run.reply.outcome, Outcome::Faulted(FaultKind::Busy));
     assert_eq!(world.count("license") + world.count("retrieve"), 0);
+}
+
+#[test]
+fn an_etcd_reply_over_max_reply_bytes_is_refused_and_nothing_follows() {
+    let cfg = etcd_config(json!({}));
+    let mut world = demo_world();
+    world.fail_next("etcd", ok(vec![b' '; cfg.max_reply_bytes + 1]));
+    let run = deliver(&cfg, &mut world, &mut MemStore::new(), ONE);
+    assert!(
+        is_fault(&run.reply, 500, "reply larger than max_reply_bytes"),
+        "{}",
+        run.reply.body
+    );
+    assert_eq!(run.counts.get(&Metric::CalloutsFailedLedger), Some(&1));
+    assert_eq!(world.calls.len(), 1);
 }
 
 #[test]

@@ -22,15 +22,6 @@ use keygate_core::store::{MemStore, Store};
 use keygate_core::webhook;
 use serde_json::json;
 
-const ITEM: &str = "8025Y00000AbCdEQAV";
-const T: u64 = 1_000_000;
-
-fn one_key_per_line(world: &World) {
-    for (item, keys) in &world.keys_issued {
-        assert_eq!(keys.len(), 1, "{item} licensed {} times", keys.len());
-    }
-}
-
 #[test]
 fn a_refused_write_back_then_a_restart_finds_the_key_instead_of_issuing_again() {
     let cfg = config(json!({}));

@@ -131,33 +131,29 @@ impl Flow {
         };
         let (cluster, authority, timeout) = (e.cluster.clone(), e.authority.clone(), e.timeout_ms);
         let mut headers = vec![("content-type", "application/json".to_owned())];
-        let (path, body, what) = match &e.credentials {
-            Some((user, password)) => {
-                let token = env
-                    .store
-                    .get(&self.etcd_token_key())
-                    .filter(|(v, _)| !v.is_empty());
-                match token {
-                    Some((t, cas)) => {
-                        if let Some(run) = self.etcd.as_mut() {
-                            run.token_cas = Some(cas);
-                        }
-                        headers.push(("authorization", String::from_utf8_lossy(&t).into_owned()));
-                        let Some((path, body)) = self.etcd_request(&step) else {
-                            return false;
-                        };
-                        (path, body, step)
+        // With credentials: the cached token, or a login first.
+        let token = e.credentials.as_ref().map(|(user, password)| {
+            let cached = env
+                .store
+                .get(&self.etcd_token_key())
+                .filter(|(v, _)| !v.is_empty());
+            cached.ok_or_else(|| etcd::auth_body(user.expose(), password.expose()))
+        });
+        let (path, body, what) = match token {
+            Some(Err(login)) => (
+                etcd::AUTH_PATH,
+                login,
+                EtcdStep::Auth {
+                    then: Box::new(step),
+                },
+            ),
+            token => {
+                if let Some(Ok((t, cas))) = token {
+                    if let Some(run) = self.etcd.as_mut() {
+                        run.token_cas = Some(cas);
                     }
-                    None => (
-                        etcd::AUTH_PATH,
-                        etcd::auth_body(user.expose(), password.expose()),
-                        EtcdStep::Auth {
-                            then: Box::new(step),
-                        },
-                    ),
+                    headers.push(("authorization", String::from_utf8_lossy(&t).into_owned()));
                 }
-            }
-            None => {
                 let Some((path, body)) = self.etcd_request(&step) else {
                     return false;
                 };
@@ -250,8 +246,11 @@ impl Flow {
     /// The next part of the last transaction: the last one when the records left and the
     /// claims' release fit in one.
     fn final_step(&self) -> EtcdStep {
-        let sent = self.etcd.as_ref().map_or(0, |r| r.final_sent);
-        let rest = self.final_records().len().saturating_sub(sent);
+        let (records, sent) = self
+            .etcd
+            .as_ref()
+            .map_or((0, 0), |r| (r.licensed.len(), r.final_sent));
+        let rest = records.saturating_sub(sent);
         EtcdStep::Final {
             last: rest + self.claimed.len() <= MAX_TXN_OPS,
         }

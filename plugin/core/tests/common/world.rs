@@ -21,6 +21,18 @@ pub const NOT_ACTIVATED: &[u8] =
 pub const SEVERAL: &[u8] = include_bytes!("../../../../testdata/soap/valid/several.xml");
 pub const HUNDRED: &[u8] = include_bytes!("../../../../testdata/soap/valid/hundred.xml");
 
+/// The demo order's one line (testdata/soap/valid/activated_one.xml, `demo_world`).
+pub const ITEM: &str = "8025Y00000AbCdEQAV";
+/// The clock of `deliver` (ms); tests that step time start from it.
+pub const T: u64 = 1_000_000;
+
+/// Every line the license server issued for, issued once.
+pub fn one_key_per_line(world: &World) {
+    for (item, keys) in &world.keys_issued {
+        assert_eq!(keys.len(), 1, "{item} licensed {} times", keys.len());
+    }
+}
+
 pub fn env(name: &str) -> Option<String> {
     Some(format!("secret-of-{name}"))
 }
@@ -340,7 +352,7 @@ pub struct Run {
 }
 
 pub fn deliver(cfg: &Rc<Config>, world: &mut World, store: &mut MemStore, body: &[u8]) -> Run {
-    deliver_at(cfg, world, store, body, 1_000_000, 0)
+    deliver_at(cfg, world, store, body, T, 0)
 }
 
 pub fn deliver_at(
