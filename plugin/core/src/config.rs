@@ -47,6 +47,25 @@ pub struct Issuing {
     pub license: LicenseConfig,
     /// Product Code → license-server arguments, sorted by code.
     pub products: Vec<(String, ProductArgs)>,
+    /// The order lifecycle after activation (all off by default).
+    pub lifecycle: Lifecycle,
+}
+
+/// `lifecycle`: what a cancelled order, a reduction order and a renewal line do to the keys.
+#[derive(Debug, Default)]
+pub struct Lifecycle {
+    /// Order Status values that revoke every key of the order (an activated order restores them).
+    pub revoke_statuses: Vec<String>,
+    /// Reduction orders (`IsReductionOrder`) lower the original line's key.
+    pub reductions: bool,
+    /// OrderItem lookup field naming the line a renewal line renews (`Renews__c`).
+    pub renewal_field: Option<String>,
+}
+
+impl Lifecycle {
+    pub fn revokes(&self, status: &str) -> bool {
+        self.revoke_statuses.iter().any(|s| s == status)
+    }
 }
 
 #[derive(Debug)]
@@ -57,6 +76,8 @@ pub struct SalesforceConfig {
     pub grant: Grant,
     pub contact: ContactField,
     pub writeback_field: Option<String>,
+    /// OrderItem field that receives each line's state (`Issued`, `Revoked`, …) with its keys.
+    pub state_field: Option<String>,
     pub timeout_ms: u64,
 }
 
@@ -172,6 +193,7 @@ impl<'v> Obj<'v> {
         }
     }
 
+    #[inline(never)]
     fn field(&self, key: &str) -> String {
         if self.path.is_empty() {
             key.to_owned()
@@ -181,6 +203,7 @@ impl<'v> Obj<'v> {
     }
 
     /// Refuse fields this object does not have (typos would otherwise be silently ignored).
+    #[inline(never)]
     fn only(&self, known: &[&str]) -> Result<(), ConfigError> {
         match self.map.keys().find(|k| !known.contains(&k.as_str())) {
             Some(k) => err(format!("unknown field `{}`", self.field(k))),
@@ -192,6 +215,7 @@ impl<'v> Obj<'v> {
         self.map.get(key).filter(|v| !v.is_null())
     }
 
+    #[inline(never)]
     fn string(&self, key: &str, default: Option<&str>) -> Result<String, ConfigError> {
         match (self.get(key), default) {
             (Some(Value::String(s)), _) => Ok(s.clone()),
@@ -201,6 +225,7 @@ impl<'v> Obj<'v> {
         }
     }
 
+    #[inline(never)]
     fn opt_string(&self, key: &str) -> Result<Option<String>, ConfigError> {
         match self.get(key) {
             None => Ok(None),
@@ -208,6 +233,7 @@ impl<'v> Obj<'v> {
         }
     }
 
+    #[inline(never)]
     fn number(&self, key: &str, default: u64) -> Result<u64, ConfigError> {
         match self.get(key) {
             None => Ok(default),
@@ -217,6 +243,7 @@ impl<'v> Obj<'v> {
         }
     }
 
+    #[inline(never)]
     fn boolean(&self, key: &str, default: bool) -> Result<bool, ConfigError> {
         match self.get(key) {
             None => Ok(default),
@@ -226,6 +253,7 @@ impl<'v> Obj<'v> {
         }
     }
 
+    #[inline(never)]
     fn object(&self, key: &'static str) -> Result<Option<Obj<'v>>, ConfigError> {
         self.get(key).map(|v| Obj::new(key, v)).transpose()
     }
@@ -275,6 +303,7 @@ impl Config {
             "state_prefix",
             "max_reply_bytes",
             "hold_request_headers",
+            "lifecycle",
         ])?;
 
         let handler_name = root.string("handler_name", Some("QlmWebHookHandler"))?;
@@ -302,23 +331,32 @@ impl Config {
             .map(|o| inbound(&o, env))
             .transpose()?;
         let products = root.object("products")?;
+        let lifecycle = root.object("lifecycle")?;
         let issuing = match (root.object("salesforce")?, root.object("license_server")?) {
             (None, None) => {
-                if products.as_ref().is_some_and(|p| !p.map.is_empty()) {
+                if products.as_ref().is_some_and(|p| !p.map.is_empty()) || lifecycle.is_some() {
                     return err(
-                        "products are configured but salesforce and license_server are not",
+                        "products or lifecycle are configured but salesforce and license_server are not",
                     );
                 }
                 None
             }
-            (Some(sf), Some(lic)) => Some(Issuing {
-                salesforce: validate_salesforce(&sf, env)?,
-                license: validate_license(&lic, env)?,
-                products: match products {
-                    Some(p) => validate_products(&p)?,
-                    None => Vec::new(),
-                },
-            }),
+            (Some(sf), Some(lic)) => {
+                let issuing = Issuing {
+                    salesforce: validate_salesforce(&sf, env)?,
+                    license: validate_license(&lic, env)?,
+                    products: match products {
+                        Some(p) => validate_products(&p)?,
+                        None => Vec::new(),
+                    },
+                    lifecycle: match lifecycle {
+                        Some(l) => validate_lifecycle(&l)?,
+                        None => Lifecycle::default(),
+                    },
+                };
+                check_renewals(&issuing)?;
+                Some(issuing)
+            }
             _ => return err("salesforce and license_server must be configured together"),
         };
         let ledger_obj = root.object("ledger")?;
@@ -551,6 +589,7 @@ fn validate_salesforce(
         "password_env",
         "contact",
         "writeback_field",
+        "state_field",
         "timeout_ms",
     ])?;
     let (cluster, authority, timeout_ms) = upstream(o)?;
@@ -604,14 +643,10 @@ fn validate_salesforce(
         "CustomerAuthorizedBy" => ContactField::CustomerAuthorizedBy,
         _ => return err("salesforce.contact must be BillToContact or CustomerAuthorizedBy"),
     };
-    let writeback_field = o.opt_string("writeback_field")?;
-    if let Some(f) = &writeback_field {
-        let ok = f.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
-            && f.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-            && f.len() <= 80;
-        if !ok {
-            return err("salesforce.writeback_field must be an OrderItem field API name such as License_Keys__c");
-        }
+    let writeback_field = field_name(o, "writeback_field", "License_Keys__c")?;
+    let state_field = field_name(o, "state_field", "License_State__c")?;
+    if state_field.is_some() && state_field == writeback_field {
+        return err("salesforce.state_field must differ from salesforce.writeback_field");
     }
     Ok(SalesforceConfig {
         cluster,
@@ -620,8 +655,66 @@ fn validate_salesforce(
         grant,
         contact,
         writeback_field,
+        state_field,
         timeout_ms,
     })
+}
+
+/// An optional OrderItem field API name: it goes into the SOQL query and the write-back body.
+fn field_name(o: &Obj<'_>, key: &str, example: &str) -> Result<Option<String>, ConfigError> {
+    let name = o.opt_string(key)?;
+    if let Some(f) = &name {
+        let ok = f.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
+            && f.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            && f.len() <= 80;
+        if !ok {
+            return err(format!(
+                "{} must be an OrderItem field API name such as {example}",
+                o.field(key)
+            ));
+        }
+    }
+    Ok(name)
+}
+
+fn validate_lifecycle(o: &Obj<'_>) -> Result<Lifecycle, ConfigError> {
+    o.only(&["revoke_statuses", "reductions", "renewal_field"])?;
+    let mut revoke_statuses = Vec::new();
+    if let Some(v) = o.get("revoke_statuses") {
+        let list = v.as_array().ok_or_else(|| {
+            ConfigError("lifecycle.revoke_statuses must be a list of Order Status values".into())
+        })?;
+        for s in list {
+            match s.as_str().map(str::trim) {
+                Some("Activated") => {
+                    return err("lifecycle.revoke_statuses may not contain Activated")
+                }
+                Some(t) if !t.is_empty() && t.len() <= 255 => revoke_statuses.push(t.to_owned()),
+                _ => {
+                    return err("lifecycle.revoke_statuses must be a list of Order Status values")
+                }
+            }
+        }
+    }
+    let renewal_field = field_name(o, "renewal_field", "Renews__c")?;
+    if renewal_field.as_ref().is_some_and(|f| !f.ends_with("__c")) {
+        return err("lifecycle.renewal_field must be a custom OrderItem lookup field such as Renews__c");
+    }
+    Ok(Lifecycle {
+        revoke_statuses,
+        reductions: o.boolean("reductions", false)?,
+        renewal_field,
+    })
+}
+
+/// A renewal product renews the line its renewal line names: that takes `renewal_field`.
+fn check_renewals(i: &Issuing) -> Result<(), ConfigError> {
+    match i.products.iter().find(|(_, p)| p.renewal) {
+        Some((code, _)) if i.lifecycle.renewal_field.is_none() => err(format!(
+            "products.{code} is a renewal but lifecycle.renewal_field is not set"
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn validate_license(
@@ -722,6 +815,7 @@ fn structured_product(o: &Obj<'_>) -> Result<ProductArgs, String> {
         "productname",
         "emailtemplate",
         "args",
+        "renewal",
     ])
     .map_err(|e| e.0)?;
     let num = |k: &str| -> Result<u64, String> {
@@ -742,14 +836,22 @@ fn structured_product(o: &Obj<'_>) -> Result<ProductArgs, String> {
             extra.push((k.clone(), v));
         }
     }
-    ProductArgs::from_structured(
+    let mut product = ProductArgs::from_structured(
         num("productid")?,
         num("majorversion")?,
         num("minorversion")?,
         o.opt_string("productname").map_err(|e| e.0)?,
         o.opt_string("emailtemplate").map_err(|e| e.0)?,
         extra,
-    )
+    )?;
+    if o.boolean("renewal", false).map_err(|e| e.0)? {
+        // What RenewSubscriptionHttp adds: days on top of the current expiry, or a new date.
+        if product.get("is_expduration").is_none() && product.get("is_expdate").is_none() {
+            return Err("a renewal needs args.is_expduration or args.is_expdate".into());
+        }
+        product.renewal = true;
+    }
+    Ok(product)
 }
 
 impl Issuing {

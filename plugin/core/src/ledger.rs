@@ -5,6 +5,8 @@
 //!   `W` + keys (issued and written back to Salesforce). A line is marked `P` *before* the call
 //!   goes out, so a request cancelled mid-call (Salesforce hung up) still leaves a trace: until
 //!   that time a redelivery is told "busy", after it the line is looked up before any re-issue.
+//!   `R` + keys: the keys were revoked because the order was cancelled (an activated order
+//!   restores them). A reduction or renewal line records `I`/`W` + the key it changed.
 //! - **Claims**: per Order, who is working on it and until when. Taken with compare-and-swap, so
 //!   two deliveries of one order on two workers cannot both issue keys. Claims expire.
 //!
@@ -35,9 +37,14 @@ pub enum LineState {
     /// be working on it until `busy_until_ms`.
     Pending {
         busy_until_ms: u64,
+        /// A renewal line's key expiry before its call: a later expiry proves the renewal was
+        /// applied, so an uncertain renewal is never repeated blindly.
+        expiry_before: Option<String>,
     },
     Issued(Vec<String>),
     WrittenBack(Vec<String>),
+    /// Revoked by a cancellation (written back or not).
+    Revoked(Vec<String>),
 }
 
 impl LineState {
@@ -46,11 +53,20 @@ impl LineState {
     pub fn encode(&self) -> Vec<u8> {
         let (tag, rest): (&str, &[String]) = match self {
             LineState::Unknown => return Vec::new(),
-            LineState::Pending { busy_until_ms } => {
-                return format!("P\n{busy_until_ms}").into_bytes()
+            LineState::Pending {
+                busy_until_ms,
+                expiry_before,
+            } => {
+                let mut v = format!("P\n{busy_until_ms}");
+                if let Some(e) = expiry_before {
+                    v.push_str("\n=");
+                    v.push_str(e);
+                }
+                return v.into_bytes();
             }
             LineState::Issued(keys) => ("I", keys),
             LineState::WrittenBack(keys) => ("W", keys),
+            LineState::Revoked(keys) => ("R", keys),
         };
         let mut v = String::from(tag);
         for k in rest {
@@ -70,9 +86,14 @@ impl LineState {
         match tag {
             "P" => LineState::Pending {
                 busy_until_ms: keys.first().and_then(|t| t.parse().ok()).unwrap_or(0),
+                expiry_before: keys
+                    .get(1)
+                    .and_then(|e| e.strip_prefix('='))
+                    .map(str::to_owned),
             },
             "I" if !keys.is_empty() => LineState::Issued(keys),
             "W" if !keys.is_empty() => LineState::WrittenBack(keys),
+            "R" if !keys.is_empty() => LineState::Revoked(keys),
             _ => LineState::Unknown,
         }
     }
@@ -147,8 +168,8 @@ impl<'a> Ledger<'a> {
     /// (and a pending line's call, once it is over).
     fn evictable(&self, store: &dyn Store, key: &str, now_ms: u64) -> bool {
         match self.line_at(store, key) {
-            LineState::Pending { busy_until_ms } => busy_until_ms <= now_ms,
-            LineState::Issued(_) | LineState::WrittenBack(_) | LineState::Unknown => true,
+            LineState::Pending { busy_until_ms, .. } => busy_until_ms <= now_ms,
+            _ => true,
         }
     }
 
@@ -161,11 +182,11 @@ impl<'a> Ledger<'a> {
         busy_until_ms: u64,
         now_ms: u64,
     ) -> Result<(), StoreError> {
-        if self.line(store, item) == LineState::Unknown {
-            self.make_room(store, item, now_ms)?;
-        }
-        let state = LineState::Pending { busy_until_ms };
-        store.set(&self.line_key(item), &state.encode(), None)
+        let state = LineState::Pending {
+            busy_until_ms,
+            expiry_before: None,
+        };
+        self.set(store, item, &state, now_ms)
     }
 
     pub fn record_issued(
@@ -175,7 +196,7 @@ impl<'a> Ledger<'a> {
         keys: &[String],
         now_ms: u64,
     ) -> Result<(), StoreError> {
-        self.write(store, item, &LineState::Issued(keys.to_vec()), now_ms)
+        self.set(store, item, &LineState::Issued(keys.to_vec()), now_ms)
     }
 
     pub fn mark_written(
@@ -185,10 +206,11 @@ impl<'a> Ledger<'a> {
         keys: &[String],
         now_ms: u64,
     ) -> Result<(), StoreError> {
-        self.write(store, item, &LineState::WrittenBack(keys.to_vec()), now_ms)
+        self.set(store, item, &LineState::WrittenBack(keys.to_vec()), now_ms)
     }
 
-    fn write(
+    /// Record any state of a line (also a renewal's pending mark, a revocation).
+    pub fn set(
         &self,
         store: &mut dyn Store,
         item: &SfId,

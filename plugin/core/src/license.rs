@@ -62,13 +62,133 @@ pub fn retrieve_request(cfg: &LicenseConfig, order_item_id: &SfId) -> (String, S
     let mut form = form_urlencoded::Serializer::new(String::with_capacity(128));
     form.append_pair("is_orderid", order_item_id.as_str());
     form.append_pair("is_format", "xml");
-    form.append_pair("is_vendor", &cfg.vendor);
-    form.append_pair("is_user", cfg.user.expose());
-    form.append_pair("is_pwd", cfg.password.expose());
+    credentials(cfg, &mut form);
     (
         format!("{}/RetrieveActivationKeyHttp", cfg.path_prefix),
         form.finish(),
     )
+}
+
+/// A change to a key that exists: QLM's lifecycle methods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyChange<'a> {
+    Revoke,
+    Restore,
+    /// Activations allowed after a reduction.
+    SetQuantity(u32),
+    /// Adds the product's `is_expduration` (or sets its `is_expdate`).
+    Renew(&'a ProductArgs),
+}
+
+impl KeyChange<'_> {
+    pub fn method(&self) -> &'static str {
+        match self {
+            KeyChange::Revoke | KeyChange::Restore => "RevokeLicenseHttp",
+            KeyChange::SetQuantity(_) => "UpdateLicenseHttp",
+            KeyChange::Renew(_) => "RenewSubscriptionHttp",
+        }
+    }
+
+    /// The QLM server property that enables the method (named in the fault when refused).
+    pub fn server_property(&self) -> &'static str {
+        match self {
+            KeyChange::Revoke | KeyChange::Restore => "enableRevokeLicense",
+            KeyChange::SetQuantity(_) => "enableUpgradeLicense",
+            KeyChange::Renew(_) => "enableRenewSubscriptionHttp",
+        }
+    }
+}
+
+/// Path and form body of a lifecycle call on `key`.
+pub fn change_request(cfg: &LicenseConfig, key: &str, change: KeyChange<'_>) -> (String, String) {
+    let mut form = form_urlencoded::Serializer::new(String::with_capacity(160));
+    form.append_pair("is_avkey", key);
+    match change {
+        KeyChange::Revoke => {
+            form.append_pair("is_revoke", "true");
+        }
+        KeyChange::Restore => {
+            form.append_pair("is_revoke", "false");
+        }
+        KeyChange::SetQuantity(n) => {
+            form.append_pair("is_quantity", &n.to_string());
+        }
+        KeyChange::Renew(p) => {
+            for k in ["is_expduration", "is_expdate"] {
+                if let Some(v) = p.get(k) {
+                    form.append_pair(k, v);
+                }
+            }
+        }
+    }
+    credentials(cfg, &mut form);
+    (
+        format!("{}/{}", cfg.path_prefix, change.method()),
+        form.finish(),
+    )
+}
+
+/// Path and form body of a `ValidateLicenseHttp` call: a key's state, without activating it.
+pub fn validate_request(cfg: &LicenseConfig, key: &str) -> (String, String) {
+    let mut form = form_urlencoded::Serializer::new(String::with_capacity(128));
+    form.append_pair("is_avkey", key);
+    form.append_pair("is_activate", "false");
+    credentials(cfg, &mut form);
+    (
+        format!("{}/ValidateLicenseHttp", cfg.path_prefix),
+        form.finish(),
+    )
+}
+
+fn credentials(cfg: &LicenseConfig, form: &mut form_urlencoded::Serializer<'_, String>) {
+    form.append_pair("is_vendor", &cfg.vendor);
+    form.append_pair("is_user", cfg.user.expose());
+    form.append_pair("is_pwd", cfg.password.expose());
+}
+
+/// The outcome of a lifecycle call. Its reply body is undocumented: an error (element or
+/// `Error: …` text) is a refusal, any other well-formed answer (`<result>…</result>`,
+/// `License revoked.`) is success.
+pub fn parse_change(status: u16, body: &[u8]) -> Result<(), LicenseError> {
+    match parse_keys(status, body) {
+        Ok(_) => Ok(()),
+        Err(LicenseError::Unparseable(m)) if m.starts_with(NOT_A_KEY) || m.starts_with(LOOSE_TEXT) => {
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Does a refusal say the key does not exist? (Wording undocumented: matched loosely.)
+pub fn is_unknown_key(refusal: &str) -> bool {
+    let m = refusal.to_ascii_lowercase();
+    ["not exist", "not found", "unknown", "invalid license key", "invalid key"]
+        .iter()
+        .any(|w| m.contains(w))
+}
+
+/// The expiry a `ValidateLicenseHttp` reply shows: the text of its first element whose name
+/// mentions expiry, as the server wrote it (`None`: the key does not expire). Compared, never
+/// interpreted, so its format does not matter.
+pub fn parse_expiry(status: u16, body: &[u8]) -> Result<Option<String>, LicenseError> {
+    parse_keys(status, body).map(|_| ())?;
+    let text = std::str::from_utf8(body).unwrap_or("");
+    let mut reader = Reader::new(text, 16);
+    let mut in_expiry = false;
+    loop {
+        match reader.next_token() {
+            Ok(Token::Start { name, empty, .. }) => {
+                let local = name.split_once(':').map_or(name, |(_, l)| l);
+                in_expiry = !empty && local.to_ascii_lowercase().contains("expir");
+            }
+            Ok(Token::Text(t)) if in_expiry => {
+                let t = t.content();
+                return Ok(Some(error_excerpt(t.trim())));
+            }
+            Ok(Token::Eof) | Err(_) => return Ok(None),
+            Ok(_) => in_expiry = false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,6 +212,9 @@ impl std::fmt::Display for LicenseError {
 }
 
 const MAX_KEY_LEN: usize = 512;
+/// How `parse_keys` words a reply that is text, not a key (`parse_change` accepts it).
+const NOT_A_KEY: &str = "not a license key";
+const LOOSE_TEXT: &str = "unexpected text";
 
 /// Keys from a license-server reply: every `<activationKey>` element, or a plain-text key
 /// (also inside ASMX's `<string>` wrapper). Tolerant by design: the error format is undocumented.
@@ -191,7 +314,7 @@ pub fn parse_keys(status: u16, body: &[u8]) -> Result<Vec<String>, LicenseError>
         return Err(if mentions_error(loose) {
             LicenseError::Refused(error_excerpt(loose))
         } else {
-            LicenseError::Unparseable(format!("unexpected text {}", error_excerpt(loose)))
+            LicenseError::Unparseable(format!("{LOOSE_TEXT} {}", error_excerpt(loose)))
         });
     }
     if keys.is_empty() && root != Some("QuickLicenseManager") {
@@ -229,7 +352,7 @@ fn valid_key(k: &str) -> Result<String, LicenseError> {
         Ok(k.to_owned())
     } else {
         Err(LicenseError::Unparseable(format!(
-            "not a license key: {}",
+            "{NOT_A_KEY}: {}",
             error_excerpt(k)
         )))
     }

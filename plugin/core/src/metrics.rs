@@ -15,7 +15,12 @@ pub enum Metric {
     LicensesRecovered,
     LinesSkippedUnmapped,
     LinesSkippedInvalid,
+    LinesSkippedUnknownKey,
     LinesAlreadyLicensed,
+    LicensesRevoked,
+    LicensesRestored,
+    LicensesReduced,
+    LicensesRenewed,
     OrdersSkipped,
     CalloutsFailedSalesforce,
     CalloutsFailedLicense,
@@ -27,7 +32,7 @@ pub enum Metric {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 21] = [
+    pub const ALL: [Metric; 26] = [
         Metric::MessagesAcked,
         Metric::FaultedClient,
         Metric::FaultedAuth,
@@ -40,7 +45,12 @@ impl Metric {
         Metric::LicensesRecovered,
         Metric::LinesSkippedUnmapped,
         Metric::LinesSkippedInvalid,
+        Metric::LinesSkippedUnknownKey,
         Metric::LinesAlreadyLicensed,
+        Metric::LicensesRevoked,
+        Metric::LicensesRestored,
+        Metric::LicensesReduced,
+        Metric::LicensesRenewed,
         Metric::OrdersSkipped,
         Metric::CalloutsFailedSalesforce,
         Metric::CalloutsFailedLicense,
@@ -65,7 +75,12 @@ impl Metric {
             Metric::LicensesRecovered => "keygate_licenses_recovered",
             Metric::LinesSkippedUnmapped => "keygate_lines_skipped_unmapped",
             Metric::LinesSkippedInvalid => "keygate_lines_skipped_invalid",
+            Metric::LinesSkippedUnknownKey => "keygate_lines_skipped_unknown_key",
             Metric::LinesAlreadyLicensed => "keygate_lines_already_licensed",
+            Metric::LicensesRevoked => "keygate_licenses_revoked",
+            Metric::LicensesRestored => "keygate_licenses_restored",
+            Metric::LicensesReduced => "keygate_licenses_reduced",
+            Metric::LicensesRenewed => "keygate_licenses_renewed",
             Metric::OrdersSkipped => "keygate_orders_skipped",
             Metric::CalloutsFailedSalesforce => "keygate_callouts_failed_salesforce",
             Metric::CalloutsFailedLicense => "keygate_callouts_failed_license",

@@ -20,6 +20,9 @@ const REQUIRED: &[&str] = &["is_productid", "is_majorversion", "is_minorversion"
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProductArgs {
     args: Vec<(String, String)>,
+    /// `"renewal": true`: a line of this product renews the key of the line it names
+    /// (`lifecycle.renewal_field`) instead of creating one.
+    pub renewal: bool,
 }
 
 impl ProductArgs {
@@ -80,7 +83,10 @@ impl ProductArgs {
                 None => return Err(format!("{r} is required")),
             }
         }
-        Ok(ProductArgs { args })
+        Ok(ProductArgs {
+            args,
+            renewal: false,
+        })
     }
 
     pub fn args(&self) -> &[(String, String)] {

@@ -233,7 +233,13 @@ impl Flow {
         run.licensed
             .iter()
             .map(|(order, item, k)| {
-                let state = if run.written.iter().any(|w| w.same_record(item)) {
+                let revoked = self
+                    .lines
+                    .iter()
+                    .any(|l| l.item.same_record(item) && l.action == Action::Revoke);
+                let state = if revoked {
+                    LineState::Revoked(k.clone())
+                } else if run.written.iter().any(|w| w.same_record(item)) {
                     LineState::WrittenBack(k.clone())
                 } else {
                     LineState::Issued(k.clone())
@@ -423,7 +429,7 @@ impl Flow {
                     self.etcd_line_recorded(idx, state, rev);
                     if issue {
                         self.in_flight = self.in_flight.saturating_sub(1);
-                        if !self.send_issue(idx, env) {
+                        if !self.send_marked(idx, env) {
                             let item = self.line_item(idx);
                             self.failures
                                 .push(format!("deadline reached before licensing line {item}"));

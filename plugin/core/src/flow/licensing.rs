@@ -1,5 +1,6 @@
 //! The license-server side of the flow: license calls and lookups at most `max_concurrency` at a
-//! time, the write-ahead mark before each call, and what each reply means for its line.
+//! time, the write-ahead mark before each call that must not run twice (an issue, a renewal),
+//! and what each reply means for its line. The calls that change a key are in `lifecycle`.
 
 use super::*;
 use crate::store::StoreError;
@@ -12,10 +13,10 @@ impl Flow {
             return;
         };
         while self.in_flight < max {
-            let Some((line, lookup)) = self.queue.pop_front() else {
+            let Some((line, step)) = self.queue.pop_front() else {
                 break;
             };
-            if !self.start_line(line, lookup, env) {
+            if !self.start_line(line, step, env) {
                 let item = self
                     .lines
                     .get(line)
@@ -37,7 +38,7 @@ impl Flow {
     }
 
     #[inline(never)]
-    pub(super) fn start_line(&mut self, idx: usize, lookup: bool, env: &mut Env<'_>) -> bool {
+    pub(super) fn start_line(&mut self, idx: usize, step: Step, env: &mut Env<'_>) -> bool {
         let Some(issuing) = self.cfg.issuing.as_ref() else {
             return false;
         };
@@ -45,61 +46,82 @@ impl Flow {
             return false;
         };
         let lic = &issuing.license;
-        let (path, body, what) = if lookup {
-            let (p, b) = license::retrieve_request(lic, &line.item);
-            (p, b, Pending::Lookup(idx))
-        } else {
-            if issuing.product(&line.code).is_none() || self.orders.get(line.order).is_none() {
-                return false;
+        let (path, body, what) = match (step, line.action) {
+            (Step::Lookup, _) => {
+                let (p, b) = license::retrieve_request(lic, &line.target);
+                (p, b, Pending::Lookup(idx))
             }
-            // A call that will not be sent must not leave the line marked uncertain.
-            if self.deadline_at.saturating_sub(env.now_ms) < MIN_CALL_MS {
-                self.deadline_hit = true;
-                return false;
+            (Step::Validate, _) => {
+                let key = line.keys.first().map(String::as_str).unwrap_or("");
+                let (p, b) = license::validate_request(lic, key);
+                (p, b, Pending::Validate(idx))
             }
-            // Write-ahead: from here until a key is recorded, the outcome counts as uncertain,
-            // and until the call's time is up (plus grace) it may still be running.
-            let ledger = Ledger::new(&self.cfg.state_prefix, self.cfg.ledger);
-            let timeout = lic
-                .timeout_ms
-                .min(self.deadline_at.saturating_sub(env.now_ms));
-            if let Some(e) = self.cfg.etcd.as_ref() {
-                // The license call goes out once etcd has the mark (`on_etcd`).
-                let busy_until =
-                    ledger.busy_until(env.now_ms.saturating_add(e.timeout_ms), timeout);
-                return self.etcd_set_line(
-                    idx,
-                    LineState::Pending {
-                        busy_until_ms: busy_until,
-                    },
-                    true,
-                    env,
-                );
-            }
-            let busy_until = ledger.busy_until(env.now_ms, timeout);
-            if let Err(e) = ledger.mark_pending(env.store, &line.item, busy_until, env.now_ms) {
-                let why = match e {
-                    StoreError::Full => "the ledger is full of unfinished lines",
-                    _ => "shared state unavailable",
-                };
-                let msg = format!(
-                    "could not record line {} before licensing it: {why}",
-                    line.item
-                );
-                self.failures.push(msg);
-                if e == StoreError::Full {
-                    self.count(Metric::LedgerFull, 1);
-                }
-                return true;
-            }
-            return self.send_issue(idx, env);
+            (Step::Act, Action::Issue | Action::Renew) => return self.mark_and_send(idx, env),
+            (Step::Act, _) => return self.send_change(idx, env),
         };
         self.send_license_call(what, path, body, env)
     }
 
-    /// The license call that creates line `idx`'s key (its pending mark is recorded).
+    /// Write-ahead: from here until the outcome is recorded, it counts as uncertain, and until
+    /// the call's time is up (plus grace) it may still be running. Then the call itself.
+    fn mark_and_send(&mut self, idx: usize, env: &mut Env<'_>) -> bool {
+        let Some(issuing) = self.cfg.issuing.as_ref() else {
+            return false;
+        };
+        let Some(line) = self.lines.get(idx) else {
+            return false;
+        };
+        if issuing.product(&line.code).is_none() || self.orders.get(line.order).is_none() {
+            return false;
+        }
+        // A call that will not be sent must not leave the line marked uncertain.
+        if self.deadline_at.saturating_sub(env.now_ms) < MIN_CALL_MS {
+            self.deadline_hit = true;
+            return false;
+        }
+        let ledger = Ledger::new(&self.cfg.state_prefix, self.cfg.ledger);
+        let timeout = issuing
+            .license
+            .timeout_ms
+            .min(self.deadline_at.saturating_sub(env.now_ms));
+        let expiry_before = match line.action {
+            Action::Renew => line.expiry_now.clone(),
+            _ => None,
+        };
+        let item = line.item;
+        if let Some(e) = self.cfg.etcd.as_ref() {
+            // The license call goes out once etcd has the mark (`on_etcd`).
+            let busy_until = ledger.busy_until(env.now_ms.saturating_add(e.timeout_ms), timeout);
+            return self.etcd_set_line(idx, pending(busy_until, expiry_before), true, env);
+        }
+        let busy_until = ledger.busy_until(env.now_ms, timeout);
+        if let Err(e) = ledger.set(env.store, &item, &pending(busy_until, expiry_before), env.now_ms)
+        {
+            let why = match e {
+                StoreError::Full => "the ledger is full of unfinished lines",
+                _ => "shared state unavailable",
+            };
+            let msg = format!("could not record line {item} before licensing it: {why}");
+            self.failures.push(msg);
+            if e == StoreError::Full {
+                self.count(Metric::LedgerFull, 1);
+            }
+            return true;
+        }
+        self.send_marked(idx, env)
+    }
+
+    /// The call of a line whose pending mark is recorded: its issue, or its renewal.
     #[inline(never)]
-    pub(super) fn send_issue(&mut self, idx: usize, env: &mut Env<'_>) -> bool {
+    pub(super) fn send_marked(&mut self, idx: usize, env: &mut Env<'_>) -> bool {
+        if self.lines.get(idx).is_some_and(|l| l.action == Action::Renew) {
+            return self.send_change(idx, env);
+        }
+        self.send_issue(idx, env)
+    }
+
+    /// The license call that creates line `idx`'s key (its pending mark is recorded).
+    fn send_issue(&mut self, idx: usize, env: &mut Env<'_>) -> bool {
         let Some(issuing) = self.cfg.issuing.as_ref() else {
             return false;
         };
@@ -125,7 +147,7 @@ impl Flow {
         self.send_license_call(Pending::Issue(idx), path, body, env)
     }
 
-    fn send_license_call(
+    pub(super) fn send_license_call(
         &mut self,
         what: Pending,
         path: String,
@@ -215,51 +237,74 @@ impl Flow {
         let Some(line) = self.lines.get(idx) else {
             return;
         };
-        let over = LineState::Pending {
-            busy_until_ms: env.now_ms,
-        };
+        let item = line.item;
         if self.etcd.is_some() {
-            if let Some(LineState::Pending { .. }) = self.etcd_line(&line.item).map(|l| &l.state) {
+            if let Some(LineState::Pending { expiry_before, .. }) =
+                self.etcd_line(&item).map(|l| &l.state)
+            {
+                let over = pending(env.now_ms, expiry_before.clone());
                 self.etcd_set_line(idx, over, false, env);
             }
             return;
         }
         let ledger = Ledger::new(&self.cfg.state_prefix, self.cfg.ledger);
-        if let LineState::Pending { .. } = ledger.line(env.store, &line.item) {
-            let _ = ledger.mark_pending(env.store, &line.item, env.now_ms, env.now_ms);
+        if let LineState::Pending { expiry_before, .. } = ledger.line(env.store, &item) {
+            let _ = ledger.set(env.store, &item, &pending(env.now_ms, expiry_before), env.now_ms);
         }
     }
 
     pub(super) fn on_lookup(&mut self, idx: usize, resp: Response, env: &mut Env<'_>) {
         self.in_flight = self.in_flight.saturating_sub(1);
         self.count(Metric::Lookups, 1);
-        let item = self.line_item(idx);
+        let target = self.lines.get(idx).map(|l| l.target.to_string()).unwrap_or_default();
+        let action = self.lines.get(idx).map_or(Action::Issue, |l| l.action);
         let found = match resp.status {
             None => Err(LicenseError::Unparseable("no response".into())),
             Some(s) => license::parse_keys(s, &resp.body),
         };
         match found {
-            Ok(keys) if !keys.is_empty() => {
+            Ok(keys) if !keys.is_empty() && action == Action::Issue => {
                 self.log(
                     Level::Info,
                     format!(
-                        "line {item}: found {} key(s) issued by an earlier delivery",
+                        "line {target}: found {} key(s) issued by an earlier delivery",
                         keys.len()
                     ),
                 );
                 self.line_licensed(idx, keys, Metric::LicensesRecovered, env);
             }
-            Ok(_) => self.queue.push_front((idx, false)),
+            Ok(keys) if !keys.is_empty() => {
+                let step = if action == Action::Renew {
+                    Step::Validate
+                } else {
+                    Step::Act
+                };
+                if let Some(line) = self.lines.get_mut(idx) {
+                    line.keys = keys;
+                }
+                if self.single_key(idx) {
+                    self.queue.push_front((idx, step));
+                }
+            }
+            Ok(_) if action == Action::Issue => self.queue.push_front((idx, Step::Act)),
+            // Never licensed: nothing to revoke or restore.
+            Ok(_) if matches!(action, Action::Revoke | Action::Restore) => self.log(
+                Level::Info,
+                format!("line {target}: no key at the license server: nothing to change"),
+            ),
+            Ok(_) => self.skip_unknown_key(idx, "has no key at the license server"),
             Err(e) => {
                 self.count(Metric::CalloutsFailedLicense, 1);
                 self.failures.push(format!(
-                    "could not check for keys already issued for line {item}: {e}"
+                    "could not check for keys already issued for line {target}: {e}"
                 ));
             }
         }
         self.pump(env);
     }
 
+    /// Line `idx`'s action is done, with `keys` (issued, found by a lookup, or changed): recorded
+    /// in the ledger, counted, and queued for the write-back with the line's state.
     #[inline(never)]
     pub(super) fn line_licensed(
         &mut self,
@@ -268,29 +313,50 @@ impl Flow {
         metric: Metric,
         env: &mut Env<'_>,
     ) {
+        let Some(line) = self.lines.get_mut(idx) else {
+            return;
+        };
+        line.keys = keys;
+        let (item, action) = (line.item, line.action);
+        let n = line.keys.len() as u32;
+        let ledger = Ledger::new(&self.cfg.state_prefix, self.cfg.ledger);
+        let state = match action {
+            Action::Revoke => LineState::Revoked(line.keys.clone()),
+            _ => LineState::Issued(line.keys.clone()),
+        };
+        if self.etcd.is_none() && ledger.set(env.store, &item, &state, env.now_ms).is_err() {
+            self.log(
+                Level::Error,
+                format!("line {item}: key issued or changed but not recorded in shared state"),
+            );
+        }
+        self.count(metric, if action == Action::Issue { 1 } else { u64::from(n) });
+        match metric {
+            Metric::LicensesRecovered => self.recovered += 1,
+            Metric::LicensesIssued => self.issued += 1,
+            _ => self.changed += n,
+        }
+        self.line_known(idx);
+    }
+
+    /// Line `idx` is done and its keys are known: the etcd ledger's last transaction records it,
+    /// and the write-back gives Salesforce its keys and state.
+    pub(super) fn line_known(&mut self, idx: usize) {
         let Some(line) = self.lines.get(idx) else {
             return;
         };
-        let item = line.item;
-        let ledger = Ledger::new(&self.cfg.state_prefix, self.cfg.ledger);
+        let (item, keys) = (line.item, line.keys.clone());
+        let state = self.state_label(line);
         if self.etcd.is_some() {
-            // Recorded by the delivery's last transaction, with the write-back's outcome.
             self.etcd_licensed(idx, &keys);
-        } else if ledger
-            .record_issued(env.store, &item, &keys, env.now_ms)
-            .is_err()
-        {
-            self.log(
-                Level::Error,
-                format!("line {item}: key issued but not recorded in shared state"),
-            );
         }
-        self.count(metric, 1);
-        if metric == Metric::LicensesRecovered {
-            self.recovered += 1;
-        } else {
-            self.issued += 1;
-        }
-        self.to_write.push((item, keys));
+        self.to_write.push(WriteBack { item, keys, state });
+    }
+}
+
+fn pending(busy_until_ms: u64, expiry_before: Option<String>) -> LineState {
+    LineState::Pending {
+        busy_until_ms,
+        expiry_before,
     }
 }

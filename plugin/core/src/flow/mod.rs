@@ -2,14 +2,15 @@
 //! [`Command`]s out. The shell carries out the commands and feeds responses back.
 //!
 //! Phases: claim orders → (login if no token) → query (one SOQL, all pages, then the further
-//! pages of any order's OrderItems) → plan lines → issue (one license call per line, at most
+//! pages of any order's OrderItems) → plan lines → license calls (one per line, at most
 //! `max_concurrency` in flight; a lookup first wherever an earlier call may have issued: the
 //! ledger is volatile, so that is every line it cannot vouch for) → write-back (sObject
-//! Collections) → one reply.
+//! Collections) → one reply. A line's [`Action`] is an issue, or with `lifecycle` a revoke,
+//! restore, reduction or renewal of the keys of the line it names.
 //!
 //! Files: this one holds the types, the message's life (start, responses, cancel, the one reply);
 //! `salesforce_calls` the Salesforce side, `plan` what each line needs, `licensing` the license
-//! calls and lookups.
+//! calls and lookups, `lifecycle` the calls that change an existing key.
 //!
 //! Helpers called from many places are `#[inline(never)]`: their inlined copies cost ~1.2 KB of
 //! the .wasm for no measurable speed.
@@ -27,12 +28,13 @@ use crate::ledger::{ClaimError, Ledger, LineState};
 use crate::license::{self, looks_like_key, Customer, IssueRequest, LicenseError};
 use crate::metrics::Metric;
 use crate::reply::{outcome_metric, FaultKind, Reply};
-use crate::salesforce::{self, Order, SalesforceError, Token};
+use crate::salesforce::{self, Order, SalesforceError, Token, WriteBack};
 use crate::soap::OutboundMessage;
 use crate::store::Store;
 
 mod etcd_ledger;
 mod licensing;
+mod lifecycle;
 mod plan;
 mod salesforce_calls;
 
@@ -108,7 +110,7 @@ enum SfCall {
         path: String,
     },
     WriteBack {
-        lines: Vec<(SfId, Vec<String>)>,
+        lines: Vec<WriteBack>,
     },
 }
 
@@ -118,16 +120,56 @@ enum Pending {
     Sf(SfCall),
     Issue(usize),
     Lookup(usize),
+    /// A lifecycle call on one key of the line (`lifecycle`).
+    Change(usize),
+    /// `ValidateLicenseHttp` of a renewal line's key: its expiry.
+    Validate(usize),
     Etcd(EtcdStep),
 }
 
-/// One order line to license.
+/// What a line asks of the license server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Issue,
+    /// The order was cancelled: revoke the line's keys.
+    Revoke,
+    /// Activated again after a cancellation: the same keys, no longer revoked.
+    Restore,
+    /// A reduction line: the reduced line's key now allows this many activations (0: revoked).
+    Reduce(u32),
+    /// A renewal line: renew the renewed line's key (exactly once).
+    Renew,
+}
+
+/// The next license-server step of a queued line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Find the keys of the line's target (`RetrieveActivationKeyHttp`).
+    Lookup,
+    /// Read the target key's expiry (renewals).
+    Validate,
+    /// The action's own call (after the write-ahead mark where the action is not idempotent).
+    Act,
+}
+
+/// One order line and what it needs.
 #[derive(Debug, Clone)]
 struct Line {
     order: usize,
     item: SfId,
     code: String,
     quantity: u32,
+    action: Action,
+    /// The line whose keys the action is about: `item` itself, or the line reduced or renewed.
+    target: SfId,
+    /// The target's keys once known (ledger, write-back field or lookup).
+    keys: Vec<String>,
+    /// Keys a revoke or restore has changed so far (one call per key).
+    keys_done: usize,
+    /// A renewal whose earlier call's outcome is unknown: the expiry recorded before that call.
+    expiry_recorded: Option<Option<String>>,
+    /// A renewal's key expiry read just before its call.
+    expiry_now: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -151,11 +193,11 @@ pub struct Flow {
     fetched: Vec<Order>,
     orders: Vec<PlannedOrder>,
     lines: Vec<Line>,
-    /// Lines waiting for a license call (index into `lines`; `true` = look up first).
-    queue: VecDeque<(usize, bool)>,
+    /// Lines waiting for a license-server call (index into `lines`, and which call).
+    queue: VecDeque<(usize, Step)>,
     in_flight: usize,
-    /// Lines with keys that Salesforce does not have yet.
-    to_write: Vec<(SfId, Vec<String>)>,
+    /// Lines with keys (and states) that Salesforce does not have yet.
+    to_write: Vec<WriteBack>,
     failures: Vec<String>,
     /// Lines whose earlier license call may still be running: retry later, nothing failed.
     busy: Vec<String>,
@@ -164,9 +206,11 @@ pub struct Flow {
     token_cas: Option<u32>,
     deadline_hit: bool,
     finished: bool,
-    /// Keys issued / found by lookup in this delivery, for the summary log line.
+    /// Keys issued / found by lookup / changed (revoked, restored, …) in this delivery, for the
+    /// summary log line.
     issued: u32,
     recovered: u32,
+    changed: u32,
     /// The etcd ledger's part of this delivery (`None`: shared data).
     etcd: Option<EtcdRun>,
     out: Vec<Command>,
@@ -203,6 +247,7 @@ impl Flow {
             finished: false,
             issued: 0,
             recovered: 0,
+            changed: 0,
             etcd: None,
             out: Vec::new(),
         };
@@ -211,7 +256,11 @@ impl Flow {
         }
         flow.count(Metric::Notifications, msg.notifications.len() as u64);
         for n in &msg.notifications {
-            if !n.order.is_activated() {
+            let revokes = match (&flow.cfg.issuing, n.order.status()) {
+                (Some(i), Some(s)) => i.lifecycle.revokes(s),
+                _ => false,
+            };
+            if !n.order.is_activated() && !revokes {
                 continue;
             }
             // One order can be in a message twice (two edits); it is licensed once.
@@ -286,11 +335,7 @@ impl Flow {
     /// The orders are claimed: read them, their contacts and order products.
     pub(super) fn query_orders(&mut self, env: &mut Env<'_>) {
         let soql = match &self.cfg.issuing {
-            Some(i) => salesforce::build_soql(
-                &self.wanted,
-                i.salesforce.contact,
-                i.salesforce.writeback_field.as_deref(),
-            ),
+            Some(i) => salesforce::build_soql(&self.wanted, &salesforce::Fields::of(i)),
             None => return self.finish(env),
         };
         let path = salesforce::query_path(self.sf_version(), &soql);
@@ -341,6 +386,8 @@ impl Flow {
                 Pending::Sf(call) => self.on_sf(call, resp, env),
                 Pending::Issue(line) => self.on_issue(line, resp, env),
                 Pending::Lookup(line) => self.on_lookup(line, resp, env),
+                Pending::Change(line) => self.on_change(line, resp, env),
+                Pending::Validate(line) => self.on_validate(line, resp, env),
                 Pending::Etcd(step) => self.on_etcd(step, resp, env),
             }
             self.maybe_finish(env);
@@ -373,7 +420,10 @@ impl Flow {
                 self.log(Level::Warn, format!("Salesforce {why}"));
                 self.sf_failed(format!("Salesforce {why}"));
             }
-            Pending::Issue(idx) | Pending::Lookup(idx) => {
+            Pending::Issue(idx)
+            | Pending::Lookup(idx)
+            | Pending::Change(idx)
+            | Pending::Validate(idx) => {
                 // An issue call that answered too much may still have issued: the line stays
                 // pending, and its call is over, so the next delivery looks it up.
                 self.in_flight = self.in_flight.saturating_sub(1);
@@ -391,10 +441,10 @@ impl Flow {
             return;
         }
         if !self.to_write.is_empty() {
-            let writeback = self
-                .issuing()
-                .and_then(|i| i.salesforce.writeback_field.clone());
-            let batch: Vec<(SfId, Vec<String>)> = if writeback.is_some() {
+            let writes = self.issuing().is_some_and(|i| {
+                i.salesforce.writeback_field.is_some() || i.salesforce.state_field.is_some()
+            });
+            let batch: Vec<WriteBack> = if writes {
                 let n = self.to_write.len().min(salesforce::WRITEBACK_BATCH);
                 self.to_write.drain(..n).collect()
             } else {
@@ -419,15 +469,16 @@ impl Flow {
         self.failures.append(&mut self.busy);
         let reply = if self.failures.is_empty() && !self.deadline_hit {
             if !self.wanted.is_empty() {
-                self.log(
-                    Level::Info,
-                    format!(
-                        "acked: {} activated order(s), {} key(s) issued, {} found from an earlier delivery",
-                        self.wanted.len(),
-                        self.issued,
-                        self.recovered
-                    ),
+                let mut summary = format!(
+                    "acked: {} activated order(s), {} key(s) issued, {} found from an earlier delivery",
+                    self.wanted.len(),
+                    self.issued,
+                    self.recovered
                 );
+                if self.changed > 0 {
+                    summary.push_str(&format!(", {} key change(s)", self.changed));
+                }
+                self.log(Level::Info, summary);
             }
             Reply::ack()
         } else {

@@ -1,7 +1,13 @@
 //! Planning: from the orders Salesforce returned to the lines that need a license call, a lookup
-//! first, or only a write-back, and the lines that wait or are skipped for good.
+//! first, or only a write-back, and the lines that wait or are skipped for good. An activated
+//! order's lines are issued (or restored after a cancellation); a cancelled order's lines are
+//! revoked; a reduction order's lines reduce the lines they name, a renewal line renews one.
 
 use super::*;
+use crate::salesforce::OrderItem;
+
+/// The state field's value for a revoked line (see [`Action::label`]).
+pub(super) const REVOKED: &str = "Revoked";
 
 impl Flow {
     /// Decide, per order line, what is left to do.
@@ -11,28 +17,31 @@ impl Flow {
         let Some(issuing) = cfg.issuing.as_ref() else {
             return;
         };
-        let ledger = Ledger::new(&cfg.state_prefix, cfg.ledger);
         let fetched = std::mem::take(&mut self.fetched);
-        let mut counts = Counts::default();
-        let mut logs = Vec::new();
+        let mut p = Planner {
+            ledger: Ledger::new(&cfg.state_prefix, cfg.ledger),
+            counts: Counts::default(),
+            logs: Vec::new(),
+        };
         for id in self.wanted.clone() {
             let Some(order) = fetched.iter().find(|o| o.id.same_record(&id)) else {
-                logs.push((
+                p.logs.push((
                     Level::Warn,
                     format!("order {id} not found in Salesforce (deleted?): skipped"),
                 ));
-                counts.add(Metric::OrdersSkipped);
+                p.counts.add(Metric::OrdersSkipped);
                 continue;
             };
-            if order.status != "Activated" {
-                logs.push((
+            let cancelled = issuing.lifecycle.revokes(&order.status);
+            if order.status != "Activated" && !cancelled {
+                p.logs.push((
                     Level::Info,
                     format!(
-                        "order {id} is now '{}', not Activated: skipped",
+                        "order {id} is now '{}', neither Activated nor a revoke status: skipped",
                         crate::text::excerpt(&order.status)
                     ),
                 ));
-                counts.add(Metric::OrdersSkipped);
+                p.counts.add(Metric::OrdersSkipped);
                 continue;
             }
             let order_idx = self.orders.len();
@@ -44,8 +53,8 @@ impl Flow {
                     ..Customer::default()
                 }),
             });
-            if order.customer.is_none() {
-                logs.push((
+            if order.customer.is_none() && !cancelled {
+                p.logs.push((
                     Level::Warn,
                     format!(
                         "order {id} has no {} contact: licensing without customer details",
@@ -53,92 +62,324 @@ impl Flow {
                     ),
                 ));
             }
+            let reduction = order.is_reduction && issuing.lifecycle.reductions;
             for item in &order.items {
                 let code = item.product_code.clone().unwrap_or_default();
-                if issuing.product(&code).is_none() {
-                    counts.add(Metric::LinesSkippedUnmapped);
+                let Some(product) = issuing.product(&code) else {
+                    p.counts.add(Metric::LinesSkippedUnmapped);
                     continue;
-                }
+                };
                 // The same OrderItem listed twice in a reply is one line.
                 if self.lines.iter().any(|l| l.item.same_record(&item.id)) {
                     continue;
                 }
-                match item.written_back.as_deref() {
-                    // Salesforce already holds this line's keys: the durable marker across replicas.
-                    Some(v) if v.lines().all(|k| looks_like_key(k.trim())) => {
-                        counts.add(Metric::LinesAlreadyLicensed);
-                        continue;
-                    }
-                    // "TBD", "pending", …: a person's note, not a key. The lookup decides.
-                    Some(v) => logs.push((
-                        Level::Warn,
-                        format!(
-                            "line {}: write-back field holds {}, not a license key; looking the line up",
-                            item.id,
-                            crate::text::excerpt(v)
-                        ),
-                    )),
-                    None => {}
-                }
-                let q = item.quantity;
-                if !((1.0..=1_000_000.0).contains(&q) && q.fract() == 0.0) {
-                    logs.push((
-                        Level::Error,
-                        format!(
-                            "order {id} line {}: quantity is not a positive whole number: skipped",
-                            item.id
-                        ),
-                    ));
-                    counts.add(Metric::LinesSkippedInvalid);
-                    continue;
-                }
-                let line = self.lines.len();
-                self.lines.push(Line {
+                let line = Line {
                     order: order_idx,
                     item: item.id,
                     code,
-                    quantity: q as u32,
-                });
-                let known = match self.etcd_line(&item.id) {
-                    Some(record) => record.state.clone(),
-                    None if self.etcd.is_some() => LineState::Unknown,
-                    None => ledger.line(env.store, &item.id),
+                    quantity: 0,
+                    action: Action::Issue,
+                    target: item.id,
+                    keys: Vec::new(),
+                    keys_done: 0,
+                    expiry_recorded: None,
+                    expiry_now: None,
                 };
-                match known {
-                    LineState::Issued(keys) | LineState::WrittenBack(keys) => {
-                        // Issued by an earlier delivery: only the write-back may be missing.
-                        counts.add(Metric::LinesAlreadyLicensed);
-                        if self.etcd.is_some() {
-                            self.etcd_licensed(line, &keys);
-                        }
-                        self.to_write.push((item.id, keys));
-                    }
-                    LineState::Pending { busy_until_ms } if busy_until_ms > env.now_ms => {
-                        // The license server may still be issuing: a lookup now could miss the
-                        // key and a re-issue would make a second one.
-                        counts.add(Metric::LinesBusy);
-                        let wait_s = (busy_until_ms - env.now_ms).div_ceil(1000);
-                        self.busy.push(format!(
-                            "line {}: an earlier license call may still be running; retry in {wait_s} s",
-                            item.id
+                if cancelled {
+                    if product.renewal || item.original.is_some() {
+                        p.logs.push((
+                            Level::Info,
+                            format!(
+                                "order {id} line {}: a cancelled renewal or reduction changes no key",
+                                item.id
+                            ),
                         ));
+                        continue;
                     }
-                    // An earlier call's outcome is unknown: ask before issuing.
-                    LineState::Pending { .. } => self.queue.push_back((line, true)),
-                    // Unknown to etcd, which records every line before its call: never issued.
-                    // Unknown to shared data (volatile, one Envoy's) is no such proof.
-                    LineState::Unknown => self.queue.push_back((line, self.etcd.is_none())),
+                    self.plan_revoke(line, item, &mut p, env);
+                } else if reduction {
+                    self.plan_reduction(line, item, &mut p, env);
+                } else if product.renewal {
+                    self.plan_renewal(line, item, &mut p, env);
+                } else {
+                    self.plan_issue(line, item, &mut p, env);
                 }
             }
         }
-        for (m, n) in counts.0 {
+        for (m, n) in p.counts.0 {
             self.count(m, n);
         }
-        for (l, m) in logs {
+        for (l, m) in p.logs {
             self.log(l, m);
         }
         self.pump(env);
     }
+
+    /// What the ledger holds for a line (etcd's copy when etcd is the ledger).
+    fn known(&self, item: &SfId, ledger: &Ledger<'_>, env: &Env<'_>) -> LineState {
+        match self.etcd_line(item) {
+            Some(record) => record.state.clone(),
+            None if self.etcd.is_some() => LineState::Unknown,
+            None => ledger.line(env.store, item),
+        }
+    }
+
+    fn push_line(&mut self, line: Line) -> usize {
+        self.lines.push(line);
+        self.lines.len() - 1
+    }
+
+    /// A line whose action an earlier delivery completed: only the write-back may be missing.
+    fn plan_done(&mut self, mut line: Line, keys: Vec<String>, p: &mut Planner<'_>) {
+        p.counts.add(Metric::LinesAlreadyLicensed);
+        line.keys = keys;
+        let idx = self.push_line(line);
+        self.line_known(idx);
+    }
+
+    /// The license server may still be working on an earlier call for this line: a lookup now
+    /// could miss its outcome, so the line waits.
+    fn plan_busy(&mut self, item: &SfId, busy_until_ms: u64, p: &mut Planner<'_>, env: &Env<'_>) {
+        p.counts.add(Metric::LinesBusy);
+        let wait_s = busy_until_ms.saturating_sub(env.now_ms).div_ceil(1000);
+        self.busy.push(format!(
+            "line {item}: an earlier license call may still be running; retry in {wait_s} s"
+        ));
+    }
+
+    /// An activated order's line: issue its key, or restore the keys a cancellation revoked.
+    fn plan_issue(&mut self, mut line: Line, item: &OrderItem, p: &mut Planner<'_>, env: &Env<'_>) {
+        let id = self.orders.get(line.order).map(|o| o.id);
+        let known = self.known(&item.id, &p.ledger, env);
+        let written = item.written_back.as_deref().and_then(keys_of);
+        let revoked_in_sf = item.state.as_deref() == Some(REVOKED)
+            && matches!(known, LineState::Unknown | LineState::Revoked(_));
+        if let LineState::Revoked(keys) = &known {
+            line.keys = keys.clone();
+        }
+        if matches!(known, LineState::Revoked(_)) || revoked_in_sf {
+            // Reactivated after a cancellation: the same keys back, never new ones.
+            line.action = Action::Restore;
+            if line.keys.is_empty() {
+                line.keys = written.unwrap_or_default();
+            }
+            let step = if line.keys.is_empty() {
+                Step::Lookup
+            } else {
+                Step::Act
+            };
+            let idx = self.push_line(line);
+            self.queue.push_back((idx, step));
+            return;
+        }
+        match item.written_back.as_deref() {
+            // Salesforce already holds this line's keys: the durable marker across replicas.
+            Some(_) if written.is_some() => {
+                p.counts.add(Metric::LinesAlreadyLicensed);
+                return;
+            }
+            // "TBD", "pending", …: a person's note, not a key. The lookup decides.
+            Some(v) => p.logs.push((
+                Level::Warn,
+                format!(
+                    "line {}: write-back field holds {}, not a license key; looking the line up",
+                    item.id,
+                    crate::text::excerpt(v)
+                ),
+            )),
+            None => {}
+        }
+        let Some(quantity) = whole(item.quantity) else {
+            p.logs.push((
+                Level::Error,
+                format!(
+                    "order {} line {}: quantity is not a positive whole number: skipped",
+                    id.map(|i| i.to_string()).unwrap_or_default(),
+                    item.id
+                ),
+            ));
+            p.counts.add(Metric::LinesSkippedInvalid);
+            return;
+        };
+        line.quantity = quantity;
+        match known {
+            LineState::Issued(keys) | LineState::WrittenBack(keys) | LineState::Revoked(keys) => {
+                self.plan_done(line, keys, p)
+            }
+            LineState::Pending { busy_until_ms, .. } if busy_until_ms > env.now_ms => {
+                self.plan_busy(&item.id, busy_until_ms, p, env)
+            }
+            // An earlier call's outcome is unknown: ask before issuing.
+            LineState::Pending { .. } => {
+                let idx = self.push_line(line);
+                self.queue.push_back((idx, Step::Lookup));
+            }
+            // Unknown to etcd, which records every line before its call: never issued.
+            // Unknown to shared data (volatile, one Envoy's) is no such proof.
+            LineState::Unknown => {
+                let step = if self.etcd.is_none() {
+                    Step::Lookup
+                } else {
+                    Step::Act
+                };
+                let idx = self.push_line(line);
+                self.queue.push_back((idx, step));
+            }
+        }
+    }
+
+    /// A cancelled order's line: revoke every key it has (a line without keys is nothing to do).
+    fn plan_revoke(&mut self, mut line: Line, item: &OrderItem, p: &mut Planner<'_>, env: &Env<'_>) {
+        line.action = Action::Revoke;
+        let known = self.known(&item.id, &p.ledger, env);
+        let step = match known {
+            LineState::Revoked(keys) => {
+                // Revoked already; Salesforce may not show it yet.
+                let shown = self.issuing().is_none_or(|i| i.salesforce.state_field.is_none())
+                    || item.state.as_deref() == Some(REVOKED);
+                if shown {
+                    return;
+                }
+                return self.plan_done(line, keys, p);
+            }
+            LineState::Issued(keys) | LineState::WrittenBack(keys) => {
+                line.keys = keys;
+                Step::Act
+            }
+            LineState::Pending { busy_until_ms, .. } if busy_until_ms > env.now_ms => {
+                return self.plan_busy(&item.id, busy_until_ms, p, env)
+            }
+            LineState::Pending { .. } => Step::Lookup,
+            LineState::Unknown if item.state.as_deref() == Some(REVOKED) => return,
+            LineState::Unknown => match item.written_back.as_deref().and_then(keys_of) {
+                Some(keys) => {
+                    line.keys = keys;
+                    Step::Act
+                }
+                None => Step::Lookup,
+            },
+        };
+        let idx = self.push_line(line);
+        self.queue.push_back((idx, step));
+    }
+
+    /// A reduction order's line: lower the key of the line it reduces to what is left.
+    fn plan_reduction(&mut self, mut line: Line, item: &OrderItem, p: &mut Planner<'_>, env: &Env<'_>) {
+        let Some(original) = item.original.as_ref() else {
+            p.logs.push((
+                Level::Error,
+                format!(
+                    "reduction line {}: no OriginalOrderItemId: skipped",
+                    item.id
+                ),
+            ));
+            p.counts.add(Metric::LinesSkippedInvalid);
+            return;
+        };
+        // The reduced quantity may come signed either way (UNCONFIRMED): its size is what counts.
+        let (Some(reduced), Some(had)) = (whole(item.quantity.abs()), whole_or_zero(original.quantity))
+        else {
+            p.logs.push((
+                Level::Error,
+                format!(
+                    "reduction line {}: quantities are not whole numbers: skipped",
+                    item.id
+                ),
+            ));
+            p.counts.add(Metric::LinesSkippedInvalid);
+            return;
+        };
+        // Salesforce's AvailableQuantity counts every reduction of the line, where it has
+        // counted this one (UNCONFIRMED when): the smaller of the two readings.
+        let mut left = had.saturating_sub(reduced);
+        if let Some(a) = original.available.and_then(whole_or_zero) {
+            left = left.min(a);
+        }
+        line.action = Action::Reduce(left);
+        line.target = original.id;
+        self.plan_change(line, item, p, env);
+    }
+
+    /// A renewal line: renew the key of the line its renewal field names, exactly once.
+    fn plan_renewal(&mut self, mut line: Line, item: &OrderItem, p: &mut Planner<'_>, env: &Env<'_>) {
+        let Some(target) = item.renews else {
+            p.logs.push((
+                Level::Error,
+                format!("renewal line {}: the renewal field names no line: skipped", item.id),
+            ));
+            p.counts.add(Metric::LinesSkippedInvalid);
+            return;
+        };
+        line.action = Action::Renew;
+        line.target = target;
+        self.plan_change(line, item, p, env);
+    }
+
+    /// A reduction or renewal line: done once its write-back holds the key it changed.
+    fn plan_change(&mut self, mut line: Line, item: &OrderItem, p: &mut Planner<'_>, env: &Env<'_>) {
+        if item.written_back.as_deref().and_then(keys_of).is_some() {
+            p.counts.add(Metric::LinesAlreadyLicensed);
+            return;
+        }
+        match self.known(&item.id, &p.ledger, env) {
+            LineState::Issued(keys) | LineState::WrittenBack(keys) | LineState::Revoked(keys) => {
+                return self.plan_done(line, keys, p)
+            }
+            LineState::Pending { busy_until_ms, .. } if busy_until_ms > env.now_ms => {
+                return self.plan_busy(&item.id, busy_until_ms, p, env)
+            }
+            // A renewal whose call's outcome is unknown: the key's expiry tells (`on_validate`).
+            LineState::Pending { expiry_before, .. } => line.expiry_recorded = Some(expiry_before),
+            LineState::Unknown => {}
+        }
+        // The changed line's keys: this ledger's record of it, else the license server's.
+        if let LineState::Issued(k) | LineState::WrittenBack(k) | LineState::Revoked(k) =
+            self.known(&line.target, &p.ledger, env)
+        {
+            line.keys = k;
+        }
+        let step = match (line.keys.is_empty(), line.action) {
+            (true, _) => Step::Lookup,
+            (false, Action::Renew) => Step::Validate,
+            (false, _) => Step::Act,
+        };
+        let idx = self.push_line(line);
+        if step != Step::Lookup && !self.single_key(idx) {
+            return;
+        }
+        self.queue.push_back((idx, step));
+    }
+}
+
+/// The keys a write-back field holds, when every line of it is one.
+fn keys_of(v: &str) -> Option<Vec<String>> {
+    let keys: Vec<String> = v
+        .lines()
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .map(str::to_owned)
+        .collect();
+    (!keys.is_empty() && keys.iter().all(|k| looks_like_key(k))).then_some(keys)
+}
+
+/// A positive whole quantity a license can carry.
+fn whole(q: f64) -> Option<u32> {
+    ((1.0..=1_000_000.0).contains(&q) && q.fract() == 0.0).then_some(q as u32)
+}
+
+fn whole_or_zero(q: f64) -> Option<u32> {
+    if q == 0.0 {
+        Some(0)
+    } else {
+        whole(q)
+    }
+}
+
+/// What planning gathers before it is emitted: the ledger, tallies and log lines.
+struct Planner<'a> {
+    ledger: Ledger<'a>,
+    counts: Counts,
+    logs: Vec<(Level, String)>,
 }
 
 /// Per-metric tallies for one planning pass, in first-seen order.

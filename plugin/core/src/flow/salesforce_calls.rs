@@ -71,12 +71,15 @@ impl Flow {
                 ("GET", path.clone(), Vec::new())
             }
             SfCall::WriteBack { lines } => {
-                let field = sf.writeback_field.as_deref().unwrap_or("");
+                let fields = salesforce::WriteBackFields {
+                    keys: sf.writeback_field.as_deref(),
+                    state: sf.state_field.as_deref(),
+                };
                 headers.push(("content-type", "application/json".to_owned()));
                 (
                     "PATCH",
                     salesforce::writeback_path(&sf.api_version),
-                    salesforce::writeback_body(field, lines).into_bytes(),
+                    salesforce::writeback_body(fields, lines).into_bytes(),
                 )
             }
         };
@@ -165,9 +168,11 @@ impl Flow {
     }
 
     pub(super) fn on_query_page(&mut self, status: u16, body: &[u8], env: &mut Env<'_>) {
-        let Some(i) = self.issuing() else { return };
-        let (contact, field) = (i.salesforce.contact, i.salesforce.writeback_field.clone());
-        match salesforce::parse_query(status, body, contact, field.as_deref()) {
+        let cfg = Rc::clone(&self.cfg);
+        let Some(i) = cfg.issuing.as_ref() else {
+            return;
+        };
+        match salesforce::parse_query(status, body, &salesforce::Fields::of(i)) {
             Err(e) => self.sf_failed(format!("Salesforce order query failed: {e}")),
             Ok(page) => {
                 self.fetched.extend(page.orders);
@@ -199,10 +204,11 @@ impl Flow {
         body: &[u8],
         env: &mut Env<'_>,
     ) {
-        let field = self
-            .issuing()
-            .and_then(|i| i.salesforce.writeback_field.clone());
-        match salesforce::parse_items_page(status, body, field.as_deref()) {
+        let cfg = Rc::clone(&self.cfg);
+        let Some(i) = cfg.issuing.as_ref() else {
+            return;
+        };
+        match salesforce::parse_items_page(status, body, &salesforce::Fields::of(i)) {
             Err(e) => self.sf_failed(format!("Salesforce order products query failed: {e}")),
             Ok(page) => {
                 if let Some(o) = self.fetched.iter_mut().find(|o| o.id.same_record(order)) {
@@ -218,7 +224,7 @@ impl Flow {
         &mut self,
         status: u16,
         body: &[u8],
-        lines: Vec<(SfId, Vec<String>)>,
+        lines: Vec<WriteBack>,
         env: &mut Env<'_>,
     ) {
         match salesforce::parse_writeback(status, body, lines.len()) {
@@ -226,18 +232,23 @@ impl Flow {
             Ok(failed) => {
                 let cfg = Rc::clone(&self.cfg);
                 let ledger = Ledger::new(&cfg.state_prefix, cfg.ledger);
-                for (i, (id, keys)) in lines.iter().enumerate() {
+                for (i, w) in lines.iter().enumerate() {
                     if failed.iter().any(|f| f.index == i) {
                         continue;
                     }
+                    let revoked = self
+                        .lines
+                        .iter()
+                        .any(|l| l.item.same_record(&w.item) && l.action == Action::Revoke);
                     if self.etcd.is_some() {
-                        self.etcd_written(id);
-                    } else {
-                        let _ = ledger.mark_written(env.store, id, keys, env.now_ms);
+                        self.etcd_written(&w.item);
+                    } else if !revoked {
+                        // A revoked line stays `R` whether Salesforce shows it or not.
+                        let _ = ledger.mark_written(env.store, &w.item, &w.keys, env.now_ms);
                     }
                 }
                 for f in failed {
-                    let id = lines.get(f.index).map(|(id, _)| id.to_string());
+                    let id = lines.get(f.index).map(|w| w.item.to_string());
                     self.sf_failed(format!(
                         "write-back of line {} refused: {}",
                         id.unwrap_or_default(),

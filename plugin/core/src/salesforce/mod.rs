@@ -16,13 +16,13 @@ use serde::{Deserialize, Deserializer};
 use crate::text::excerpt;
 
 pub use query::{
-    build_soql, checked_next_url, parse_items_page, parse_query, query_path, ItemsPage, Order,
-    OrderItem, QueryPage,
+    build_soql, checked_next_url, parse_items_page, parse_query, query_path, Fields, ItemsPage,
+    Order, OrderItem, OriginalItem, QueryPage,
 };
 pub use token::{parse_token, token_request_body, Token, TOKEN_PATH};
 pub use writeback::{
-    parse_writeback, writeback_body, writeback_path, writeback_value, RecordFailure,
-    WRITEBACK_BATCH,
+    parse_writeback, writeback_body, writeback_path, writeback_value, RecordFailure, WriteBack,
+    WriteBackFields, WRITEBACK_BATCH,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,22 +11,69 @@ use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
 use super::{BorrowedStr, SalesforceError};
-use crate::config::ContactField;
+use crate::config::{ContactField, Issuing};
 use crate::ids::SfId;
 use crate::license::Customer;
 use crate::text::excerpt;
 
-/// One query for every activated order of a message. Ids are [`SfId`]s (letters and digits
-/// only), so quoting them cannot be escaped; the field names come from validated config.
-pub fn build_soql(ids: &[SfId], contact: ContactField, writeback: Option<&str>) -> String {
-    let c = contact.relationship();
+/// Which fields the query reads beyond the fixed ones: all from validated configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Fields<'a> {
+    pub contact: ContactField,
+    /// The write-back field: a line whose keys Salesforce holds is done.
+    pub writeback: Option<&'a str>,
+    /// The state field (`Revoked` there means an activated order restores the keys).
+    pub state: Option<&'a str>,
+    /// The renewal lookup field of a renewal line.
+    pub renewal: Option<&'a str>,
+    /// `IsReductionOrder` and the reduced line (`OriginalOrderItem`): only orgs with reduction
+    /// orders enabled have these fields, so they are asked for only when configured.
+    pub reductions: bool,
+}
+
+impl<'a> Fields<'a> {
+    pub fn of(i: &'a Issuing) -> Fields<'a> {
+        Fields {
+            contact: i.salesforce.contact,
+            writeback: i.salesforce.writeback_field.as_deref(),
+            state: i.salesforce.state_field.as_deref(),
+            renewal: i.lifecycle.renewal_field.as_deref(),
+            reductions: i.lifecycle.reductions,
+        }
+    }
+
+    /// The fields the contact and the write-back field alone name.
+    pub fn basic(contact: ContactField, writeback: Option<&'a str>) -> Fields<'a> {
+        Fields {
+            contact,
+            writeback,
+            state: None,
+            renewal: None,
+            reductions: false,
+        }
+    }
+}
+
+/// One query for every order of a message. Ids are [`SfId`]s (letters and digits only), so
+/// quoting them cannot be escaped; the field names come from validated config.
+pub fn build_soql(ids: &[SfId], f: &Fields<'_>) -> String {
+    let c = f.contact.relationship();
     let mut soql = format!(
         "SELECT Id, OrderNumber, Status, Account.Name, {c}Id, {c}.FirstName, {c}.LastName, \
-         {c}.Email, {c}.Phone, (SELECT Id, Quantity, Product2.ProductCode, Product2.Name"
+         {c}.Email, {c}.Phone, "
     );
-    if let Some(f) = writeback {
+    if f.reductions {
+        soql.push_str("IsReductionOrder, ");
+    }
+    soql.push_str("(SELECT Id, Quantity, Product2.ProductCode, Product2.Name");
+    if f.reductions {
+        soql.push_str(
+            ", OriginalOrderItemId, OriginalOrderItem.Quantity, OriginalOrderItem.AvailableQuantity",
+        );
+    }
+    for name in [f.writeback, f.state, f.renewal].into_iter().flatten() {
         soql.push_str(", ");
-        soql.push_str(f);
+        soql.push_str(name);
     }
     soql.push_str(" FROM OrderItems) FROM Order WHERE Id IN (");
     for (i, id) in ids.iter().enumerate() {
@@ -65,6 +112,8 @@ pub struct Order {
     pub company: String,
     /// The configured contact; `None` when the lookup is empty.
     pub customer: Option<Customer>,
+    /// `IsReductionOrder` (read only with `lifecycle.reductions`).
+    pub is_reduction: bool,
     pub items: Vec<OrderItem>,
     /// Where the rest of the order's lines are when Salesforce paginated the OrderItems subquery.
     pub items_next: Option<String>,
@@ -78,6 +127,21 @@ pub struct OrderItem {
     pub product_name: Option<String>,
     /// Current value of the write-back field (trimmed, `None` when empty).
     pub written_back: Option<String>,
+    /// Current value of the state field (trimmed, `None` when empty).
+    pub state: Option<String>,
+    /// The line a renewal line renews (the renewal field).
+    pub renews: Option<SfId>,
+    /// The line a reduction line reduces (`OriginalOrderItem`).
+    pub original: Option<OriginalItem>,
+}
+
+/// The original order product a reduction line reduces.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OriginalItem {
+    pub id: SfId,
+    pub quantity: f64,
+    /// `AvailableQuantity`: what is left after the reductions Salesforce has counted.
+    pub available: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -125,6 +189,8 @@ struct OrderJson<'a> {
     bill_to_contact: Option<ContactJson<'a>>,
     #[serde(borrow, default)]
     customer_authorized_by: Option<ContactJson<'a>>,
+    #[serde(default)]
+    is_reduction_order: Option<bool>,
     /// A parent-to-child subquery with no children may come back as null.
     #[serde(borrow, default)]
     order_items: Option<SubqueryJson<'a>>,
@@ -178,7 +244,18 @@ struct ItemJson<'a> {
     id: Option<BorrowedStr<'a>>,
     quantity: Option<f64>,
     product: Option<ProductJson<'a>>,
+    original_id: Option<BorrowedStr<'a>>,
+    original: Option<OriginalJson>,
     other: Vec<(Cow<'a, str>, &'a RawValue)>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct OriginalJson {
+    #[serde(default)]
+    quantity: Option<f64>,
+    #[serde(default)]
+    available_quantity: Option<f64>,
 }
 
 impl<'a> ItemJson<'a> {
@@ -214,6 +291,8 @@ impl<'de: 'a, 'a> Deserialize<'de> for ItemJson<'a> {
                         "Id" => item.id = map.next_value()?,
                         "Quantity" => item.quantity = map.next_value()?,
                         "Product2" => item.product = map.next_value()?,
+                        "OriginalOrderItemId" => item.original_id = map.next_value()?,
+                        "OriginalOrderItem" => item.original = map.next_value()?,
                         "attributes" => {
                             map.next_value::<IgnoredAny>()?;
                         }
@@ -236,8 +315,7 @@ fn owned(s: Option<BorrowedStr<'_>>) -> String {
 pub fn parse_query(
     status: u16,
     body: &[u8],
-    contact: ContactField,
-    writeback: Option<&str>,
+    fields: &Fields<'_>,
 ) -> Result<QueryPage, SalesforceError> {
     let page: PageJson<'_> = super::read_reply(status, body, "query reply")?;
     let records = page
@@ -246,7 +324,7 @@ pub fn parse_query(
     let next_records_url = next_page(page.done, page.next_records_url.as_deref())?;
     let mut orders = Vec::with_capacity(records.len());
     for r in records {
-        orders.push(order(r, contact, writeback)?);
+        orders.push(order(r, fields)?);
     }
     Ok(QueryPage {
         orders,
@@ -273,10 +351,10 @@ fn next_page(done: bool, url: Option<&str>) -> Result<Option<String>, Salesforce
 pub fn parse_items_page(
     status: u16,
     body: &[u8],
-    writeback: Option<&str>,
+    fields: &Fields<'_>,
 ) -> Result<ItemsPage, SalesforceError> {
     let page: SubqueryJson<'_> = super::read_reply(status, body, "order products page")?;
-    let (items, next_records_url) = items_of(page, writeback)?;
+    let (items, next_records_url) = items_of(page, fields)?;
     Ok(ItemsPage {
         items,
         next_records_url,
@@ -285,28 +363,24 @@ pub fn parse_items_page(
 
 type Items = (Vec<OrderItem>, Option<String>);
 
-fn items_of(sub: SubqueryJson<'_>, writeback: Option<&str>) -> Result<Items, SalesforceError> {
+fn items_of(sub: SubqueryJson<'_>, fields: &Fields<'_>) -> Result<Items, SalesforceError> {
     let recs = sub
         .records
         .ok_or_else(|| SalesforceError::Unparseable("OrderItems has no records".into()))?;
     let mut items = Vec::with_capacity(recs.len());
     for it in recs {
-        items.push(item(it, writeback)?);
+        items.push(item(it, fields)?);
     }
     Ok((items, next_page(sub.done, sub.next_records_url.as_deref())?))
 }
 
-fn order(
-    r: OrderJson<'_>,
-    contact: ContactField,
-    writeback: Option<&str>,
-) -> Result<Order, SalesforceError> {
+fn order(r: OrderJson<'_>, fields: &Fields<'_>) -> Result<Order, SalesforceError> {
     let id_raw = r.id.as_deref().unwrap_or("");
     let id = SfId::parse(id_raw).ok_or_else(|| {
         SalesforceError::Unparseable(format!("order id {} is not valid", excerpt(id_raw)))
     })?;
     let company = owned(r.account.and_then(|a| a.name));
-    let person = match contact {
+    let person = match fields.contact {
         ContactField::BillToContact => r.bill_to_contact,
         ContactField::CustomerAuthorizedBy => r.customer_authorized_by,
     };
@@ -322,7 +396,7 @@ fn order(
     });
     let (items, items_next) = match r.order_items {
         None => (Vec::new(), None),
-        Some(sub) => items_of(sub, writeback)?,
+        Some(sub) => items_of(sub, fields)?,
     };
     Ok(Order {
         id,
@@ -330,21 +404,52 @@ fn order(
         status: owned(r.status),
         company,
         customer,
+        is_reduction: r.is_reduction_order.unwrap_or(false),
         items,
         items_next,
     })
 }
 
-fn item(it: ItemJson<'_>, writeback: Option<&str>) -> Result<OrderItem, SalesforceError> {
+fn item(it: ItemJson<'_>, fields: &Fields<'_>) -> Result<OrderItem, SalesforceError> {
     let id_raw = it.id.as_deref().unwrap_or("");
     let id = SfId::parse(id_raw).ok_or_else(|| {
         SalesforceError::Unparseable(format!("order item id {} is not valid", excerpt(id_raw)))
     })?;
-    let written_back = match writeback {
-        Some(f) => it
-            .field(f)
-            .map_err(|e| super::json_error("query reply", &e))?,
-        None => None,
+    let text = |name: Option<&str>| -> Result<Option<String>, SalesforceError> {
+        let Some(name) = name else { return Ok(None) };
+        let v = it
+            .field(name)
+            .map_err(|e| super::json_error("query reply", &e))?;
+        Ok(v.as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned))
+    };
+    let written_back = text(fields.writeback)?;
+    let state = text(fields.state)?;
+    let renews = text(fields.renewal)?
+        .map(|r| {
+            SfId::parse(&r).ok_or_else(|| {
+                SalesforceError::Unparseable(format!("renewed line id {} is not valid", excerpt(&r)))
+            })
+        })
+        .transpose()?;
+    let original = match (it.original_id.as_deref(), it.original) {
+        (Some(raw), o) => {
+            let id = SfId::parse(raw).ok_or_else(|| {
+                SalesforceError::Unparseable(format!("original line id {} is not valid", excerpt(raw)))
+            })?;
+            let o = o.unwrap_or(OriginalJson {
+                quantity: None,
+                available_quantity: None,
+            });
+            Some(OriginalItem {
+                id,
+                quantity: o.quantity.unwrap_or(0.0),
+                available: o.available_quantity,
+            })
+        }
+        (None, _) => None,
     };
     let (code, name) = it
         .product
@@ -354,10 +459,9 @@ fn item(it: ItemJson<'_>, writeback: Option<&str>) -> Result<OrderItem, Salesfor
         quantity: it.quantity.unwrap_or(0.0),
         product_code: code.map(|c| c.0.into_owned()),
         product_name: name.map(|n| n.0.into_owned()),
-        written_back: written_back
-            .as_deref()
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned),
+        written_back,
+        state,
+        renews,
+        original,
     })
 }

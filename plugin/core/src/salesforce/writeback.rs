@@ -1,5 +1,5 @@
-//! The write-back: each licensed line's keys on the configured OrderItem field, in one sObject
-//! Collections update per message, and the per-record results of that call.
+//! The write-back: each licensed line's keys (and, when configured, its state) on OrderItem
+//! fields, in one sObject Collections update per message, and the per-record results of that call.
 
 use std::borrow::Cow;
 
@@ -29,12 +29,27 @@ struct Update<'a> {
     records: Vec<Record<'a>>,
 }
 
-/// `{"attributes":{"type":"OrderItem"},"id":…,"<field>":…}`: the field's name is configured,
+/// One line's update: its keys and the state they are in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteBack {
+    pub item: SfId,
+    pub keys: Vec<String>,
+    /// `Issued`, `Revoked`, `Restored`, `Reduced to N`, `Renewed +365 d`.
+    pub state: String,
+}
+
+/// The OrderItem fields a write-back sets (at least one of them).
+#[derive(Debug, Clone, Copy)]
+pub struct WriteBackFields<'a> {
+    pub keys: Option<&'a str>,
+    pub state: Option<&'a str>,
+}
+
+/// `{"attributes":{"type":"OrderItem"},"id":…,"<field>":…}`: the fields' names are configured,
 /// so this one map is serialized by hand through serde's map API.
 struct Record<'a> {
-    field: &'a str,
-    id: &'a str,
-    value: String,
+    fields: WriteBackFields<'a>,
+    line: &'a WriteBack,
 }
 
 #[derive(Serialize)]
@@ -45,26 +60,24 @@ struct Attributes {
 
 impl Serialize for Record<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(Some(3))?;
+        let mut map = s.serialize_map(None)?;
         map.serialize_entry("attributes", &Attributes { kind: "OrderItem" })?;
-        map.serialize_entry("id", self.id)?;
-        map.serialize_entry(self.field, &self.value)?;
+        map.serialize_entry("id", self.line.item.as_str())?;
+        if let Some(f) = self.fields.keys {
+            map.serialize_entry(f, &writeback_value(&self.line.keys))?;
+        }
+        if let Some(f) = self.fields.state {
+            map.serialize_entry(f, &self.line.state)?;
+        }
         map.end()
     }
 }
 
 /// Body of one sObject Collections update (`allOrNone: false`: each record stands alone).
-pub fn writeback_body(field: &str, lines: &[(SfId, Vec<String>)]) -> String {
+pub fn writeback_body(fields: WriteBackFields<'_>, lines: &[WriteBack]) -> String {
     let update = Update {
         all_or_none: false,
-        records: lines
-            .iter()
-            .map(|(id, keys)| Record {
-                field,
-                id: id.as_str(),
-                value: writeback_value(keys),
-            })
-            .collect(),
+        records: lines.iter().map(|line| Record { fields, line }).collect(),
     };
     // Strings only: serializing them cannot fail.
     serde_json::to_string(&update).unwrap_or_default()

@@ -1,0 +1,180 @@
+//! The calls that change a key that exists (`lifecycle`): revoke and restore (every key of the
+//! line, one call each), a reduction's new activation count, a renewal, and the expiry read that
+//! makes a renewal happen once: before its call the key's expiry is recorded with the pending
+//! mark, and when that call's outcome is unknown a later expiry proves it was applied.
+
+use super::*;
+use crate::license::KeyChange;
+
+impl Flow {
+    /// The change line `idx` needs on its next key.
+    fn key_change(&self, idx: usize) -> Option<(KeyChange<'_>, &str)> {
+        let line = self.lines.get(idx)?;
+        let key = line.keys.get(line.keys_done)?;
+        let change = match line.action {
+            Action::Issue => return None,
+            Action::Revoke | Action::Reduce(0) => KeyChange::Revoke,
+            Action::Restore => KeyChange::Restore,
+            Action::Reduce(n) => KeyChange::SetQuantity(n),
+            Action::Renew => KeyChange::Renew(self.issuing()?.product(&line.code)?),
+        };
+        Some((change, key))
+    }
+
+    pub(super) fn send_change(&mut self, idx: usize, env: &mut Env<'_>) -> bool {
+        let Some(lic) = self.issuing().map(|i| &i.license) else {
+            return false;
+        };
+        let Some((change, key)) = self.key_change(idx) else {
+            return false;
+        };
+        let (path, body) = license::change_request(lic, key, change);
+        self.send_license_call(Pending::Change(idx), path, body, env)
+    }
+
+    pub(super) fn on_change(&mut self, idx: usize, resp: Response, env: &mut Env<'_>) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        let (method, property) = match self.key_change(idx) {
+            Some((c, _)) => (c.method(), c.server_property()),
+            None => ("", ""),
+        };
+        let answered = resp.status.is_some_and(|s| s != 504);
+        let result = match resp.status {
+            // A renewal may still be applied: the line stays pending until its time is up.
+            None => Err("no response (reset or refused); outcome unknown".to_owned()),
+            Some(504) => Err("timed out; outcome unknown".to_owned()),
+            Some(s) => {
+                license::parse_change(s, &resp.body).map_err(|e| match e {
+                    LicenseError::Refused(m) if license::is_unknown_key(&m) => String::new(),
+                    LicenseError::Refused(m) => format!(
+                        "{m}; is the license server's property {property} set to true?"
+                    ),
+                    other => other.to_string(),
+                })
+            }
+        };
+        match result {
+            Ok(()) => {
+                let Some(line) = self.lines.get_mut(idx) else {
+                    return;
+                };
+                line.keys_done += 1;
+                if line.keys_done < line.keys.len() {
+                    self.queue.push_front((idx, Step::Act));
+                } else {
+                    let keys = line.keys.clone();
+                    let metric = match line.action {
+                        Action::Revoke | Action::Reduce(0) => Metric::LicensesRevoked,
+                        Action::Restore => Metric::LicensesRestored,
+                        Action::Reduce(_) => Metric::LicensesReduced,
+                        Action::Renew | Action::Issue => Metric::LicensesRenewed,
+                    };
+                    self.line_licensed(idx, keys, metric, env);
+                }
+            }
+            Err(why) if why.is_empty() => {
+                self.skip_unknown_key(idx, "is unknown to the license server")
+            }
+            Err(why) => {
+                // An answer means the call is over: a renewal's expiry then settles it.
+                if answered {
+                    self.call_over(idx, env);
+                }
+                self.license_failed(idx, &format!("{method}: {why}"));
+            }
+        }
+        self.pump(env);
+    }
+
+    /// The expiry of a renewal line's key: proof of an earlier renewal, or the mark before this one.
+    pub(super) fn on_validate(&mut self, idx: usize, resp: Response, env: &mut Env<'_>) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        let expiry = match resp.status {
+            None => Err(LicenseError::Unparseable("no response".into())),
+            Some(s) => license::parse_expiry(s, &resp.body),
+        };
+        match expiry {
+            Err(LicenseError::Refused(m)) if license::is_unknown_key(&m) => {
+                self.skip_unknown_key(idx, "is unknown to the license server")
+            }
+            Err(e) => {
+                self.count(Metric::CalloutsFailedLicense, 1);
+                let item = self.line_item(idx);
+                self.failures
+                    .push(format!("could not read the expiry of the key renewal line {item} renews: {e}"));
+            }
+            Ok(now) => {
+                let Some(line) = self.lines.get_mut(idx) else {
+                    return;
+                };
+                match &line.expiry_recorded {
+                    // The expiry moved since the mark: the earlier, uncertain renewal was applied.
+                    Some(before) if *before != now => {
+                        let keys = line.keys.clone();
+                        self.line_licensed(idx, keys, Metric::LicensesRecovered, env);
+                    }
+                    _ => {
+                        line.expiry_now = now;
+                        self.queue.push_front((idx, Step::Act));
+                    }
+                }
+            }
+        }
+        self.pump(env);
+    }
+
+    /// Reductions and renewals change one key's terms; a line with a key per seat is left to a
+    /// person (logged and counted) rather than guessed at. `false`: skipped.
+    pub(super) fn single_key(&mut self, idx: usize) -> bool {
+        let Some(line) = self.lines.get(idx) else {
+            return false;
+        };
+        if line.keys.len() <= 1 || matches!(line.action, Action::Revoke | Action::Restore) {
+            return true;
+        }
+        let msg = format!(
+            "line {}: line {} has {} keys (one per seat); reduce or renew them in the license server: skipped",
+            line.item,
+            line.target,
+            line.keys.len()
+        );
+        self.log(Level::Error, msg);
+        self.count(Metric::LinesSkippedInvalid, 1);
+        false
+    }
+
+    /// A change to a key the license server does not know (or a line it has no key for) can
+    /// never succeed: a permanent skip, logged and counted, never a reason to redeliver.
+    pub(super) fn skip_unknown_key(&mut self, idx: usize, why: &str) {
+        let Some(line) = self.lines.get(idx) else {
+            return;
+        };
+        let msg = format!(
+            "line {}: the key of line {} {why}: skipped",
+            line.item, line.target
+        );
+        self.log(Level::Warn, msg);
+        self.count(Metric::LinesSkippedUnknownKey, 1);
+    }
+
+    /// The state field's value for a line whose action is done.
+    pub(super) fn state_label(&self, line: &Line) -> String {
+        match line.action {
+            Action::Issue => "Issued".to_owned(),
+            Action::Revoke => plan::REVOKED.to_owned(),
+            Action::Restore => "Restored".to_owned(),
+            Action::Reduce(n) => format!("Reduced to {n}"),
+            Action::Renew => {
+                let product = self.issuing().and_then(|i| i.product(&line.code));
+                match (
+                    product.and_then(|p| p.get("is_expduration")),
+                    product.and_then(|p| p.get("is_expdate")),
+                ) {
+                    (Some(d), _) => format!("Renewed +{d} d"),
+                    (None, Some(date)) => format!("Renewed to {date}"),
+                    (None, None) => "Renewed".to_owned(),
+                }
+            }
+        }
+    }
+}
