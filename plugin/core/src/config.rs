@@ -690,15 +690,15 @@ fn validate_lifecycle(o: &Obj<'_>) -> Result<Lifecycle, ConfigError> {
                     return err("lifecycle.revoke_statuses may not contain Activated")
                 }
                 Some(t) if !t.is_empty() && t.len() <= 255 => revoke_statuses.push(t.to_owned()),
-                _ => {
-                    return err("lifecycle.revoke_statuses must be a list of Order Status values")
-                }
+                _ => return err("lifecycle.revoke_statuses must be a list of Order Status values"),
             }
         }
     }
     let renewal_field = field_name(o, "renewal_field", "Renews__c")?;
     if renewal_field.as_ref().is_some_and(|f| !f.ends_with("__c")) {
-        return err("lifecycle.renewal_field must be a custom OrderItem lookup field such as Renews__c");
+        return err(
+            "lifecycle.renewal_field must be a custom OrderItem lookup field such as Renews__c",
+        );
     }
     Ok(Lifecycle {
         revoke_statuses,

@@ -152,7 +152,9 @@ fn credentials(cfg: &LicenseConfig, form: &mut form_urlencoded::Serializer<'_, S
 pub fn parse_change(status: u16, body: &[u8]) -> Result<(), LicenseError> {
     match parse_keys(status, body) {
         Ok(_) => Ok(()),
-        Err(LicenseError::Unparseable(m)) if m.starts_with(NOT_A_KEY) || m.starts_with(LOOSE_TEXT) => {
+        Err(LicenseError::Unparseable(m))
+            if m.starts_with(NOT_A_KEY) || m.starts_with(LOOSE_TEXT) =>
+        {
             Ok(())
         }
         Err(e) => Err(e),
@@ -162,9 +164,15 @@ pub fn parse_change(status: u16, body: &[u8]) -> Result<(), LicenseError> {
 /// Does a refusal say the key does not exist? (Wording undocumented: matched loosely.)
 pub fn is_unknown_key(refusal: &str) -> bool {
     let m = refusal.to_ascii_lowercase();
-    ["not exist", "not found", "unknown", "invalid license key", "invalid key"]
-        .iter()
-        .any(|w| m.contains(w))
+    [
+        "not exist",
+        "not found",
+        "unknown",
+        "invalid license key",
+        "invalid key",
+    ]
+    .iter()
+    .any(|w| m.contains(w))
 }
 
 /// The expiry a `ValidateLicenseHttp` reply shows: the text of its first element whose name

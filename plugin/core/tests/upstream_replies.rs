@@ -109,7 +109,11 @@ fn query_pages_orders_lines_contacts_and_written_back_values() {
          {"Id":"8025Y00000AbCdEQAV","Quantity":3.0,"Product2":{"ProductCode":"001","Name":"MyProduct"},"License_Keys__c":null},
          {"Id":"8025Y00000AbCdFQAV","Quantity":1.0,"Product2":null,"License_Keys__c":"K1\nK2"}]}},
       {"Id":"8015Y000001AbCeQAK","OrderNumber":"00000115","Status":"Activated","BillToContact":null,"OrderItems":null}]}"#;
-    let page = salesforce::parse_query(200, body, &Fields::basic(ContactField::BillToContact, Some("License_Keys__c")))
+    let page = salesforce::parse_query(
+        200,
+        body,
+        &Fields::basic(ContactField::BillToContact, Some("License_Keys__c")),
+    )
     .unwrap();
     assert_eq!(
         page.next_records_url.as_deref(),
@@ -130,7 +134,10 @@ fn query_pages_orders_lines_contacts_and_written_back_values() {
     assert!(page.orders[1].items.is_empty());
 
     let evil = br#"{"done":false,"nextRecordsUrl":"http://evil.example/x","records":[]}"#;
-    assert!(salesforce::parse_query(200, evil, &Fields::basic(ContactField::BillToContact, None)).is_err());
+    assert!(
+        salesforce::parse_query(200, evil, &Fields::basic(ContactField::BillToContact, None))
+            .is_err()
+    );
 }
 
 #[test]
@@ -156,8 +163,11 @@ fn write_back_body_and_partial_failures() {
         keys: Some("License_Keys__c"),
         state: Some("License_State__c"),
     };
-    let v: serde_json::Value =
-        serde_json::from_str(&salesforce::writeback_body(both, std::slice::from_ref(&line))).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&salesforce::writeback_body(
+        both,
+        std::slice::from_ref(&line),
+    ))
+    .unwrap();
     assert_eq!(v["records"][0]["License_State__c"], "Issued");
     assert_eq!(v["records"][0]["License_Keys__c"], "A\nB");
     let state_only = WriteBackFields {
@@ -186,7 +196,11 @@ fn write_back_body_and_partial_failures() {
 #[test]
 fn further_pages_of_order_products_and_field_names_in_any_case() {
     let first = br#"{"totalSize":1,"done":true,"records":[{"attributes":{"type":"Order"},"Id":"8015Y000001AbCdQAK","OrderNumber":"1","Status":"Activated","OrderItems":{"totalSize":3,"done":false,"nextRecordsUrl":"/services/data/v60.0/query/01gD0000002HU6KIAW-1","records":[{"Id":"8025Y00000AbCdEQAV","Quantity":1,"license_keys__C":"AAAAA-11111-C"}]}}]}"#;
-    let page = salesforce::parse_query(200, first, &Fields::basic(ContactField::BillToContact, Some("License_Keys__c")))
+    let page = salesforce::parse_query(
+        200,
+        first,
+        &Fields::basic(ContactField::BillToContact, Some("License_Keys__c")),
+    )
     .unwrap();
     let o = &page.orders[0];
     assert_eq!(
@@ -195,14 +209,28 @@ fn further_pages_of_order_products_and_field_names_in_any_case() {
     );
     assert_eq!(o.items[0].written_back.as_deref(), Some("AAAAA-11111-C"));
     let more = br#"{"totalSize":3,"done":true,"records":[{"Id":"8025Y00000AbCdFQAV","Quantity":2},{"Id":"8025Y00000AbCdGQAV","Quantity":3}]}"#;
-    let next = salesforce::parse_items_page(200, more, &Fields::basic(ContactField::BillToContact, Some("License_Keys__c"))).unwrap();
+    let next = salesforce::parse_items_page(
+        200,
+        more,
+        &Fields::basic(ContactField::BillToContact, Some("License_Keys__c")),
+    )
+    .unwrap();
     assert_eq!(next.items.len(), 2);
     assert_eq!(next.items[1].quantity, 3.0);
     assert_eq!(next.next_records_url, None);
     let evil = br#"{"done":false,"nextRecordsUrl":"//evil.example/x","records":[]}"#;
-    assert!(salesforce::parse_items_page(200, evil, &Fields::basic(ContactField::BillToContact, None)).is_err());
+    assert!(salesforce::parse_items_page(
+        200,
+        evil,
+        &Fields::basic(ContactField::BillToContact, None)
+    )
+    .is_err());
     assert_eq!(
-        salesforce::parse_items_page(401, b"[{\"errorCode\":\"INVALID_SESSION_ID\"}]", &Fields::basic(ContactField::BillToContact, None)),
+        salesforce::parse_items_page(
+            401,
+            b"[{\"errorCode\":\"INVALID_SESSION_ID\"}]",
+            &Fields::basic(ContactField::BillToContact, None)
+        ),
         Err(SalesforceError::SessionInvalid)
     );
 }
@@ -322,16 +350,28 @@ fn shared_wire_samples_parse() {
         salesforce::parse_token(400, sample!("salesforce/token_invalid_grant.json")),
         Err(SalesforceError::LoginRefused { .. })
     ));
-    let p1 = salesforce::parse_query(200, sample!("salesforce/query_page1.json"), &Fields::basic(ContactField::BillToContact, Some("License_Keys__c")))
+    let p1 = salesforce::parse_query(
+        200,
+        sample!("salesforce/query_page1.json"),
+        &Fields::basic(ContactField::BillToContact, Some("License_Keys__c")),
+    )
     .unwrap();
     assert!(p1.next_records_url.is_some());
     assert_eq!(p1.orders.len(), 1);
-    let p2 = salesforce::parse_query(200, sample!("salesforce/query_page2.json"), &Fields::basic(ContactField::CustomerAuthorizedBy, Some("License_Keys__c")))
+    let p2 = salesforce::parse_query(
+        200,
+        sample!("salesforce/query_page2.json"),
+        &Fields::basic(ContactField::CustomerAuthorizedBy, Some("License_Keys__c")),
+    )
     .unwrap();
     assert!(p2.next_records_url.is_none());
     assert!(p2.orders[0].customer.is_some());
     assert_eq!(
-        salesforce::parse_query(401, sample!("salesforce/query_invalid_session.json"), &Fields::basic(ContactField::BillToContact, None)),
+        salesforce::parse_query(
+            401,
+            sample!("salesforce/query_invalid_session.json"),
+            &Fields::basic(ContactField::BillToContact, None)
+        ),
         Err(SalesforceError::SessionInvalid)
     );
     assert!(

@@ -1,8 +1,8 @@
 //! Salesforce replies: `parse_token`, `parse_query`, `parse_writeback` and `classify_error`.
 //!
 //! Input: byte 0 picks the parser (bits 0-1: 0 token, 1 query, 2 write-back, 3 classify_error;
-//! bit 2: contact field CustomerAuthorizedBy instead of BillToContact; bit 3: a write-back field
-//! for the query; bits 4-7: the number of records a write-back sent), bytes 1-2 are the HTTP status (big-endian u16), the rest is the body.
+//! bit 2: contact field CustomerAuthorizedBy instead of BillToContact; bit 3: the query reads
+//! the write-back, state and renewal fields and reduction orders (`lifecycle`); bits 4-7: the number of records a write-back sent), bytes 1-2 are the HTTP status (big-endian u16), the rest is the body.
 //! scripts/fuzz prefixes the testdata/salesforce/*.json seeds this way.
 //!
 //! Properties: Ok only for 2xx; a token is printable ASCII and its authority cannot smuggle a
@@ -13,14 +13,16 @@
 
 use keygate_core::config::ContactField;
 use keygate_core::salesforce::{
-    checked_next_url, classify_error, parse_query, parse_token, parse_writeback, SalesforceError,
-    Token,
+    checked_next_url, classify_error, parse_query, parse_token, parse_writeback, Fields,
+    SalesforceError, Token,
 };
 use keygate_core::secret::Secret;
 use keygate_fuzz::{assert_no_control, assert_reason, check_id};
 use libfuzzer_sys::fuzz_target;
 
 const WRITEBACK_FIELD: &str = "License_Keys__c";
+const STATE_FIELD: &str = "License_State__c";
+const RENEWAL_FIELD: &str = "Renews__c";
 
 fuzz_target!(|data: &[u8]| {
     let [sel, s0, s1, body @ ..] = data else {
@@ -33,7 +35,15 @@ fuzz_target!(|data: &[u8]| {
     } else {
         ContactField::CustomerAuthorizedBy
     };
-    let writeback = (sel & 8 != 0).then_some(WRITEBACK_FIELD);
+    let lifecycle = sel & 8 != 0;
+    let writeback = lifecycle.then_some(WRITEBACK_FIELD);
+    let fields = Fields {
+        contact,
+        writeback,
+        state: lifecycle.then_some(STATE_FIELD),
+        renewal: lifecycle.then_some(RENEWAL_FIELD),
+        reductions: lifecycle,
+    };
     let sent = usize::from(sel >> 4);
     match sel & 3 {
         0 => match parse_token(status, body) {
@@ -43,7 +53,7 @@ fuzz_target!(|data: &[u8]| {
             }
             Err(e) => check_error(status, &e, Source::Token),
         },
-        1 => match parse_query(status, body, contact, writeback) {
+        1 => match parse_query(status, body, &fields) {
             Ok(page) => {
                 assert!(ok_status, "query page accepted with status {status}");
                 if let Some(url) = &page.next_records_url {
@@ -61,6 +71,19 @@ fuzz_target!(|data: &[u8]| {
                         if let Some(w) = &item.written_back {
                             assert!(writeback.is_some(), "written_back without a field");
                             assert!(!w.is_empty() && w.trim() == w, "written_back {w:?}");
+                        }
+                        if let Some(st) = &item.state {
+                            assert!(lifecycle, "state without a field");
+                            assert!(!st.is_empty() && st.trim() == st, "state {st:?}");
+                        }
+                        if let Some(r) = &item.renews {
+                            assert!(lifecycle, "renews without a field");
+                            check_id("renewed line id", r);
+                        }
+                        if let Some(o) = &item.original {
+                            assert!(lifecycle, "original line without reductions");
+                            check_id("original line id", &o.id);
+                            assert!(o.quantity.is_finite(), "original quantity {}", o.quantity);
                         }
                     }
                 }

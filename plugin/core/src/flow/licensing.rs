@@ -95,8 +95,12 @@ impl Flow {
             return self.etcd_set_line(idx, pending(busy_until, expiry_before), true, env);
         }
         let busy_until = ledger.busy_until(env.now_ms, timeout);
-        if let Err(e) = ledger.set(env.store, &item, &pending(busy_until, expiry_before), env.now_ms)
-        {
+        if let Err(e) = ledger.set(
+            env.store,
+            &item,
+            &pending(busy_until, expiry_before),
+            env.now_ms,
+        ) {
             let why = match e {
                 StoreError::Full => "the ledger is full of unfinished lines",
                 _ => "shared state unavailable",
@@ -114,7 +118,11 @@ impl Flow {
     /// The call of a line whose pending mark is recorded: its issue, or its renewal.
     #[inline(never)]
     pub(super) fn send_marked(&mut self, idx: usize, env: &mut Env<'_>) -> bool {
-        if self.lines.get(idx).is_some_and(|l| l.action == Action::Renew) {
+        if self
+            .lines
+            .get(idx)
+            .is_some_and(|l| l.action == Action::Renew)
+        {
             return self.send_change(idx, env);
         }
         self.send_issue(idx, env)
@@ -249,14 +257,23 @@ impl Flow {
         }
         let ledger = Ledger::new(&self.cfg.state_prefix, self.cfg.ledger);
         if let LineState::Pending { expiry_before, .. } = ledger.line(env.store, &item) {
-            let _ = ledger.set(env.store, &item, &pending(env.now_ms, expiry_before), env.now_ms);
+            let _ = ledger.set(
+                env.store,
+                &item,
+                &pending(env.now_ms, expiry_before),
+                env.now_ms,
+            );
         }
     }
 
     pub(super) fn on_lookup(&mut self, idx: usize, resp: Response, env: &mut Env<'_>) {
         self.in_flight = self.in_flight.saturating_sub(1);
         self.count(Metric::Lookups, 1);
-        let target = self.lines.get(idx).map(|l| l.target.to_string()).unwrap_or_default();
+        let target = self
+            .lines
+            .get(idx)
+            .map(|l| l.target.to_string())
+            .unwrap_or_default();
         let action = self.lines.get(idx).map_or(Action::Issue, |l| l.action);
         let found = match resp.status {
             None => Err(LicenseError::Unparseable("no response".into())),
@@ -330,7 +347,14 @@ impl Flow {
                 format!("line {item}: key issued or changed but not recorded in shared state"),
             );
         }
-        self.count(metric, if action == Action::Issue { 1 } else { u64::from(n) });
+        self.count(
+            metric,
+            if action == Action::Issue {
+                1
+            } else {
+                u64::from(n)
+            },
+        );
         match metric {
             Metric::LicensesRecovered => self.recovered += 1,
             Metric::LicensesIssued => self.issued += 1,

@@ -43,15 +43,13 @@ impl Flow {
             // A renewal may still be applied: the line stays pending until its time is up.
             None => Err("no response (reset or refused); outcome unknown".to_owned()),
             Some(504) => Err("timed out; outcome unknown".to_owned()),
-            Some(s) => {
-                license::parse_change(s, &resp.body).map_err(|e| match e {
-                    LicenseError::Refused(m) if license::is_unknown_key(&m) => String::new(),
-                    LicenseError::Refused(m) => format!(
-                        "{m}; is the license server's property {property} set to true?"
-                    ),
-                    other => other.to_string(),
-                })
-            }
+            Some(s) => license::parse_change(s, &resp.body).map_err(|e| match e {
+                LicenseError::Refused(m) if license::is_unknown_key(&m) => String::new(),
+                LicenseError::Refused(m) => {
+                    format!("{m}; is the license server's property {property} set to true?")
+                }
+                other => other.to_string(),
+            }),
         };
         match result {
             Ok(()) => {
@@ -100,8 +98,9 @@ impl Flow {
             Err(e) => {
                 self.count(Metric::CalloutsFailedLicense, 1);
                 let item = self.line_item(idx);
-                self.failures
-                    .push(format!("could not read the expiry of the key renewal line {item} renews: {e}"));
+                self.failures.push(format!(
+                    "could not read the expiry of the key renewal line {item} renews: {e}"
+                ));
             }
             Ok(now) => {
                 let Some(line) = self.lines.get_mut(idx) else {

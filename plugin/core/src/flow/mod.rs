@@ -116,7 +116,9 @@ enum SfCall {
 
 #[derive(Debug, Clone)]
 enum Pending {
-    Login { then: SfCall },
+    Login {
+        then: SfCall,
+    },
     Sf(SfCall),
     Issue(usize),
     Lookup(usize),

@@ -229,13 +229,21 @@ impl Flow {
     }
 
     /// A cancelled order's line: revoke every key it has (a line without keys is nothing to do).
-    fn plan_revoke(&mut self, mut line: Line, item: &OrderItem, p: &mut Planner<'_>, env: &Env<'_>) {
+    fn plan_revoke(
+        &mut self,
+        mut line: Line,
+        item: &OrderItem,
+        p: &mut Planner<'_>,
+        env: &Env<'_>,
+    ) {
         line.action = Action::Revoke;
         let known = self.known(&item.id, &p.ledger, env);
         let step = match known {
             LineState::Revoked(keys) => {
                 // Revoked already; Salesforce may not show it yet.
-                let shown = self.issuing().is_none_or(|i| i.salesforce.state_field.is_none())
+                let shown = self
+                    .issuing()
+                    .is_none_or(|i| i.salesforce.state_field.is_none())
                     || item.state.as_deref() == Some(REVOKED);
                 if shown {
                     return;
@@ -264,7 +272,13 @@ impl Flow {
     }
 
     /// A reduction order's line: lower the key of the line it reduces to what is left.
-    fn plan_reduction(&mut self, mut line: Line, item: &OrderItem, p: &mut Planner<'_>, env: &Env<'_>) {
+    fn plan_reduction(
+        &mut self,
+        mut line: Line,
+        item: &OrderItem,
+        p: &mut Planner<'_>,
+        env: &Env<'_>,
+    ) {
         let Some(original) = item.original.as_ref() else {
             p.logs.push((
                 Level::Error,
@@ -277,7 +291,8 @@ impl Flow {
             return;
         };
         // The reduced quantity may come signed either way (UNCONFIRMED): its size is what counts.
-        let (Some(reduced), Some(had)) = (whole(item.quantity.abs()), whole_or_zero(original.quantity))
+        let (Some(reduced), Some(had)) =
+            (whole(item.quantity.abs()), whole_or_zero(original.quantity))
         else {
             p.logs.push((
                 Level::Error,
@@ -301,11 +316,20 @@ impl Flow {
     }
 
     /// A renewal line: renew the key of the line its renewal field names, exactly once.
-    fn plan_renewal(&mut self, mut line: Line, item: &OrderItem, p: &mut Planner<'_>, env: &Env<'_>) {
+    fn plan_renewal(
+        &mut self,
+        mut line: Line,
+        item: &OrderItem,
+        p: &mut Planner<'_>,
+        env: &Env<'_>,
+    ) {
         let Some(target) = item.renews else {
             p.logs.push((
                 Level::Error,
-                format!("renewal line {}: the renewal field names no line: skipped", item.id),
+                format!(
+                    "renewal line {}: the renewal field names no line: skipped",
+                    item.id
+                ),
             ));
             p.counts.add(Metric::LinesSkippedInvalid);
             return;
@@ -316,7 +340,13 @@ impl Flow {
     }
 
     /// A reduction or renewal line: done once its write-back holds the key it changed.
-    fn plan_change(&mut self, mut line: Line, item: &OrderItem, p: &mut Planner<'_>, env: &Env<'_>) {
+    fn plan_change(
+        &mut self,
+        mut line: Line,
+        item: &OrderItem,
+        p: &mut Planner<'_>,
+        env: &Env<'_>,
+    ) {
         if item.written_back.as_deref().and_then(keys_of).is_some() {
             p.counts.add(Metric::LinesAlreadyLicensed);
             return;

@@ -1,7 +1,9 @@
 //! Salesforce: OAuth 2.0 login (`token`), the SOQL order query and its pages (`query`), and the
 //! sObject Collections write-back (`writeback`). Pure functions over bytes; the flow decides
-//! when to call them. Replies are read with serde derive into structs that borrow from the body.
+//! when to call them. Replies are read with serde into structs that borrow from the body (`json_object!`).
 
+#[macro_use]
+mod json_object;
 mod query;
 mod token;
 mod writeback;
@@ -89,11 +91,11 @@ impl<'de: 'a, 'a> Deserialize<'de> for BorrowedStr<'a> {
 }
 
 /// One entry of a REST error body.
-#[derive(Deserialize)]
+#[derive(Default)]
 struct RestError<'a> {
-    #[serde(rename = "errorCode", borrow, default)]
     error_code: Option<BorrowedStr<'a>>,
 }
+json_object!(RestError<'a>, "a REST error", { "errorCode" => error_code });
 
 /// A REST reply read into `T` when its status is 2xx (any other status is [`classify_error`]'s);
 /// `what` names the reply in the error.

@@ -6,9 +6,8 @@ use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
 
-use serde::de::{IgnoredAny, MapAccess, Visitor};
+use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
-use serde_json::value::RawValue;
 
 use super::{BorrowedStr, SalesforceError};
 use crate::config::{ContactField, Issuing};
@@ -159,86 +158,106 @@ pub struct ItemsPage {
 
 // ---- the reply as Salesforce sends it ----------------------------------------------------------
 
-fn yes() -> bool {
-    true
-}
+// Read with `json_object!` (derive's reading, less its JSON-array path); every field is optional.
 
-#[derive(Deserialize)]
 struct PageJson<'a> {
-    #[serde(default = "yes")]
     done: bool,
-    #[serde(rename = "nextRecordsUrl", borrow, default)]
     next_records_url: Option<BorrowedStr<'a>>,
-    #[serde(borrow, default)]
     records: Option<Vec<OrderJson<'a>>>,
 }
+json_object!(PageJson<'a>, "a query reply", {
+    "done" => done,
+    "nextRecordsUrl" => next_records_url,
+    "records" => records,
+});
 
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
+/// A reply without `done` is complete.
+impl Default for PageJson<'_> {
+    fn default() -> Self {
+        PageJson {
+            done: true,
+            next_records_url: None,
+            records: None,
+        }
+    }
+}
+
+#[derive(Default)]
 struct OrderJson<'a> {
-    #[serde(borrow, default)]
     id: Option<BorrowedStr<'a>>,
-    #[serde(borrow, default)]
     order_number: Option<BorrowedStr<'a>>,
-    #[serde(borrow, default)]
     status: Option<BorrowedStr<'a>>,
-    #[serde(borrow, default)]
     account: Option<AccountJson<'a>>,
     // Both contact relationships the configuration can name; the query selects one.
-    #[serde(borrow, default)]
     bill_to_contact: Option<ContactJson<'a>>,
-    #[serde(borrow, default)]
     customer_authorized_by: Option<ContactJson<'a>>,
-    #[serde(default)]
     is_reduction_order: Option<bool>,
     /// A parent-to-child subquery with no children may come back as null.
-    #[serde(borrow, default)]
     order_items: Option<SubqueryJson<'a>>,
 }
+json_object!(OrderJson<'a>, "an Order record", {
+    "Id" => id,
+    "OrderNumber" => order_number,
+    "Status" => status,
+    "Account" => account,
+    "BillToContact" => bill_to_contact,
+    "CustomerAuthorizedBy" => customer_authorized_by,
+    "IsReductionOrder" => is_reduction_order,
+    "OrderItems" => order_items,
+});
 
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
+#[derive(Default)]
 struct AccountJson<'a> {
-    #[serde(borrow, default)]
     name: Option<BorrowedStr<'a>>,
 }
+json_object!(AccountJson<'a>, "an Account", { "Name" => name });
 
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
+#[derive(Default)]
 struct ContactJson<'a> {
-    #[serde(borrow, default)]
     first_name: Option<BorrowedStr<'a>>,
-    #[serde(borrow, default)]
     last_name: Option<BorrowedStr<'a>>,
-    #[serde(borrow, default)]
     email: Option<BorrowedStr<'a>>,
-    #[serde(borrow, default)]
     phone: Option<BorrowedStr<'a>>,
 }
+json_object!(ContactJson<'a>, "a Contact", {
+    "FirstName" => first_name,
+    "LastName" => last_name,
+    "Email" => email,
+    "Phone" => phone,
+});
 
 /// The OrderItems subquery inside an order, and also a further page of it (same shape).
-#[derive(Deserialize)]
 struct SubqueryJson<'a> {
-    #[serde(default = "yes")]
     done: bool,
-    #[serde(rename = "nextRecordsUrl", borrow, default)]
     next_records_url: Option<BorrowedStr<'a>>,
-    #[serde(borrow, default)]
     records: Option<Vec<ItemJson<'a>>>,
 }
+json_object!(SubqueryJson<'a>, "an OrderItems subquery", {
+    "done" => done,
+    "nextRecordsUrl" => next_records_url,
+    "records" => records,
+});
 
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct ProductJson<'a> {
-    #[serde(borrow, default)]
-    product_code: Option<BorrowedStr<'a>>,
-    #[serde(borrow, default)]
-    name: Option<BorrowedStr<'a>>,
+impl Default for SubqueryJson<'_> {
+    fn default() -> Self {
+        SubqueryJson {
+            done: true,
+            next_records_url: None,
+            records: None,
+        }
+    }
 }
 
-/// An OrderItem record. Its write-back field has a configured name, which derive cannot
-/// know: the known fields are read as such and every other one is kept as raw JSON (borrowed)
-/// for [`ItemJson::field`].
+#[derive(Default)]
+struct ProductJson<'a> {
+    product_code: Option<BorrowedStr<'a>>,
+    name: Option<BorrowedStr<'a>>,
+}
+json_object!(ProductJson<'a>, "a Product2", { "ProductCode" => product_code, "Name" => name });
+
+/// An OrderItem record. Its write-back, state and renewal fields have configured names, which
+/// a fixed key list cannot know: the known fields are read as such and every other one is kept
+/// as a [`FieldValue`] for [`ItemJson::field`] (by hand, below).
 #[derive(Default)]
 struct ItemJson<'a> {
     id: Option<BorrowedStr<'a>>,
@@ -246,33 +265,90 @@ struct ItemJson<'a> {
     product: Option<ProductJson<'a>>,
     original_id: Option<BorrowedStr<'a>>,
     original: Option<OriginalJson>,
-    other: Vec<(Cow<'a, str>, &'a RawValue)>,
+    other: Vec<(Cow<'a, str>, FieldValue<'a>)>,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
+#[derive(Default)]
 struct OriginalJson {
-    #[serde(default)]
     quantity: Option<f64>,
-    #[serde(default)]
     available_quantity: Option<f64>,
 }
+json_object!(OriginalJson, "an OriginalOrderItem", {
+    "Quantity" => quantity,
+    "AvailableQuantity" => available_quantity,
+});
 
 impl<'a> ItemJson<'a> {
     /// A string field other than the known ones (`None` when absent or null). Field names are
     /// case-insensitive in Salesforce: the reply spells them as the schema does, not as the query.
-    fn field(&self, name: &str) -> Result<Option<BorrowedStr<'a>>, serde_json::Error> {
+    fn field(&self, name: &str) -> Result<Option<&str>, SalesforceError> {
         match self
             .other
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
         {
-            Some((_, raw)) => {
-                // from_slice, as every other reply: one instantiation of the parser in the .wasm.
-                serde_json::from_slice(raw.get().as_bytes())
-            }
-            None => Ok(None),
+            Some((_, FieldValue::Text(s))) => Ok(Some(s)),
+            Some((_, FieldValue::Null)) | None => Ok(None),
+            Some((_, FieldValue::NotText)) => Err(SalesforceError::Unparseable(format!(
+                "query reply: field {} is not a string",
+                excerpt(name)
+            ))),
         }
+    }
+}
+
+/// The value of an OrderItem field the query did not name statically: only a string is ever
+/// read from one, so anything else is skipped unread. (Not `RawValue`: with `Value` in the
+/// .wasm for the configuration, serde_json's `raw_value` feature links a second copy of its
+/// parser.)
+enum FieldValue<'a> {
+    Text(Cow<'a, str>),
+    Null,
+    NotText,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for FieldValue<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = FieldValue<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a field value")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(
+                self,
+                s: &'de str,
+            ) -> Result<Self::Value, E> {
+                Ok(FieldValue::Text(Cow::Borrowed(s)))
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Self::Value, E> {
+                Ok(FieldValue::Text(Cow::Owned(s.to_owned())))
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+                Ok(FieldValue::Null)
+            }
+            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(FieldValue::NotText)
+            }
+            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(FieldValue::NotText)
+            }
+            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(FieldValue::NotText)
+            }
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(FieldValue::NotText)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(FieldValue::NotText)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(FieldValue::NotText)
+            }
+        }
+        d.deserialize_any(V(PhantomData))
     }
 }
 
@@ -296,7 +372,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for ItemJson<'a> {
                         "attributes" => {
                             map.next_value::<IgnoredAny>()?;
                         }
-                        _ => item.other.push((key, map.next_value::<&'a RawValue>()?)),
+                        _ => item.other.push((key, map.next_value()?)),
                     }
                 }
                 Ok(item)
@@ -417,10 +493,8 @@ fn item(it: ItemJson<'_>, fields: &Fields<'_>) -> Result<OrderItem, SalesforceEr
     })?;
     let text = |name: Option<&str>| -> Result<Option<String>, SalesforceError> {
         let Some(name) = name else { return Ok(None) };
-        let v = it
-            .field(name)
-            .map_err(|e| super::json_error("query reply", &e))?;
-        Ok(v.as_deref()
+        Ok(it
+            .field(name)?
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .map(str::to_owned))
@@ -430,19 +504,24 @@ fn item(it: ItemJson<'_>, fields: &Fields<'_>) -> Result<OrderItem, SalesforceEr
     let renews = text(fields.renewal)?
         .map(|r| {
             SfId::parse(&r).ok_or_else(|| {
-                SalesforceError::Unparseable(format!("renewed line id {} is not valid", excerpt(&r)))
+                SalesforceError::Unparseable(format!(
+                    "renewed line id {} is not valid",
+                    excerpt(&r)
+                ))
             })
         })
         .transpose()?;
-    let original = match (it.original_id.as_deref(), it.original) {
+    // Only asked for with `reductions`; a reply that has it regardless is not read for it.
+    let original_id = it.original_id.as_deref().filter(|_| fields.reductions);
+    let original = match (original_id, it.original) {
         (Some(raw), o) => {
             let id = SfId::parse(raw).ok_or_else(|| {
-                SalesforceError::Unparseable(format!("original line id {} is not valid", excerpt(raw)))
+                SalesforceError::Unparseable(format!(
+                    "original line id {} is not valid",
+                    excerpt(raw)
+                ))
             })?;
-            let o = o.unwrap_or(OriginalJson {
-                quantity: None,
-                available_quantity: None,
-            });
+            let o = o.unwrap_or_default();
             Some(OriginalItem {
                 id,
                 quantity: o.quantity.unwrap_or(0.0),

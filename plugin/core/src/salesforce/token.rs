@@ -1,7 +1,5 @@
 //! OAuth 2.0 login: the token request for the configured grant and the token endpoint's reply.
 
-use serde::Deserialize;
-
 use super::{BorrowedStr, SalesforceError};
 use crate::config::{Grant, SalesforceConfig};
 use crate::secret::Secret;
@@ -70,17 +68,19 @@ impl Token {
 }
 
 /// The token endpoint's JSON, success and error fields together (borrowed from the body).
-#[derive(Deserialize)]
+#[derive(Default)]
 struct TokenReply<'a> {
-    #[serde(borrow, default)]
     access_token: Option<BorrowedStr<'a>>,
-    #[serde(borrow, default)]
     instance_url: Option<BorrowedStr<'a>>,
-    #[serde(borrow, default)]
     error: Option<BorrowedStr<'a>>,
-    #[serde(borrow, default)]
     error_description: Option<BorrowedStr<'a>>,
 }
+json_object!(TokenReply<'a>, "a token reply", {
+    "access_token" => access_token,
+    "instance_url" => instance_url,
+    "error" => error,
+    "error_description" => error_description,
+});
 
 /// Parse a token endpoint reply. There is no `expires_in`: expiry shows up later as a 401.
 pub fn parse_token(status: u16, body: &[u8]) -> Result<Token, SalesforceError> {

@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 
 use serde::ser::{SerializeMap, Serializer};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::{BorrowedStr, SalesforceError};
 use crate::ids::SfId;
@@ -83,19 +83,18 @@ pub fn writeback_body(fields: WriteBackFields<'_>, lines: &[WriteBack]) -> Strin
     serde_json::to_string(&update).unwrap_or_default()
 }
 
-#[derive(Deserialize)]
+#[derive(Default)]
 struct RecordResult<'a> {
-    #[serde(default)]
     success: bool,
-    #[serde(borrow, default)]
     errors: Vec<RecordError<'a>>,
 }
+json_object!(RecordResult<'a>, "a record result", { "success" => success, "errors" => errors });
 
-#[derive(Deserialize)]
+#[derive(Default)]
 struct RecordError<'a> {
-    #[serde(rename = "statusCode", borrow, default)]
     status_code: Option<BorrowedStr<'a>>,
 }
+json_object!(RecordError<'a>, "a record error", { "statusCode" => status_code });
 
 /// A record of a write-back that Salesforce refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
