@@ -67,6 +67,24 @@ pub struct World {
     pub item_page_fault: Option<Response>,
     /// The fleet's etcd (for configurations with `ledger.backend: "etcd"`).
     pub etcd: EtcdModel,
+    /// Each issued key's terms as the lifecycle calls change them.
+    pub key_state: BTreeMap<String, KeyState>,
+    /// OrderItem → its state field (`License_State__c`) as written back.
+    pub written_state: BTreeMap<String, String>,
+    /// Lifecycle calls the license server refuses as a disabled feature (its server property off).
+    pub lifecycle_disabled: bool,
+    /// Misbehaviour *after* really applying a lifecycle change (uncertain outcome).
+    pub change_then_fail: VecDeque<Response>,
+}
+
+/// What the license server holds for one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyState {
+    pub revoked: bool,
+    /// Activations allowed.
+    pub quantity: u32,
+    /// Days of validity (issue's `is_expduration` plus renewals).
+    pub expiry_days: u32,
 }
 
 pub fn ok(body: impl Into<Vec<u8>>) -> Response {
@@ -140,6 +158,14 @@ impl World {
             "license"
         } else if call.path.ends_with("/RetrieveActivationKeyHttp") {
             "retrieve"
+        } else if call.path.ends_with("/RevokeLicenseHttp") {
+            "revoke"
+        } else if call.path.ends_with("/UpdateLicenseHttp") {
+            "update"
+        } else if call.path.ends_with("/RenewSubscriptionHttp") {
+            "renew"
+        } else if call.path.ends_with("/ValidateLicenseHttp") {
+            "validate"
         } else {
             "unknown"
         }
@@ -229,6 +255,9 @@ impl World {
                             if let Some(v) = self.written.get(&id) {
                                 it["License_Keys__c"] = json!(v);
                             }
+                            if let Some(v) = self.written_state.get(&id) {
+                                it["License_State__c"] = json!(v);
+                            }
                         }
                         let items = o["OrderItems"]["records"].as_array().unwrap().clone();
                         o["OrderItems"] = self.items_page(&items, 0, o["Id"].as_str().unwrap());
@@ -263,10 +292,12 @@ impl World {
                         results.push(json!({"success": false, "errors": [{"statusCode": "FIELD_CUSTOM_VALIDATION_EXCEPTION", "message": "Keys are locked", "fields": []}]}));
                         continue;
                     }
-                    self.written.insert(
-                        id.clone(),
-                        r["License_Keys__c"].as_str().unwrap().to_owned(),
-                    );
+                    if let Some(keys) = r["License_Keys__c"].as_str() {
+                        self.written.insert(id.clone(), keys.to_owned());
+                    }
+                    if let Some(state) = r["License_State__c"].as_str() {
+                        self.written_state.insert(id.clone(), state.to_owned());
+                    }
                     results.push(json!({"id": id, "success": true, "errors": []}));
                 }
                 ok(Value::Array(results).to_string())
@@ -284,6 +315,14 @@ impl World {
                     .entry(f["is_orderid"].clone())
                     .or_default()
                     .push(key.clone());
+                self.key_state.insert(
+                    key.clone(),
+                    KeyState {
+                        revoked: false,
+                        quantity: f["is_quantity"].parse().unwrap_or(1),
+                        expiry_days: f.get("is_expduration").map_or(0, |d| d.parse().unwrap()),
+                    },
+                );
                 if let Some(r) = self.issue_then_fail.pop_front() {
                     return r;
                 }
@@ -304,8 +343,45 @@ impl World {
                     "<QuickLicenseManager><licenses>{inner}</licenses></QuickLicenseManager>"
                 ))
             }
+            "revoke" | "update" | "renew" | "validate" => self.lifecycle(ep, call),
             _ => status(404, "not found"),
         }
+    }
+
+    /// QLM's lifecycle methods over `key_state`, answering as the license stand-in does.
+    fn lifecycle(&mut self, ep: &str, call: &Call) -> Response {
+        let f = Self::form(call);
+        assert_eq!(f["is_pwd"], "secret-of-KEYGATE_QLM_PASSWORD");
+        let xml = |inner: String| {
+            ok(format!(
+                "<?xml version=\"1.0\"?><QuickLicenseManager>{inner}</QuickLicenseManager>"
+            ))
+        };
+        if self.lifecycle_disabled && ep != "validate" {
+            return xml(
+                "<error>This feature is disabled. Set the server property to true.</error>".into(),
+            );
+        }
+        let Some(k) = self.key_state.get_mut(&f["is_avkey"]) else {
+            return xml("<error>The license key does not exist.</error>".into());
+        };
+        match ep {
+            "revoke" => k.revoked = f["is_revoke"] == "true",
+            "update" => k.quantity = f["is_quantity"].parse().unwrap(),
+            "renew" => k.expiry_days += f["is_expduration"].parse::<u32>().unwrap(),
+            _ => {
+                return xml(format!(
+                    "<license><status>{}</status><numberOfLicenses>{}</numberOfLicenses><expiryDays>{}</expiryDays></license>",
+                    if k.revoked { "revoked" } else { "active" },
+                    k.quantity,
+                    k.expiry_days
+                ))
+            }
+        }
+        if let Some(r) = self.change_then_fail.pop_front() {
+            return r;
+        }
+        xml("<result>done</result>".into())
     }
 
     /// The OrderItems subquery result from `offset`: done, or a page and its nextRecordsUrl.
