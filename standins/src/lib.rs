@@ -53,6 +53,16 @@ pub const MULTI_LINE_ITEM_IDS: [&str; 3] = [
 pub const DRAFT_ORDER_ID: &str = "8015Y000001DrAfQAK";
 /// Activated, `OrderItems: null` (no order products).
 pub const NO_ITEMS_ORDER_ID: &str = "8015Y000001NoItQAK";
+/// A reduction order of the demo order (`IsReductionOrder`): one line reducing the demo line by
+/// 1 (`Quantity` −1, `OriginalOrderItem` 3 → `AvailableQuantity` 2).
+pub const REDUCTION_ORDER_ID: &str = "8015Y00000ReDuCQAV";
+pub const REDUCTION_ITEM_ID: &str = "8025Y00000ReDu1QAF";
+/// A subscription: one line of `002` × 1.
+pub const SUBSCRIPTION_ORDER_ID: &str = "8015Y00000SuBsCQAV";
+pub const SUBSCRIPTION_ITEM_ID: &str = "8025Y00000SuBs1QAF";
+/// Its renewal: one line of `002-RENEW` × 1 whose `Renews__c` names the subscription's line.
+pub const RENEWAL_ORDER_ID: &str = "8015Y00000ReNeWQAV";
+pub const RENEWAL_ITEM_ID: &str = "8025Y00000ReNe1QAF";
 
 /// Where `testdata/salesforce/orders.json` is in this workspace (resolved at compile time, so
 /// in-process users do not depend on their working directory).
@@ -254,6 +264,15 @@ impl Standins {
             .map(|i| self.shared.orders.item_id18(i))
             .collect();
         self.shared.lock().refuse_writeback = full;
+    }
+
+    /// From now on the query answers `status` as the Status of `order` (15 or 18 characters), as
+    /// when an admin cancels or reactivates it; `reset` restores the fixture's.
+    pub fn set_order_status(&self, order: &str, status: &str) {
+        let mut state = self.shared.lock();
+        if let Some(id) = self.shared.orders.order_id18(order) {
+            state.order_status.insert(id, status.to_owned());
+        }
     }
 
     /// Stops accepting and closes open connections. Idempotent; `Drop` calls it.

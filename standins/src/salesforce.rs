@@ -111,6 +111,11 @@ impl Orders {
         self.item_base.get(id.get(..15)?)
     }
 
+    /// The fixture's 18-character id of an order given in either length.
+    pub fn order_id18(&self, id: &str) -> Option<String> {
+        self.resolve_order(id).cloned()
+    }
+
     /// The fixture's 18-character id of an OrderItem given in either length (as given when
     /// unknown).
     pub fn item_id18(&self, id: &str) -> String {
@@ -427,6 +432,9 @@ fn obj_text(page: &Value) -> String {
 /// current written-back values merged into its order products.
 fn render_order(shared: &Shared, state: &State, id: &str, version: &str) -> Option<Value> {
     let mut order = shared.orders.get(id)?.clone();
+    if let Some(status) = state.order_status.get(id) {
+        order["Status"] = Value::String(status.clone());
+    }
     if version != FIXTURE_VERSION {
         rewrite_versions(&mut order, version);
     }
@@ -918,7 +926,8 @@ mod tests {
     fn fixture_is_valid_and_ids_carry_real_checksums() {
         let path = crate::default_orders_path();
         let orders = Orders::load(&path).unwrap();
-        assert_eq!(orders.ids().len(), 4 + crate::ids::FAMILY_SIZE);
+        // Four named orders, the family, and the three of the order lifecycle.
+        assert_eq!(orders.ids().len(), 4 + crate::ids::FAMILY_SIZE + 3);
         for id in orders.ids() {
             assert_eq!(sf_id18(id.get(..15).unwrap_or_default()), id);
         }

@@ -37,6 +37,9 @@ pub struct State {
     pub keys: BTreeMap<String, license::KeyState>,
     /// Server properties that enable the lifecycle methods (QLM refuses them when off).
     pub lifecycle_enabled: bool,
+    /// Order id (18 characters) → the Status it has now, replacing the fixture's (an admin
+    /// cancelling or reactivating the order).
+    pub order_status: BTreeMap<String, String>,
     /// OrderItem id → fields written by sObject Collections updates.
     pub writebacks: BTreeMap<String, Map<String, Value>>,
     /// Query locator → the full result it pages through (a snapshot, as Salesforce's cursors
@@ -112,6 +115,7 @@ impl Shared {
                 all_keys: HashSet::new(),
                 keys: BTreeMap::new(),
                 lifecycle_enabled: true,
+                order_status: BTreeMap::new(),
                 writebacks: BTreeMap::new(),
                 cursors: HashMap::new(),
                 rng: Rng::new(),
@@ -178,6 +182,7 @@ impl Shared {
         s.issued.clear();
         s.keys.clear();
         s.lifecycle_enabled = true;
+        s.order_status.clear();
         s.writebacks.clear();
         s.cursors.clear();
         s.page_size = self.default_page_size;
@@ -364,6 +369,14 @@ impl Shared {
                         let full = ids.iter().map(|id| self.orders.item_id18(id));
                         s.refuse_writeback = full.collect();
                     }
+                    for (order, status) in change.order_status.unwrap_or_default() {
+                        match self.orders.order_id18(&order) {
+                            Some(id) => {
+                                s.order_status.insert(id, status);
+                            }
+                            None => return bad(format!("order_status: no order {order}")),
+                        }
+                    }
                     Response::json(200, &s.config_json())
                 }
                 Err(e) => bad(format!("config: {e}")),
@@ -389,6 +402,8 @@ struct ConfigChange {
     lifecycle_enabled: Option<bool>,
     /// Replaces the set of OrderItems whose write-back is refused.
     refuse_writeback: Option<Vec<String>>,
+    /// Order id (15 or 18 characters) → its Status from now on (merged into earlier changes).
+    order_status: Option<BTreeMap<String, String>>,
 }
 
 impl State {
@@ -399,6 +414,7 @@ impl State {
             "plain_text_keys": self.plain_text_keys,
             "refuse_writeback": self.refuse_writeback,
             "lifecycle_enabled": self.lifecycle_enabled,
+            "order_status": self.order_status,
         })
     }
 }

@@ -1126,7 +1126,7 @@ fn control_api_over_http() {
             r#"{"page_size":1,"plain_text_keys":true}"#
         )
         .json(),
-        json!({"page_size":1,"items_page_size":2000,"plain_text_keys":true,"refuse_writeback":[],"lifecycle_enabled":true})
+        json!({"page_size":1,"items_page_size":2000,"plain_text_keys":true,"refuse_writeback":[],"lifecycle_enabled":true,"order_status":{}})
     );
     assert_eq!(post("/_standin/config", r#"{"page_size":0}"#).status, 400);
     let r = call(
@@ -1178,7 +1178,7 @@ fn control_api_over_http() {
     assert!(s.record().is_empty() && s.issued().is_empty() && s.stats().is_empty());
     assert_eq!(
         call(sf, "GET", "/_standin/config", &[], b"").json(),
-        json!({"page_size":2000,"items_page_size":2000,"plain_text_keys":false,"refuse_writeback":[],"lifecycle_enabled":true})
+        json!({"page_size":2000,"items_page_size":2000,"plain_text_keys":false,"refuse_writeback":[],"lifecycle_enabled":true,"order_status":{}})
     );
     assert_eq!(call(sf, "GET", "/_standin/nope", &[], b"").status, 404);
     assert_eq!(call(sf, "GET", "/_standin/reset", &[], b"").status, 405);
@@ -1337,4 +1337,60 @@ fn lifecycle_methods_change_a_key_and_validate_reads_it_back() {
     }
     s.reset();
     assert!(s.keys().is_empty());
+}
+
+#[test]
+fn orders_change_status_and_lifecycle_orders_carry_their_links() {
+    let s = start();
+    let status_of = |s: &Standins| {
+        // A token each time: `reset` forgets them.
+        let page = query(s, &token(s), &soql_in(&[DEMO_ORDER_ID])).json();
+        page["records"][0]["Status"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(status_of(&s), "Activated");
+    s.set_order_status(DEMO_ORDER_ID, "Cancelled");
+    assert_eq!(status_of(&s), "Cancelled");
+    // Over the control API, by the 15-character id.
+    let r = call(
+        s.salesforce_addr(),
+        "POST",
+        "/_standin/config",
+        &[JSON],
+        format!(
+            r#"{{"order_status":{{"{}":"Activated"}}}}"#,
+            &DEMO_ORDER_ID[..15]
+        )
+        .as_bytes(),
+    );
+    assert_eq!(r.json()["order_status"][DEMO_ORDER_ID], "Activated");
+    assert_eq!(status_of(&s), "Activated");
+    let r = call(
+        s.salesforce_addr(),
+        "POST",
+        "/_standin/config",
+        &[JSON],
+        br#"{"order_status":{"8015Y000001ZZZZQAA":"Cancelled"}}"#,
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    s.set_order_status(DEMO_ORDER_ID, "Cancelled");
+    s.reset();
+    assert_eq!(status_of(&s), "Activated", "reset restores the fixture");
+
+    let page = query(
+        &s,
+        &token(&s),
+        &soql_in(&[REDUCTION_ORDER_ID, RENEWAL_ORDER_ID]),
+    )
+    .json();
+    let reduction = &page["records"][0];
+    assert_eq!(reduction["IsReductionOrder"], true);
+    let line = &reduction["OrderItems"]["records"][0];
+    assert_eq!(line["Id"], REDUCTION_ITEM_ID);
+    assert_eq!(line["Quantity"], -1.0);
+    assert_eq!(line["OriginalOrderItemId"], DEMO_ITEM_ID);
+    assert_eq!(line["OriginalOrderItem"]["AvailableQuantity"], 2.0);
+    let renewal = &page["records"][1]["OrderItems"]["records"][0];
+    assert_eq!(renewal["Id"], RENEWAL_ITEM_ID);
+    assert_eq!(renewal["Product2"]["ProductCode"], "002-RENEW");
+    assert_eq!(renewal["Renews__c"], SUBSCRIPTION_ITEM_ID);
 }

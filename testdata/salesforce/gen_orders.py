@@ -33,6 +33,7 @@ PRODUCTS = {
     "001": (id18("01t5Y000001XyZa"), "MyProduct"),
     "002": (id18("01t5Y000001XyZb"), "Other"),
     "999": (id18("01t5Y000001XyZc"), "Unmapped Widget"),
+    "002-RENEW": (id18("01t5Y000001XyZd"), "Other, renewal"),
 }
 
 
@@ -90,6 +91,22 @@ add("8015Y000001NoIt", "00000117", "Activated", ACME, JANE, JANE, None)
 for n in range(100):
     add(f"8015Y00000B{n:04d}", f"{1000 + n:08d}", "Activated", INITECH, PAT, None,
         [item(f"8025Y00000B{n:04d}", "001", 1)])
+
+# The order lifecycle (docs/architecture.md, "Order lifecycle"):
+# a reduction order of the demo order: one line reducing its line by 1 (3 → 2);
+red_item = item("8025Y00000ReDu1", "001", -1)
+red_item["OriginalOrderItemId"] = id18("8025Y00000AbCdE")
+red_item["OriginalOrderItem"] = {"attributes": attrs("OrderItem", id18("8025Y00000AbCdE")),
+                                 "Quantity": 3.0, "AvailableQuantity": 2.0}
+add("8015Y00000ReDuC", "00000118", "Activated", ACME, JANE, None, [red_item])
+orders[id18("8015Y00000ReDuC")].update(
+    {"IsReductionOrder": True, "OriginalOrderId": id18("8015Y000001AbCd")})
+# a subscription (product 002, 365 days) and the order that renews it (Renews__c names its line).
+add("8015Y00000SuBsC", "00000119", "Activated", ACME, JANE, None,
+    [item("8025Y00000SuBs1", "002", 1)])
+renewal = item("8025Y00000ReNe1", "002-RENEW", 1)
+renewal["Renews__c"] = id18("8025Y00000SuBs1")
+add("8015Y00000ReNeW", "00000120", "Activated", ACME, JANE, None, [renewal])
 
 out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "orders.json")
 with open(out, "w", encoding="utf-8") as f:
