@@ -58,16 +58,22 @@ WASM_OPT_FEATURES=(--enable-bulk-memory --enable-bulk-memory-opt --enable-nontra
   --enable-sign-ext --enable-mutable-globals --enable-multivalue --enable-reference-types)
 wasm_opt() {
   local in="$1" out="$2" h_in
-  h_in="$(sha256sum <"$in" | cut -d' ' -f1)"
+  # --converge repeats -Oz until nothing shrinks (~0.5 KB, a few seconds); the two metadata
+  # sections (tool versions, feature list) are read by no host. --low-memory-unused folds
+  # constant address offsets into loads and stores (~1.4 KB): valid because rustc links
+  # stack-first and nothing lives in the low 1 KiB, which wasm_layout.py checks first.
+  local flags=(-Oz --converge --low-memory-unused --strip-producers --strip-target-features
+    "${WASM_OPT_FEATURES[@]}")
+  # The stamp names the flags too: changing them re-optimises.
+  h_in="$(sha256sum <"$in" | cut -d' ' -f1) $BINARYEN_VERSION ${flags[*]}"
   if [ -f "$out" ] && [ -f "$out.stamp" ] &&
     [ "$(cat "$out.stamp")" = "$h_in $(sha256sum <"$out" | cut -d' ' -f1)" ]; then
     return 0
   fi
   say "wasm-opt -Oz $(basename "$in") (binaryen $BINARYEN_VERSION)"
-  # --converge repeats -Oz until nothing shrinks (~0.5 KB, a few seconds); the two metadata
-  # sections (tool versions, feature list) are read by no host.
-  "$WASM_OPT" -Oz --converge --strip-producers --strip-target-features "${WASM_OPT_FEATURES[@]}" \
-    "$in" -o "$out.tmp" || { rm -f "$out.tmp"; return 1; }
+  python3 "$ROOT/scripts/wasm_layout.py" "$in" ||
+    die "$(basename "$in"): memory layout changed; see scripts/wasm_layout.py"
+  "$WASM_OPT" "${flags[@]}" "$in" -o "$out.tmp" || { rm -f "$out.tmp"; return 1; }
   mv -f "$out.tmp" "$out"
   echo "$h_in $(sha256sum <"$out" | cut -d' ' -f1)" >"$out.stamp"
 }

@@ -62,6 +62,16 @@ fn counters_carry_labels_and_every_series_the_alerts_use_exists() {
     );
     assert_eq!(value(r#"keygate_callouts_failed{upstream="ledger"}"#), 0.0);
     assert_eq!(value(r#"keygate_lines_skipped{cause="unmapped"}"#), 0.0);
+    assert_eq!(value(r#"keygate_lines_skipped{cause="unknown_key"}"#), 0.0);
+    // The lifecycle's counters exist before the first lifecycle call.
+    for name in [
+        "keygate_licenses_revoked",
+        "keygate_licenses_restored",
+        "keygate_licenses_reduced",
+        "keygate_licenses_renewed",
+    ] {
+        assert_eq!(value(name), 0.0, "{name}");
+    }
     assert!(
         !gw.envoy_log().contains("Skipping duplicate tag"),
         "a stats_tags specifier was dropped:\n{}",
@@ -71,7 +81,9 @@ fn counters_carry_labels_and_every_series_the_alerts_use_exists() {
     assert_eq!(value("keygate_licenses_issued"), 1.0);
     // No counter is left under its untagged name.
     assert!(
-        !text.contains("keygate_messages_faulted_") && !text.contains("keygate_callouts_failed_"),
+        !text.contains("keygate_messages_faulted_")
+            && !text.contains("keygate_callouts_failed_")
+            && !text.contains("keygate_lines_skipped_"),
         "{text}"
     );
 

@@ -24,9 +24,11 @@ pub enum FaultKind {
     /// The normal answer (keys really issued), padded to 8 MiB with white space: a reply no
     /// client should read whole.
     Oversize,
-    /// License only: really issue and record the keys, then close without answering.
+    /// License server only (issue, revoke, update, renew): really do it and record the outcome,
+    /// then close without answering.
     IssueThenReset,
-    /// License only: really issue and record the keys, then sleep `delay_ms` before answering.
+    /// License server only (issue, revoke, update, renew): really do it and record the outcome,
+    /// then sleep `delay_ms` before answering.
     IssueThenDelay,
 }
 
@@ -94,10 +96,12 @@ impl Fault {
         if matches!(
             self.kind,
             FaultKind::IssueThenReset | FaultKind::IssueThenDelay
-        ) && self.endpoint != Endpoint::License
-        {
+        ) && !matches!(
+            self.endpoint,
+            Endpoint::License | Endpoint::Revoke | Endpoint::Update | Endpoint::Renew
+        ) {
             return Err(format!(
-                "{:?} applies to the license endpoint only",
+                "{:?} applies to license-server calls that change state only",
                 self.kind
             ));
         }
@@ -192,6 +196,12 @@ mod tests {
         assert!(Fault::new(Endpoint::Query, FaultKind::IssueThenReset)
             .validate()
             .is_err());
+        assert!(Fault::new(Endpoint::Validate, FaultKind::IssueThenReset)
+            .validate()
+            .is_err());
+        assert!(Fault::new(Endpoint::Renew, FaultKind::IssueThenReset)
+            .validate()
+            .is_ok());
         assert!(Fault::new(Endpoint::License, FaultKind::IssueThenDelay)
             .validate()
             .is_ok());

@@ -227,7 +227,7 @@ impl Standins {
         self.shared.reset()
     }
 
-    /// Queues a fault; rejects `issue_then_*` outside the license endpoint and `other`.
+    /// Queues a fault; rejects `issue_then_*` outside the license-server calls that change state, and `other`.
     pub fn inject_fault(&self, fault: Fault) -> Result<(), String> {
         self.shared.inject_fault(fault)
     }
@@ -264,6 +264,12 @@ impl Standins {
             .map(|i| self.shared.orders.item_id18(i))
             .collect();
         self.shared.lock().refuse_writeback = full;
+    }
+
+    /// Off: the lifecycle methods are refused as QLM refuses them when their server property
+    /// (`enableRevokeLicense`, …) is not enabled; `reset` turns them back on.
+    pub fn set_lifecycle_enabled(&self, on: bool) {
+        self.shared.lock().lifecycle_enabled = on;
     }
 
     /// From now on the query answers `status` as the Status of `order` (15 or 18 characters), as

@@ -354,7 +354,6 @@ impl Config {
                         None => Lifecycle::default(),
                     },
                 };
-                check_renewals(&issuing)?;
                 Some(issuing)
             }
             _ => return err("salesforce and license_server must be configured together"),
@@ -396,6 +395,9 @@ impl Config {
         }
         if ledger.pending_grace_ms > 3_600_000 {
             return err("ledger.pending_grace_ms must be at most 3600000 (one hour)");
+        }
+        if let Some(i) = &issuing {
+            check_renewals(i, etcd.is_some())?;
         }
         let max_reply_bytes = root.number("max_reply_bytes", DEFAULT_MAX_REPLY_BYTES)?;
         if !(64 * 1024..=64 * 1024 * 1024).contains(&max_reply_bytes) {
@@ -707,14 +709,24 @@ fn validate_lifecycle(o: &Obj<'_>) -> Result<Lifecycle, ConfigError> {
     })
 }
 
-/// A renewal product renews the line its renewal line names: that takes `renewal_field`.
-fn check_renewals(i: &Issuing) -> Result<(), ConfigError> {
-    match i.products.iter().find(|(_, p)| p.renewal) {
-        Some((code, _)) if i.lifecycle.renewal_field.is_none() => err(format!(
+/// A renewal product renews the line its renewal line names: that takes `renewal_field`. A
+/// renewal adds time on every call, so its write-ahead mark must outlive an Envoy restart: in
+/// etcd, or else in Salesforce's state field.
+fn check_renewals(i: &Issuing, etcd: bool) -> Result<(), ConfigError> {
+    let Some((code, _)) = i.products.iter().find(|(_, p)| p.renewal) else {
+        return Ok(());
+    };
+    if i.lifecycle.renewal_field.is_none() {
+        return err(format!(
             "products.{code} is a renewal but lifecycle.renewal_field is not set"
-        )),
-        _ => Ok(()),
+        ));
     }
+    if !etcd && i.salesforce.state_field.is_none() {
+        return err(format!(
+            "products.{code} is a renewal: set salesforce.state_field (or use the etcd ledger) so that a renewal is never applied twice"
+        ));
+    }
+    Ok(())
 }
 
 fn validate_license(

@@ -632,3 +632,108 @@ fn across_replicas_on_etcd_cancel_and_reactivate_keep_one_key() {
     assert_eq!(world.count("license"), 1);
     assert_eq!(world.count("retrieve"), 0, "etcd knew every key");
 }
+
+#[test]
+fn a_renewal_whose_answer_was_lost_before_a_restart_is_not_applied_twice() {
+    let cfg = lifecycle_config();
+    let mut world = lifecycle_world(-1.0, 2.0);
+    assert_ack(&deliver(
+        &cfg,
+        &mut world,
+        &mut MemStore::new(),
+        &message(SUBSCRIPTION, "Activated"),
+    ));
+    let key = key_of(&world, SUBSCRIPTION_LINE);
+
+    world.change_then_fail.push_back(reset());
+    let run = deliver(
+        &cfg,
+        &mut world,
+        &mut MemStore::new(),
+        &message(RENEWAL, "Activated"),
+    );
+    assert!(!run.reply.is_ack());
+    // Before the call, Salesforce got the mark: the expiry the key had.
+    assert_eq!(
+        world.written_state[RENEWAL_LINE],
+        "Renewing; expiry before: 365"
+    );
+    let renew_at = world.calls.iter().position(|(e, _)| e == "renew").unwrap();
+    let mark_at = world
+        .calls
+        .iter()
+        .rposition(|(e, _)| e == "composite")
+        .unwrap();
+    assert!(
+        mark_at < renew_at,
+        "the mark is written before the renewal is sent"
+    );
+
+    // Envoy restarted (shared data gone), then Salesforce redelivers.
+    let run = deliver(
+        &cfg,
+        &mut world,
+        &mut MemStore::new(),
+        &message(RENEWAL, "Activated"),
+    );
+    assert_ack(&run);
+    assert_eq!(
+        world.count("renew"),
+        1,
+        "the mark and the expiry show it was applied"
+    );
+    assert_eq!(world.key_state[&key].expiry_days, 730);
+    assert_eq!(world.written_state[RENEWAL_LINE], "Renewed +365 d");
+}
+
+#[test]
+fn a_renewal_whose_mark_salesforce_refused_is_not_sent() {
+    let cfg = lifecycle_config();
+    let mut world = lifecycle_world(-1.0, 2.0);
+    let mut store = MemStore::new();
+    assert_ack(&deliver(
+        &cfg,
+        &mut world,
+        &mut store,
+        &message(SUBSCRIPTION, "Activated"),
+    ));
+    let key = key_of(&world, SUBSCRIPTION_LINE);
+    world.refuse_writeback.push(RENEWAL_LINE.to_owned());
+    let run = deliver(&cfg, &mut world, &mut store, &message(RENEWAL, "Activated"));
+    assert!(
+        is_fault(&run.reply, 500, "mark failed"),
+        "{}",
+        run.reply.body
+    );
+    assert_eq!(world.count("renew"), 0);
+    world.refuse_writeback.clear();
+    // The redelivery does not wait for a call that never ran.
+    let run = deliver(&cfg, &mut world, &mut store, &message(RENEWAL, "Activated"));
+    assert_ack(&run);
+    assert_eq!(world.key_state[&key].expiry_days, 730);
+}
+
+#[test]
+fn renewals_need_a_durable_mark() {
+    let renewal = json!({"renewal": true, "productid": 2, "majorversion": 3, "minorversion": 0,
+                         "args": {"is_expduration": "365"}});
+    let try_config = |patch: Value| {
+        Config::from_json(common::patched_full(patch).as_bytes(), &env)
+            .err()
+            .map(|e| e.to_string())
+    };
+    let without_state = try_config(json!({
+        "lifecycle": {"renewal_field": "Renews__c"}, "products": {"002-RENEW": renewal.clone()}
+    }));
+    assert!(
+        without_state
+            .as_deref()
+            .is_some_and(|e| e.contains("salesforce.state_field")),
+        "{without_state:?}"
+    );
+    let with_etcd = try_config(json!({
+        "lifecycle": {"renewal_field": "Renews__c"}, "products": {"002-RENEW": renewal},
+        "ledger": {"backend": "etcd", "etcd": {"cluster": "etcd", "authority": "127.0.0.1:2379"}}
+    }));
+    assert_eq!(with_etcd, None);
+}

@@ -88,7 +88,9 @@ impl Flow {
             Action::Renew => line.expiry_now.clone(),
             _ => None,
         };
-        let item = line.item;
+        let (item, line_action) = (line.item, line.action);
+        let state_field = issuing.salesforce.state_field.as_deref();
+        let expiry_mark = expiry_before.clone();
         if let Some(e) = self.cfg.etcd.as_ref() {
             // The license call goes out once etcd has the mark (`on_etcd`).
             let busy_until = ledger.busy_until(env.now_ms.saturating_add(e.timeout_ms), timeout);
@@ -110,6 +112,22 @@ impl Flow {
             if e == StoreError::Full {
                 self.count(Metric::LedgerFull, 1);
             }
+            return true;
+        }
+        if let (Action::Renew, Some(_)) = (line_action, state_field) {
+            // Shared data does not survive a restart: the mark goes to Salesforce too, and the
+            // renewal follows its write (`on_sf`).
+            let mark = WriteBack {
+                item,
+                keys: Vec::new(),
+                state: plan::renewing_mark(expiry_mark.as_deref()),
+            };
+            self.in_flight += 1;
+            let call = SfCall::WriteBack {
+                lines: vec![mark],
+                mark_for: Some(idx),
+            };
+            self.sf_call(call, env);
             return true;
         }
         self.send_marked(idx, env)

@@ -109,8 +109,12 @@ enum SfCall {
         order: SfId,
         path: String,
     },
+    /// Lines' keys and states; or, with `mark_for`, one renewal line's write-ahead mark in its
+    /// state field (shared-data ledger only: the expiry before the renewal, so that a restart
+    /// cannot lose it), after which that line's renewal is sent.
     WriteBack {
         lines: Vec<WriteBack>,
+        mark_for: Option<usize>,
     },
 }
 
@@ -418,6 +422,10 @@ impl Flow {
             self.cfg.max_reply_bytes
         );
         match what {
+            Pending::Sf(SfCall::WriteBack {
+                mark_for: Some(line),
+                ..
+            }) => self.mark_failed(line, &why, env),
             Pending::Login { .. } | Pending::Sf(_) => {
                 self.log(Level::Warn, format!("Salesforce {why}"));
                 self.sf_failed(format!("Salesforce {why}"));
@@ -454,7 +462,13 @@ impl Flow {
                 Vec::new()
             };
             if !batch.is_empty() {
-                self.sf_call(SfCall::WriteBack { lines: batch }, env);
+                self.sf_call(
+                    SfCall::WriteBack {
+                        lines: batch,
+                        mark_for: None,
+                    },
+                    env,
+                );
                 if !self.pending.is_empty() {
                     return;
                 }

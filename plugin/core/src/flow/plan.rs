@@ -6,8 +6,22 @@
 use super::*;
 use crate::salesforce::OrderItem;
 
-/// The state field's value for a revoked line (see [`Action::label`]).
+/// The state field's value for a revoked line (see [`Flow::state_label`]).
 pub(super) const REVOKED: &str = "Revoked";
+/// A renewal line's state while its renewal is under way: the write-ahead mark in Salesforce.
+const RENEWING: &str = "Renewing; expiry before: ";
+const NO_EXPIRY: &str = "none";
+
+/// The state field's mark before a renewal: the key's expiry as the license server showed it.
+pub(super) fn renewing_mark(expiry: Option<&str>) -> String {
+    format!("{RENEWING}{}", expiry.unwrap_or(NO_EXPIRY))
+}
+
+/// The expiry a renewal mark recorded (`Some(None)`: the key had none).
+fn renewing_marked(state: &str) -> Option<Option<String>> {
+    let e = state.strip_prefix(RENEWING)?;
+    Some((e != NO_EXPIRY).then(|| e.to_owned()))
+}
 
 impl Flow {
     /// Decide, per order line, what is left to do.
@@ -347,7 +361,12 @@ impl Flow {
         p: &mut Planner<'_>,
         env: &Env<'_>,
     ) {
-        if item.written_back.as_deref().and_then(keys_of).is_some() {
+        // Salesforce holds the change's keys or its final state: done.
+        let shown_done = item
+            .state
+            .as_deref()
+            .is_some_and(|s| s.starts_with("Renewed") || s.starts_with("Reduced to"));
+        if shown_done || item.written_back.as_deref().and_then(keys_of).is_some() {
             p.counts.add(Metric::LinesAlreadyLicensed);
             return;
         }
@@ -360,7 +379,10 @@ impl Flow {
             }
             // A renewal whose call's outcome is unknown: the key's expiry tells (`on_validate`).
             LineState::Pending { expiry_before, .. } => line.expiry_recorded = Some(expiry_before),
-            LineState::Unknown => {}
+            // Shared data lost (a restart): the mark in Salesforce still tells.
+            LineState::Unknown => {
+                line.expiry_recorded = item.state.as_deref().and_then(renewing_marked);
+            }
         }
         // The changed line's keys: this ledger's record of it, else the license server's.
         if let LineState::Issued(k) | LineState::WrittenBack(k) | LineState::Revoked(k) =

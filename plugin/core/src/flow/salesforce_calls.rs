@@ -70,9 +70,9 @@ impl Flow {
             SfCall::Query { path } | SfCall::Items { path, .. } => {
                 ("GET", path.clone(), Vec::new())
             }
-            SfCall::WriteBack { lines } => {
+            SfCall::WriteBack { lines, mark_for } => {
                 let fields = salesforce::WriteBackFields {
-                    keys: sf.writeback_field.as_deref(),
+                    keys: sf.writeback_field.as_deref().filter(|_| mark_for.is_none()),
                     state: sf.state_field.as_deref(),
                 };
                 headers.push(("content-type", "application/json".to_owned()));
@@ -139,6 +139,10 @@ impl Flow {
             let what = match call {
                 SfCall::Query { .. } => "order query",
                 SfCall::Items { .. } => "order products query",
+                SfCall::WriteBack {
+                    mark_for: Some(line),
+                    ..
+                } => return self.mark_failed(line, "no response (reset or timeout)", env),
                 SfCall::WriteBack { .. } => "write-back",
             };
             return self.sf_failed(format!(
@@ -163,8 +167,40 @@ impl Flow {
         match call {
             SfCall::Query { .. } => self.on_query_page(status, &resp.body, env),
             SfCall::Items { order, .. } => self.on_items_page(&order, status, &resp.body, env),
-            SfCall::WriteBack { lines } => self.on_writeback(status, &resp.body, lines, env),
+            SfCall::WriteBack {
+                lines,
+                mark_for: None,
+            } => self.on_writeback(status, &resp.body, lines, env),
+            SfCall::WriteBack {
+                mark_for: Some(line),
+                ..
+            } => match salesforce::parse_writeback(status, &resp.body, 1) {
+                Ok(failed) if failed.is_empty() => {
+                    self.in_flight = self.in_flight.saturating_sub(1);
+                    if !self.send_marked(line, env) {
+                        self.call_over(line, env);
+                    }
+                    self.pump(env);
+                }
+                Ok(failed) => {
+                    let code = failed.first().map(|f| f.code.clone()).unwrap_or_default();
+                    self.mark_failed(line, &format!("refused: {code}"), env)
+                }
+                Err(e) => self.mark_failed(line, &e.to_string(), env),
+            },
         }
+    }
+
+    /// A renewal's mark did not reach Salesforce: the renewal is not sent (its ledger mark is
+    /// over, so the redelivery does not wait for a call that never ran).
+    pub(super) fn mark_failed(&mut self, idx: usize, why: &str, env: &mut Env<'_>) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        self.call_over(idx, env);
+        let item = self.line_item(idx);
+        self.sf_failed(format!(
+            "Salesforce write-back of renewal line {item}'s mark failed: {why}"
+        ));
+        self.pump(env);
     }
 
     pub(super) fn on_query_page(&mut self, status: u16, body: &[u8], env: &mut Env<'_>) {

@@ -94,8 +94,14 @@ impl<'de: 'a, 'a> Deserialize<'de> for BorrowedStr<'a> {
 #[derive(Default)]
 struct RestError<'a> {
     error_code: Option<BorrowedStr<'a>>,
+    /// A failed record of a write-back names its error `statusCode` (one type for both, so
+    /// one reader of the list in the .wasm).
+    status_code: Option<BorrowedStr<'a>>,
 }
-json_object!(RestError<'a>, "a REST error", { "errorCode" => error_code });
+json_object!(RestError<'a>, "a REST error", {
+    "errorCode" => error_code,
+    "statusCode" => status_code,
+});
 
 /// A REST reply read into `T` when its status is 2xx (any other status is [`classify_error`]'s);
 /// `what` names the reply in the error.

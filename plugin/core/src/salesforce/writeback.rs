@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 
-use super::{BorrowedStr, SalesforceError};
+use super::SalesforceError;
 use crate::ids::SfId;
 use crate::text::excerpt;
 
@@ -86,15 +86,9 @@ pub fn writeback_body(fields: WriteBackFields<'_>, lines: &[WriteBack]) -> Strin
 #[derive(Default)]
 struct RecordResult<'a> {
     success: bool,
-    errors: Vec<RecordError<'a>>,
+    errors: Vec<super::RestError<'a>>,
 }
 json_object!(RecordResult<'a>, "a record result", { "success" => success, "errors" => errors });
-
-#[derive(Default)]
-struct RecordError<'a> {
-    status_code: Option<BorrowedStr<'a>>,
-}
-json_object!(RecordError<'a>, "a record error", { "statusCode" => status_code });
 
 /// A record of a write-back that Salesforce refused.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,222 @@
+//! The order lifecycle through a real Envoy: cancel → revoke, reactivate → restore, a reduction
+//! order, a renewal, each under the fault matrix (the license server failing mid-action, the
+//! answer lost after the change was made, a redelivery, an Envoy restart). Every test asserts on
+//! the SOAP reply, on the license stand-in's end state (each key's revoked flag, activations,
+//! expiry) and on what Salesforce holds (keys and `License_State__c`).
+
+use keygate_e2e::exactly_once::{outbound_message, settle};
+use keygate_e2e::soap_reply::{assert_ack_from, assert_no_leaks, assert_server_fault};
+use keygate_e2e::{json, Gateway, GatewayOptions};
+use keygate_standins::{
+    Endpoint, Fault, FaultKind, KeyState, Standins, DEMO_ITEM_ID, DEMO_ORDER_ID, REDUCTION_ITEM_ID,
+    REDUCTION_ORDER_ID, RENEWAL_ITEM_ID, RENEWAL_ORDER_ID, SUBSCRIPTION_ITEM_ID,
+    SUBSCRIPTION_ORDER_ID,
+};
+
+const STATE_FIELD: &str = "License_State__c";
+
+fn lifecycle_gateway() -> Gateway {
+    Gateway::start(GatewayOptions::default().patch(json!({
+        "lifecycle": {"revoke_statuses": ["Cancelled"], "reductions": true, "renewal_field": "Renews__c"},
+        "salesforce": {"state_field": STATE_FIELD},
+        "products": {"002-RENEW": {"renewal": true, "productid": 2, "majorversion": 3, "minorversion": 0,
+                                   "args": {"is_expduration": "365"}}}
+    })))
+}
+
+/// One notification for `order` with `status` (the Outbound Message carries the new Status).
+fn message(order: &str, status: &str) -> String {
+    outbound_message([(order, "00000000")]).replace(
+        "<sf:Status>Activated</sf:Status>",
+        &format!("<sf:Status>{status}</sf:Status>"),
+    )
+}
+
+/// An admin sets the order's Status; Salesforce sends the Outbound Message.
+fn set_and_send(gw: &Gateway, order: &str, status: &str) -> keygate_e2e::Response {
+    gw.standins.set_order_status(order, status);
+    gw.post_webhook(message(order, status))
+}
+
+/// The one key the license server issued for `item`, and its state there.
+fn key_of(standins: &Standins, item: &str) -> (String, KeyState) {
+    let issued = standins.issued();
+    let keys = issued
+        .get(item)
+        .unwrap_or_else(|| panic!("no key for {item}: {issued:?}"));
+    assert_eq!(keys.len(), 1, "{item}: {keys:?}");
+    let key = keys[0].clone();
+    let state = standins.keys()[&key].clone();
+    (key, state)
+}
+
+fn state_in_salesforce(standins: &Standins, item: &str) -> Option<String> {
+    standins
+        .writeback_fields()
+        .get(item)?
+        .get(STATE_FIELD)?
+        .as_str()
+        .map(str::to_owned)
+}
+
+fn calls(standins: &Standins, endpoint: Endpoint) -> usize {
+    standins
+        .record()
+        .iter()
+        .filter(|r| r.endpoint == endpoint)
+        .count()
+}
+
+#[test]
+fn cancel_revokes_and_reactivation_restores_the_same_key() {
+    let gw = lifecycle_gateway();
+    assert_ack_from(&set_and_send(&gw, DEMO_ORDER_ID, "Activated"), &gw);
+    let (key, state) = key_of(&gw.standins, DEMO_ITEM_ID);
+    assert!(!state.revoked);
+    assert_eq!(
+        state_in_salesforce(&gw.standins, DEMO_ITEM_ID).as_deref(),
+        Some("Issued")
+    );
+
+    assert_ack_from(&set_and_send(&gw, DEMO_ORDER_ID, "Cancelled"), &gw);
+    assert!(
+        gw.standins.keys()[&key].revoked,
+        "revoked at the license server"
+    );
+    assert_eq!(
+        state_in_salesforce(&gw.standins, DEMO_ITEM_ID).as_deref(),
+        Some("Revoked")
+    );
+    assert_eq!(
+        gw.standins.writebacks()[DEMO_ITEM_ID],
+        key,
+        "the key stays in Salesforce"
+    );
+    assert_eq!(gw.counter("keygate_licenses_revoked"), 1);
+    // A redelivery of the cancellation repeats nothing.
+    assert_ack_from(&gw.post_webhook(message(DEMO_ORDER_ID, "Cancelled")), &gw);
+    assert_eq!(calls(&gw.standins, Endpoint::Revoke), 1);
+
+    assert_ack_from(&set_and_send(&gw, DEMO_ORDER_ID, "Activated"), &gw);
+    let (same, state) = key_of(&gw.standins, DEMO_ITEM_ID);
+    assert_eq!(same, key, "the same key, never a new one");
+    assert!(!state.revoked, "restored");
+    assert_eq!(
+        state_in_salesforce(&gw.standins, DEMO_ITEM_ID).as_deref(),
+        Some("Restored")
+    );
+    assert_eq!(gw.counter("keygate_licenses_restored"), 1);
+    assert_eq!(calls(&gw.standins, Endpoint::License), 1);
+    assert_no_leaks(&gw);
+}
+
+#[test]
+fn after_an_envoy_restart_cancel_and_reactivation_still_find_the_key() {
+    let gw = lifecycle_gateway();
+    assert_ack_from(&set_and_send(&gw, DEMO_ORDER_ID, "Activated"), &gw);
+    let (key, _) = key_of(&gw.standins, DEMO_ITEM_ID);
+    let gw = gw.restart_envoy();
+    assert_ack_from(&set_and_send(&gw, DEMO_ORDER_ID, "Cancelled"), &gw);
+    assert!(gw.standins.keys()[&key].revoked);
+    let gw = gw.restart_envoy();
+    // Shared data is gone: Salesforce's state field says the key is revoked.
+    assert_ack_from(&set_and_send(&gw, DEMO_ORDER_ID, "Activated"), &gw);
+    let (same, state) = key_of(&gw.standins, DEMO_ITEM_ID);
+    assert_eq!(same, key);
+    assert!(!state.revoked);
+    assert_eq!(calls(&gw.standins, Endpoint::License), 1);
+}
+
+#[test]
+fn a_license_server_failing_mid_revoke_is_finished_by_the_redelivery() {
+    let gw = lifecycle_gateway();
+    assert_ack_from(&set_and_send(&gw, DEMO_ORDER_ID, "Activated"), &gw);
+    let (key, _) = key_of(&gw.standins, DEMO_ITEM_ID);
+    gw.standins
+        .inject_fault(Fault::new(Endpoint::Revoke, FaultKind::Status).status(503))
+        .unwrap();
+    let why = assert_server_fault(&set_and_send(&gw, DEMO_ORDER_ID, "Cancelled"));
+    assert!(why.contains("RevokeLicenseHttp"), "{why}");
+    assert!(!gw.standins.keys()[&key].revoked, "not acked, not revoked");
+    assert_ack_from(&gw.post_webhook(message(DEMO_ORDER_ID, "Cancelled")), &gw);
+    assert!(gw.standins.keys()[&key].revoked);
+    assert_eq!(
+        state_in_salesforce(&gw.standins, DEMO_ITEM_ID).as_deref(),
+        Some("Revoked")
+    );
+}
+
+#[test]
+fn a_disabled_server_property_is_named_in_the_fault() {
+    let gw = lifecycle_gateway();
+    assert_ack_from(&set_and_send(&gw, DEMO_ORDER_ID, "Activated"), &gw);
+    let (key, _) = key_of(&gw.standins, DEMO_ITEM_ID);
+    gw.standins.set_lifecycle_enabled(false);
+    let why = assert_server_fault(&set_and_send(&gw, DEMO_ORDER_ID, "Cancelled"));
+    assert!(why.contains("enableRevokeLicense"), "{why}");
+    assert!(!gw.standins.keys()[&key].revoked);
+}
+
+#[test]
+fn a_reduction_order_lowers_the_original_key() {
+    let gw = lifecycle_gateway();
+    assert_ack_from(&set_and_send(&gw, DEMO_ORDER_ID, "Activated"), &gw);
+    let (key, state) = key_of(&gw.standins, DEMO_ITEM_ID);
+    assert_eq!(state.quantity, 3);
+    assert_ack_from(
+        &gw.post_webhook(message(REDUCTION_ORDER_ID, "Activated")),
+        &gw,
+    );
+    assert_eq!(gw.standins.keys()[&key].quantity, 2, "3 − 1 activations");
+    assert_eq!(gw.standins.writebacks()[REDUCTION_ITEM_ID], key);
+    assert_eq!(
+        state_in_salesforce(&gw.standins, REDUCTION_ITEM_ID).as_deref(),
+        Some("Reduced to 2")
+    );
+    assert_eq!(gw.counter("keygate_licenses_reduced"), 1);
+    // Redelivered after a restart: Salesforce holds the reduction line's key; nothing repeats.
+    let gw = gw.restart_envoy();
+    assert_ack_from(
+        &gw.post_webhook(message(REDUCTION_ORDER_ID, "Activated")),
+        &gw,
+    );
+    assert_eq!(calls(&gw.standins, Endpoint::Update), 1);
+    assert!(
+        !gw.standins.issued().contains_key(REDUCTION_ITEM_ID),
+        "no key of its own"
+    );
+}
+
+#[test]
+fn a_renewal_adds_its_time_once_even_when_the_answer_is_lost() {
+    let gw = lifecycle_gateway();
+    assert_ack_from(
+        &gw.post_webhook(message(SUBSCRIPTION_ORDER_ID, "Activated")),
+        &gw,
+    );
+    let (key, state) = key_of(&gw.standins, SUBSCRIPTION_ITEM_ID);
+    assert_eq!(state.expiry_days, Some(365));
+
+    // The license server renews, then the connection drops: the outcome is unknown.
+    gw.standins
+        .inject_fault(Fault::new(Endpoint::Renew, FaultKind::IssueThenReset))
+        .unwrap();
+    let why = assert_server_fault(&gw.post_webhook(message(RENEWAL_ORDER_ID, "Activated")));
+    assert!(why.contains("outcome unknown"), "{why}");
+    settle(&gw.standins, 1);
+    assert_eq!(gw.standins.keys()[&key].expiry_days, Some(730));
+
+    // Salesforce redelivers after an Envoy restart.
+    let gw = gw.restart_envoy();
+    // Shared data is gone; the mark written to Salesforce before the call, and the expiry,
+    // show the renewal was applied.
+    assert_ack_from(&gw.post_webhook(message(RENEWAL_ORDER_ID, "Activated")), &gw);
+    assert_eq!(calls(&gw.standins, Endpoint::Renew), 1, "renewed once");
+    assert_eq!(gw.standins.keys()[&key].expiry_days, Some(730));
+    assert_eq!(gw.standins.writebacks()[RENEWAL_ITEM_ID], key);
+    assert_eq!(
+        state_in_salesforce(&gw.standins, RENEWAL_ITEM_ID).as_deref(),
+        Some("Renewed +365 d")
+    );
+    assert!(!gw.standins.issued().contains_key(RENEWAL_ITEM_ID));
+}
