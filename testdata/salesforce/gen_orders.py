@@ -92,7 +92,7 @@ for n in range(100):
     add(f"8015Y00000B{n:04d}", f"{1000 + n:08d}", "Activated", INITECH, PAT, None,
         [item(f"8025Y00000B{n:04d}", "001", 1)])
 
-# The order lifecycle (docs/architecture.md, "Order lifecycle"):
+# The order lifecycle (README.md, "Order lifecycle"):
 # a reduction order of the demo order: one line reducing its line by 1 (3 → 2);
 red_item = item("8025Y00000ReDu1", "001", -1)
 red_item["OriginalOrderItemId"] = id18("8025Y00000AbCdE")

@@ -3,9 +3,13 @@
 //! (WASM, else `KEYGATE_WASM`, else the build output). The scripts call it, so they and the e2e
 //! harness render the file with one function (`keygate_e2e::envoy::render_envoy_config`).
 //! `KEYGATE_ETCD_PORTS` (comma-separated client ports) puts the plugin's ledger on those etcd
-//! members (`keygate_e2e::envoy::with_etcd_ledger`).
+//! members (`keygate_e2e::envoy::with_etcd_ledger`); `KEYGATE_PLUGIN_PATCH` (a JSON merge patch)
+//! changes the plugin configuration (scripts/run turns the order lifecycle on with it).
 
-use keygate_e2e::envoy::{render_envoy_config, with_etcd_ledger, Ports, DEFAULT_WASM};
+use keygate_e2e::envoy::{
+    merge_patch, plugin_config, render_envoy_config, with_etcd_ledger, with_plugin_config, Ports,
+    DEFAULT_WASM,
+};
 use keygate_e2e::repo_root;
 use std::process::ExitCode;
 
@@ -51,6 +55,13 @@ fn run() -> Result<(), String> {
             })
             .collect::<Result<_, _>>()?;
         yaml = with_etcd_ledger(&yaml, &etcd);
+    }
+    if let Ok(patch) = std::env::var("KEYGATE_PLUGIN_PATCH") {
+        let patch: serde_json::Value = serde_json::from_str(&patch)
+            .map_err(|e| format!("KEYGATE_PLUGIN_PATCH is not JSON: {e}"))?;
+        let mut config = plugin_config(&yaml);
+        merge_patch(&mut config, &patch);
+        yaml = with_plugin_config(&yaml, &config);
     }
     std::fs::write(&out, yaml).map_err(|e| format!("writing {out}: {e}"))
 }
