@@ -224,3 +224,46 @@ fn a_renewal_adds_its_time_once_even_when_the_answer_is_lost() {
     );
     assert!(!gw.standins.issued().contains_key(RENEWAL_ITEM_ID));
 }
+
+#[test]
+fn a_reduction_and_a_restore_whose_call_failed_are_finished_by_the_redelivery() {
+    let gw = lifecycle_gateway();
+    assert_ack_from(&set_and_send(&gw, DEMO_ORDER_ID, "Activated"), &gw);
+    let (key, _) = key_of(&gw.standins, DEMO_ITEM_ID);
+
+    // The reduction: the license server fails once, then Salesforce redelivers.
+    gw.standins
+        .inject_fault(Fault::new(Endpoint::Update, FaultKind::Status))
+        .unwrap();
+    let why = assert_server_fault(&gw.post_webhook(message(REDUCTION_ORDER_ID, "Activated")));
+    assert!(why.contains("UpdateLicenseHttp"), "{why}");
+    assert_eq!(
+        gw.standins.keys()[&key].quantity,
+        3,
+        "not acked, not reduced"
+    );
+    assert_ack_from(
+        &gw.post_webhook(message(REDUCTION_ORDER_ID, "Activated")),
+        &gw,
+    );
+    assert_eq!(gw.standins.keys()[&key].quantity, 2);
+
+    // Cancel, then a reactivation whose restore is answered too late to count; the
+    // redelivery restores (setting the revoked flag again does no harm).
+    assert_ack_from(&set_and_send(&gw, DEMO_ORDER_ID, "Cancelled"), &gw);
+    gw.standins
+        .inject_fault(Fault::new(Endpoint::Revoke, FaultKind::IssueThenReset))
+        .unwrap();
+    assert_server_fault(&set_and_send(&gw, DEMO_ORDER_ID, "Activated"));
+    settle(&gw.standins, 1);
+    assert_ack_from(&gw.post_webhook(message(DEMO_ORDER_ID, "Activated")), &gw);
+    let (same, state) = key_of(&gw.standins, DEMO_ITEM_ID);
+    assert_eq!(same, key);
+    assert!(!state.revoked);
+    assert_eq!(state.quantity, 2, "the reduction stays");
+    assert_eq!(
+        state_in_salesforce(&gw.standins, DEMO_ITEM_ID).as_deref(),
+        Some("Restored")
+    );
+    assert_eq!(calls(&gw.standins, Endpoint::License), 1, "never a new key");
+}
