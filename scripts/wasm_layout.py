@@ -10,7 +10,8 @@ import sys
 LOW = 1024
 
 
-def leb(b, i):
+def leb(b, i, signed=False):
+    """The LEB128 number at b[i] and the index after it."""
     r = s = 0
     while True:
         x = b[i]
@@ -18,18 +19,7 @@ def leb(b, i):
         r |= (x & 0x7F) << s
         s += 7
         if x < 0x80:
-            return r, i
-
-
-def sleb(b, i):
-    r = s = 0
-    while True:
-        x = b[i]
-        i += 1
-        r |= (x & 0x7F) << s
-        s += 7
-        if x < 0x80:
-            return (r - (1 << s) if x & 0x40 else r), i
+            return (r - (1 << s) if signed and x & 0x40 else r), i
 
 
 def problems(b):
@@ -75,7 +65,7 @@ def problems(b):
                 if b[j] != 0x41:
                     found.append(f"data segment {n}: offset is not a constant")
                     break
-                offset, j = sleb(b, j + 1)
+                offset, j = leb(b, j + 1, signed=True)
                 j += 1  # end
                 size_, j = leb(b, j)
                 j += size_

@@ -109,6 +109,25 @@ fn assert_ack(run: &Run) {
     assert!(run.reply.is_ack(), "{}", run.reply.body);
 }
 
+/// One delivery of `body` on a replica (or an Envoy after a restart): empty shared data.
+fn deliver_fresh(cfg: &Rc<Config>, world: &mut World, body: &[u8]) -> Run {
+    deliver(cfg, world, &mut MemStore::new(), body)
+}
+
+/// The lifecycle world with the subscription licensed (on `store`); its key.
+fn subscribed(cfg: &Rc<Config>, store: &mut MemStore) -> (World, String) {
+    let mut world = lifecycle_world(-1.0, 2.0);
+    assert_ack(&deliver(
+        cfg,
+        &mut world,
+        store,
+        &message(SUBSCRIPTION, "Activated"),
+    ));
+    let key = key_of(&world, SUBSCRIPTION_LINE);
+    assert_eq!(world.key_state[&key].expiry_days, 365);
+    (world, key)
+}
+
 #[test]
 fn a_cancelled_order_revokes_its_key_once_and_salesforce_shows_it() {
     let cfg = lifecycle_config();
@@ -154,16 +173,11 @@ fn after_a_restart_a_cancellation_takes_the_keys_from_salesforce_or_a_lookup() {
         common::merge(&mut base, patch);
         let cfg = Rc::new(Config::from_json(base.to_string().as_bytes(), &env).unwrap());
         let mut world = demo_world();
-        assert_ack(&deliver(&cfg, &mut world, &mut MemStore::new(), ONE));
+        assert_ack(&deliver_fresh(&cfg, &mut world, ONE));
         let key = key_of(&world, ITEM);
         set_status(&mut world, ORDER, "Cancelled");
         // Envoy restarted: shared data is empty.
-        let run = deliver(
-            &cfg,
-            &mut world,
-            &mut MemStore::new(),
-            &message(ORDER, "Cancelled"),
-        );
+        let run = deliver_fresh(&cfg, &mut world, &message(ORDER, "Cancelled"));
         assert_ack(&run);
         assert!(world.key_state[&key].revoked, "write-back {writeback}");
         assert_eq!(
@@ -211,18 +225,17 @@ fn a_reactivated_order_gets_the_same_key_back_and_never_a_new_one() {
 fn a_reactivation_after_a_restart_restores_from_the_state_salesforce_holds() {
     let cfg = lifecycle_config();
     let mut world = demo_world();
-    assert_ack(&deliver(&cfg, &mut world, &mut MemStore::new(), ONE));
+    assert_ack(&deliver_fresh(&cfg, &mut world, ONE));
     let key = key_of(&world, ITEM);
     set_status(&mut world, ORDER, "Cancelled");
-    assert_ack(&deliver(
+    assert_ack(&deliver_fresh(
         &cfg,
         &mut world,
-        &mut MemStore::new(),
         &message(ORDER, "Cancelled"),
     ));
     set_status(&mut world, ORDER, "Activated");
     // A fresh ledger: only Salesforce's state field says the key was revoked.
-    let run = deliver(&cfg, &mut world, &mut MemStore::new(), ONE);
+    let run = deliver_fresh(&cfg, &mut world, ONE);
     assert_ack(&run);
     assert!(!world.key_state[&key].revoked);
     assert_eq!(world.count("license"), 1);
@@ -234,12 +247,7 @@ fn a_cancelled_order_that_was_never_licensed_is_nothing_to_do() {
     let cfg = lifecycle_config();
     let mut world = demo_world();
     set_status(&mut world, ORDER, "Cancelled");
-    let run = deliver(
-        &cfg,
-        &mut world,
-        &mut MemStore::new(),
-        &message(ORDER, "Cancelled"),
-    );
+    let run = deliver_fresh(&cfg, &mut world, &message(ORDER, "Cancelled"));
     assert_ack(&run);
     assert_eq!(world.count("retrieve"), 1, "looked up");
     assert_eq!(world.count("revoke") + world.count("license"), 0);
@@ -291,10 +299,9 @@ fn a_reduction_lowers_the_original_key_whichever_sign_salesforce_uses() {
         );
 
         // Redelivered: Salesforce holds the reduction line's keys, so nothing is repeated.
-        assert_ack(&deliver(
+        assert_ack(&deliver_fresh(
             &cfg,
             &mut world,
-            &mut MemStore::new(),
             &message(REDUCTION, "Activated"),
         ));
         assert_eq!(world.count("update"), 1);
@@ -324,16 +331,8 @@ fn a_reduction_to_zero_revokes_the_key() {
 #[test]
 fn a_renewal_line_renews_the_key_it_names_exactly_once() {
     let cfg = lifecycle_config();
-    let mut world = lifecycle_world(-1.0, 2.0);
     let mut store = MemStore::new();
-    assert_ack(&deliver(
-        &cfg,
-        &mut world,
-        &mut store,
-        &message(SUBSCRIPTION, "Activated"),
-    ));
-    let key = key_of(&world, SUBSCRIPTION_LINE);
-    assert_eq!(world.key_state[&key].expiry_days, 365);
+    let (mut world, key) = subscribed(&cfg, &mut store);
 
     let run = deliver(&cfg, &mut world, &mut store, &message(RENEWAL, "Activated"));
     assert_ack(&run);
@@ -355,10 +354,9 @@ fn a_renewal_line_renews_the_key_it_names_exactly_once() {
         &mut store,
         &message(RENEWAL, "Activated"),
     ));
-    assert_ack(&deliver(
+    assert_ack(&deliver_fresh(
         &cfg,
         &mut world,
-        &mut MemStore::new(),
         &message(RENEWAL, "Activated"),
     ));
     assert_eq!(world.count("renew"), 1);
@@ -368,15 +366,8 @@ fn a_renewal_line_renews_the_key_it_names_exactly_once() {
 #[test]
 fn a_renewal_whose_answer_was_lost_is_not_applied_twice() {
     let cfg = lifecycle_config();
-    let mut world = lifecycle_world(-1.0, 2.0);
     let mut store = MemStore::new();
-    assert_ack(&deliver(
-        &cfg,
-        &mut world,
-        &mut store,
-        &message(SUBSCRIPTION, "Activated"),
-    ));
-    let key = key_of(&world, SUBSCRIPTION_LINE);
+    let (mut world, key) = subscribed(&cfg, &mut store);
 
     // The renewal is applied, then the connection resets: the outcome is unknown.
     world.change_then_fail.push_back(reset());
@@ -407,15 +398,8 @@ fn a_renewal_whose_answer_was_lost_is_not_applied_twice() {
 #[test]
 fn a_renewal_that_never_reached_the_server_is_sent_again() {
     let cfg = lifecycle_config();
-    let mut world = lifecycle_world(-1.0, 2.0);
     let mut store = MemStore::new();
-    assert_ack(&deliver(
-        &cfg,
-        &mut world,
-        &mut store,
-        &message(SUBSCRIPTION, "Activated"),
-    ));
-    let key = key_of(&world, SUBSCRIPTION_LINE);
+    let (mut world, key) = subscribed(&cfg, &mut store);
 
     world.fail_next("renew", reset());
     let run = deliver(&cfg, &mut world, &mut store, &message(RENEWAL, "Activated"));
@@ -559,23 +543,11 @@ fn fleet_config() -> Rc<Config> {
 #[test]
 fn across_replicas_on_etcd_a_renewal_with_a_lost_answer_is_applied_once() {
     let cfg = fleet_config();
-    let mut world = lifecycle_world(-1.0, 2.0);
-    assert_ack(&deliver(
-        &cfg,
-        &mut world,
-        &mut MemStore::new(),
-        &message(SUBSCRIPTION, "Activated"),
-    ));
-    let key = key_of(&world, SUBSCRIPTION_LINE);
+    let (mut world, key) = subscribed(&cfg, &mut MemStore::new());
 
     // Replica A renews; the answer is lost.
     world.change_then_fail.push_back(reset());
-    let run = deliver(
-        &cfg,
-        &mut world,
-        &mut MemStore::new(),
-        &message(RENEWAL, "Activated"),
-    );
+    let run = deliver_fresh(&cfg, &mut world, &message(RENEWAL, "Activated"));
     assert!(!run.reply.is_ack());
     // Replica B gets the redelivery: etcd's pending mark and the expiry settle it.
     let later = T + 120_000;
@@ -605,20 +577,18 @@ fn across_replicas_on_etcd_a_renewal_with_a_lost_answer_is_applied_once() {
 fn across_replicas_on_etcd_cancel_and_reactivate_keep_one_key() {
     let cfg = fleet_config();
     let mut world = demo_world();
-    assert_ack(&deliver(&cfg, &mut world, &mut MemStore::new(), ONE));
+    assert_ack(&deliver_fresh(&cfg, &mut world, ONE));
     let key = key_of(&world, ITEM);
     set_status(&mut world, ORDER, "Cancelled");
-    assert_ack(&deliver(
+    assert_ack(&deliver_fresh(
         &cfg,
         &mut world,
-        &mut MemStore::new(),
         &message(ORDER, "Cancelled"),
     ));
     assert!(world.key_state[&key].revoked);
-    assert_ack(&deliver(
+    assert_ack(&deliver_fresh(
         &cfg,
         &mut world,
-        &mut MemStore::new(),
         &message(ORDER, "Cancelled"),
     ));
     assert_eq!(
@@ -627,7 +597,7 @@ fn across_replicas_on_etcd_cancel_and_reactivate_keep_one_key() {
         "the second replica knows from etcd"
     );
     set_status(&mut world, ORDER, "Activated");
-    assert_ack(&deliver(&cfg, &mut world, &mut MemStore::new(), ONE));
+    assert_ack(&deliver_fresh(&cfg, &mut world, ONE));
     assert!(!world.key_state[&key].revoked);
     assert_eq!(world.count("license"), 1);
     assert_eq!(world.count("retrieve"), 0, "etcd knew every key");
@@ -636,22 +606,10 @@ fn across_replicas_on_etcd_cancel_and_reactivate_keep_one_key() {
 #[test]
 fn a_renewal_whose_answer_was_lost_before_a_restart_is_not_applied_twice() {
     let cfg = lifecycle_config();
-    let mut world = lifecycle_world(-1.0, 2.0);
-    assert_ack(&deliver(
-        &cfg,
-        &mut world,
-        &mut MemStore::new(),
-        &message(SUBSCRIPTION, "Activated"),
-    ));
-    let key = key_of(&world, SUBSCRIPTION_LINE);
+    let (mut world, key) = subscribed(&cfg, &mut MemStore::new());
 
     world.change_then_fail.push_back(reset());
-    let run = deliver(
-        &cfg,
-        &mut world,
-        &mut MemStore::new(),
-        &message(RENEWAL, "Activated"),
-    );
+    let run = deliver_fresh(&cfg, &mut world, &message(RENEWAL, "Activated"));
     assert!(!run.reply.is_ack());
     // Before the call, Salesforce got the mark: the expiry the key had.
     assert_eq!(
@@ -670,12 +628,7 @@ fn a_renewal_whose_answer_was_lost_before_a_restart_is_not_applied_twice() {
     );
 
     // Envoy restarted (shared data gone), then Salesforce redelivers.
-    let run = deliver(
-        &cfg,
-        &mut world,
-        &mut MemStore::new(),
-        &message(RENEWAL, "Activated"),
-    );
+    let run = deliver_fresh(&cfg, &mut world, &message(RENEWAL, "Activated"));
     assert_ack(&run);
     assert_eq!(
         world.count("renew"),
@@ -689,15 +642,8 @@ fn a_renewal_whose_answer_was_lost_before_a_restart_is_not_applied_twice() {
 #[test]
 fn a_renewal_whose_mark_salesforce_refused_is_not_sent() {
     let cfg = lifecycle_config();
-    let mut world = lifecycle_world(-1.0, 2.0);
     let mut store = MemStore::new();
-    assert_ack(&deliver(
-        &cfg,
-        &mut world,
-        &mut store,
-        &message(SUBSCRIPTION, "Activated"),
-    ));
-    let key = key_of(&world, SUBSCRIPTION_LINE);
+    let (mut world, key) = subscribed(&cfg, &mut store);
     world.refuse_writeback.push(RENEWAL_LINE.to_owned());
     let run = deliver(&cfg, &mut world, &mut store, &message(RENEWAL, "Activated"));
     assert!(

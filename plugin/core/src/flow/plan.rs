@@ -204,15 +204,11 @@ impl Flow {
             None => {}
         }
         let Some(quantity) = whole(item.quantity) else {
-            p.logs.push((
-                Level::Error,
-                format!(
-                    "order {} line {}: quantity is not a positive whole number: skipped",
-                    id.map(|i| i.to_string()).unwrap_or_default(),
-                    item.id
-                ),
+            p.skip_invalid(format!(
+                "order {} line {}: quantity is not a positive whole number: skipped",
+                id.map(|i| i.to_string()).unwrap_or_default(),
+                item.id
             ));
-            p.counts.add(Metric::LinesSkippedInvalid);
             return;
         };
         line.quantity = quantity;
@@ -294,28 +290,20 @@ impl Flow {
         env: &Env<'_>,
     ) {
         let Some(original) = item.original.as_ref() else {
-            p.logs.push((
-                Level::Error,
-                format!(
-                    "reduction line {}: no OriginalOrderItemId: skipped",
-                    item.id
-                ),
+            p.skip_invalid(format!(
+                "reduction line {}: no OriginalOrderItemId: skipped",
+                item.id
             ));
-            p.counts.add(Metric::LinesSkippedInvalid);
             return;
         };
         // The reduced quantity may come signed either way (UNCONFIRMED): its size is what counts.
         let (Some(reduced), Some(had)) =
             (whole(item.quantity.abs()), whole_or_zero(original.quantity))
         else {
-            p.logs.push((
-                Level::Error,
-                format!(
-                    "reduction line {}: quantities are not whole numbers: skipped",
-                    item.id
-                ),
+            p.skip_invalid(format!(
+                "reduction line {}: quantities are not whole numbers: skipped",
+                item.id
             ));
-            p.counts.add(Metric::LinesSkippedInvalid);
             return;
         };
         // Salesforce's AvailableQuantity counts every reduction of the line, where it has
@@ -338,14 +326,10 @@ impl Flow {
         env: &Env<'_>,
     ) {
         let Some(target) = item.renews else {
-            p.logs.push((
-                Level::Error,
-                format!(
-                    "renewal line {}: the renewal field names no line: skipped",
-                    item.id
-                ),
+            p.skip_invalid(format!(
+                "renewal line {}: the renewal field names no line: skipped",
+                item.id
             ));
-            p.counts.add(Metric::LinesSkippedInvalid);
             return;
         };
         line.action = Action::Renew;
@@ -437,6 +421,14 @@ struct Planner<'a> {
 /// Per-metric tallies for one planning pass, in first-seen order.
 #[derive(Default)]
 struct Counts(Vec<(Metric, u64)>);
+
+impl Planner<'_> {
+    /// A line that can never be licensed as it is: logged as an error, counted, never retried.
+    fn skip_invalid(&mut self, msg: String) {
+        self.logs.push((Level::Error, msg));
+        self.counts.add(Metric::LinesSkippedInvalid);
+    }
+}
 
 impl Counts {
     fn add(&mut self, m: Metric) {

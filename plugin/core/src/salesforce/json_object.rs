@@ -11,12 +11,12 @@
 /// `json_object!(Type<'a>, "what it is", { "JsonKey" => field, ... });` (or `Type` when it
 /// borrows nothing).
 macro_rules! json_object {
-    ($ty:ident<$lt:lifetime>, $what:literal, { $($key:literal => $field:ident),* $(,)? }) => {
-        impl<'de: $lt, $lt> serde::Deserialize<'de> for $ty<$lt> {
+    ($ty:ident $(<$lt:lifetime>)?, $what:literal, { $($key:literal => $field:ident),* $(,)? }) => {
+        impl<'de $(: $lt, $lt)?> serde::Deserialize<'de> for $ty $(<$lt>)? {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                struct V<$lt>(std::marker::PhantomData<&$lt ()>);
-                impl<'de: $lt, $lt> serde::de::Visitor<'de> for V<$lt> {
-                    type Value = $ty<$lt>;
+                struct V<T>(std::marker::PhantomData<T>);
+                impl<'de $(: $lt, $lt)?> serde::de::Visitor<'de> for V<$ty $(<$lt>)?> {
+                    type Value = $ty $(<$lt>)?;
                     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                         f.write_str($what)
                     }
@@ -24,7 +24,7 @@ macro_rules! json_object {
                         self,
                         mut map: A,
                     ) -> Result<Self::Value, A::Error> {
-                        let mut v = <$ty<$lt>>::default();
+                        let mut v = <$ty $(<$lt>)?>::default();
                         while let Some($crate::salesforce::BorrowedStr(key)) = map.next_key()? {
                             match key.as_ref() {
                                 $($key => v.$field = map.next_value()?,)*
@@ -37,35 +37,6 @@ macro_rules! json_object {
                     }
                 }
                 d.deserialize_map(V(std::marker::PhantomData))
-            }
-        }
-    };
-    ($ty:ident, $what:literal, { $($key:literal => $field:ident),* $(,)? }) => {
-        impl<'de> serde::Deserialize<'de> for $ty {
-            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                struct V;
-                impl<'de> serde::de::Visitor<'de> for V {
-                    type Value = $ty;
-                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                        f.write_str($what)
-                    }
-                    fn visit_map<A: serde::de::MapAccess<'de>>(
-                        self,
-                        mut map: A,
-                    ) -> Result<Self::Value, A::Error> {
-                        let mut v = <$ty>::default();
-                        while let Some($crate::salesforce::BorrowedStr(key)) = map.next_key()? {
-                            match key.as_ref() {
-                                $($key => v.$field = map.next_value()?,)*
-                                _ => {
-                                    map.next_value::<serde::de::IgnoredAny>()?;
-                                }
-                            }
-                        }
-                        Ok(v)
-                    }
-                }
-                d.deserialize_map(V)
             }
         }
     };
