@@ -683,3 +683,29 @@ fn renewals_need_a_durable_mark() {
     }));
     assert_eq!(with_etcd, None);
 }
+
+#[test]
+fn without_a_write_back_field_the_state_field_alone_says_a_renewal_is_done() {
+    let cfg = config(json!({
+        "lifecycle": {"renewal_field": "Renews__c"},
+        "salesforce": {"writeback_field": null, "state_field": "License_State__c"},
+        "products": {"002-RENEW": {"renewal": true, "productid": 2, "majorversion": 3, "minorversion": 0,
+                                   "args": {"is_expduration": "365"}}}
+    }));
+    let (mut world, key) = subscribed(&cfg, &mut MemStore::new());
+    assert_ack(&deliver_fresh(
+        &cfg,
+        &mut world,
+        &message(RENEWAL, "Activated"),
+    ));
+    assert_eq!(world.written_state[RENEWAL_LINE], "Renewed +365 d");
+    assert!(!world.written.contains_key(RENEWAL_LINE));
+    // After a restart only Salesforce's state field remembers the renewal.
+    assert_ack(&deliver_fresh(
+        &cfg,
+        &mut world,
+        &message(RENEWAL, "Activated"),
+    ));
+    assert_eq!(world.count("renew"), 1);
+    assert_eq!(world.key_state[&key].expiry_days, 730);
+}

@@ -141,6 +141,50 @@ fn query_pages_orders_lines_contacts_and_written_back_values() {
 }
 
 #[test]
+fn query_reads_the_lifecycle_fields_and_refuses_a_configured_field_that_is_not_text() {
+    let fields = Fields {
+        contact: ContactField::BillToContact,
+        writeback: Some("License_Keys__c"),
+        state: Some("License_State__c"),
+        renewal: Some("Renews__c"),
+        reductions: true,
+    };
+    let body = br#"{"done":true,"records":[
+      {"Id":"8015Y000001AbCdQAK","Status":"Activated","IsReductionOrder":true,"OrderItems":{"done":true,"records":[
+        {"Id":"8025Y00000AbCdEQAV","Quantity":-1.0,"license_state__c":" Revoked ","Renews__c":"8025Y000001MuL1QAK",
+         "Renews__r":{"Name":"x"},"Count__c":3,"OriginalOrderItemId":"8025Y000001MuL2QAK",
+         "OriginalOrderItem":{"Quantity":3.0,"AvailableQuantity":2.0}}]}}]}"#;
+    let page = salesforce::parse_query(200, body, &fields).unwrap();
+    let o = &page.orders[0];
+    assert!(o.is_reduction);
+    let item = &o.items[0];
+    // Field names are matched case-insensitively; values trimmed; other fields skipped unread.
+    assert_eq!(item.state.as_deref(), Some("Revoked"));
+    assert_eq!(
+        item.renews.map(|r| r.to_string()).as_deref(),
+        Some("8025Y000001MuL1QAK")
+    );
+    let original = item.original.as_ref().unwrap();
+    assert_eq!(original.id.to_string(), "8025Y000001MuL2QAK");
+    assert_eq!((original.quantity, original.available), (3.0, Some(2.0)));
+    // Without `reductions` the reduced line is not read.
+    let basic = Fields {
+        reductions: false,
+        ..fields
+    };
+    assert!(
+        salesforce::parse_query(200, body, &basic).unwrap().orders[0].items[0]
+            .original
+            .is_none()
+    );
+
+    let not_text = br#"{"done":true,"records":[{"Id":"8015Y000001AbCdQAK","Status":"Activated","OrderItems":{"done":true,"records":[
+        {"Id":"8025Y00000AbCdEQAV","Quantity":1.0,"License_State__c":{"x":1}}]}}]}"#;
+    let e = salesforce::parse_query(200, not_text, &fields).unwrap_err();
+    assert!(e.to_string().contains("is not a string"), "{e}");
+}
+
+#[test]
 fn write_back_body_and_partial_failures() {
     let id = SfId::parse("8025Y00000AbCdEQAV").unwrap();
     let line = WriteBack {

@@ -233,11 +233,7 @@ impl Flow {
         run.licensed
             .iter()
             .map(|(order, item, k)| {
-                let revoked = self
-                    .lines
-                    .iter()
-                    .any(|l| l.item.same_record(item) && l.action == Action::Revoke);
-                let state = if revoked {
+                let state = if self.revokes(item) {
                     LineState::Revoked(k.clone())
                 } else if run.written.iter().any(|w| w.same_record(item)) {
                     LineState::WrittenBack(k.clone())

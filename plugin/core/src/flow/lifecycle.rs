@@ -7,6 +7,14 @@ use super::*;
 use crate::license::KeyChange;
 
 impl Flow {
+    /// Does this delivery revoke `item`'s keys? Its ledger record stays `R` whatever the
+    /// write-back does.
+    pub(super) fn revokes(&self, item: &SfId) -> bool {
+        self.lines
+            .iter()
+            .any(|l| l.item.same_record(item) && l.action == Action::Revoke)
+    }
+
     /// The change line `idx` needs on its next key.
     fn key_change(&self, idx: usize) -> Option<(KeyChange<'_>, &str)> {
         let line = self.lines.get(idx)?;

@@ -272,13 +272,9 @@ impl Flow {
                     if failed.iter().any(|f| f.index == i) {
                         continue;
                     }
-                    let revoked = self
-                        .lines
-                        .iter()
-                        .any(|l| l.item.same_record(&w.item) && l.action == Action::Revoke);
                     if self.etcd.is_some() {
                         self.etcd_written(&w.item);
-                    } else if !revoked {
+                    } else if !self.revokes(&w.item) {
                         // A revoked line stays `R` whether Salesforce shows it or not.
                         let _ = ledger.mark_written(env.store, &w.item, &w.keys, env.now_ms);
                     }
