@@ -20,6 +20,8 @@ use serde_json::{json, Value};
 
 pub const HUNDRED: &[u8] = include_bytes!("../../../testdata/soap/valid/hundred.xml");
 pub const ACTIVATED_ONE: &[u8] = include_bytes!("../../../testdata/soap/valid/activated_one.xml");
+pub const NOT_ACTIVATED_ONE: &[u8] =
+    include_bytes!("../../../testdata/soap/valid/not_activated_one.xml");
 const FULL_CONFIG: &str = include_str!("../../../testdata/config/full.json");
 
 /// How long to warm up and to measure one workload, and how long one timed batch should last.
@@ -183,6 +185,11 @@ impl FlowCase {
         )
     }
 
+    /// `testdata/soap/valid/not_activated_one.xml`: acked at once, no callout.
+    pub fn not_activated_one() -> FlowCase {
+        FlowCase::new(NOT_ACTIVATED_ONE, &[])
+    }
+
     /// `testdata/soap/valid/hundred.xml`: the family of 100 orders, one line each.
     pub fn hundred() -> FlowCase {
         let orders: Vec<(String, String, String)> = (0..100)
@@ -248,6 +255,23 @@ impl FlowCase {
         }
     }
 
+    /// The validate + ack path (row 2): `webhook::on_body` of a message that needs no callout.
+    /// Returns the reply's body length, or why it was not an immediate ack.
+    pub fn ack_only(&self) -> Result<usize, String> {
+        let mut store = MemStore::new();
+        let mut env = Env {
+            now_ms: 1_000_000,
+            store: &mut store,
+        };
+        let (_, cmds) = webhook::on_body(&self.cfg, self.body, 42, &mut env);
+        cmds.iter()
+            .find_map(|c| match c {
+                Command::Reply(r) if r.is_ack() => Some(r.body.len()),
+                _ => None,
+            })
+            .ok_or_else(|| "no immediate ack".into())
+    }
+
     /// One delivery on a fresh store (so it logs in, queries, licenses every line and writes
     /// back): `webhook::on_body`, then every call's canned reply through `Flow::on_response`.
     /// Returns the number of calls made, or why the message was not acked.
@@ -298,6 +322,7 @@ pub type Workload = Box<dyn FnMut() -> usize>;
 pub fn workloads() -> Vec<(&'static str, Workload)> {
     let one = FlowCase::activated_one();
     let hundred = FlowCase::hundred();
+    let ack = FlowCase::not_activated_one();
     vec![
         (
             "parse/hundred",
@@ -306,6 +331,10 @@ pub fn workloads() -> Vec<(&'static str, Workload)> {
         (
             "parse/activated_one",
             Box::new(|| parse(ACTIVATED_ONE).unwrap_or(0)),
+        ),
+        (
+            "webhook/not_activated_one",
+            Box::new(move || ack.ack_only().unwrap_or(0)),
         ),
         (
             "flow/activated_one",
@@ -327,6 +356,9 @@ pub fn check() -> Result<(), String> {
     if parse(ACTIVATED_ONE)? != 1 {
         return Err("activated_one.xml: not 1 notification".into());
     }
+    FlowCase::not_activated_one()
+        .ack_only()
+        .map_err(|e| format!("webhook/not_activated_one: {e}"))?;
     for (name, case) in [
         ("flow/activated_one", FlowCase::activated_one()),
         ("flow/hundred", FlowCase::hundred()),
