@@ -1,6 +1,7 @@
 //! The extra listeners the benchmark adds to the plugin's Envoy: each has the gateway listener's
 //! HTTP stack and routes everything to the same cluster, so that only the filters differ.
 //! - `minimal`: the minimal SDK filter (`bench/minimal-filter`) in place of keygate (row 1b);
+//! - `minimal_dispatch`: the same filter making one dispatched call per request (row 4j);
 //! - `bare`: no wasm filter at all, the pass-through baseline (row 1c).
 
 use std::path::Path;
@@ -39,17 +40,36 @@ fn listener(name: &str, port: u16, filters: &str) -> String {
     )
 }
 
-/// The listener with the minimal SDK filter loaded from `wasm`.
+/// The listener with the minimal SDK filter loaded from `wasm`, answering at once.
 pub fn minimal(port: u16, wasm: &Path) -> String {
-    let filter = format!(
+    listener("minimal", port, &minimal_filter("minimal", "", wasm))
+}
+
+/// The minimal SDK filter making one dispatched call per request before it answers (row 4j).
+pub fn minimal_dispatch(port: u16, wasm: &Path) -> String {
+    let config = r#"                configuration:
+                  "@type": type.googleapis.com/google.protobuf.StringValue
+                  value: dispatch
+"#;
+    listener(
+        "minimal_dispatch",
+        port,
+        &minimal_filter("minimal_dispatch", config, wasm),
+    )
+}
+
+/// The wasm filter item: `root` names the plugin (one VM serves both), `config` its
+/// `configuration` lines (empty for none).
+fn minimal_filter(root: &str, config: &str, wasm: &Path) -> String {
+    format!(
         r#"          - name: envoy.filters.http.wasm
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
               config:
-                name: minimal
-                root_id: minimal
+                name: {root}
+                root_id: {root}
                 allow_on_headers_stop_iteration: true
-                vm_config:
+{config}                vm_config:
                   vm_id: minimal
                   runtime: envoy.wasm.runtime.v8
                   code:
@@ -57,8 +77,7 @@ pub fn minimal(port: u16, wasm: &Path) -> String {
                       filename: {wasm}
 "#,
         wasm = wasm.display()
-    );
-    listener("minimal", port, &filter)
+    )
 }
 
 /// The listener without any wasm filter.

@@ -297,6 +297,7 @@ fn run(opts: &Opts) -> Result<(), String> {
     )?;
     std::fs::write(&orders_path, orders).map_err(|e| e.to_string())?;
     let minimal_port = start::free_port();
+    let dispatch_port = start::free_port();
     let bare_port = start::free_port();
     let gw = Gateway::try_start(GatewayOptions {
         concurrency: plan.concurrency,
@@ -307,11 +308,13 @@ fn run(opts: &Opts) -> Result<(), String> {
         },
         extra_listeners: vec![
             listener::minimal(minimal_port, &opts.minimal_wasm),
+            listener::minimal_dispatch(dispatch_port, &opts.minimal_wasm),
             listener::bare(bare_port),
         ],
         ..GatewayOptions::default()
     })?;
     let minimal_addr = SocketAddr::from(([127, 0, 0, 1], minimal_port));
+    let dispatch_addr = SocketAddr::from(([127, 0, 0, 1], dispatch_port));
     let bare_addr = SocketAddr::from(([127, 0, 0, 1], bare_port));
 
     say(&format!(
@@ -321,11 +324,17 @@ fn run(opts: &Opts) -> Result<(), String> {
         plan.wrk.duration.as_secs(),
         plan.rounds
     ));
-    let (wrk_rows, wrk_json) = floor_and_validate(plan, &gw, minimal_addr, bare_addr, &tmp)?;
+    let listeners = Listeners {
+        minimal: minimal_addr,
+        dispatch: dispatch_addr,
+        bare: bare_addr,
+    };
+    let (wrk_rows, wrk_json) = floor_and_validate(plan, &gw, listeners, &tmp)?;
+    let call_cpu = wrk_json["dispatched_call_envoy_cpu_us"].as_f64();
     data.insert("wrk".into(), wrk_json);
 
     say("3, 4. full flow through the stand-ins (closed loop, one keep-alive connection)");
-    let (flow_rows, flow_json) = full_flow(plan, &gw)?;
+    let (flow_rows, flow_json) = full_flow(plan, &gw, call_cpu)?;
     data.insert("full_flow".into(), flow_json);
     drop(gw);
 
@@ -623,15 +632,18 @@ fn core(opts: &Opts) -> Result<(Vec<Row>, Value), String> {
     let instructions = parse_instructions(&opts.core_native);
     // 6e between the timed rows 6a–6d and 6f.
     let at = rows.len().saturating_sub(1);
-    rows.insert(at, match instructions {
-        Ok(n) => Row::new("6e", "soap::parse hundred.xml, instructions (native)")
-            .result(format!("{:.2} M", n as f64 / 1e6))
-            .vs("cachegrind, (11 parses − 1 parse) / 10")
-            .target("≤ 2.2 M", n <= 2_200_000),
-        Err(ref e) => Row::new("6e", "soap::parse hundred.xml, instructions (native)")
-            .result("not measured")
-            .vs(e.clone()),
-    });
+    rows.insert(
+        at,
+        match instructions {
+            Ok(n) => Row::new("6e", "soap::parse hundred.xml, instructions (native)")
+                .result(format!("{:.2} M", n as f64 / 1e6))
+                .vs("cachegrind, (11 parses − 1 parse) / 10")
+                .target("≤ 2.2 M", n <= 2_200_000),
+            Err(ref e) => Row::new("6e", "soap::parse hundred.xml, instructions (native)")
+                .result("not measured")
+                .vs(e.clone()),
+        },
+    );
     Ok((
         rows,
         json!({"native": native, "wasm": wasm, "wasm_over_native": ratios, "wasm_module": opts.core_wasm,
@@ -679,12 +691,19 @@ const PASSTHROUGH_PATH: &str = "/hello";
 /// Rows for the top of the table (sections 1–3) and for the scale section (4).
 type SplitRows = (Vec<Row>, Vec<Row>);
 
+/// The benchmark's own listeners on the plugin's Envoy (`listener.rs`).
+#[derive(Clone, Copy)]
+struct Listeners {
+    minimal: SocketAddr,
+    dispatch: SocketAddr,
+    bare: SocketAddr,
+}
+
 /// (rows 1–2, rows 4a–4b) and the raw figures.
 fn floor_and_validate(
     plan: &Plan,
     gw: &Gateway,
-    minimal_addr: SocketAddr,
-    bare_addr: SocketAddr,
+    listeners: Listeners,
     tmp: &Path,
 ) -> Result<(SplitRows, Value), String> {
     let one = testdata("soap/valid/not_activated_one.xml");
@@ -692,9 +711,10 @@ fn floor_and_validate(
     let hundred = fixtures::message(&(0..100).collect::<Vec<_>>(), "Draft", 0);
     let webhook = webhook_path_with_secret();
     // (key, listener, path, body)
-    let cases: [(&str, SocketAddr, &str, &str); 5] = [
+    let cases: [(&str, SocketAddr, &str, &str); 6] = [
         ("floor", gw.floor_addr, "/floor", &one),
-        ("minimal", minimal_addr, &webhook, &one),
+        ("minimal", listeners.minimal, &webhook, &one),
+        ("minimal_dispatch", listeners.dispatch, &webhook, &one),
         ("validate_1", gw.gateway_addr, &webhook, &one),
         ("validate_10", gw.gateway_addr, &webhook, &ten),
         ("validate_100", gw.gateway_addr, &webhook, &hundred),
@@ -720,7 +740,7 @@ fn floor_and_validate(
     let get = wrk::get_script(tmp, "get").map_err(|e| e.to_string())?;
     let passthrough: [(&str, SocketAddr); 2] = [
         ("passthrough_plugin", gw.gateway_addr),
-        ("passthrough_bare", bare_addr),
+        ("passthrough_bare", listeners.bare),
     ];
     for (key, addr) in passthrough {
         let r = keygate_e2e::http::request(
@@ -787,9 +807,10 @@ fn floor_and_validate(
     } else {
         0.0
     };
-    let (floor, minimal, v1, v10, v100) = (
+    let (floor, minimal, dispatch, v1, v10, v100) = (
         agg("floor"),
         agg("minimal"),
+        agg("minimal_dispatch"),
         agg("validate_1"),
         agg("validate_10"),
         agg("validate_100"),
@@ -800,6 +821,11 @@ fn floor_and_validate(
     // Row 2's target: keygate's Envoy CPU per request against the minimal SDK filter's.
     let vs_minimal = match (cpu("validate_1"), cpu("minimal")) {
         (Some(k), Some(m)) if m > 0.0 => Some(k / m),
+        _ => None,
+    };
+    // What one dispatched call (a GET to the stand-ins, answer back in the VM) costs Envoy.
+    let call_cpu = match (cpu("minimal_dispatch"), cpu("minimal")) {
+        (Some(d), Some(m)) => Some((d - m).max(0.0)),
         _ => None,
     };
     let top = vec![
@@ -819,6 +845,22 @@ fn floor_and_validate(
                 }),
                 cpu_text("minimal")
             )),
+        Row::new(
+            "1d",
+            "minimal SDK filter + one dispatched GET, then the ack",
+        )
+        .result(format!("{} req/s", thousands(dispatch.0)))
+        .latency(dispatch.1, dispatch.2)
+        .vs(format!(
+            "{} 1b req/s{}: one dispatched call costs Envoy {} (1d − 1b)",
+            ratio(if minimal.0 > 0.0 {
+                dispatch.0 / minimal.0
+            } else {
+                0.0
+            }),
+            cpu_text("minimal_dispatch"),
+            call_cpu.map_or("?".into(), |c| format!("{c:.0} µs"))
+        )),
         Row::new("1c", "pass-through GET to another route, plugin as shipped")
             .result(format!("{} req/s", thousands(through.0)))
             .latency(through.1, through.2)
@@ -865,8 +907,10 @@ fn floor_and_validate(
     let json = json!({
         "rounds": results.iter().map(|(k, v)| (k.to_string(), Value::from(v.iter().map(WrkResult::to_json).collect::<Vec<_>>()))).collect::<serde_json::Map<_, _>>(),
         "validate_cpu_over_minimal": vs_minimal,
-        "median_rps": {"floor": floor.0, "minimal": minimal.0, "validate_1": v1.0, "validate_10": v10.0, "validate_100": v100.0},
-        "median_envoy_cpu_us_per_request": {"floor": cpu("floor"), "minimal": cpu("minimal"), "validate_1": cpu("validate_1"),
+        "dispatched_call_envoy_cpu_us": call_cpu,
+        "median_rps": {"floor": floor.0, "minimal": minimal.0, "minimal_dispatch": dispatch.0, "validate_1": v1.0, "validate_10": v10.0, "validate_100": v100.0},
+        "median_envoy_cpu_us_per_request": {"floor": cpu("floor"), "minimal": cpu("minimal"),
+                                            "minimal_dispatch": cpu("minimal_dispatch"), "validate_1": cpu("validate_1"),
                                             "validate_10": cpu("validate_10"), "validate_100": cpu("validate_100")},
         "validate_over_floor": vs_floor,
         "passthrough_over_bare": through_ratio,
@@ -1035,12 +1079,16 @@ fn per_line_cpu(one: &FlowRun, hundred: &FlowRun) -> Option<f64> {
     Some((b - a) / extra)
 }
 
-fn per_line_row(one: &FlowRun, hundred: &FlowRun) -> Row {
+fn per_line_row(one: &FlowRun, hundred: &FlowRun, call_cpu: Option<f64>) -> Row {
     let per_line = per_line_cpu(one, hundred);
+    let in_calls = match (per_line, call_cpu) {
+        (Some(l), Some(c)) if c > 0.0 => format!(" = {:.1} dispatched calls (1d)", l / c),
+        _ => String::new(),
+    };
     Row::new("4h", "full flow: Envoy CPU per additional order line")
         .result(per_line.map_or("?".into(), |c| us(c * 1e3)))
         .vs(format!(
-            "Envoy CPU {} per 1-order message, {} per 100-order message",
+            "Envoy CPU {} per 1-order message, {} per 100-order message{in_calls}",
             one.envoy_cpu_us_per_message
                 .map_or("?".into(), |c| us(c * 1e3)),
             hundred
@@ -1163,7 +1211,12 @@ fn ledger_modes(plan: &Plan, opts: &Opts, orders_path: &Path) -> Result<(Vec<Row
 }
 
 /// (row 3, rows 4c–4g) and the raw figures.
-fn full_flow(plan: &Plan, gw: &Gateway) -> Result<(SplitRows, Value), String> {
+/// `call_cpu`: Envoy's CPU for one dispatched call (row 1d), to put row 4h against.
+fn full_flow(
+    plan: &Plan,
+    gw: &Gateway,
+    call_cpu: Option<f64>,
+) -> Result<(SplitRows, Value), String> {
     gw.standins.reset();
     let mut conn = client::Conn::new(gw.gateway_addr);
     let mut next_order = 0;
@@ -1250,7 +1303,7 @@ fn full_flow(plan: &Plan, gw: &Gateway) -> Result<(SplitRows, Value), String> {
                 ms(hundred.p50() - hundred.service_mean())
             ))
             .target("100/1 ≤ 3×", rel(hundred) <= 3.0),
-        per_line_row(one, hundred),
+        per_line_row(one, hundred, call_cpu),
         calls_row("4e", one, &calls_text(one)),
         calls_row("4f", ten, &calls_text(ten)),
         calls_row("4g", hundred, &calls_text(hundred)),
