@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """The end of scripts/run, for a person: what the sample message asked for and what happened to
-each order line (product, key, written back or not), read from the stand-ins, then where to look.
+each order line (product, key, written back or not), read from the stand-ins.
 
-Usage: demo_summary.py MESSAGE.xml ORDERS.json LICENSE_URL SALESFORCE_URL HTTP_STATUS REPLY.xml ADMIN_URL LOG"""
+Usage: demo_summary.py MESSAGE.xml ORDERS.json LICENSE_URL SALESFORCE_URL HTTP_STATUS REPLY.xml"""
 
 import json
 import sys
@@ -32,7 +32,7 @@ def orders_in(message):
 
 
 def main():
-    message, orders_file, license_url, sf_url, status, reply_file, admin, log = sys.argv[1:9]
+    message, orders_file, license_url, sf_url, status, reply_file = sys.argv[1:7]
     fixture = json.load(open(orders_file))
     issued = get_json(f"{license_url}/_standin/issued")
     written = get_json(f"{sf_url}/_standin/writebacks")
@@ -66,12 +66,6 @@ def main():
                 back = "nothing to write back"
             print(f"    line {iid}  {product.get('ProductCode', '?')} {product.get('Name', '')} "
                   f"x{item.get('Quantity', 0):g}: {key}; {back}")
-    print()
-    print("Where to look next:")
-    print(f"  metrics  {admin}/stats/prometheus  (keygate_* counters)")
-    print(f"  log      {log}  (lines starting keygate[...])")
-    print("  replay   scripts/replay testdata/soap/valid/several.xml  (more orders, while this runs)")
-    print("  tests    scripts/test")
     return 0 if acked else 1
 
 
