@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use keygate_e2e::{repo_root, testdata, webhook_path_with_secret, Gateway, GatewayOptions};
 use keygate_standins::{EndpointStats, StandinsConfig};
-use report::{median, ms, percentile, ratio, thousands, us, Row};
+use report::{median, ms, percentile, quotient, ratio, thousands, us, Row};
 use serde_json::{json, Value};
 use wrk::{WrkResult, WrkSettings};
 
@@ -451,38 +451,23 @@ fn size_and_start(opts: &Opts, envoy: &Path, tmp: &Path) -> Result<(Vec<Row>, Va
     let minimal_bytes = std::fs::metadata(&opts.minimal_wasm)
         .map_err(|e| format!("{}: {e}", opts.minimal_wasm.display()))?
         .len();
+    // One start with `module` as the wasm filter, or (`with_filter` false) without the filter.
+    let time = |module: &Path, with_filter: bool| -> Result<start::StartTime, String> {
+        let (yaml, ports) = start::render(module)?;
+        let yaml = if with_filter {
+            yaml
+        } else {
+            start::without_plugin(&yaml)?
+        };
+        start::time_start(envoy, &yaml, &ports, with_filter, plan.concurrency, tmp)
+    };
     let (mut with, mut without, mut minimal) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..plan.starts {
-        let (yaml, ports) = start::render(&opts.wasm)?;
-        with.push(start::time_start(
-            envoy,
-            &yaml,
-            &ports,
-            true,
-            plan.concurrency,
-            tmp,
-        )?);
-        let (yaml, ports) = start::render(&opts.wasm)?;
-        let bare = start::without_plugin(&yaml)?;
-        without.push(start::time_start(
-            envoy,
-            &bare,
-            &ports,
-            false,
-            plan.concurrency,
-            tmp,
-        )?);
+        with.push(time(&opts.wasm, true)?);
+        without.push(time(&opts.wasm, false)?);
         // The same config with the minimal SDK filter in the plugin's place: what any wasm
         // filter costs this Envoy to start (V8 compiles the whole module before /ready).
-        let (yaml, ports) = start::render(&opts.minimal_wasm)?;
-        minimal.push(start::time_start(
-            envoy,
-            &yaml,
-            &ports,
-            true,
-            plan.concurrency,
-            tmp,
-        )?);
+        minimal.push(time(&opts.minimal_wasm, true)?);
     }
     let med = |v: &[start::StartTime], f: fn(&start::StartTime) -> Duration| {
         median(
@@ -515,7 +500,7 @@ fn size_and_start(opts: &Opts, envoy: &Path, tmp: &Path) -> Result<(Vec<Row>, Va
             .result(format!("{ready_minimal:.0} ms"))
             .vs(format!(
                 "with plugin {} the minimal filter's; over the bare Envoy: plugin {:.2} ms per KiB of its {:.0} KiB, minimal filter {:.2} ms per KiB of {:.0} KiB",
-                ratio(if ready_minimal > 0.0 { ready_with / ready_minimal } else { 0.0 }),
+                ratio(quotient(ready_with, ready_minimal)),
                 per_kib(ready_with, bytes),
                 bytes as f64 / 1024.0,
                 per_kib(ready_minimal, minimal_bytes),
@@ -608,13 +593,13 @@ fn core(opts: &Opts) -> Result<(Vec<Row>, Value), String> {
             n["median_ns"].as_f64().unwrap_or(0.0),
             w["median_ns"].as_f64().unwrap_or(0.0),
         );
-        let r = if n_ns > 0.0 { w_ns / n_ns } else { 0.0 };
+        let r = quotient(w_ns, n_ns);
         // Best batches: the least disturbed by other load on a shared machine.
         let (n_min, w_min) = (
             n["min_ns"].as_f64().unwrap_or(0.0),
             w["min_ns"].as_f64().unwrap_or(0.0),
         );
-        let r_min = if n_min > 0.0 { w_min / n_min } else { 0.0 };
+        let r_min = quotient(w_min, n_min);
         ratios.insert(name.to_owned(), json!({"median": r, "min": r_min}));
         let mut row = Row::new(id, what)
             .result(format!("native {}", us(n_ns)))
@@ -802,11 +787,7 @@ fn floor_and_validate(
         })
     };
     let (through, bare) = (agg("passthrough_plugin"), agg("passthrough_bare"));
-    let through_ratio = if bare.0 > 0.0 {
-        through.0 / bare.0
-    } else {
-        0.0
-    };
+    let through_ratio = quotient(through.0, bare.0);
     let (floor, minimal, dispatch, v1, v10, v100) = (
         agg("floor"),
         agg("minimal"),
@@ -816,8 +797,8 @@ fn floor_and_validate(
         agg("validate_100"),
     );
     let c = plan.wrk.connections;
-    let vs_floor = if floor.0 > 0.0 { v1.0 / floor.0 } else { 0.0 };
-    let time_ratio = |x: (f64, f64, f64)| if x.0 > 0.0 { v1.0 / x.0 } else { 0.0 };
+    let vs_floor = quotient(v1.0, floor.0);
+    let time_ratio = |x: (f64, f64, f64)| quotient(v1.0, x.0);
     // Row 2's target: keygate's Envoy CPU per request against the minimal SDK filter's.
     let vs_minimal = match (cpu("validate_1"), cpu("minimal")) {
         (Some(k), Some(m)) if m > 0.0 => Some(k / m),
@@ -838,11 +819,7 @@ fn floor_and_validate(
             .latency(minimal.1, minimal.2)
             .vs(format!(
                 "{} floor req/s{}",
-                ratio(if floor.0 > 0.0 {
-                    minimal.0 / floor.0
-                } else {
-                    0.0
-                }),
+                ratio(quotient(minimal.0, floor.0)),
                 cpu_text("minimal")
             )),
         Row::new(
@@ -853,11 +830,7 @@ fn floor_and_validate(
         .latency(dispatch.1, dispatch.2)
         .vs(format!(
             "{} 1b req/s{}: one dispatched call costs Envoy {} (1d − 1b)",
-            ratio(if minimal.0 > 0.0 {
-                dispatch.0 / minimal.0
-            } else {
-                0.0
-            }),
+            ratio(quotient(dispatch.0, minimal.0)),
             cpu_text("minimal_dispatch"),
             call_cpu.map_or("?".into(), |c| format!("{c:.0} µs"))
         )),
@@ -1252,13 +1225,7 @@ fn full_flow(
             ms(added)
         ))
         .target("adds ≤ 1 ms at p50", added <= 1000.0)];
-    let rel = |r: &FlowRun| {
-        if one.p50() > 0.0 {
-            r.p50() / one.p50()
-        } else {
-            0.0
-        }
-    };
+    let rel = |r: &FlowRun| quotient(r.p50(), one.p50());
     let calls_text = |r: &FlowRun| {
         KINDS
             .iter()

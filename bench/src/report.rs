@@ -144,6 +144,15 @@ pub fn ratio(x: f64) -> String {
     format!("{x:.2}×")
 }
 
+/// `a / b`, or 0 when `b` is not positive (a run that measured nothing).
+pub fn quotient(a: f64, b: f64) -> f64 {
+    if b > 0.0 {
+        a / b
+    } else {
+        0.0
+    }
+}
+
 /// Nearest-rank percentile of a sorted slice.
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
