@@ -1,8 +1,7 @@
 // Runs a wasm32-wasip1 command module under Node's WASI:
 //   node --experimental-wasi-unstable-preview1 --no-warnings bench/core/run-wasm.mjs MODULE.wasm [ARGS...]
-// The bench module links the plugin crate, whose proxy-wasm shell may leave `env.proxy_*` imports
-// and an `_initialize` export in it; the imports get stubs that trap if ever called (the core never
-// calls them), and only `_start` is handed to WASI (Node refuses a module exporting both).
+// The bench module links the host-free core only, so WASI is all it may import: a module that
+// wants anything else (a proxy-wasm hostcall, say) fails to instantiate here, by name.
 import { readFile } from "node:fs/promises";
 import { WASI } from "node:wasi";
 import { argv, env, exit } from "node:process";
@@ -14,14 +13,10 @@ if (!path) {
 }
 const wasi = new WASI({ version: "preview1", args: [path, ...args], env, returnOnExit: true });
 const module = await WebAssembly.compile(await readFile(path));
-const imports = { wasi_snapshot_preview1: wasi.wasiImport };
-for (const imp of WebAssembly.Module.imports(module)) {
-  if (imp.module === "wasi_snapshot_preview1" || imp.kind !== "function") continue;
-  imports[imp.module] ??= {};
-  imports[imp.module][imp.name] = () => {
-    throw new Error(`host function ${imp.module}.${imp.name} called by the bench module`);
-  };
+const foreign = WebAssembly.Module.imports(module).filter((i) => i.module !== "wasi_snapshot_preview1");
+if (foreign.length > 0) {
+  console.error(`${path} imports more than WASI: ${foreign.map((i) => `${i.module}.${i.name}`).join(", ")}`);
+  exit(2);
 }
-const instance = await WebAssembly.instantiate(module, imports);
-const { memory, _start } = instance.exports;
-exit(wasi.start({ exports: { memory, _start } }) ?? 0);
+const instance = await WebAssembly.instantiate(module, { wasi_snapshot_preview1: wasi.wasiImport });
+exit(wasi.start(instance) ?? 0);
