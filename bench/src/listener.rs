@@ -1,7 +1,7 @@
 //! The extra listeners the benchmark adds to the plugin's Envoy: each has the gateway listener's
 //! HTTP stack and routes everything to the same cluster, so that only the filters differ.
 //! - `minimal`: the minimal SDK filter (`bench/minimal-filter`) in place of keygate (row 1b);
-//! - `minimal_dispatch`: the same filter making one dispatched call per request (row 4j);
+//! - `minimal_dispatch`: the same filter making one dispatched call per request (row 1d);
 //! - `bare`: no wasm filter at all, the pass-through baseline (row 1c).
 
 use std::path::Path;
@@ -45,7 +45,7 @@ pub fn minimal(port: u16, wasm: &Path) -> String {
     listener("minimal", port, &minimal_filter("minimal", "", wasm))
 }
 
-/// The minimal SDK filter making one dispatched call per request before it answers (row 4j).
+/// The minimal SDK filter making one dispatched call per request before it answers (row 1d).
 pub fn minimal_dispatch(port: u16, wasm: &Path) -> String {
     let config = r#"                configuration:
                   "@type": type.googleapis.com/google.protobuf.StringValue

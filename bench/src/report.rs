@@ -209,6 +209,8 @@ mod tests {
         assert_eq!(percentile(&[1.0, 2.0, 3.0, 4.0], 50.0), 2.0);
         assert_eq!(percentile(&[1.0, 2.0, 3.0, 4.0], 99.0), 4.0);
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(quotient(3.0, 2.0), 1.5);
+        assert_eq!(quotient(3.0, 0.0), 0.0);
         let ts = timestamp();
         assert_eq!(ts.len(), 16);
         assert!(ts.starts_with("20"));

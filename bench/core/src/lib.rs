@@ -185,7 +185,8 @@ impl FlowCase {
         )
     }
 
-    /// `testdata/soap/valid/not_activated_one.xml`: acked at once, no callout.
+    /// `testdata/soap/valid/not_activated_one.xml`: acked at once, no callout (time it with
+    /// `ack_only`; its canned replies and `expected_calls` are never used).
     pub fn not_activated_one() -> FlowCase {
         FlowCase::new(NOT_ACTIVATED_ONE, &[])
     }
