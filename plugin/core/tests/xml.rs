@@ -62,6 +62,9 @@ fn reads_elements_attributes_and_text() {
 fn normalises_line_ends() {
     let t = tokens("<a b='x\r\ny'>1\r\n2\r3</a>").unwrap();
     assert_eq!(t, ["<a b=x y>", "\"1\\n2\\n3\"", "</a>"]);
+    // A run split at a reference is normalised piece by piece; a lone CR at a piece's end too.
+    let t = tokens("<a>1\r&amp;\r\n2\r</a>").unwrap();
+    assert_eq!(t, ["<a>", "\"1\\n&\\n2\\n\"", "</a>"]);
 }
 
 #[test]
@@ -79,6 +82,10 @@ fn refuses_what_is_not_well_formed() {
         "<a>&</a>",
         "<a>&amp</a>",
         "<a>\u{1}</a>",
+        // A CR sends the text down the slow path: the checks still run there.
+        "<a>\r\u{1}</a>",
+        "<a>\r]]></a>",
+        "<a>\r\u{FFFF}</a>",
         "<a>\u{FFFF}</a>",
         "<a>]]></a>",
         "<!-- a -- b --><a/>",

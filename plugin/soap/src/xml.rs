@@ -207,11 +207,12 @@ fn ascii_class(b: u8) -> u8 {
     ASCII_NAME.get(usize::from(b)).copied().unwrap_or(0)
 }
 
-/// Bytes of text that need no second look: not a control character other than tab, LF, CR;
-/// not `>` (for `]]>`); not `EF` (the lead byte of U+FFFE and U+FFFF).
-const PLAIN_TEXT: [bool; 256] = plain_table(b'>', b'>');
+/// Bytes of text that need no second look: not a control character other than tab, LF;
+/// not CR (line ends to normalise); not `>` (for `]]>`); not `EF` (the lead byte of U+FFFE and
+/// U+FFFF). So one pass tells both whether the text is allowed and whether it needs a copy.
+const PLAIN_TEXT: [bool; 256] = plain_table(b'>', b'\r');
 /// Bytes of an attribute value that need no second look: as in text, but `<` and `&` instead
-/// of `>`, so one pass over the value finds everything to check.
+/// of `>` and CR, so one pass over the value finds everything to check.
 const PLAIN_VALUE: [bool; 256] = plain_table(b'<', b'&');
 
 #[allow(clippy::indexing_slicing)] // const evaluation: out of range fails the build
@@ -228,6 +229,15 @@ const fn plain_table(not_a: u8, not_b: u8) -> [bool; 256] {
     t
 }
 
+/// What [`check_chars`] found that its caller still has to deal with.
+#[derive(Clone, Copy, Default)]
+struct Found {
+    /// A `&` (attribute values: references to check).
+    reference: bool,
+    /// A CR (text and CDATA: line ends to normalise, XML 1.0 §2.11).
+    carriage_return: bool,
+}
+
 /// What a text or attribute value may not contain.
 #[derive(Clone, Copy, PartialEq)]
 enum Chars {
@@ -241,18 +251,18 @@ enum Chars {
 
 /// Refuse the raw characters XML does not allow: C0 controls other than tab, CR, LF, and the
 /// non-characters U+FFFE and U+FFFF (`EF BF BE`, `EF BF BF`), and what `kind` forbids besides.
-/// Returns whether the value holds a reference (`&`), for [`Chars::Value`].
-fn check_chars(s: &str, base: usize, kind: Chars) -> Result<bool, XmlError> {
+/// Says whether `s` holds a reference or a CR.
+fn check_chars(s: &str, base: usize, kind: Chars) -> Result<Found, XmlError> {
     let b = s.as_bytes();
     let table = if kind == Chars::Value {
         &PLAIN_VALUE
     } else {
         &PLAIN_TEXT
     };
+    let mut found = Found::default();
     if b.iter().all(|&c| table.get(usize::from(c)) == Some(&true)) {
-        return Ok(false);
+        return Ok(found);
     }
-    let mut reference = false;
     for (i, &c) in b.iter().enumerate() {
         match c {
             0xEF if b.get(i + 1) == Some(&0xBF) && matches!(b.get(i + 2), Some(0xBE | 0xBF)) => {
@@ -262,13 +272,14 @@ fn check_chars(s: &str, base: usize, kind: Chars) -> Result<bool, XmlError> {
                 return syntax("']]>' in text", base + i - 2)
             }
             b'<' if kind == Chars::Value => return syntax("'<' in an attribute value", base),
-            b'&' => reference = true,
-            b'\t' | b'\n' | b'\r' => {}
+            b'&' => found.reference = true,
+            b'\r' => found.carriage_return = true,
+            b'\t' | b'\n' => {}
             0..0x20 => return syntax("control character", base + i),
             _ => {}
         }
     }
-    Ok(reference)
+    Ok(found)
 }
 
 /// The character a general reference (`&name;`, name without `&` and `;`) stands for.
@@ -318,7 +329,7 @@ fn check_attributes<'a>(buf: &'a str, name_len: usize, at: usize) -> Result<Attr
         let Cow::Borrowed(raw) = a.value else {
             return syntax("malformed attribute", at); // never: `buf` is borrowed
         };
-        if check_chars(raw, at, Chars::Value)? {
+        if check_chars(raw, at, Chars::Value)?.reference {
             check_references(raw, at)?;
         }
         // quick-xml reads `x='1'y='2'` as two attributes; XML wants white space between them.
@@ -504,8 +515,12 @@ impl<'a> Reader<'a> {
         loop {
             match event {
                 Event::Text(t) => {
-                    let raw = t.xml10_content();
-                    check_chars(&raw, piece_at, Chars::Text)?;
+                    // Checked as written; only a CR makes quick-xml normalise (and copy) it.
+                    let raw = if check_chars(&t, piece_at, Chars::Text)?.carriage_return {
+                        t.xml10_content()
+                    } else {
+                        t.into_inner()
+                    };
                     if content.is_empty() {
                         content = raw;
                     } else {
