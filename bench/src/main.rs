@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use keygate_e2e::{repo_root, testdata, webhook_path_with_secret, Gateway, GatewayOptions};
 use keygate_standins::{EndpointStats, StandinsConfig};
-use report::{median, ms, percent, percentile, quotient, ratio, thousands, us, Row};
+use report::{median, ms, percentile, quotient, ratio, thousands, us, Row};
 use serde_json::{json, Value};
 use wrk::{WrkResult, WrkSettings};
 
@@ -583,17 +583,7 @@ fn core(opts: &Opts) -> Result<(Vec<Row>, Value), String> {
             "6f",
             "validate + ack in the core: webhook::on_body, not_activated_one.xml (row 2's own work)",
         ),
-        (
-            "tokenize/not_activated_one",
-            "6g",
-            "quick-xml alone over not_activated_one.xml, none of keygate's checks (6f's floor)",
-        ),
     ];
-    let median = |m: &BTreeMap<String, Value>, name: &str| {
-        m.get(name)
-            .and_then(|v| v["median_ns"].as_f64())
-            .unwrap_or(0.0)
-    };
     let mut ratios = serde_json::Map::new();
     for (name, id, what) in labels {
         let (Some(n), Some(w)) = (native.get(name), wasm.get(name)) else {
@@ -621,20 +611,6 @@ fn core(opts: &Opts) -> Result<(Vec<Row>, Value), String> {
             ));
         if name == "parse/hundred" {
             row = row.target("wasm ≤ 2× native", r <= 2.0);
-        }
-        if name == "tokenize/not_activated_one" {
-            let of_6f = |m: &BTreeMap<String, Value>| {
-                percent(quotient(
-                    median(m, name),
-                    median(m, "webhook/not_activated_one"),
-                ))
-            };
-            row = row.vs(format!(
-                "wasm {}; of 6f: native {}, wasm {}",
-                us(w_ns),
-                of_6f(&native),
-                of_6f(&wasm)
-            ));
         }
         rows.push(row);
     }

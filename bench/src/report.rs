@@ -144,11 +144,6 @@ pub fn ratio(x: f64) -> String {
     format!("{x:.2}×")
 }
 
-/// 0.426 → "43 %".
-pub fn percent(x: f64) -> String {
-    format!("{:.0} %", x * 100.0)
-}
-
 /// `a / b`, or 0 when `b` is not positive (a run that measured nothing).
 pub fn quotient(a: f64, b: f64) -> f64 {
     if b > 0.0 {
@@ -216,7 +211,6 @@ mod tests {
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
         assert_eq!(quotient(3.0, 2.0), 1.5);
         assert_eq!(quotient(3.0, 0.0), 0.0);
-        assert_eq!(percent(0.426), "43 %");
         let ts = timestamp();
         assert_eq!(ts.len(), 16);
         assert!(ts.starts_with("20"));
