@@ -1,7 +1,8 @@
 //! The extra listeners the benchmark adds to the plugin's Envoy: each has the gateway listener's
 //! HTTP stack and routes everything to the same cluster, so that only the filters differ.
 //! - `minimal`: the minimal SDK filter (`bench/minimal-filter`) in place of keygate (row 1b);
-//! - `minimal_dispatch`: the same filter making one dispatched call per request (row 1d);
+//! - `minimal_dispatch`: the same filter making one dispatched call per request (row 1d), or
+//!   several one after another (row 3b);
 //! - `bare`: no wasm filter at all, the pass-through baseline (row 1c).
 
 use std::path::Path;
@@ -45,17 +46,21 @@ pub fn minimal(port: u16, wasm: &Path) -> String {
     listener("minimal", port, &minimal_filter("minimal", "", wasm))
 }
 
-/// The minimal SDK filter making one dispatched call per request before it answers (row 1d).
-pub fn minimal_dispatch(port: u16, wasm: &Path) -> String {
-    let config = r#"                configuration:
+/// The minimal SDK filter making `calls` dispatched calls per request, one after another, before
+/// it answers (row 1d: one; row 3b: as many as the full flow). Listener and root are named
+/// `minimal_dispatch`, with the count after it when there is more than one call.
+pub fn minimal_dispatch(port: u16, wasm: &Path, calls: u32) -> String {
+    let name = match calls {
+        1 => "minimal_dispatch".to_owned(),
+        n => format!("minimal_dispatch{n}"),
+    };
+    let config = format!(
+        r#"                configuration:
                   "@type": type.googleapis.com/google.protobuf.StringValue
-                  value: dispatch
-"#;
-    listener(
-        "minimal_dispatch",
-        port,
-        &minimal_filter("minimal_dispatch", config, wasm),
-    )
+                  value: dispatch {calls}
+"#
+    );
+    listener(&name, port, &minimal_filter(&name, &config, wasm))
 }
 
 /// The wasm filter item: `root` names the plugin (one VM serves both), `config` its

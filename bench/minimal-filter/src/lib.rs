@@ -5,7 +5,8 @@
 //!
 //! Configured with the text `dispatch`, it first makes one dispatched call (a GET to the
 //! stand-ins' echo on the `keygate_passthrough` cluster) and acks when it answers 200: the Envoy
-//! cost of one callout, the unit keygate's full flow is made of (row 1d).
+//! cost of one callout, the unit keygate's full flow is made of (row 1d). `dispatch N` makes N
+//! such calls one after another, as the full flow does (`dispatch 4`: row 3b, the floor of row 3).
 #![cfg(target_arch = "wasm32")]
 #![allow(unsafe_code)] // the SDK's entry point (`#[no_mangle] _initialize`)
 
@@ -15,22 +16,41 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 
 proxy_wasm::main! {{
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { dispatch: false }) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { calls: 0 }) });
 }}
 
-/// The plugin configuration that turns the callout on.
-const DISPATCH: &[u8] = b"dispatch";
+/// Most calls one request may be configured to make.
+const MAX_CALLS: u32 = 16;
+
+/// Calls per request from the plugin configuration: `dispatch` (one) or `dispatch N`; none for
+/// any other configuration (row 5c loads this filter with keygate's). `None` for a bad count,
+/// which fails the configuration.
+fn calls_configured(config: &[u8]) -> Option<u32> {
+    let Some(count) = config.strip_prefix(b"dispatch") else {
+        return Some(0);
+    };
+    match std::str::from_utf8(count).ok()?.trim() {
+        "" => Some(1),
+        n => n.parse().ok().filter(|n| (1..=MAX_CALLS).contains(n)),
+    }
+}
 
 struct Root {
-    dispatch: bool,
+    calls: u32,
 }
 
 impl Context for Root {}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
-        self.dispatch = self.get_plugin_configuration().as_deref() == Some(DISPATCH);
-        true
+        let config = self.get_plugin_configuration().unwrap_or_default();
+        match calls_configured(&config) {
+            Some(n) => {
+                self.calls = n;
+                true
+            }
+            None => false,
+        }
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -39,16 +59,36 @@ impl RootContext for Root {
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Minimal {
-            dispatch: self.dispatch,
+            calls_left: self.calls,
         }))
     }
 }
 
 struct Minimal {
-    dispatch: bool,
+    /// Calls still to make before the ack.
+    calls_left: u32,
 }
 
 impl Minimal {
+    /// The next call: a GET to the stand-ins' echo; a refused dispatch is answered 503.
+    fn call(&mut self) {
+        let headers = vec![
+            (":method", "GET"),
+            (":path", "/hello"),
+            (":authority", "keygate-bench"),
+        ];
+        let sent = self.dispatch_http_call(
+            "keygate_passthrough",
+            headers,
+            None,
+            vec![],
+            Duration::from_secs(5),
+        );
+        if sent.is_err() {
+            self.send_http_response(503, vec![], Some(b"dispatch refused"));
+        }
+    }
+
     fn ack(&self) {
         self.send_http_response(
             200,
@@ -69,10 +109,15 @@ impl Context for Minimal {
         _trailers: usize,
     ) {
         let status = self.get_http_call_response_header_bytes(":status");
-        if status.as_deref() == Some(b"200") {
+        if status.as_deref() != Some(b"200") {
+            self.send_http_response(502, vec![], Some(b"dispatched call failed"));
+            return;
+        }
+        self.calls_left = self.calls_left.saturating_sub(1);
+        if self.calls_left == 0 {
             self.ack();
         } else {
-            self.send_http_response(502, vec![], Some(b"dispatched call failed"));
+            self.call();
         }
     }
 }
@@ -89,24 +134,10 @@ impl HttpContext for Minimal {
         // Read the body as the plugin must (a copy into the VM), then answer.
         let body = self.get_http_request_body(0, body_size);
         std::hint::black_box(body);
-        if !self.dispatch {
+        if self.calls_left == 0 {
             self.ack();
-            return Action::Pause;
-        }
-        let headers = vec![
-            (":method", "GET"),
-            (":path", "/hello"),
-            (":authority", "keygate-bench"),
-        ];
-        let sent = self.dispatch_http_call(
-            "keygate_passthrough",
-            headers,
-            None,
-            vec![],
-            Duration::from_secs(5),
-        );
-        if sent.is_err() {
-            self.send_http_response(503, vec![], Some(b"dispatch refused"));
+        } else {
+            self.call();
         }
         Action::Pause
     }
