@@ -938,6 +938,19 @@ impl FlowRun {
     fn service_mean(&self) -> f64 {
         self.service_us.iter().sum::<f64>() / self.service_us.len().max(1) as f64
     }
+    /// What Envoy and the filter add at p50: p50 less the stand-ins' own service time.
+    fn added(&self) -> f64 {
+        self.p50() - self.service_mean()
+    }
+    /// A table row with this run's message rate and latencies.
+    fn row(&self, id: &str, what: impl Into<String>) -> Row {
+        Row::new(id, what)
+            .result(format!(
+                "{} msg/s",
+                thousands(self.latencies_us.len() as f64 / self.wall_s.max(1e-9))
+            ))
+            .latency(self.p50(), self.p99())
+    }
     fn calls_range(&self, endpoint: &str) -> (u64, u64) {
         let counts = self
             .calls
@@ -963,7 +976,7 @@ impl FlowRun {
             "p50_us": self.p50(), "p99_us": self.p99(), "wall_s": self.wall_s,
             "messages_per_s": self.latencies_us.len() as f64 / self.wall_s.max(1e-9),
             "standins_service_us_per_message": self.service_mean(),
-            "added_p50_us": self.p50() - self.service_mean(),
+            "added_p50_us": self.added(),
             "calls_per_message": calls, "calls_ok": self.calls_ok(),
             "envoy_cpu_us_per_message": self.envoy_cpu_us_per_message,
         })
@@ -1262,8 +1275,7 @@ fn full_flow(
     let [one, ten, hundred] = &runs[..] else {
         return Err("three full-flow runs expected".into());
     };
-    let added = one.p50() - one.service_mean();
-    let chain_added = chained.p50() - chained.service_mean();
+    let (added, chain_added) = (one.added(), chained.added());
     // Row 3's calls per message, which 3b stands for (a different count is said in the row).
     let flow_calls: u64 = ["query", "retrieve", "license", "composite"]
         .iter()
@@ -1275,12 +1287,7 @@ fn full_flow(
         format!(" (row 3 made {flow_calls} calls per message)")
     };
     let top = vec![
-        Row::new("3", "full flow: 1 order, 1 line, token cached")
-            .result(format!(
-                "{} msg/s",
-                thousands(one.latencies_us.len() as f64 / one.wall_s.max(1e-9))
-            ))
-            .latency(one.p50(), one.p99())
+        one.row("3", "full flow: 1 order, 1 line, token cached")
             .vs(format!(
                 "stand-ins {} → plugin adds {}, {} beyond 3b",
                 ms(one.service_mean()),
@@ -1288,18 +1295,14 @@ fn full_flow(
                 ms(added - chain_added)
             ))
             .target("adds ≤ 1 ms at p50", added <= 1000.0),
-        Row::new(
-            "3b",
-            format!(
-                "minimal SDK filter + {FLOW_CALLS} dispatched GETs one after another, then the ack"
-            ),
-        )
-        .result(format!(
-            "{} msg/s",
-            thousands(chained.latencies_us.len() as f64 / chained.wall_s.max(1e-9))
-        ))
-        .latency(chained.p50(), chained.p99())
-        .vs(format!(
+        chained
+            .row(
+                "3b",
+                format!(
+                    "minimal SDK filter + {FLOW_CALLS} dispatched GETs one after another, then the ack"
+                ),
+            )
+            .vs(format!(
             "stand-ins {} → adds {}: row 3's calls in turn, no work between them{chain_note}",
             ms(chained.service_mean()),
             ms(chain_added)
@@ -1325,29 +1328,20 @@ fn full_flow(
             .join(", ")
     };
     let scale = vec![
-        Row::new("4c", "full flow, 10 orders per message")
-            .result(format!(
-                "{} msg/s",
-                thousands(ten.latencies_us.len() as f64 / ten.wall_s.max(1e-9))
-            ))
-            .latency(ten.p50(), ten.p99())
+        ten.row("4c", "full flow, 10 orders per message")
             .vs(format!(
                 "{} the 1-order time; stand-ins {} → plugin adds {}",
                 ratio(rel(ten)),
                 ms(ten.service_mean()),
-                ms(ten.p50() - ten.service_mean())
+                ms(ten.added())
             )),
-        Row::new("4d", "full flow, 100 orders per message")
-            .result(format!(
-                "{} msg/s",
-                thousands(hundred.latencies_us.len() as f64 / hundred.wall_s.max(1e-9))
-            ))
-            .latency(hundred.p50(), hundred.p99())
+        hundred
+            .row("4d", "full flow, 100 orders per message")
             .vs(format!(
                 "{} the 1-order time; stand-ins {} → plugin adds {}",
                 ratio(rel(hundred)),
                 ms(hundred.service_mean()),
-                ms(hundred.p50() - hundred.service_mean())
+                ms(hundred.added())
             ))
             .target("100/1 ≤ 3×", rel(hundred) <= 3.0),
         per_line_row(one, hundred, call_cpu),
