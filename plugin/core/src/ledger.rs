@@ -217,15 +217,16 @@ impl<'a> Ledger<'a> {
         state: &LineState,
         now_ms: u64,
     ) -> Result<(), StoreError> {
-        if self.line(store, item) == LineState::Unknown {
-            self.make_room(store, item, now_ms)?;
+        let key = self.line_key(item);
+        if self.line_at(store, &key) == LineState::Unknown {
+            self.make_room(store, &key, now_ms)?;
         }
-        store.set(&self.line_key(item), &state.encode(), None)
+        store.set(&key, &state.encode(), None)
     }
 
-    /// Take the next ring slot for a new line, evicting the line that held it when that is safe.
-    fn make_room(&self, store: &mut dyn Store, item: &SfId, now_ms: u64) -> Result<(), StoreError> {
-        let me = self.line_key(item);
+    /// Take the next ring slot for the new line `me` (its key), evicting the line that held it
+    /// when that is safe.
+    fn make_room(&self, store: &mut dyn Store, me: &str, now_ms: u64) -> Result<(), StoreError> {
         for _ in 0..EVICTION_PROBES {
             let n = self.next_seq(store)?;
             let ring = self.ring_key(n % self.cfg.max_lines as u64);
