@@ -7,17 +7,10 @@
 //! stand-ins' echo on the `keygate_passthrough` cluster) and acks when it answers 200: the Envoy
 //! cost of one callout, the unit keygate's full flow is made of (row 1d). `dispatch N` makes N
 //! such calls one after another, as the full flow does (`dispatch 4`: row 3b, the floor of row 3).
-#![cfg(target_arch = "wasm32")]
-#![allow(unsafe_code)] // the SDK's entry point (`#[no_mangle] _initialize`)
 
-use std::time::Duration;
-
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType};
-
-proxy_wasm::main! {{
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { calls: 0 }) });
-}}
+// The filter runs only in wasm; how it reads its configuration is tested natively too.
+#[cfg(target_arch = "wasm32")]
+mod filter;
 
 /// Most calls one request may be configured to make.
 const MAX_CALLS: u32 = 16;
@@ -25,6 +18,7 @@ const MAX_CALLS: u32 = 16;
 /// Calls per request from the plugin configuration: `dispatch` (one) or `dispatch N`; none for
 /// any other configuration (row 5c loads this filter with keygate's). `None` for a bad count,
 /// which fails the configuration.
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 fn calls_configured(config: &[u8]) -> Option<u32> {
     let Some(count) = config.strip_prefix(b"dispatch") else {
         return Some(0);
@@ -35,110 +29,30 @@ fn calls_configured(config: &[u8]) -> Option<u32> {
     }
 }
 
-struct Root {
-    calls: u32,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl Context for Root {}
-
-impl RootContext for Root {
-    fn on_configure(&mut self, _size: usize) -> bool {
-        let config = self.get_plugin_configuration().unwrap_or_default();
-        match calls_configured(&config) {
-            Some(n) => {
-                self.calls = n;
-                true
-            }
-            None => false,
+    #[test]
+    fn reads_how_many_calls_to_make() {
+        assert_eq!(calls_configured(b""), Some(0));
+        // Row 5c loads the filter with keygate's own configuration: no calls.
+        assert_eq!(calls_configured(br#"{"salesforce": {}}"#), Some(0));
+        assert_eq!(calls_configured(b"dispatch"), Some(1));
+        assert_eq!(calls_configured(b"dispatch 4"), Some(4));
+        assert_eq!(calls_configured(b"dispatch 16"), Some(16));
+        for bad in [
+            &b"dispatch 0"[..],
+            b"dispatch 17",
+            b"dispatch four",
+            b"dispatch -1",
+        ] {
+            assert_eq!(
+                calls_configured(bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
-    }
-
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Minimal {
-            calls_left: self.calls,
-        }))
-    }
-}
-
-struct Minimal {
-    /// Calls still to make before the ack.
-    calls_left: u32,
-}
-
-impl Minimal {
-    /// The next call: a GET to the stand-ins' echo; a refused dispatch is answered 503.
-    fn call(&mut self) {
-        let headers = vec![
-            (":method", "GET"),
-            (":path", "/hello"),
-            (":authority", "keygate-bench"),
-        ];
-        let sent = self.dispatch_http_call(
-            "keygate_passthrough",
-            headers,
-            None,
-            vec![],
-            Duration::from_secs(5),
-        );
-        if sent.is_err() {
-            self.send_http_response(503, vec![], Some(b"dispatch refused"));
-        }
-    }
-
-    fn ack(&self) {
-        self.send_http_response(
-            200,
-            vec![("content-type", keygate_core::reply::CONTENT_TYPE)],
-            Some(keygate_core::soap::ack().as_bytes()),
-        );
-    }
-}
-
-impl Context for Minimal {
-    /// The call's status read as the plugin reads it; anything but a 200 is answered 502, which
-    /// the benchmark counts as an error rather than timing a failed call.
-    fn on_http_call_response(
-        &mut self,
-        _token: u32,
-        _headers: usize,
-        _body: usize,
-        _trailers: usize,
-    ) {
-        let status = self.get_http_call_response_header_bytes(":status");
-        if status.as_deref() != Some(b"200") {
-            self.send_http_response(502, vec![], Some(b"dispatched call failed"));
-            return;
-        }
-        self.calls_left = self.calls_left.saturating_sub(1);
-        if self.calls_left == 0 {
-            self.ack();
-        } else {
-            self.call();
-        }
-    }
-}
-
-impl HttpContext for Minimal {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        Action::Pause
-    }
-
-    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        if !end_of_stream {
-            return Action::Pause;
-        }
-        // Read the body as the plugin must (a copy into the VM), then answer.
-        let body = self.get_http_request_body(0, body_size);
-        std::hint::black_box(body);
-        if self.calls_left == 0 {
-            self.ack();
-        } else {
-            self.call();
-        }
-        Action::Pause
     }
 }
