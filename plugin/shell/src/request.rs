@@ -52,9 +52,14 @@ fn request_header(name: &str) -> Option<String> {
 }
 
 fn with_env<R>(f: impl FnOnce(&mut Env<'_>) -> R) -> R {
+    with_env_at(now_ms(), f)
+}
+
+/// As [`with_env`], at a time the caller already read.
+fn with_env_at<R>(now_ms: u64, f: impl FnOnce(&mut Env<'_>) -> R) -> R {
     let mut store = HostStore;
     let mut env = Env {
-        now_ms: now_ms(),
+        now_ms,
         store: &mut store,
     };
     f(&mut env)
@@ -73,10 +78,10 @@ impl Request {
     }
 
     /// A per-request owner id for order claims, unique across workers (WASI random via RandomState).
-    fn owner_id(&self) -> u64 {
+    fn owner_id(&self, now_ms: u64) -> u64 {
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
         h.write_u32(self.context_id);
-        h.write_u64(now_ms());
+        h.write_u64(now_ms);
         h.finish()
     }
 
@@ -108,9 +113,11 @@ impl Request {
 
     fn handle_body(&mut self, body: &[u8]) {
         self.phase = Phase::Running;
-        let owner = self.owner_id();
+        // One clock read for the owner id and the flow.
+        let now = now_ms();
+        let owner = self.owner_id(now);
         let config = Rc::clone(&self.config);
-        let (flow, commands) = with_env(|env| webhook::on_body(&config, body, owner, env));
+        let (flow, commands) = with_env_at(now, |env| webhook::on_body(&config, body, owner, env));
         self.flow = flow;
         self.run(commands);
     }
