@@ -1277,10 +1277,7 @@ fn full_flow(
     };
     let (added, chain_added) = (one.added(), chained.added());
     // Row 3's calls per message, which 3b stands for (a different count is said in the row).
-    let flow_calls: u64 = ["query", "retrieve", "license", "composite"]
-        .iter()
-        .map(|e| one.calls_range(e).1)
-        .sum();
+    let flow_calls: u64 = KINDS.iter().map(|(e, _)| one.calls_range(e).1).sum();
     let chain_note = if flow_calls == u64::from(FLOW_CALLS) {
         String::new()
     } else {

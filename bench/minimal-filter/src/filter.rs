@@ -47,6 +47,15 @@ struct Minimal {
 }
 
 impl Minimal {
+    /// The next call, or the ack once every call is made.
+    fn proceed(&mut self) {
+        if self.calls_left == 0 {
+            self.ack();
+        } else {
+            self.call();
+        }
+    }
+
     /// The next call: a GET to the stand-ins' echo; a refused dispatch is answered 503.
     fn call(&mut self) {
         let headers = vec![
@@ -91,11 +100,7 @@ impl Context for Minimal {
             return;
         }
         self.calls_left = self.calls_left.saturating_sub(1);
-        if self.calls_left == 0 {
-            self.ack();
-        } else {
-            self.call();
-        }
+        self.proceed();
     }
 }
 
@@ -111,11 +116,7 @@ impl HttpContext for Minimal {
         // Read the body as the plugin must (a copy into the VM), then answer.
         let body = self.get_http_request_body(0, body_size);
         std::hint::black_box(body);
-        if self.calls_left == 0 {
-            self.ack();
-        } else {
-            self.call();
-        }
+        self.proceed();
         Action::Pause
     }
 }

@@ -65,6 +65,9 @@ fn normalises_line_ends() {
     // A run split at a reference is normalised piece by piece; a lone CR at a piece's end too.
     let t = tokens("<a>1\r&amp;\r\n2\r</a>").unwrap();
     assert_eq!(t, ["<a>", "\"1\\n&\\n2\\n\"", "</a>"]);
+    // CDATA too, taken literally otherwise.
+    let t = tokens("<a><![CDATA[1\r\n<&>\r]]></a>").unwrap();
+    assert_eq!(t, ["<a>", "\"1\\n<&>\\n\"", "</a>"]);
 }
 
 #[test]
@@ -86,6 +89,7 @@ fn refuses_what_is_not_well_formed() {
         "<a>\r\u{1}</a>",
         "<a>\r]]></a>",
         "<a>\r\u{FFFF}</a>",
+        "<a><![CDATA[\r\u{1}]]></a>",
         "<a>\u{FFFF}</a>",
         "<a>]]></a>",
         "<!-- a -- b --><a/>",
