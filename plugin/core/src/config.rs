@@ -132,7 +132,62 @@ pub struct LicenseConfig {
     pub affiliate_id: Option<String>,
     pub max_concurrency: usize,
     pub timeout_ms: u64,
+    /// The argument a line's OrderItem id is looked up by (it is sent under both on issue).
+    pub line_reference: LineReference,
+    /// QLM's strict authentication for the methods that require it (`None`: none do).
+    pub strict_auth: Option<StrictAuth>,
 }
+
+/// Which `RetrieveActivationKeyHttp` argument finds a line's keys. Both are sent on issue; the
+/// lookup uses one alone, because QLM matches every argument it is given ("if both are specified,
+/// both conditions must be met") and a server that dropped the other on issue would find nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineReference {
+    /// `is_userdata1`: documented for the lookup and for `GetActivationKey` (the default).
+    UserData1,
+    /// `is_orderid`: documented for the lookup only, not for `GetActivationKeyWithExpiryDate`.
+    OrderId,
+}
+
+impl LineReference {
+    pub fn argument(self) -> &'static str {
+        match self {
+            LineReference::UserData1 => "is_userdata1",
+            LineReference::OrderId => "is_orderid",
+        }
+    }
+}
+
+/// `license_server.strict_auth`: the 3rd-party extension's API key and where it applies.
+#[derive(Debug)]
+pub struct StrictAuth {
+    pub api_key: Secret,
+    /// QLM method names that are signed (the server property
+    /// `security/strictAuthenticationHttpMethods`).
+    pub methods: Vec<String>,
+    /// The URL the server sees in front of each method name: it hashes that URL.
+    pub url_base: String,
+}
+
+impl StrictAuth {
+    pub fn applies_to(&self, method: &str) -> bool {
+        self.methods.iter().any(|m| m.eq_ignore_ascii_case(method))
+    }
+}
+
+/// The QLM methods keygate calls: what `strict_auth.methods` may name.
+pub const QLM_METHODS: &[&str] = &[
+    "GetActivationKeyWithExpiryDate",
+    "RetrieveActivationKeyHttp",
+    "RevokeLicenseHttp",
+    "UpdateLicenseHttp",
+    "RenewSubscriptionHttp",
+    "ValidateLicenseHttp",
+    "PingHttp",
+];
+/// A stock server's strict-authentication list ("By default, the RetrieveActivationKeyHttp method
+/// requires strict authentication": QLM's how-to on strict authentication).
+pub const DEFAULT_STRICT_METHODS: &[&str] = &["RetrieveActivationKeyHttp"];
 
 #[derive(Debug, Clone, Copy)]
 pub struct LedgerConfig {
@@ -744,6 +799,8 @@ fn validate_license(
         "max_concurrency",
         "timeout_ms",
         "lookup_before_reissue",
+        "line_reference",
+        "strict_auth",
     ])?;
     // Accepted only as `true`: an uncertain outcome is always looked up before any re-issue.
     if !o.boolean("lookup_before_reissue", true)? {
@@ -771,7 +828,28 @@ fn validate_license(
         Some(Value::Null) => None,
         Some(_) => o.opt_string("affiliate_id")?.filter(|a| !a.is_empty()),
     };
+    let line_reference = match o.string("line_reference", Some("is_userdata1"))?.as_str() {
+        "is_userdata1" => LineReference::UserData1,
+        "is_orderid" => LineReference::OrderId,
+        _ => {
+            return err("license_server.line_reference must be \"is_userdata1\" or \"is_orderid\"")
+        }
+    };
+    let strict_auth = match o.object("strict_auth")? {
+        Some(s) => Some(validate_strict_auth(
+            &Obj {
+                path: "license_server.strict_auth",
+                map: s.map,
+            },
+            env,
+            &authority,
+            &path_prefix,
+        )?),
+        None => None,
+    };
     Ok(LicenseConfig {
+        line_reference,
+        strict_auth,
         cluster,
         authority,
         path_prefix,
@@ -785,6 +863,72 @@ fn validate_license(
         affiliate_id,
         max_concurrency: max_concurrency as usize,
         timeout_ms,
+    })
+}
+
+fn validate_strict_auth(
+    o: &Obj<'_>,
+    env: &dyn Fn(&str) -> Option<String>,
+    authority: &str,
+    path_prefix: &str,
+) -> Result<StrictAuth, ConfigError> {
+    o.only(&["api_key_env", "methods", "url_base"])?;
+    let api_key = secret(
+        env,
+        &o.string("api_key_env", None)?,
+        "license_server.strict_auth.api_key_env",
+    )?;
+    let methods = match o.get("methods") {
+        None => DEFAULT_STRICT_METHODS
+            .iter()
+            .map(|m| (*m).to_owned())
+            .collect(),
+        Some(Value::Array(list)) => {
+            let mut methods = Vec::with_capacity(list.len());
+            for m in list {
+                let Some(name) = m.as_str() else {
+                    return err(
+                        "license_server.strict_auth.methods must be a list of QLM method names",
+                    );
+                };
+                let Some(known) = QLM_METHODS.iter().find(|k| k.eq_ignore_ascii_case(name)) else {
+                    return err(format!(
+                        "license_server.strict_auth.methods: '{}' is not a method keygate calls ({})",
+                        crate::text::excerpt(name),
+                        QLM_METHODS.join(", ")
+                    ));
+                };
+                methods.push((*known).to_owned());
+            }
+            methods
+        }
+        Some(_) => {
+            return err("license_server.strict_auth.methods must be a list of QLM method names")
+        }
+    };
+    let url_base = match o.opt_string("url_base")? {
+        Some(u) => {
+            let u = u.trim_end_matches('/').to_owned();
+            let rest = u
+                .strip_prefix("https://")
+                .or_else(|| u.strip_prefix("http://"))
+                .unwrap_or("");
+            // Hashed as written: visible ASCII, no query or fragment.
+            if rest.is_empty()
+                || !u
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && !matches!(b, b'?' | b'#'))
+            {
+                return err("license_server.strict_auth.url_base must be an http(s) URL without query, e.g. https://licenses.example.com/qlmLicenseServer/qlmservice.asmx");
+            }
+            u
+        }
+        None => format!("https://{authority}{path_prefix}"),
+    };
+    Ok(StrictAuth {
+        api_key,
+        methods,
+        url_base,
     })
 }
 

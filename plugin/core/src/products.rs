@@ -8,6 +8,8 @@ const RESERVED: &[&str] = &[
     "is_pwd",
     "is_quantity",
     "is_orderid",
+    // The line reference, sent with `is_orderid` (config `license_server.line_reference`).
+    "is_userdata1",
     "is_vendor",
     "is_affiliateid",
     "is_email",
@@ -67,7 +69,8 @@ impl ProductArgs {
                     "argument '{k}' is not a license-server argument (is_…)"
                 ));
             }
-            if RESERVED.contains(&k.as_str()) {
+            // QLM reads argument names whatever their case (ASP.NET's `Request[name]`).
+            if RESERVED.iter().any(|r| r.eq_ignore_ascii_case(k)) {
                 return Err(format!(
                     "argument '{k}' is set by keygate and may not be mapped"
                 ));

@@ -12,7 +12,7 @@ use wasm_bindgen_test::wasm_bindgen_test as test;
 mod common;
 use common::{patched_full, FULL};
 
-use keygate_core::config::{Config, ContactField, Grant};
+use keygate_core::config::{Config, ContactField, Grant, LineReference};
 
 const MINIMAL: &str = include_str!("../../../testdata/config/minimal.json");
 const PASSWORD: &str = include_str!("../../../testdata/config/password_grant.json");
@@ -27,6 +27,7 @@ fn env(name: &str) -> Option<String> {
         "KEYGATE_SF_PASSWORD" => Some("pwTOKEN".into()),
         "KEYGATE_QLM_USER" => Some("keygate".into()),
         "KEYGATE_QLM_PASSWORD" => Some("qlm-password-1".into()),
+        "KEYGATE_QLM_API_KEY" => Some("qlm-api-key-1".into()),
         "EMPTY" => Some(String::new()),
         _ => None,
     }
@@ -67,6 +68,48 @@ fn full_example_loads_with_secrets_from_env() {
     let p2 = i.product("002").unwrap();
     assert_eq!(p2.get("is_productid"), Some("2"));
     assert_eq!(p2.get("is_expduration"), Some("365"));
+    assert_eq!(i.license.line_reference, LineReference::UserData1);
+    let strict = i.license.strict_auth.as_ref().unwrap();
+    assert!(strict.api_key.matches("qlm-api-key-1"));
+    assert_eq!(strict.methods, ["RetrieveActivationKeyHttp"]);
+    // Not given: what the server sees in front of the method, by the configured host and path.
+    assert_eq!(
+        strict.url_base,
+        "https://licenses.example.com/qlmLicenseServer/qlmservice.asmx"
+    );
+}
+
+#[test]
+fn strict_authentication_and_the_line_reference_have_documented_defaults() {
+    use serde_json::json;
+    // Without `methods`: a stock server's list. Names are matched as QLM matches them.
+    let c = patched(json!({"license_server": {
+        "line_reference": "is_orderid",
+        "strict_auth": {"api_key_env": "KEYGATE_QLM_API_KEY",
+                        "url_base": "http://qlm.internal:8080/qlm/qlmservice.asmx/"}}}))
+    .unwrap();
+    let lic = &c.issuing.as_ref().unwrap().license;
+    assert_eq!(lic.line_reference, LineReference::OrderId);
+    let strict = lic.strict_auth.as_ref().unwrap();
+    assert_eq!(strict.methods, ["RetrieveActivationKeyHttp"]);
+    assert_eq!(
+        strict.url_base,
+        "http://qlm.internal:8080/qlm/qlmservice.asmx"
+    );
+    let c = patched(json!({"license_server": {"strict_auth": {
+        "api_key_env": "KEYGATE_QLM_API_KEY",
+        "methods": ["retrieveactivationkeyhttp", "ValidateLicenseHttp"]}}}))
+    .unwrap();
+    let strict = c.issuing.unwrap().license.strict_auth.unwrap();
+    assert_eq!(
+        strict.methods,
+        ["RetrieveActivationKeyHttp", "ValidateLicenseHttp"]
+    );
+    assert!(strict.applies_to("validatelicensehttp"));
+    assert!(!strict.applies_to("GetActivationKeyWithExpiryDate"));
+    // Without strict_auth no method is signed.
+    let c = patched(json!({"license_server": {"strict_auth": null}})).unwrap();
+    assert!(c.issuing.unwrap().license.strict_auth.is_none());
 }
 
 #[test]
@@ -77,6 +120,7 @@ fn debug_output_never_shows_secret_values() {
         "hook-password-1",
         "sf-client-secret-1",
         "qlm-password-1",
+        "qlm-api-key-1",
         "john@example.com",
     ] {
         assert!(!dump.contains(secret), "{secret} leaked in Debug output");
@@ -174,6 +218,47 @@ fn invalid_configurations_are_refused_with_a_reason() {
             json!({"license_server": {"lookup_before_reissue": false}}),
             "always asks RetrieveActivationKeyHttp",
         ),
+        (
+            json!({"license_server": {"line_reference": "is_userdata2"}}),
+            "line_reference",
+        ),
+        (
+            json!({"license_server": {"strict_auth": {"api_key_env": "NOPE"}}}),
+            "NOPE (license_server.strict_auth.api_key_env)",
+        ),
+        (
+            json!({"license_server": {"strict_auth": {"api_key_env": null, "methods": []}}}),
+            "missing field `license_server.strict_auth.api_key_env`",
+        ),
+        (
+            json!({"license_server": {"strict_auth": {"api_key": "inline"}}}),
+            "unknown field `license_server.strict_auth.api_key`",
+        ),
+        (
+            json!({"license_server": {"strict_auth": {"methods": ["GetLicensesHttp"]}}}),
+            "'GetLicensesHttp' is not a method keygate calls",
+        ),
+        (
+            json!({"license_server": {"strict_auth": {"methods": "RetrieveActivationKeyHttp"}}}),
+            "must be a list",
+        ),
+        (
+            json!({"license_server": {"strict_auth": {"url_base": "licenses.example.com"}}}),
+            "url_base must be an http(s) URL",
+        ),
+        (
+            json!({"license_server": {"strict_auth": {"url_base": "https://h/x?is_pwd=1"}}}),
+            "url_base must be an http(s) URL",
+        ),
+        // The line reference is keygate's: a mapping may not set it, in any case.
+        (
+            json!({"products": {"003": "&is_productid=1&is_majorversion=1&is_minorversion=0&is_userdata1=x"}}),
+            "is_userdata1",
+        ),
+        (
+            json!({"products": {"003": "&is_productid=1&is_majorversion=1&is_minorversion=0&is_OrderID=x"}}),
+            "is_OrderID",
+        ),
     ];
     for (patch, needle) in cases {
         let shown = patch.to_string();
@@ -182,7 +267,11 @@ fn invalid_configurations_are_refused_with_a_reason() {
             err.contains(needle),
             "patch {shown}: error '{err}' should mention '{needle}'"
         );
-        assert!(!err.contains("sf-client-secret-1") && !err.contains("qlm-password-1"));
+        assert!(
+            !err.contains("sf-client-secret-1")
+                && !err.contains("qlm-password-1")
+                && !err.contains("qlm-api-key-1")
+        );
     }
     assert!(load("not json").is_err());
     assert!(load("").is_err());

@@ -614,7 +614,10 @@ fn a_renewal_whose_answer_was_lost_before_a_restart_is_not_applied_twice() {
     // Before the call, Salesforce got the mark: the expiry the key had.
     assert_eq!(
         world.written_state[RENEWAL_LINE],
-        "Renewing; expiry before: 365"
+        format!(
+            "Renewing; expiry before: {}",
+            common::world::expiry_date(365)
+        )
     );
     let renew_at = world.calls.iter().position(|(e, _)| e == "renew").unwrap();
     let mark_at = world

@@ -384,6 +384,10 @@ pub struct Reader<'a> {
     /// hundreds of times, and comparing is cheaper than checking again.
     known_names: [&'a str; 8],
     next_known: usize,
+    /// Replies from the license server: an XML declaration inside content (QLM nests a whole
+    /// document, declaration included, in `ValidateLicenseHttp`'s `<productProperties>`) is
+    /// read as a processing instruction instead of refused.
+    inner_declarations: bool,
 }
 
 impl<'a> Reader<'a> {
@@ -402,7 +406,18 @@ impl<'a> Reader<'a> {
             max_depth,
             known_names: [""; 8],
             next_known: 0,
+            inner_declarations: false,
         }
+    }
+
+    /// A reader for a reply from an upstream we do not own: every rule of [`Reader::new`]
+    /// (size is the caller's, depth, no DTD, no entity beyond the five, well-formed markup),
+    /// except that an XML declaration inside content is a processing instruction, as QLM's
+    /// documented `ValidateLicenseHttp` output has one.
+    pub fn for_reply(src: &'a str, max_depth: usize) -> Reader<'a> {
+        let mut reader = Reader::new(src, max_depth);
+        reader.inner_declarations = true;
+        reader
     }
 
     /// Number of open elements.
@@ -465,7 +480,7 @@ impl<'a> Reader<'a> {
                 if !is_name(target) {
                     return syntax("processing instruction without a target", at);
                 }
-                if target.eq_ignore_ascii_case("xml") {
+                if target.eq_ignore_ascii_case("xml") && !self.inner_declarations {
                     return syntax("XML declaration not at the start of the document", at);
                 }
                 Ok(Token::ProcessingInstruction)
@@ -543,6 +558,9 @@ impl<'a> Reader<'a> {
 
     /// `<?xml …?>`: only at the very start, `version` first, then `encoding`, `standalone`.
     fn declaration(&mut self, at: usize) -> Result<Token<'a>, XmlError> {
+        if at != 0 && self.inner_declarations {
+            return Ok(Token::ProcessingInstruction);
+        }
         if at != 0 {
             return syntax("XML declaration not at the start of the document", at);
         }

@@ -46,20 +46,19 @@ impl Flow {
             return false;
         };
         let lic = &issuing.license;
-        let (path, body, what) = match (step, line.action) {
-            (Step::Lookup, _) => {
-                let (p, b) = license::retrieve_request(lic, &line.target);
-                (p, b, Pending::Lookup(idx))
-            }
+        let (call, what) = match (step, line.action) {
+            (Step::Lookup, _) => (
+                license::lookup(lic, line.target.as_str()),
+                Pending::Lookup(idx),
+            ),
             (Step::Validate, _) => {
                 let key = line.keys.first().map(String::as_str).unwrap_or("");
-                let (p, b) = license::validate_request(lic, key);
-                (p, b, Pending::Validate(idx))
+                (license::validate(lic, key), Pending::Validate(idx))
             }
             (Step::Act, Action::Issue | Action::Renew) => return self.mark_and_send(idx, env),
             (Step::Act, _) => return self.send_change(idx, env),
         };
-        self.send_license_call(what, path, body, env)
+        self.send_license_call(what, call, env)
     }
 
     /// Write-ahead: from here until the outcome is recorded, it counts as uncertain, and until
@@ -160,7 +159,7 @@ impl Flow {
         let Some(order) = self.orders.get(line.order) else {
             return false;
         };
-        let (path, body) = license::issue_request(
+        let call = license::issue(
             &issuing.license,
             &IssueRequest {
                 product,
@@ -170,23 +169,20 @@ impl Flow {
                 customer: &order.customer,
             },
         );
-        self.send_license_call(Pending::Issue(idx), path, body, env)
+        self.send_license_call(Pending::Issue(idx), call, env)
     }
 
+    /// Send one license-server call (a signed GET or a form POST: `QlmCall::to_http`).
     pub(super) fn send_license_call(
         &mut self,
         what: Pending,
-        path: String,
-        body: String,
+        call: license::QlmCall,
         env: &mut Env<'_>,
     ) -> bool {
         let Some(lic) = self.issuing().map(|i| &i.license) else {
             return false;
         };
-        let headers = vec![(
-            "content-type",
-            "application/x-www-form-urlencoded".to_owned(),
-        )];
+        let http = call.to_http(lic, env.now_ms);
         let (cluster, authority, timeout) =
             (lic.cluster.clone(), lic.authority.clone(), lic.timeout_ms);
         let started = self.dispatch(
@@ -194,11 +190,11 @@ impl Flow {
             Call {
                 id: 0,
                 cluster,
-                method: "POST",
-                path,
+                method: http.verb,
+                path: http.path,
                 authority,
-                headers,
-                body: body.into_bytes(),
+                headers: http.headers,
+                body: http.body,
                 timeout_ms: timeout,
             },
             env,

@@ -36,8 +36,8 @@ impl Flow {
         let Some((change, key)) = self.key_change(idx) else {
             return false;
         };
-        let (path, body) = license::change_request(lic, key, change);
-        self.send_license_call(Pending::Change(idx), path, body, env)
+        let call = license::change(lic, key, change);
+        self.send_license_call(Pending::Change(idx), call, env)
     }
 
     pub(super) fn on_change(&mut self, idx: usize, resp: Response, env: &mut Env<'_>) {
@@ -97,7 +97,7 @@ impl Flow {
         self.in_flight = self.in_flight.saturating_sub(1);
         let expiry = match resp.status {
             None => Err(LicenseError::Unparseable("no response".into())),
-            Some(s) => license::parse_expiry(s, &resp.body),
+            Some(s) => license::parse_validate(s, &resp.body).map(|v| v.expiry),
         };
         match expiry {
             Err(LicenseError::Refused(m)) if license::is_unknown_key(&m) => {

@@ -62,6 +62,8 @@ pub struct Call {
     pub id: u32,
     pub cluster: String,
     pub method: &'static str,
+    /// May hold credentials in its query (a strict-authentication GET to the license server):
+    /// never logged whole.
     pub path: String,
     pub authority: String,
     /// Regular headers (the shell adds `:method`, `:path`, `:authority`). May carry a token.
@@ -73,11 +75,15 @@ pub struct Call {
 
 impl std::fmt::Debug for Call {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Headers and body may hold secrets; show only where the call goes.
+        // Headers, body and query may hold secrets; show only where the call goes.
+        let path = self
+            .path
+            .split_once('?')
+            .map_or(self.path.as_str(), |(p, _)| p);
         write!(
             f,
-            "Call#{} {} {} via {}",
-            self.id, self.method, self.path, self.cluster
+            "Call#{} {} {path} via {}",
+            self.id, self.method, self.cluster
         )
     }
 }

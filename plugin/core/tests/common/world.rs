@@ -87,6 +87,19 @@ pub struct KeyState {
     pub expiry_days: u32,
 }
 
+/// The `<expiryDate>` (`yyyy-MM-dd HH:mm`, as QLM documents it) of a key valid for `days` days
+/// from the world's issue date, 2026-01-01.
+pub fn expiry_date(days: u32) -> String {
+    let issued = time::Date::from_calendar_date(2026, time::Month::January, 1).unwrap();
+    let d = issued + time::Duration::days(i64::from(days));
+    format!(
+        "{:04}-{:02}-{:02} 23:59",
+        d.year(),
+        u8::from(d.month()),
+        d.day()
+    )
+}
+
 pub fn ok(body: impl Into<Vec<u8>>) -> Response {
     Response {
         status: Some(200),
@@ -146,6 +159,14 @@ impl World {
     }
 
     pub fn endpoint(call: &Call) -> &'static str {
+        let path = call
+            .path
+            .split_once('?')
+            .map_or(call.path.as_str(), |(p, _)| p);
+        let call = &Call {
+            path: path.to_owned(),
+            ..call.clone()
+        };
         if call.path.starts_with("/v3/") {
             "etcd"
         } else if call.path.ends_with("/oauth2/token") {
@@ -171,8 +192,31 @@ impl World {
         }
     }
 
+    /// A license call's arguments: the query's (a strict-authentication GET) and the form's.
     pub fn form(call: &Call) -> BTreeMap<String, String> {
-        form_urlencoded::parse(&call.body).into_owned().collect()
+        let query = call.path.split_once('?').map_or("", |(_, q)| q);
+        form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .chain(form_urlencoded::parse(&call.body).into_owned())
+            .collect()
+    }
+
+    /// A stock QLM server's strict authentication of `RetrieveActivationKeyHttp`: a GET whose
+    /// query holds every argument, with the three headers. (The hash itself is pinned against an
+    /// independent computation in `upstream_replies.rs`; here its presence and form.)
+    fn strictly_authenticated(call: &Call) -> bool {
+        let header = |name: &str| {
+            call.headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        };
+        call.method == "GET"
+            && call.body.is_empty()
+            && header("x-qlm-authentication-version") == Some("2")
+            && header("x-qlm-timestamp").is_some_and(|t| t.len() == 19)
+            && header("x-qlm-authentication-token")
+                .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
     }
 
     pub fn serve(&mut self, call: &Call) -> Response {
@@ -311,8 +355,11 @@ impl World {
                 );
                 let n = self.keys_issued.values().map(Vec::len).sum::<usize>() + 1;
                 let key = format!("KEY{n:02}-{}-QLM", f["is_productid"]);
+                // A stock server records what its pages document: `is_userdata1`, not
+                // `is_orderid` (undocumented for this method).
+                assert_eq!(f["is_orderid"], f["is_userdata1"]);
                 self.keys_issued
-                    .entry(f["is_orderid"].clone())
+                    .entry(f["is_userdata1"].clone())
                     .or_default()
                     .push(key.clone());
                 self.key_state.insert(
@@ -328,11 +375,17 @@ impl World {
                 }
                 ok(format!("<?xml version=\"1.0\"?><QuickLicenseManager><licenses><license><activationKey>{key}</activationKey></license></licenses></QuickLicenseManager>"))
             }
+            "retrieve" if !Self::strictly_authenticated(call) => ok(
+                "<?xml version=\"1.0\"?><QuickLicenseManager><error>Strict authentication failed.</error></QuickLicenseManager>",
+            ),
             "retrieve" => {
                 let f = Self::form(call);
+                assert_eq!(f["is_pwd"], "secret-of-KEYGATE_QLM_PASSWORD");
+                // By one reference alone: QLM matches every reference it is given.
+                assert!(!f.contains_key("is_orderid"), "looked up by is_userdata1 alone");
                 let keys = self
                     .keys_issued
-                    .get(&f["is_orderid"])
+                    .get(&f["is_userdata1"])
                     .cloned()
                     .unwrap_or_default();
                 let inner: String = keys
@@ -370,12 +423,16 @@ impl World {
             "update" => k.quantity = f["is_quantity"].parse().unwrap(),
             "renew" => k.expiry_days += f["is_expduration"].parse::<u32>().unwrap(),
             _ => {
-                return xml(format!(
-                    "<license><status>{}</status><numberOfLicenses>{}</numberOfLicenses><expiryDays>{}</expiryDays></license>",
-                    if k.revoked { "revoked" } else { "active" },
+                // ValidateLicenseHttp's documented shape, cut to what matters: a maintenance
+                // date before the expiry, the expiry, a nested document whose properties have
+                // expiry dates of their own.
+                return ok(format!(
+                    "<QuickLicenseManager>\n<maintenanceRenewalDate>2020-01-01 00:00:00</maintenanceRenewalDate>\n<status>{}</status>\n<numActivationsAllowed>{}</numActivationsAllowed>\n<expiryDate>{}</expiryDate>\n<activationKey>{}</activationKey>\n<productProperties><?xml version=\"1.0\" encoding=\"utf-8\"?><ProductProperties><Property name=\"p\" expiryDate=\"0001-01-01 00:00:00\"></Property></ProductProperties></productProperties>\n<Signature xmlns=\"http://www.w3.org/2000/09/xmldsig#\"><SignatureValue>c2ln</SignatureValue></Signature>\n</QuickLicenseManager>",
+                    if k.revoked { 4 } else { 2 },
                     k.quantity,
-                    k.expiry_days
-                ))
+                    expiry_date(k.expiry_days),
+                    f["is_avkey"]
+                ));
             }
         }
         if let Some(r) = self.change_then_fail.pop_front() {
