@@ -19,6 +19,7 @@ pub mod products;
 pub mod reply;
 pub mod salesforce;
 pub mod secret;
+pub mod selfcheck;
 pub mod soap;
 pub mod store;
 pub mod text;

@@ -92,3 +92,23 @@ impl Metric {
         }
     }
 }
+
+/// The gauges the plugin sets: each upstream's readiness from the start-up self-check
+/// (`selfcheck`), 1 when its last check passed, 0 otherwise. `/stats/prometheus` shows them as
+/// `keygate_upstream_ready{upstream="…"}` with the shipped configs' `stats_tags`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Gauge {
+    SalesforceReady,
+    LicenseReady,
+}
+
+impl Gauge {
+    pub const ALL: [Gauge; 2] = [Gauge::SalesforceReady, Gauge::LicenseReady];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Gauge::SalesforceReady => "keygate_upstream_ready_salesforce",
+            Gauge::LicenseReady => "keygate_upstream_ready_license",
+        }
+    }
+}

@@ -3,10 +3,40 @@
 
 use std::time::UNIX_EPOCH;
 
-use keygate_core::metrics::Metric;
+use std::time::Duration;
+
+use keygate_core::flow::{Call, Level};
+use keygate_core::metrics::{Gauge, Metric};
 use keygate_core::store::{Store, StoreError};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{LogLevel, MetricType, Status};
+
+/// The core's log level as the host's.
+pub fn level(level: Level) -> LogLevel {
+    match level {
+        Level::Info => LogLevel::Info,
+        Level::Warn => LogLevel::Warn,
+        Level::Error => LogLevel::Error,
+    }
+}
+
+/// Dispatch one of the core's calls through its Envoy cluster; the host's token for it.
+pub fn dispatch(call: &Call) -> Result<u32, Status> {
+    let mut headers: Vec<(&str, &str)> = vec![
+        (":method", call.method),
+        (":path", &call.path),
+        (":authority", &call.authority),
+    ];
+    headers.extend(call.headers.iter().map(|(k, v)| (*k, v.as_str())));
+    let body = (!call.body.is_empty()).then_some(call.body.as_slice());
+    hostcalls::dispatch_http_call(
+        &call.cluster,
+        headers,
+        body,
+        Vec::new(),
+        Duration::from_millis(call.timeout_ms),
+    )
+}
 
 pub fn log(level: LogLevel, msg: &str) {
     // Nowhere to report a failed log line.
@@ -47,11 +77,12 @@ impl Store for HostStore {
     }
 }
 
-/// Envoy counter ids, defined once per configuration.
+/// Envoy counter and gauge ids, defined once per configuration.
 #[derive(Default)]
 pub struct Metrics {
     /// (metric, Envoy metric id) for every metric the host accepted.
     ids: Vec<(Metric, u32)>,
+    gauges: Vec<(Gauge, u32)>,
 }
 
 impl Metrics {
@@ -66,7 +97,23 @@ impl Metrics {
                 ),
             }
         }
-        Metrics { ids }
+        let mut gauges = Vec::with_capacity(Gauge::ALL.len());
+        for g in Gauge::ALL {
+            match hostcalls::define_metric(MetricType::Gauge, g.name()) {
+                Ok(id) => gauges.push((g, id)),
+                Err(e) => log(
+                    LogLevel::Warn,
+                    &format!("keygate: cannot define metric {}: {e:?}", g.name()),
+                ),
+            }
+        }
+        Metrics { ids, gauges }
+    }
+
+    pub fn set(&self, g: Gauge, value: u64) {
+        if let Some(&(_, id)) = self.gauges.iter().find(|(k, _)| *k == g) {
+            let _ = hostcalls::record_metric(id, value);
+        }
     }
 
     pub fn add(&self, m: Metric, n: u64) {

@@ -3,10 +3,9 @@
 use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hasher};
 use std::rc::Rc;
-use std::time::Duration;
 
 use keygate_core::config::Config;
-use keygate_core::flow::{Command, Env, Flow, Level, Response};
+use keygate_core::flow::{Command, Env, Flow, Response};
 use keygate_core::inbound::{self, HeadDecision, RequestHead};
 use keygate_core::reply::{FaultKind, Reply, CONTENT_TYPE};
 use keygate_core::webhook;
@@ -14,7 +13,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
 
-use crate::host::{log, lossy, now_ms, HostStore, Metrics};
+use crate::host::{dispatch, level, log, lossy, now_ms, HostStore, Metrics};
 
 #[derive(Debug, PartialEq, Eq)]
 enum Phase {
@@ -51,7 +50,7 @@ fn request_header(name: &str) -> Option<String> {
         .map(lossy)
 }
 
-fn with_env<R>(f: impl FnOnce(&mut Env<'_>) -> R) -> R {
+pub fn with_env<R>(f: impl FnOnce(&mut Env<'_>) -> R) -> R {
     with_env_at(now_ms(), f)
 }
 
@@ -128,42 +127,25 @@ impl Request {
         let mut queue: VecDeque<Command> = commands.into();
         while let Some(cmd) = queue.pop_front() {
             match cmd {
-                Command::Dispatch(call) => {
-                    let mut headers: Vec<(&str, &str)> = vec![
-                        (":method", call.method),
-                        (":path", &call.path),
-                        (":authority", &call.authority),
-                    ];
-                    headers.extend(call.headers.iter().map(|(k, v)| (*k, v.as_str())));
-                    let body = (!call.body.is_empty()).then_some(call.body.as_slice());
-                    let timeout = Duration::from_millis(call.timeout_ms);
-                    match hostcalls::dispatch_http_call(
-                        &call.cluster,
-                        headers,
-                        body,
-                        Vec::new(),
-                        timeout,
-                    ) {
-                        Ok(token) => self.calls.push((token, call.id)),
-                        Err(status) => {
-                            log(
-                                LogLevel::Error,
-                                &format!(
-                                    "keygate[{}]: dispatch to cluster '{}' refused ({status:?}); is the cluster defined?",
-                                    self.context_id, call.cluster
-                                ),
-                            );
-                            if let Some(flow) = self.flow.as_mut() {
-                                let failed = Response {
-                                    status: None,
-                                    body: Vec::new(),
-                                };
-                                queue
-                                    .extend(with_env(|env| flow.on_response(call.id, failed, env)));
-                            }
+                Command::Dispatch(call) => match dispatch(&call) {
+                    Ok(token) => self.calls.push((token, call.id)),
+                    Err(status) => {
+                        log(
+                            LogLevel::Error,
+                            &format!(
+                                "keygate[{}]: dispatch to cluster '{}' refused ({status:?}); is the cluster defined?",
+                                self.context_id, call.cluster
+                            ),
+                        );
+                        if let Some(flow) = self.flow.as_mut() {
+                            let failed = Response {
+                                status: None,
+                                body: Vec::new(),
+                            };
+                            queue.extend(with_env(|env| flow.on_response(call.id, failed, env)));
                         }
                     }
-                }
+                },
                 Command::Reply(reply) => {
                     self.phase = Phase::Replied;
                     if let Err(e) = send_reply(reply.status, reply.body.as_bytes()) {
@@ -173,15 +155,11 @@ impl Request {
                         );
                     }
                 }
-                Command::Log(level, msg) => {
-                    let level = match level {
-                        Level::Info => LogLevel::Info,
-                        Level::Warn => LogLevel::Warn,
-                        Level::Error => LogLevel::Error,
-                    };
-                    log(level, &format!("keygate[{}]: {msg}", self.context_id));
+                Command::Log(l, msg) => {
+                    log(level(l), &format!("keygate[{}]: {msg}", self.context_id));
                 }
                 Command::Count(metric, n) => self.metrics.add(metric, n),
+                Command::Gauge(gauge, value) => self.metrics.set(gauge, value),
             }
         }
     }

@@ -1,24 +1,106 @@
 //! One plugin configuration (Envoy's root context): reads and checks it, sets up the ledger and
-//! the counters, and gives every HTTP stream its context.
+//! the counters, gives every HTTP stream its context, and runs the start-up self-check on the
+//! root context's timer.
 
 use std::rc::Rc;
+use std::time::Duration;
 
 use keygate_core::config::Config;
+use keygate_core::flow::{Command, Response};
 use keygate_core::ledger::Ledger;
+use keygate_core::selfcheck::{self, SelfCheck};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{BufferType, ContextType, LogLevel};
+use proxy_wasm::types::{BufferType, ContextType, LogLevel, MapType};
 
-use crate::host::{log, HostStore, Metrics};
-use crate::request::{Request, Unconfigured};
+use crate::host::{dispatch, level, log, HostStore, Metrics};
+use crate::request::{with_env, Request, Unconfigured};
+
+/// How often each worker looks whether a self-check round is due (one shared-data read).
+const TICK: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 pub struct Root {
     config: Option<Rc<Config>>,
     metrics: Rc<Metrics>,
+    /// The self-check round this worker runs, if any.
+    check: Option<SelfCheck>,
+    /// proxy-wasm call token → the self-check's call id.
+    calls: Vec<(u32, u32)>,
 }
 
-impl Context for Root {}
+impl Root {
+    /// Carry out the self-check's commands; a dispatch the host refuses is fed back at once as
+    /// a call without an answer.
+    fn run(&mut self, commands: Vec<Command>) {
+        let mut queue: std::collections::VecDeque<Command> = commands.into();
+        while let Some(cmd) = queue.pop_front() {
+            match cmd {
+                Command::Dispatch(call) => match dispatch(&call) {
+                    Ok(token) => self.calls.push((token, call.id)),
+                    Err(_) => {
+                        if let Some(check) = self.check.as_mut() {
+                            let failed = Response {
+                                status: None,
+                                body: Vec::new(),
+                            };
+                            queue.extend(with_env(|env| check.on_response(call.id, failed, env)));
+                        }
+                    }
+                },
+                Command::Log(l, msg) => log(level(l), &format!("keygate: {msg}")),
+                Command::Count(metric, n) => self.metrics.add(metric, n),
+                Command::Gauge(gauge, value) => self.metrics.set(gauge, value),
+                // A self-check never replies to anyone.
+                Command::Reply(_) => {}
+            }
+        }
+        if self.check.as_ref().is_some_and(SelfCheck::is_finished) {
+            self.check = None;
+        }
+    }
+}
+
+impl Context for Root {
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        let Some(pos) = self.calls.iter().position(|(t, _)| *t == token) else {
+            return;
+        };
+        let (_, call_id) = self.calls.swap_remove(pos);
+        let status = if num_headers == 0 {
+            None
+        } else {
+            hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
+                .ok()
+                .flatten()
+                .and_then(|s| std::str::from_utf8(&s).ok()?.parse::<u16>().ok())
+        };
+        // Bounded read, as for the flow's calls.
+        let max = self
+            .config
+            .as_ref()
+            .map_or(0, |c| c.max_reply_bytes.saturating_add(1));
+        let body = if status.is_some() && body_size > 0 {
+            hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size.min(max))
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let Some(check) = self.check.as_mut() else {
+            return;
+        };
+        let commands = with_env(|env| check.on_response(call_id, Response { status, body }, env));
+        self.run(commands);
+    }
+}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
@@ -50,8 +132,26 @@ impl RootContext for Root {
                 config.summary()
             ),
         );
+        if config.issuing.is_some() {
+            with_env(|env| selfcheck::init(&config, env));
+            // The first tick comes one period from now; a failed timer only means no self-check.
+            let _ = hostcalls::set_tick_period(TICK);
+        }
         self.config = Some(Rc::new(config));
         true
+    }
+
+    fn on_tick(&mut self) {
+        if self.check.is_some() {
+            return;
+        }
+        let Some(config) = self.config.as_ref().map(Rc::clone) else {
+            return;
+        };
+        if let Some((check, commands)) = with_env(|env| selfcheck::tick(&config, env)) {
+            self.check = Some(check);
+            self.run(commands);
+        }
     }
 
     /// Always a context: the SDK panics (killing the VM) when there is none. A stream that

@@ -26,7 +26,7 @@ use crate::config::{Config, Issuing};
 use crate::ids::SfId;
 use crate::ledger::{ClaimError, Ledger, LineState};
 use crate::license::{self, looks_like_key, Customer, IssueRequest, LicenseError};
-use crate::metrics::Metric;
+use crate::metrics::{Gauge, Metric};
 use crate::reply::{outcome_metric, FaultKind, Reply};
 use crate::salesforce::{self, Order, SalesforceError, Token, WriteBack};
 use crate::soap::OutboundMessage;
@@ -47,6 +47,8 @@ pub enum Command {
     Reply(Reply),
     Log(Level, String),
     Count(Metric, u64),
+    /// Set a gauge (the start-up self-check's readiness).
+    Gauge(Gauge, u64),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,7 +103,6 @@ pub struct Env<'s> {
     pub store: &'s mut dyn Store,
 }
 
-const TOKEN_KEY: &str = "sf_token";
 /// Don't start a call that would have less than this before the deadline.
 const MIN_CALL_MS: u64 = 200;
 

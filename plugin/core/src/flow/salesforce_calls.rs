@@ -5,7 +5,7 @@ use super::*;
 
 impl Flow {
     pub(super) fn token_key(&self) -> String {
-        format!("{}:{TOKEN_KEY}", self.cfg.state_prefix)
+        salesforce::token_key(&self.cfg.state_prefix)
     }
 
     /// A Salesforce REST call with the shared token, or a login first when there is none.

@@ -199,11 +199,19 @@ impl KeyChange<'_> {
 
     /// The QLM server property that enables the method (named in the fault when refused).
     pub fn server_property(&self) -> &'static str {
-        match self {
-            KeyChange::Revoke | KeyChange::Restore => "enableRevokeLicense",
-            KeyChange::SetQuantity(_) => "enableUpgradeLicense",
-            KeyChange::Renew(_) => "enableRenewSubscriptionHttp",
-        }
+        server_property(self.method())
+    }
+}
+
+/// The QLM server property that enables a method, as its page names it.
+pub fn server_property(method: &str) -> &'static str {
+    match method {
+        "GetActivationKeyWithExpiryDate" => "enableGetActivationKey",
+        "RetrieveActivationKeyHttp" => "enableRetrieveActivationKeyHttp",
+        "RevokeLicenseHttp" => "enableRevokeLicense",
+        "UpdateLicenseHttp" => "enableUpgradeLicense",
+        "RenewSubscriptionHttp" => "enableRenewSubscriptionHttp",
+        _ => "that enables the method",
     }
 }
 

@@ -21,7 +21,7 @@ pub use query::{
     build_soql, checked_next_url, parse_items_page, parse_query, query_path, Fields, ItemsPage,
     Order, OrderItem, OriginalItem, QueryPage,
 };
-pub use token::{parse_token, token_request_body, Token, TOKEN_PATH};
+pub use token::{parse_token, token_key, token_request_body, Token, TOKEN_PATH};
 pub use writeback::{
     parse_writeback, writeback_body, writeback_path, writeback_value, RecordFailure, WriteBack,
     WriteBackFields, WRITEBACK_BATCH,

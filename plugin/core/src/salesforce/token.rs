@@ -7,6 +7,12 @@ use crate::text::excerpt;
 
 pub const TOKEN_PATH: &str = "/services/oauth2/token";
 
+/// The shared-data key of the Salesforce token every worker uses (the flow's logins and the
+/// start-up self-check's store it there).
+pub fn token_key(state_prefix: &str) -> String {
+    format!("{state_prefix}:sf_token")
+}
+
 /// The form body of a token request for the configured grant.
 pub fn token_request_body(cfg: &SalesforceConfig) -> String {
     let mut form = form_urlencoded::Serializer::new(String::with_capacity(256));

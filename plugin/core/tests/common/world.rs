@@ -523,6 +523,7 @@ pub fn deliver_at(
                     }
                     Command::Count(m, n) => *run.counts.entry(m).or_default() += n,
                     Command::Log(_, m) => run.logs.push(m),
+                    Command::Gauge(g, _) => panic!("a delivery set the gauge {g:?}"),
                 }
             }
         };
