@@ -27,6 +27,8 @@ pub struct Request {
     /// Names lower-cased, in arrival order.
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// The peer's address (set by the connection loop; `None` when parsed from bytes alone).
+    pub peer: Option<SocketAddr>,
 }
 
 impl Request {
@@ -282,6 +284,7 @@ pub fn read_request<R: BufRead>(
         minor_version,
         headers,
         body: Vec::new(),
+        peer: None,
     };
 
     let chunked = body_is_chunked(&req)?;
@@ -557,6 +560,7 @@ fn accept_loop(
 fn serve_connection(stream: TcpStream, handler: &dyn Handler) {
     // Small request/response exchanges: don't let Nagle hold back the reply.
     let _ = stream.set_nodelay(true);
+    let peer = stream.peer_addr().ok();
     let Ok(mut writer) = stream.try_clone() else {
         return;
     };
@@ -564,7 +568,10 @@ fn serve_connection(stream: TcpStream, handler: &dyn Handler) {
     loop {
         let mut send_continue = || writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
         let req = match read_request(&mut reader, &mut send_continue) {
-            Ok(req) => req,
+            Ok(mut req) => {
+                req.peer = peer;
+                req
+            }
             Err(ReadError::Closed) => return,
             Err(ReadError::Truncated(head)) => {
                 handler.truncated(&head);

@@ -10,6 +10,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod clock;
 mod faults;
 mod http;
 mod ids;
@@ -17,6 +18,7 @@ mod license;
 mod record;
 mod salesforce;
 mod state;
+mod strict;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -26,10 +28,12 @@ use std::sync::Arc;
 
 pub use faults::{Fault, FaultKind};
 pub use ids::{family_item_id, family_order_id, sf_id18, FAMILY_SIZE};
-pub use license::{KeyState, PATH_PREFIX as LICENSE_PATH_PREFIX, QLM_PASSWORD, QLM_USER};
+pub use license::{
+    KeyState, PATH_PREFIX as LICENSE_PATH_PREFIX, QLM_API_KEY, QLM_PASSWORD, QLM_USER,
+};
 pub use record::{Endpoint, EndpointStats, RecordedRequest, Service};
 pub use salesforce::{CLIENT_ID, CLIENT_SECRET, ORG_ID, PASSWORD, USERNAME};
-pub use state::{OVERSIZE_BYTES, TRUNCATED_BODY};
+pub use state::{OVERSIZE_BYTES, SELF_CHECK_HEADER, TRUNCATED_BODY};
 /// Written-back fields of one order product, by field name.
 pub type FieldMap = serde_json::Map<String, serde_json::Value>;
 
@@ -197,7 +201,13 @@ impl Standins {
         self.shared.record()
     }
 
-    /// `is_orderid` → keys issued under it, in issue order.
+    /// keygate's start-up self-check calls (header `x-keygate-self-check`), kept out of
+    /// `record` and the stats, and never given an injected fault.
+    pub fn probes(&self) -> Vec<RecordedRequest> {
+        self.shared.probes()
+    }
+
+    /// `is_userdata1` (the reference keygate sends) → keys issued under it, in issue order.
     pub fn issued(&self) -> BTreeMap<String, Vec<String>> {
         self.shared.issued()
     }
@@ -222,7 +232,8 @@ impl Standins {
     }
 
     /// Forgets record, stats, issued keys, write-backs, faults, tokens and query cursors, and
-    /// restores the configured page size and key format.
+    /// restores the configured page size and key format and every license-server switch
+    /// (strict authentication, disabled methods, allowed IPs, `issue_keeps_orderid`).
     pub fn reset(&self) {
         self.shared.reset()
     }
@@ -266,10 +277,53 @@ impl Standins {
         self.shared.lock().refuse_writeback = full;
     }
 
-    /// Off: the lifecycle methods are refused as QLM refuses them when their server property
-    /// (`enableRevokeLicense`, …) is not enabled; `reset` turns them back on.
+    /// Off: the lifecycle methods (RevokeLicenseHttp, UpdateLicenseHttp, RenewSubscriptionHttp)
+    /// are refused as QLM refuses them when their server property (`enableRevokeLicense`, …) is
+    /// not enabled; on: they are taken out of [`set_disabled_methods`](Self::set_disabled_methods)'s
+    /// list. `reset` turns them back on.
     pub fn set_lifecycle_enabled(&self, on: bool) {
-        self.shared.lock().lifecycle_enabled = on;
+        self.shared.lock().license.set_lifecycle_enabled(on);
+    }
+
+    /// The methods whose `enable…` server property is off (replacing the list): a call gets
+    /// `Error: This feature is disabled. Set the server property enable… to true.` Default none.
+    pub fn set_disabled_methods(&self, methods: &[&str]) {
+        self.shared.lock().license.disabled_methods =
+            methods.iter().map(|m| (*m).to_owned()).collect();
+    }
+
+    /// `security/strictAuthenticationHttpMethods` (replacing the list). Default
+    /// `["RetrieveActivationKeyHttp"]`, as QLM's; `&[]` switches strict authentication off.
+    pub fn set_strict_auth_methods(&self, methods: &[&str]) {
+        self.shared.lock().license.strict_auth_methods =
+            methods.iter().map(|m| (*m).to_owned()).collect();
+    }
+
+    /// The URL base strict authentication hashes (`{base}/{Method}?{query}`). `None` (the
+    /// default): `https://{Host header}/qlmLicenseServer/qlmservice.asmx`.
+    pub fn set_strict_url_base(&self, base: Option<&str>) {
+        self.shared.lock().license.strict_url_base = base.map(str::to_owned);
+    }
+
+    /// `security/strictAuthenticationTimestampTolerance` in seconds (default 300; QLM's own
+    /// default is not documented).
+    pub fn set_strict_timestamp_tolerance_s(&self, secs: u64) {
+        self.shared.lock().license.strict_timestamp_tolerance_s = secs;
+    }
+
+    /// `httpAdminMethodsAllowedIPAddresses`: addresses or CIDR blocks allowed to call every
+    /// method but PingHttp; `None` (the default) allows every caller. Err for an entry that is
+    /// neither (nothing changes then).
+    pub fn set_allowed_ips(&self, ips: Option<&[&str]>) -> Result<(), String> {
+        let list = ips.map(|l| l.iter().map(|s| (*s).to_owned()).collect());
+        self.shared.lock().license.set_allowed_ips(list)
+    }
+
+    /// On: issue records `is_orderid` with the keys, so the lookup can match it. Off (the
+    /// default): dropped, as a stock server is assumed to (not a documented argument of
+    /// GetActivationKeyWithExpiryDate).
+    pub fn set_issue_keeps_orderid(&self, on: bool) {
+        self.shared.lock().license.issue_keeps_orderid = on;
     }
 
     /// From now on the query answers `status` as the Status of `order` (15 or 18 characters), as
@@ -293,4 +347,22 @@ impl Drop for Standins {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// The strict-authentication headers for a call to `url` (`https://host/…/Method?query`, the
+/// query exactly as it will be sent) at `timestamp` (`yyyy-MM-dd HH:mm:ss`, UTC), signed with
+/// [`QLM_API_KEY`], version 2, under the C# sample's header names. For callers of the stand-in
+/// that are not keygate (the plugin computes its own).
+pub fn strict_auth_headers(url: &str, timestamp: &str) -> [(&'static str, String); 3] {
+    let hash = strict::hmac_hex(QLM_API_KEY, &strict::message(url, timestamp, "2", ':'));
+    [
+        ("X-Qlm-Authentication-Token", hash),
+        ("X-Qlm-Timestamp", timestamp.to_owned()),
+        ("X-Qlm-Authentication-Version", "2".to_owned()),
+    ]
+}
+
+/// Now, UTC, as `X-Qlm-Timestamp` carries it (`yyyy-MM-dd HH:mm:ss`).
+pub fn qlm_timestamp_now() -> String {
+    clock::datetime(clock::now())
 }

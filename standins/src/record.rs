@@ -62,6 +62,7 @@ pub enum Endpoint {
     Update,
     Renew,
     Validate,
+    Ping,
     Echo,
     Other,
 }
@@ -79,6 +80,7 @@ impl Endpoint {
             Endpoint::Update => "update",
             Endpoint::Renew => "renew",
             Endpoint::Validate => "validate",
+            Endpoint::Ping => "ping",
             Endpoint::Echo => "echo",
             Endpoint::Other => "other",
         }
@@ -94,7 +96,8 @@ impl Endpoint {
             | Endpoint::Revoke
             | Endpoint::Update
             | Endpoint::Renew
-            | Endpoint::Validate => Some(Service::License),
+            | Endpoint::Validate
+            | Endpoint::Ping => Some(Service::License),
             Endpoint::Echo => Some(Service::Upstream),
             Endpoint::Other => None,
         }
@@ -156,7 +159,12 @@ pub fn is_secret_param(name: &str) -> bool {
 fn is_secret_header(name: &str) -> bool {
     matches!(
         name,
-        "authorization" | "proxy-authorization" | "cookie" | "set-cookie"
+        "authorization"
+            | "proxy-authorization"
+            | "cookie"
+            | "set-cookie"
+            // The strict-auth hash under the prose's name (the other two contain "token").
+            | "x-qlm-authentication"
     ) || is_secret_param(name)
 }
 
@@ -215,6 +223,12 @@ pub fn record_of(seq: u64, service: Service, endpoint: Endpoint, req: &Request) 
     let text = String::from_utf8_lossy(&req.body);
     let (body, form) = if req.is_form() {
         (mask_form_text(&text), masked_map(&parse_form(&req.body)))
+    } else if service == Service::License && req.method == "GET" {
+        // A strict-authentication GET carries every argument in its query: they are its form.
+        (
+            text.into_owned(),
+            masked_map(&parse_form(req.query.as_bytes())),
+        )
     } else {
         (text.into_owned(), BTreeMap::new())
     };

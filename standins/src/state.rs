@@ -14,6 +14,7 @@ use crate::faults::{Fault, FaultKind, Faults};
 use crate::http::{Handler, Outcome, Request, Response};
 use crate::ids::Rng;
 use crate::record::{record_of, Endpoint, EndpointStats, RecordedRequest, Service};
+use crate::strict::IpRule;
 use crate::{license, salesforce};
 
 /// Everything that changes while the stand-ins run. One lock: contention is irrelevant at test
@@ -26,17 +27,24 @@ pub struct State {
     /// OrderItems (18-character ids) whose write-back a validation rule refuses.
     pub refuse_writeback: BTreeSet<String>,
     pub record: Vec<RecordedRequest>,
+    /// keygate's self-check calls, apart from `record` (they answer no delivery).
+    pub probes: Vec<RecordedRequest>,
     pub stats: BTreeMap<String, EndpointStats>,
     pub faults: Faults,
     pub tokens: HashSet<String>,
-    /// Order reference (`is_orderid`) → keys issued under it, in issue order.
+    /// Order reference (`is_userdata1`) → keys issued under it, in issue order.
     pub issued: BTreeMap<String, Vec<String>>,
     /// Every key ever issued by this process, so keys stay unique across resets too.
     pub all_keys: HashSet<String>,
     /// Each issued key's terms as the lifecycle methods change them.
     pub keys: BTreeMap<String, license::KeyState>,
-    /// Server properties that enable the lifecycle methods (QLM refuses them when off).
-    pub lifecycle_enabled: bool,
+    /// What else the license server keeps about each key (issue order, product, maintenance).
+    pub key_meta: HashMap<String, license::KeyMeta>,
+    /// Keys issued since the last reset (the lookup answers in issue order).
+    pub key_seq: u64,
+    /// The license server's server properties: strict authentication, disabled methods,
+    /// allowed IP addresses, what issue keeps.
+    pub license: license::Switches,
     /// Order id (18 characters) → the Status it has now, replacing the fixture's (an admin
     /// cancelling or reactivating the order).
     pub order_status: BTreeMap<String, String>,
@@ -64,6 +72,9 @@ impl State {
         keys
     }
 }
+
+/// The header keygate's start-up self-check sends with each of its calls.
+pub const SELF_CHECK_HEADER: &str = "x-keygate-self-check";
 
 /// Salesforce's own page size for a parent-to-child subquery is not documented; this is large
 /// enough that the fixture's orders fit one page unless a test asks for less.
@@ -108,13 +119,16 @@ impl Shared {
                 plain_text_keys,
                 refuse_writeback: BTreeSet::new(),
                 record: Vec::new(),
+                probes: Vec::new(),
                 stats: BTreeMap::new(),
                 faults: Faults::default(),
                 tokens: HashSet::new(),
                 issued: BTreeMap::new(),
                 all_keys: HashSet::new(),
                 keys: BTreeMap::new(),
-                lifecycle_enabled: true,
+                key_meta: HashMap::new(),
+                key_seq: 0,
+                license: license::Switches::default(),
                 order_status: BTreeMap::new(),
                 writebacks: BTreeMap::new(),
                 cursors: HashMap::new(),
@@ -133,6 +147,13 @@ impl Shared {
         let mut record = self.lock().record.clone();
         record.sort_by_key(|r| r.seq);
         record
+    }
+
+    /// The self-check's calls (`x-keygate-self-check`), in arrival order.
+    pub fn probes(&self) -> Vec<RecordedRequest> {
+        let mut probes = self.lock().probes.clone();
+        probes.sort_by_key(|r| r.seq);
+        probes
     }
 
     pub fn issued(&self) -> BTreeMap<String, Vec<String>> {
@@ -172,16 +193,20 @@ impl Shared {
     }
 
     /// Forgets the record, stats, issued keys, write-backs, faults, tokens and cursors, and
-    /// restores the configured page sizes, key format and write-back acceptance.
+    /// restores the configured page sizes, key format, write-back acceptance and every license
+    /// server switch (strict authentication, disabled methods, allowed IPs, issue_keeps_orderid).
     pub fn reset(&self) {
         let mut s = self.lock();
         s.record.clear();
+        s.probes.clear();
         s.stats.clear();
         s.faults.clear();
         s.tokens.clear();
         s.issued.clear();
         s.keys.clear();
-        s.lifecycle_enabled = true;
+        s.key_meta.clear();
+        s.key_seq = 0;
+        s.license = license::Switches::default();
         s.order_status.clear();
         s.writebacks.clear();
         s.cursors.clear();
@@ -244,6 +269,7 @@ impl Shared {
             Endpoint::Update => license::update(self, req),
             Endpoint::Renew => license::renew(self, req),
             Endpoint::Validate => license::validate(self, req),
+            Endpoint::Ping => license::ping(self, req),
             Endpoint::Echo => {
                 Response::text(200, format!("upstream: {} {}", req.method, req.target))
             }
@@ -258,8 +284,12 @@ impl Shared {
         let seq = self.seq.fetch_add(1, Ordering::SeqCst) + 1;
         let started = Instant::now();
         let (endpoint, version) = self.route(service, req);
+        // keygate's start-up self-check marks its calls: served like any other, but kept apart
+        // from the record and the stats, and never given a fault meant for a delivery.
+        let probe = req.header(SELF_CHECK_HEADER).is_some();
         let fault = match endpoint {
             Endpoint::Other => None,
+            _ if probe => None,
             e => self.lock().faults.take(e),
         };
         let sleep = |f: &Fault| thread::sleep(Duration::from_millis(f.delay_ms));
@@ -307,6 +337,10 @@ impl Shared {
         }
         // Recorded before the reply is written: a client that has its answer sees it recorded.
         let mut state = self.lock();
+        if probe {
+            state.probes.push(entry);
+            return outcome;
+        }
         let stats = state.stats.entry(endpoint.as_str().to_owned()).or_default();
         stats.count += 1;
         stats.service_us_total += service_us;
@@ -324,6 +358,7 @@ impl Shared {
         };
         match (req.method.as_str(), name) {
             ("GET", "record") => as_json(serde_json::to_value(self.record())),
+            ("GET", "probes") => as_json(serde_json::to_value(self.probes())),
             ("GET", "issued") => as_json(serde_json::to_value(self.issued())),
             ("GET", "keys") => as_json(serde_json::to_value(self.keys())),
             ("GET", "writebacks") => as_json(serde_json::to_value(self.writebacks())),
@@ -352,6 +387,10 @@ impl Shared {
                     bad("page sizes must be at least 1".into())
                 }
                 Ok(change) => {
+                    // Checked before anything changes: a bad list refuses the whole change.
+                    if let Some(e) = change.bad_ip() {
+                        return bad(e);
+                    }
                     let mut s = self.lock();
                     if let Some(n) = change.page_size {
                         s.page_size = n;
@@ -362,8 +401,28 @@ impl Shared {
                     if let Some(p) = change.plain_text_keys {
                         s.plain_text_keys = p;
                     }
+                    if let Some(methods) = change.disabled_methods {
+                        s.license.disabled_methods = methods.into_iter().collect();
+                    }
                     if let Some(on) = change.lifecycle_enabled {
-                        s.lifecycle_enabled = on;
+                        s.license.set_lifecycle_enabled(on);
+                    }
+                    if let Some(methods) = change.strict_auth_methods {
+                        s.license.strict_auth_methods = methods;
+                    }
+                    if let Some(base) = change.strict_url_base {
+                        s.license.strict_url_base = base;
+                    }
+                    if let Some(secs) = change.strict_timestamp_tolerance_s {
+                        s.license.strict_timestamp_tolerance_s = secs;
+                    }
+                    if let Some(ips) = change.allowed_ips {
+                        if let Err(e) = s.license.set_allowed_ips(ips) {
+                            return bad(e);
+                        }
+                    }
+                    if let Some(on) = change.issue_keeps_orderid {
+                        s.license.issue_keeps_orderid = on;
                     }
                     if let Some(ids) = change.refuse_writeback {
                         let full = ids.iter().map(|id| self.orders.item_id18(id));
@@ -383,8 +442,8 @@ impl Shared {
             },
             (
                 _,
-                "record" | "issued" | "keys" | "writebacks" | "writeback_fields" | "stats"
-                | "faults" | "orders" | "config" | "reset" | "expire_tokens" | "fault",
+                "record" | "probes" | "issued" | "keys" | "writebacks" | "writeback_fields"
+                | "stats" | "faults" | "orders" | "config" | "reset" | "expire_tokens" | "fault",
             ) => Response::json(405, &json!({ "error": "method not allowed" })),
             _ => Response::json(404, &json!({ "error": "no such control endpoint" })),
         }
@@ -398,23 +457,65 @@ struct ConfigChange {
     items_page_size: Option<usize>,
     plain_text_keys: Option<bool>,
     /// Off: RevokeLicenseHttp, UpdateLicenseHttp and RenewSubscriptionHttp are refused as QLM
-    /// refuses them when their server property is not enabled.
+    /// refuses them when their server property is not enabled (added to `disabled_methods`);
+    /// on: taken out of it. Applied after `disabled_methods`.
     lifecycle_enabled: Option<bool>,
+    /// Replaces the methods whose `enable…` server property is off.
+    disabled_methods: Option<Vec<String>>,
+    /// Replaces `security/strictAuthenticationHttpMethods` (`[]`: strict authentication off).
+    strict_auth_methods: Option<Vec<String>>,
+    /// The URL base strict authentication hashes; `null`: `https://{Host}{prefix}`.
+    #[serde(default, deserialize_with = "present")]
+    strict_url_base: Option<Option<String>>,
+    /// `security/strictAuthenticationTimestampTolerance`, seconds.
+    strict_timestamp_tolerance_s: Option<u64>,
+    /// `httpAdminMethodsAllowedIPAddresses` (addresses or CIDR blocks); `null`: no restriction.
+    #[serde(default, deserialize_with = "present")]
+    allowed_ips: Option<Option<Vec<String>>>,
+    /// Record `is_orderid` on issue (a stock server drops it: not a documented argument).
+    issue_keeps_orderid: Option<bool>,
     /// Replaces the set of OrderItems whose write-back is refused.
     refuse_writeback: Option<Vec<String>>,
     /// Order id (15 or 18 characters) → its Status from now on (merged into earlier changes).
     order_status: Option<BTreeMap<String, String>>,
 }
 
+impl ConfigChange {
+    /// Why an `allowed_ips` entry is neither an address nor a CIDR block.
+    fn bad_ip(&self) -> Option<String> {
+        self.allowed_ips
+            .iter()
+            .flatten()
+            .flatten()
+            .find_map(|ip| IpRule::parse(ip).err())
+    }
+}
+
+/// A field that is present, `null` included: `Some(None)` for `null`, `None` when absent.
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
 impl State {
     fn config_json(&self) -> Value {
+        let l = &self.license;
         json!({
             "page_size": self.page_size,
             "items_page_size": self.items_page_size,
             "plain_text_keys": self.plain_text_keys,
             "refuse_writeback": self.refuse_writeback,
-            "lifecycle_enabled": self.lifecycle_enabled,
+            "lifecycle_enabled": l.lifecycle_enabled(),
             "order_status": self.order_status,
+            "strict_auth_methods": l.strict_auth_methods,
+            "strict_url_base": l.strict_url_base,
+            "strict_timestamp_tolerance_s": l.strict_timestamp_tolerance_s,
+            "disabled_methods": l.disabled_methods,
+            "allowed_ips": l.allowed_ips.as_ref().map(|(list, _)| list),
+            "issue_keeps_orderid": l.issue_keeps_orderid,
         })
     }
 }

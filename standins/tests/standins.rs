@@ -191,6 +191,200 @@ fn is_key(k: &str) -> bool {
             .all(|b| b == b'-' || b.is_ascii_uppercase() || b.is_ascii_digit())
 }
 
+// Strict authentication, computed here with RustCrypto directly and a date routine of its own,
+// not through the stand-in's code.
+
+/// Lower-case hex HMAC-SHA256, as the page's `CalcHMACSHA256Hash`.
+fn hmac_sha256_hex(key: &str, message: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).expect("any key length");
+    mac.update(message.as_bytes());
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// `yyyy-MM-dd HH:mm:ss` of a Unix time, counting days forward from 1970 (slow and obvious).
+fn utc(secs: u64) -> String {
+    let (mut days, rest) = (secs / 86_400, secs % 86_400);
+    let mut year = 1970;
+    let leap = |y: u64| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    while days >= if leap(year) { 366 } else { 365 } {
+        days -= if leap(year) { 366 } else { 365 };
+        year += 1;
+    }
+    let lengths = [
+        31,
+        if leap(year) { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    let mut month = 0;
+    while days >= lengths[month] {
+        days -= lengths[month];
+        month += 1;
+    }
+    format!(
+        "{year:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+        month + 1,
+        days + 1,
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+/// How a test signs a call: which key, over which URL base, when, which version, under which
+/// header name, joined with `:` or `=`.
+struct Signing<'a> {
+    key: &'a str,
+    base: String,
+    timestamp: String,
+    version: &'a str,
+    header: &'a str,
+    sep: char,
+}
+
+impl Signing<'_> {
+    /// As the C# sample signs a call to the stand-in (Host `standin`, as `Client` sends it).
+    fn sample() -> Signing<'static> {
+        Signing {
+            key: QLM_API_KEY,
+            base: format!("https://standin{LICENSE_PATH_PREFIX}"),
+            timestamp: utc(unix_now()),
+            version: "2",
+            header: "X-Qlm-Authentication-Token",
+            sep: ':',
+        }
+    }
+
+    /// The three headers for `target` (`{prefix}/{Method}?{query}`).
+    fn headers(&self, target: &str) -> Vec<(String, String)> {
+        let rest = target
+            .strip_prefix(LICENSE_PATH_PREFIX)
+            .expect("a license-server target");
+        let message = format!(
+            "{}{rest}&X-Qlm-Timestamp:{}&X-Qlm-Authentication-Version{}{}",
+            self.base, self.timestamp, self.sep, self.version
+        );
+        vec![
+            (self.header.to_owned(), hmac_sha256_hex(self.key, &message)),
+            ("X-Qlm-Timestamp".to_owned(), self.timestamp.clone()),
+            (
+                "X-Qlm-Authentication-Version".to_owned(),
+                self.version.to_owned(),
+            ),
+        ]
+    }
+
+    fn get(&self, addr: SocketAddr, target: &str) -> Reply {
+        let headers = self.headers(target);
+        let refs: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        call(addr, "GET", target, &refs, b"")
+    }
+}
+
+/// A correctly signed GET.
+fn signed_get(addr: SocketAddr, target: &str) -> Reply {
+    Signing::sample().get(addr, target)
+}
+
+fn fixture(name: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../testdata/license")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The element structure of an XML text: `<name` for a start tag, `</name` for an end tag (a
+/// self-closing element gives both), `<?xml` for a declaration, `<!--` for a comment; values and
+/// attributes left out.
+fn structure(xml: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = xml;
+    while let Some(i) = rest.find('<') {
+        rest = &rest[i..];
+        if rest.starts_with("<!--") {
+            out.push("<!--".to_owned());
+            rest = rest.find("-->").map_or("", |j| &rest[j + 3..]);
+            continue;
+        }
+        let end = rest.find('>').expect("unclosed tag");
+        let tag = &rest[1..end];
+        rest = &rest[end + 1..];
+        if let Some(name) = tag.strip_prefix('/') {
+            out.push(format!("</{}", name.trim()));
+            continue;
+        }
+        let name: String = tag
+            .chars()
+            .take_while(|c| !c.is_whitespace() && *c != '/')
+            .collect();
+        out.push(format!("<{name}"));
+        if tag.ends_with('/') {
+            out.push(format!("</{name}"));
+        }
+    }
+    out
+}
+
+/// `GET /_standin/config` after a reset.
+fn default_config() -> Value {
+    json!({"page_size":2000,"items_page_size":2000,"plain_text_keys":false,"refuse_writeback":[],"lifecycle_enabled":true,"order_status":{},
+        "strict_auth_methods":["RetrieveActivationKeyHttp"],"strict_url_base":null,"strict_timestamp_tolerance_s":300,
+        "disabled_methods":[],"allowed_ips":null,"issue_keeps_orderid":false})
+}
+
+/// Unix time of midnight UTC on the date of a `yyyy-MM-dd…` text: a binary search over days
+/// with `utc` (dates in that form sort as text).
+fn unix_of_date(date: &str) -> u64 {
+    let (mut lo, mut hi) = (0u64, 200_000u64);
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if utc(mid * 86_400)[..10] < date[..10] {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    lo * 86_400
+}
+
+/// `yyyy-MM-dd 23:59:59` of the day `days` after the date of `datetime`.
+fn end_of_day_plus(datetime: &str, days: u64) -> String {
+    utc(unix_of_date(datetime) + days * 86_400 + 86_399)
+}
+
+/// The `<status>` of a ValidateLicenseHttp reply (ELicenseStatus flags).
+fn status_of(validate: &str) -> u32 {
+    validate
+        .split("<status>")
+        .nth(1)
+        .and_then(|r| r.split("</status>").next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no <status> in {validate}"))
+}
+
 #[test]
 fn token_grants_and_errors() {
     let s = start();
@@ -660,7 +854,7 @@ fn license_issues_unique_keys_and_retrieves_them() {
 
     let r = get(&license_target(
         "GetActivationKeyWithExpiryDate",
-        &format!("{PRODUCT}&is_orderid={DEMO_ORDER_ID}&is_quantity=3"),
+        &format!("{PRODUCT}&is_userdata1={DEMO_ORDER_ID}&is_orderid={DEMO_ORDER_ID}&is_quantity=3"),
     ));
     assert_eq!(r.status, 200);
     assert!(r
@@ -673,7 +867,7 @@ fn license_issues_unique_keys_and_retrieves_them() {
     assert!(is_key(&one[0]), "{}", one[0]);
 
     // POST form body merged with query credentials; N keys when multiple keys are asked for.
-    let form = format!("{PRODUCT}&is_orderid={DEMO_ORDER_ID}&is_quantity=3&is_usemultipleactivationskey=false&is_emailtemplate=1.+New+Order");
+    let form = format!("{PRODUCT}&is_userdata1={DEMO_ORDER_ID}&is_quantity=3&is_usemultipleactivationskey=false&is_emailtemplate=1.+New+Order");
     let r = call(
         lic,
         "POST",
@@ -704,7 +898,7 @@ fn license_issues_unique_keys_and_retrieves_them() {
                     .flat_map(|i| {
                         let target = license_target(
                             "GetActivationKeyWithExpiryDate",
-                            &format!("{PRODUCT}&is_orderid=T{t}-{i}&is_quantity=2&is_usemultipleactivationskey=false"),
+                            &format!("{PRODUCT}&is_userdata1=T{t}-{i}&is_quantity=2&is_usemultipleactivationskey=false"),
                         );
                         keys_in(&c.call("GET", &target, &[], b"").text())
                     })
@@ -722,15 +916,21 @@ fn license_issues_unique_keys_and_retrieves_them() {
         "keys are unique"
     );
 
-    let r = get(&license_target(
-        "RetrieveActivationKeyHttp",
-        &format!("is_orderid={DEMO_ORDER_ID}&is_format=xml"),
-    ));
+    let r = signed_get(
+        lic,
+        &license_target(
+            "RetrieveActivationKeyHttp",
+            &format!("is_userdata1={DEMO_ORDER_ID}&is_format=xml"),
+        ),
+    );
     assert_eq!(keys_in(&r.text()), s.issued()[DEMO_ORDER_ID]);
-    let r = get(&license_target(
-        "RetrieveActivationKeyHttp",
-        &format!("is_orderid={NO_ITEMS_ORDER_ID}&is_format=xml"),
-    ));
+    let r = signed_get(
+        lic,
+        &license_target(
+            "RetrieveActivationKeyHttp",
+            &format!("is_userdata1={NO_ITEMS_ORDER_ID}&is_format=xml"),
+        ),
+    );
     assert_eq!(
         r.text(),
         r#"<?xml version="1.0" encoding="UTF-8"?><QuickLicenseManager><licenses/></QuickLicenseManager>"#
@@ -740,7 +940,7 @@ fn license_issues_unique_keys_and_retrieves_them() {
     s.set_plain_text_keys(true);
     let r = get(&license_target(
         "GetActivationKeyWithExpiryDate",
-        &format!("{PRODUCT}&is_orderid=P"),
+        &format!("{PRODUCT}&is_userdata1=P"),
     ));
     assert!(is_key(&r.text()), "{}", r.text());
     assert_eq!(s.issued()["P"], [r.text()]);
@@ -785,12 +985,13 @@ fn license_errors_are_200_with_error_text() {
         )),
         "Error: invalid argument is_quantity"
     );
+    let r = signed_get(
+        lic,
+        &license_target("RetrieveActivationKeyHttp", "is_format=xml"),
+    );
     assert_eq!(
-        get(&license_target(
-            "RetrieveActivationKeyHttp",
-            "is_format=xml"
-        )),
-        "Error: missing argument is_orderid"
+        r.text(),
+        "Error: missing argument is_orderid or is_userdata1"
     );
     assert_eq!(
         get(&format!(
@@ -803,7 +1004,7 @@ fn license_errors_are_200_with_error_text() {
         call(
             lic,
             "GET",
-            &format!("{LICENSE_PATH_PREFIX}/PingHttp"),
+            &format!("{LICENSE_PATH_PREFIX}/GetLicensesHttp"),
             &[],
             b""
         )
@@ -842,7 +1043,7 @@ fn keep_alive_chunked_bodies_and_expect_continue() {
     let s = start();
     let mut c = Client::connect(s.license_addr());
     let target = license_target("GetActivationKeyWithExpiryDate", "");
-    let body = format!("{PRODUCT}&is_orderid=CHUNKED");
+    let body = format!("{PRODUCT}&is_userdata1=CHUNKED");
     let (a, b) = body.split_at(10);
     let raw = format!(
         "POST {target} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n"
@@ -861,17 +1062,23 @@ fn keep_alive_chunked_bodies_and_expect_continue() {
     );
     let r = c.read().expect("reply");
     assert_eq!(keys_in(&r.text()).len(), 1, "{}", r.text());
-    assert_eq!(s.record()[0].form["is_orderid"], "CHUNKED");
+    assert_eq!(s.record()[0].form["is_userdata1"], "CHUNKED");
 
     // Same connection, pipelined: two requests in one write, two replies in order.
-    let one = format!(
-        "GET {} HTTP/1.1\r\nHost: x\r\n\r\n",
-        license_target("RetrieveActivationKeyHttp", "is_orderid=CHUNKED")
-    );
-    let two = format!(
-        "GET {} HTTP/1.1\r\nHost: x\r\n\r\n",
-        license_target("RetrieveActivationKeyHttp", "is_orderid=NONE")
-    );
+    let signed = |args: &str| {
+        let target = license_target("RetrieveActivationKeyHttp", args);
+        let signing = Signing {
+            base: format!("https://x{LICENSE_PATH_PREFIX}"),
+            ..Signing::sample()
+        };
+        let headers: String = signing
+            .headers(&target)
+            .iter()
+            .map(|(n, v)| format!("{n}: {v}\r\n"))
+            .collect();
+        format!("GET {target} HTTP/1.1\r\nHost: x\r\n{headers}\r\n")
+    };
+    let (one, two) = (signed("is_userdata1=CHUNKED"), signed("is_userdata1=NONE"));
     c.send_raw(format!("{one}{two}").as_bytes());
     assert_eq!(keys_in(&c.read().expect("first").text()).len(), 1);
     assert!(c.read().expect("second").text().contains("<licenses/>"));
@@ -1044,7 +1251,7 @@ fn faults_issue_then_reset_and_delay() {
     let s = start();
     let target = license_target(
         "GetActivationKeyWithExpiryDate",
-        &format!("{PRODUCT}&is_orderid=O1"),
+        &format!("{PRODUCT}&is_userdata1=O1"),
     );
     s.inject_fault(Fault::new(Endpoint::License, FaultKind::IssueThenReset))
         .expect("fault");
@@ -1072,12 +1279,9 @@ fn faults_issue_then_reset_and_delay() {
     );
 
     // Retrieve sees both: this is how a retry finds keys issued by a call whose reply was lost.
-    let r = call(
+    let r = signed_get(
         s.license_addr(),
-        "GET",
-        &license_target("RetrieveActivationKeyHttp", "is_orderid=O1"),
-        &[],
-        b"",
+        &license_target("RetrieveActivationKeyHttp", "is_userdata1=O1"),
     );
     assert_eq!(keys_in(&r.text()), s.issued()["O1"]);
 
@@ -1126,7 +1330,9 @@ fn control_api_over_http() {
             r#"{"page_size":1,"plain_text_keys":true}"#
         )
         .json(),
-        json!({"page_size":1,"items_page_size":2000,"plain_text_keys":true,"refuse_writeback":[],"lifecycle_enabled":true,"order_status":{}})
+        json!({"page_size":1,"items_page_size":2000,"plain_text_keys":true,"refuse_writeback":[],"lifecycle_enabled":true,"order_status":{},
+            "strict_auth_methods":["RetrieveActivationKeyHttp"],"strict_url_base":null,"strict_timestamp_tolerance_s":300,
+            "disabled_methods":[],"allowed_ips":null,"issue_keeps_orderid":false})
     );
     assert_eq!(post("/_standin/config", r#"{"page_size":0}"#).status, 400);
     let r = call(
@@ -1134,7 +1340,7 @@ fn control_api_over_http() {
         "GET",
         &license_target(
             "GetActivationKeyWithExpiryDate",
-            &format!("{PRODUCT}&is_orderid=C"),
+            &format!("{PRODUCT}&is_userdata1=C"),
         ),
         &[],
         b"",
@@ -1178,7 +1384,7 @@ fn control_api_over_http() {
     assert!(s.record().is_empty() && s.issued().is_empty() && s.stats().is_empty());
     assert_eq!(
         call(sf, "GET", "/_standin/config", &[], b"").json(),
-        json!({"page_size":2000,"items_page_size":2000,"plain_text_keys":false,"refuse_writeback":[],"lifecycle_enabled":true,"order_status":{}})
+        default_config()
     );
     assert_eq!(call(sf, "GET", "/_standin/nope", &[], b"").status, 404);
     assert_eq!(call(sf, "GET", "/_standin/reset", &[], b"").status, 405);
@@ -1237,16 +1443,21 @@ fn lifecycle_methods_change_a_key_and_validate_reads_it_back() {
     let get = |method: &str, args: &str| call(lic, "GET", &license_target(method, args), &[], b"");
     let issued = get(
         "GetActivationKeyWithExpiryDate",
-        &format!("{PRODUCT}&is_orderid={DEMO_ITEM_ID}&is_quantity=5&is_expduration=365"),
+        &format!("{PRODUCT}&is_userdata1={DEMO_ITEM_ID}&is_orderid={DEMO_ITEM_ID}&is_quantity=5&is_expduration=365"),
     );
     let key = keys_in(&issued.text()).remove(0);
+    let state = s.keys()[&key].clone();
+    let expiry = end_of_day_plus(&state.issued_at, 365);
     assert_eq!(
-        s.keys()[&key],
+        state,
         KeyState {
             order: DEMO_ITEM_ID.to_owned(),
+            orderid: None,
             revoked: false,
             quantity: 5,
-            expiry_days: Some(365)
+            expiry_days: Some(365),
+            expiry_date: Some(expiry.clone()),
+            issued_at: state.issued_at.clone(),
         }
     );
 
@@ -1265,7 +1476,10 @@ fn lifecycle_methods_change_a_key_and_validate_reads_it_back() {
         &format!("is_avkey={key}&is_activate=false"),
     )
     .text();
-    assert!(v.contains("<status>revoked</status>"), "{v}");
+    assert!(
+        status_of(&v) & 2048 != 0 && v.contains("<result>Your license has been revoked.</result>"),
+        "{v}"
+    );
     get(
         "RevokeLicenseHttp",
         &format!("is_avkey={key}&is_revoke=false"),
@@ -1289,11 +1503,16 @@ fn lifecycle_methods_change_a_key_and_validate_reads_it_back() {
         assert!(r.text().contains("<result>"), "{}", r.text());
     }
     assert_eq!(s.keys()[&key].expiry_days, Some(365 * 3));
+    let three_years = end_of_day_plus(&state.issued_at, 365 * 3);
+    assert_eq!(
+        s.keys()[&key].expiry_date.as_deref(),
+        Some(three_years.as_str())
+    );
     let v = get("ValidateLicenseHttp", &format!("is_avkey={key}")).text();
     assert!(
-        v.contains("<status>active</status>")
-            && v.contains("<numberOfLicenses>2</numberOfLicenses>")
-            && v.contains("<expiryDays>1095</expiryDays>"),
+        status_of(&v) & 2048 == 0
+            && v.contains("<numActivationsAllowed>2</numActivationsAllowed>")
+            && v.contains(&format!("<expiryDate>{}</expiryDate>", &three_years[..16])),
         "{v}"
     );
 
@@ -1320,7 +1539,10 @@ fn lifecycle_methods_change_a_key_and_validate_reads_it_back() {
         &format!("is_avkey={key}&is_expduration=30"),
     )
     .text();
-    assert!(off.contains("enableRenewSubscriptionHttp"), "{off}");
+    assert_eq!(
+        off,
+        "Error: This feature is disabled. Set the server property enableRenewSubscriptionHttp to true."
+    );
     assert_eq!(
         s.keys()[&key].expiry_days,
         Some(1095),
@@ -1393,4 +1615,847 @@ fn orders_change_status_and_lifecycle_orders_carry_their_links() {
     assert_eq!(renewal["Id"], RENEWAL_ITEM_ID);
     assert_eq!(renewal["Product2"]["ProductCode"], "002-RENEW");
     assert_eq!(renewal["Renews__c"], SUBSCRIPTION_ITEM_ID);
+}
+
+// ---- QLM as documented: strict authentication, switches, lookup, Ping, Validate, fixtures ----
+
+const RETRIEVE: &str = "RetrieveActivationKeyHttp";
+
+fn post_config(s: &Standins, body: &str) -> Reply {
+    call(
+        s.salesforce_addr(),
+        "POST",
+        "/_standin/config",
+        &[JSON],
+        body.as_bytes(),
+    )
+}
+
+/// Issues one key under `args` (credentials and product added) and returns it.
+fn issue(s: &Standins, args: &str) -> String {
+    let r = call(
+        s.license_addr(),
+        "GET",
+        &license_target(
+            "GetActivationKeyWithExpiryDate",
+            &format!("{PRODUCT}&{args}"),
+        ),
+        &[],
+        b"",
+    );
+    let mut keys = keys_in(&r.text());
+    assert_eq!(keys.len(), 1, "{}", r.text());
+    keys.remove(0)
+}
+
+#[test]
+fn hmac_sha256_known_answer() {
+    assert_eq!(
+        hmac_sha256_hex("key", "The quick brown fox jumps over the lazy dog"),
+        "f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8"
+    );
+    assert_eq!(utc(0), "1970-01-01 00:00:00");
+    assert_eq!(utc(951_782_400), "2000-02-29 00:00:00");
+    assert_eq!(utc(1_806_537_599), "2027-03-31 23:59:59");
+}
+
+#[test]
+fn strict_auth_accepts_a_correct_hash_under_every_documented_form() {
+    let s = start();
+    let key = issue(&s, "is_userdata1=L1");
+    let target = license_target(RETRIEVE, "is_userdata1=L1&is_format=xml");
+    for header in [
+        "X-Qlm-Authentication-Token",
+        "X-Qlm-Authentication",
+        "Qlm-Authentication-Token",
+    ] {
+        for sep in [':', '='] {
+            let r = Signing {
+                header,
+                sep,
+                ..Signing::sample()
+            }
+            .get(s.license_addr(), &target);
+            assert_eq!(
+                keys_in(&r.text()),
+                vec![key.clone()],
+                "{header} {sep}: {}",
+                r.text()
+            );
+        }
+    }
+    // The hash covers the raw query: percent-encoding exactly as sent.
+    let odd = issue(&s, "is_userdata1=a+b%2Fc");
+    let r = signed_get(
+        s.license_addr(),
+        &license_target(RETRIEVE, "is_userdata1=a+b%2Fc"),
+    );
+    assert_eq!(keys_in(&r.text()), [odd]);
+    // The hash is masked in the record, under the prose's name too.
+    let rec = s.record();
+    let last = rec.last().expect("recorded");
+    assert_eq!(last.headers["x-qlm-authentication-token"], "***");
+    assert_eq!(last.headers["x-qlm-timestamp"].len(), 19);
+    assert!(rec.iter().any(|r| r
+        .headers
+        .get("x-qlm-authentication")
+        .is_some_and(|v| v == "***")));
+}
+
+#[test]
+fn strict_auth_refuses_each_reason() {
+    let s = start();
+    let lic = s.license_addr();
+    issue(&s, "is_userdata1=L1");
+    let target = license_target(RETRIEVE, "is_userdata1=L1");
+    let refused = |r: Reply, why: &str| {
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            r.text(),
+            format!("Error: Strict authentication failed: {why}.")
+        );
+        assert!(r
+            .header("content-type")
+            .is_some_and(|c| c.starts_with("text/plain")));
+        assert!(!r.text().contains(QLM_API_KEY));
+    };
+    // No headers at all, then each one missing.
+    refused(
+        call(lic, "GET", &target, &[], b""),
+        "missing header X-Qlm-Authentication-Token",
+    );
+    let full = Signing::sample().headers(&target);
+    for (missing, why) in [
+        (0, "missing header X-Qlm-Authentication-Token"),
+        (1, "missing header X-Qlm-Timestamp"),
+        (2, "missing header X-Qlm-Authentication-Version"),
+    ] {
+        let some: Vec<(&str, &str)> = full
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != missing)
+            .map(|(_, (n, v))| (n.as_str(), v.as_str()))
+            .collect();
+        refused(call(lic, "GET", &target, &some, b""), why);
+    }
+    // The wrong key.
+    refused(
+        Signing {
+            key: "not-the-key",
+            ..Signing::sample()
+        }
+        .get(lic, &target),
+        "invalid hash",
+    );
+    // A stale timestamp, and one from the future.
+    let too_far = "the time between server and client is not synchronized. Difference in time is > 300 seconds";
+    for t in [unix_now() - 3600, unix_now() + 3600] {
+        refused(
+            Signing {
+                timestamp: utc(t),
+                ..Signing::sample()
+            }
+            .get(lic, &target),
+            too_far,
+        );
+    }
+    refused(
+        Signing {
+            timestamp: "2027-03-31T23:59:00Z".into(),
+            ..Signing::sample()
+        }
+        .get(lic, &target),
+        "malformed header X-Qlm-Timestamp (expected yyyy-MM-dd HH:mm:ss, UTC)",
+    );
+    // Version 1.
+    refused(
+        Signing {
+            version: "1",
+            ..Signing::sample()
+        }
+        .get(lic, &target),
+        "authentication version 1 is below the minimum version 2",
+    );
+    // The wrong URL base: what the client saw (plain http), or another host.
+    for base in [
+        format!("http://standin{LICENSE_PATH_PREFIX}"),
+        format!("https://qlm.example.com{LICENSE_PATH_PREFIX}"),
+    ] {
+        refused(
+            Signing {
+                base,
+                ..Signing::sample()
+            }
+            .get(lic, &target),
+            "invalid hash",
+        );
+    }
+    // A hash over other arguments than those sent.
+    let headers = Signing::sample().headers(&license_target(RETRIEVE, "is_userdata1=L2"));
+    let refs: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    refused(call(lic, "GET", &target, &refs, b""), "invalid hash");
+    // Credentials come first: a wrong password is refused as such, signed or not.
+    let bad_pwd =
+        format!("{LICENSE_PATH_PREFIX}/{RETRIEVE}?is_user={QLM_USER}&is_pwd=x&is_userdata1=L1");
+    assert_eq!(
+        signed_get(lic, &bad_pwd).text(),
+        "Error: invalid user or password"
+    );
+    assert_eq!(
+        fixture("strict_auth_refused.txt"),
+        "Error: Strict authentication failed: invalid hash."
+    );
+
+    // Switches: a wider tolerance takes the stale timestamp, another URL base its own hash.
+    s.set_strict_timestamp_tolerance_s(7200);
+    let stale = Signing {
+        timestamp: utc(unix_now() - 3600),
+        ..Signing::sample()
+    };
+    assert_eq!(keys_in(&stale.get(lic, &target).text()).len(), 1);
+    let base = "https://qlm.example.com/qlmLicenseServer/qlmservice.asmx";
+    s.set_strict_url_base(Some(base));
+    let elsewhere = Signing {
+        base: base.to_owned(),
+        ..Signing::sample()
+    };
+    assert_eq!(keys_in(&elsewhere.get(lic, &target).text()).len(), 1);
+    refused(signed_get(lic, &target), "invalid hash");
+    s.set_strict_url_base(None);
+    assert_eq!(keys_in(&signed_get(lic, &target).text()).len(), 1);
+    // Off: an unsigned lookup is answered; on for another method: that one needs it.
+    s.set_strict_auth_methods(&[]);
+    assert_eq!(
+        keys_in(&call(lic, "GET", &target, &[], b"").text()).len(),
+        1
+    );
+    post_config(
+        &s,
+        r#"{"strict_auth_methods":["GetActivationKeyWithExpiryDate"]}"#,
+    );
+    let issue_target = license_target(
+        "GetActivationKeyWithExpiryDate",
+        &format!("{PRODUCT}&is_userdata1=L3"),
+    );
+    refused(
+        call(lic, "GET", &issue_target, &[], b""),
+        "missing header X-Qlm-Authentication-Token",
+    );
+    assert_eq!(keys_in(&signed_get(lic, &issue_target).text()).len(), 1);
+    // The same over the control API.
+    let r = post_config(
+        &s,
+        r#"{"strict_auth_methods":["RetrieveActivationKeyHttp"],"strict_url_base":"https://a/b","strict_timestamp_tolerance_s":60}"#,
+    )
+    .json();
+    assert_eq!(
+        (&r["strict_url_base"], &r["strict_timestamp_tolerance_s"]),
+        (&json!("https://a/b"), &json!(60))
+    );
+    assert_eq!(
+        post_config(&s, r#"{"strict_url_base":null}"#).json()["strict_url_base"],
+        Value::Null
+    );
+    assert_eq!(keys_in(&signed_get(lic, &target).text()).len(), 1);
+    // The helper for other callers signs as the C# sample does.
+    let ts = qlm_timestamp_now();
+    let url = format!("https://standin{target}");
+    let helper = strict_auth_headers(&url, &ts);
+    let refs: Vec<(&str, &str)> = helper.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    assert_eq!(
+        keys_in(&call(lic, "GET", &target, &refs, b"").text()).len(),
+        1
+    );
+}
+
+#[test]
+fn lookup_by_userdata1_orderid_or_both() {
+    let s = start();
+    let lic = s.license_addr();
+    let find = |args: &str| keys_in(&signed_get(lic, &license_target(RETRIEVE, args)).text());
+
+    // A stock server drops is_orderid: the issued map and the lookup go by is_userdata1.
+    let dropped = issue(&s, "is_userdata1=A0&is_orderid=O0");
+    assert_eq!(s.issued()["A0"], vec![dropped.clone()]);
+    assert!(!s.issued().contains_key("O0"));
+    assert_eq!(s.keys()[&dropped].orderid, None);
+    assert!(find("is_orderid=O0").is_empty());
+    assert_eq!(find("is_userdata1=A0"), vec![dropped.clone()]);
+    assert!(
+        find("is_userdata1=A0&is_orderid=O0").is_empty(),
+        "both must match"
+    );
+
+    // A server that keeps it.
+    s.set_issue_keeps_orderid(true);
+    let a = issue(&s, "is_userdata1=A1&is_orderid=O1");
+    let b = issue(&s, "is_userdata1=B1&is_orderid=O1");
+    let c = issue(&s, "is_userdata1=A1&is_orderid=O2");
+    assert_eq!(s.keys()[&a].orderid.as_deref(), Some("O1"));
+    assert_eq!(s.issued()["A1"], [a.clone(), c.clone()]);
+    assert_eq!(find("is_userdata1=A1"), [a.clone(), c.clone()]);
+    assert_eq!(
+        find("is_orderid=O1"),
+        [a.clone(), b.clone()],
+        "in issue order"
+    );
+    assert_eq!(find("is_orderid=O1&is_userdata1=A1"), vec![a.clone()]);
+    assert_eq!(find("is_userdata1=B1&is_orderid=O2"), Vec::<String>::new());
+    assert_eq!(
+        post_config(&s, r#"{"issue_keeps_orderid":false}"#).json()["issue_keeps_orderid"],
+        false
+    );
+    let d = issue(&s, "is_userdata1=A1&is_orderid=O1");
+    assert_eq!(
+        find("is_orderid=O1"),
+        [a.clone(), b.clone()],
+        "dropped again"
+    );
+    assert_eq!(find("is_userdata1=A1"), [a.clone(), c.clone(), d]);
+
+    // Neither argument, an empty one, an unknown format.
+    for args in ["is_format=xml", "is_userdata1=&is_orderid="] {
+        assert_eq!(
+            signed_get(lic, &license_target(RETRIEVE, args)).text(),
+            "Error: missing argument is_orderid or is_userdata1"
+        );
+    }
+    assert_eq!(
+        signed_get(
+            lic,
+            &license_target(RETRIEVE, "is_userdata1=A1&is_format=csv")
+        )
+        .text(),
+        "Error: invalid argument is_format"
+    );
+
+    // The XML and JSON shapes against their fixtures.
+    let r = signed_get(
+        lic,
+        &license_target(RETRIEVE, "is_orderid=O1&is_format=xml"),
+    );
+    assert!(r
+        .header("content-type")
+        .is_some_and(|c| c.starts_with("text/xml")));
+    assert_eq!(
+        structure(&r.text()),
+        structure(&fixture("retrieve_found.xml"))
+    );
+    let none = signed_get(lic, &license_target(RETRIEVE, "is_orderid=NONE"));
+    assert_eq!(none.text(), fixture("retrieve_empty.xml"));
+    let r = signed_get(
+        lic,
+        &license_target(RETRIEVE, "is_orderid=O1&is_format=json"),
+    );
+    assert!(r
+        .header("content-type")
+        .is_some_and(|c| c.starts_with("application/json")));
+    assert_eq!(
+        r.json(),
+        json!({"licenses":[{"activationKey":a},{"activationKey":b}]})
+    );
+    let shape: Value = serde_json::from_str(&fixture("retrieve_found.json")).expect("fixture");
+    let keys_of = |v: &Value| -> Vec<String> {
+        v["licenses"]
+            .as_array()
+            .expect("licenses")
+            .iter()
+            .map(|l| {
+                assert_eq!(l.as_object().expect("license").len(), 1);
+                l["activationKey"]
+                    .as_str()
+                    .expect("activationKey")
+                    .to_owned()
+            })
+            .collect()
+    };
+    assert_eq!(keys_of(&shape).len(), 2);
+    assert_eq!(keys_of(&r.json()).len(), 2);
+    let r = signed_get(
+        lic,
+        &license_target(RETRIEVE, "is_orderid=NONE&is_format=json"),
+    );
+    assert_eq!(r.json(), json!({"licenses":[]}));
+}
+
+#[test]
+fn disabled_methods_and_ip_refusals() {
+    let s = start();
+    let lic = s.license_addr();
+    let key = issue(&s, "is_userdata1=D1");
+    let lookup = license_target(RETRIEVE, "is_userdata1=D1");
+
+    s.set_disabled_methods(&[RETRIEVE]);
+    let r = signed_get(lic, &lookup);
+    assert_eq!(r.text(), fixture("method_disabled.txt"));
+    assert!(r
+        .header("content-type")
+        .is_some_and(|c| c.starts_with("text/plain")));
+    // Disabled before anything else: even unsigned, even without credentials.
+    let bare = format!("{LICENSE_PATH_PREFIX}/{RETRIEVE}?is_userdata1=D1");
+    assert_eq!(
+        call(lic, "GET", &bare, &[], b"").text(),
+        fixture("method_disabled.txt")
+    );
+    let cfg = post_config(
+        &s,
+        r#"{"disabled_methods":["GetActivationKeyWithExpiryDate","ValidateLicenseHttp"]}"#,
+    )
+    .json();
+    assert_eq!(
+        cfg["disabled_methods"],
+        json!(["GetActivationKeyWithExpiryDate", "ValidateLicenseHttp"])
+    );
+    assert_eq!(cfg["lifecycle_enabled"], true);
+    let get = |m: &str, a: &str| call(lic, "GET", &license_target(m, a), &[], b"").text();
+    assert_eq!(
+        get("GetActivationKeyWithExpiryDate", PRODUCT),
+        "Error: This feature is disabled. Set the server property enableGetActivationKey to true."
+    );
+    assert!(get("ValidateLicenseHttp", &format!("is_avkey={key}"))
+        .contains("server property enableValidateLicenseHttp"));
+    assert_eq!(keys_in(&signed_get(lic, &lookup).text()), vec![key.clone()]);
+    // lifecycle_enabled is shorthand for the three lifecycle methods.
+    let cfg = post_config(&s, r#"{"lifecycle_enabled":false}"#).json();
+    assert_eq!(cfg["lifecycle_enabled"], false);
+    assert_eq!(cfg["disabled_methods"].as_array().expect("list").len(), 5);
+    for (method, property) in [
+        ("RevokeLicenseHttp", "enableRevokeLicense"),
+        ("UpdateLicenseHttp", "enableUpgradeLicense"),
+        ("RenewSubscriptionHttp", "enableRenewSubscriptionHttp"),
+    ] {
+        assert_eq!(
+            get(
+                method,
+                &format!("is_avkey={key}&is_revoke=true&is_expduration=1")
+            ),
+            format!("Error: This feature is disabled. Set the server property {property} to true.")
+        );
+    }
+    s.set_lifecycle_enabled(true);
+    s.set_disabled_methods(&[]);
+    assert!(get(
+        "RevokeLicenseHttp",
+        &format!("is_avkey={key}&is_revoke=false")
+    )
+    .contains("<result>"));
+
+    // Allowed IP addresses: the stand-in's callers are 127.0.0.1.
+    s.set_allowed_ips(Some(&["10.0.0.0/8", "192.168.1.7"]))
+        .expect("valid");
+    let r = signed_get(lic, &lookup);
+    assert_eq!(r.text(), fixture("ip_not_allowed.txt"));
+    assert!(get("GetActivationKeyWithExpiryDate", PRODUCT).starts_with(
+        "Error: The IP address 127.0.0.1 is not allowed to call GetActivationKeyWithExpiryDate."
+    ));
+    assert_eq!(
+        call(
+            lic,
+            "GET",
+            &format!("{LICENSE_PATH_PREFIX}/PingHttp"),
+            &[],
+            b""
+        )
+        .status,
+        200,
+        "PingHttp is not an admin method"
+    );
+    s.set_allowed_ips(Some(&["127.0.0.0/8"])).expect("valid");
+    assert_eq!(keys_in(&signed_get(lic, &lookup).text()), vec![key.clone()]);
+    assert!(s.set_allowed_ips(Some(&["localhost"])).is_err());
+    let r = post_config(
+        &s,
+        r#"{"issue_keeps_orderid":true,"allowed_ips":["10.0.0.0/33"]}"#,
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    let cfg = call(lic, "GET", "/_standin/config", &[], b"").json();
+    assert_eq!(cfg["issue_keeps_orderid"], false, "refused whole");
+    assert_eq!(cfg["allowed_ips"], json!(["127.0.0.0/8"]));
+    let cfg = post_config(&s, r#"{"allowed_ips":["127.0.0.1","::1"]}"#).json();
+    assert_eq!(cfg["allowed_ips"], json!(["127.0.0.1", "::1"]));
+    assert_eq!(keys_in(&signed_get(lic, &lookup).text()), vec![key.clone()]);
+    assert_eq!(
+        post_config(&s, r#"{"allowed_ips":null}"#).json()["allowed_ips"],
+        Value::Null
+    );
+    s.set_allowed_ips(Some(&[])).expect("empty list");
+    assert!(signed_get(lic, &lookup)
+        .text()
+        .starts_with("Error: The IP address"));
+    s.set_allowed_ips(None).expect("none");
+    assert_eq!(keys_in(&signed_get(lic, &lookup).text()), [key]);
+}
+
+#[test]
+fn ping_answers_as_documented() {
+    let s = start();
+    let r = call(
+        s.license_addr(),
+        "GET",
+        &format!("{LICENSE_PATH_PREFIX}/PingHttp"),
+        &[],
+        b"",
+    );
+    assert_eq!(r.status, 200);
+    assert!(r
+        .header("content-type")
+        .is_some_and(|c| c.starts_with("text/xml")));
+    let text = r.text();
+    assert_eq!(structure(&text), structure(&fixture("ping.xml")));
+    assert!(text.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<QuickLicenseManager>\n<result>Successfully connected to License Server at "), "{text}");
+    assert!(text.contains("<serverDate date = \""), "{text}");
+    assert!(
+        text.contains(
+            "\" />  <!-- this is obsolete but is returned for backward compatibility -->"
+        ),
+        "{text}"
+    );
+    // The date is now, in the ISO form.
+    let date = text
+        .split("<serverDate>")
+        .nth(1)
+        .and_then(|t| t.split("</serverDate>").next())
+        .expect("serverDate");
+    let now = utc(unix_now());
+    assert_eq!(date.len(), 20);
+    assert_eq!(&date[..10], &now[..10]);
+    assert!(fixture("ping.xml").contains("<serverDate date = \""));
+    assert_eq!(s.record()[0].endpoint, Endpoint::Ping);
+    assert_eq!(s.record()[0].endpoint, "ping");
+    let post = call(
+        s.license_addr(),
+        "POST",
+        &format!("{LICENSE_PATH_PREFIX}/PingHttp"),
+        &[FORM],
+        b"",
+    );
+    assert_eq!(post.status, 200);
+}
+
+#[test]
+fn validate_has_the_documented_shape_and_follows_renewals() {
+    let s = start();
+    let lic = s.license_addr();
+    let get = |m: &str, a: &str| call(lic, "GET", &license_target(m, a), &[], b"").text();
+    let key = issue(&s, "is_userdata1=V1&is_quantity=3&is_expduration=365");
+    let issued_at = s.keys()[&key].issued_at.clone();
+    let validate = || {
+        get(
+            "ValidateLicenseHttp",
+            &format!("is_avkey={key}&is_activate=false"),
+        )
+    };
+    let element = |v: &str, name: &str| -> String {
+        v.split(&format!("<{name}>"))
+            .nth(1)
+            .and_then(|t| t.split(&format!("</{name}>")).next())
+            .unwrap_or_else(|| panic!("no <{name}> in {v}"))
+            .to_owned()
+    };
+    let us = |date: &str| {
+        let (y, m, d) = (
+            &date[..4],
+            date[5..7].trim_start_matches('0'),
+            date[8..10].trim_start_matches('0'),
+        );
+        format!("{m}/{d}/{y}")
+    };
+
+    let v = validate();
+    assert_eq!(structure(&v), structure(&fixture("validate.xml")), "{v}");
+    assert!(
+        v.starts_with("<QuickLicenseManager>\n<creationDateUtc>"),
+        "no declaration on top: {v}"
+    );
+    assert!(v.ends_with("</Signature>\n</QuickLicenseManager>"), "{v}");
+    assert!(
+        v.contains(
+            "<productProperties><?xml version=\"1.0\" encoding=\"utf-8\"?><ProductProperties>"
+        ),
+        "{v}"
+    );
+    assert!(
+        v.contains("<Signature xmlns=\"http://www.w3.org/2000/09/xmldsig#\">"),
+        "{v}"
+    );
+    let expiry = end_of_day_plus(&issued_at, 365);
+    assert_eq!(element(&v, "expiryDate"), expiry[..16]);
+    assert_eq!(element(&v, "creationDateUtc"), issued_at);
+    let maintenance = element(&v, "maintenanceRenewalDate");
+    assert!(maintenance < expiry, "{maintenance} before {expiry}");
+    assert!(
+        element(&v, "result").contains(&format!("Your license expires on {}.", us(&expiry))),
+        "{v}"
+    );
+    assert_eq!(element(&v, "numActivationsAllowed"), "3");
+    assert_eq!(status_of(&v) & 2048, 0);
+    for attr in element(&v, "productProperties")
+        .split("expiryDate=\"")
+        .skip(1)
+    {
+        let date = &attr[..19];
+        assert_ne!(date, expiry, "a product property's expiry is not the key's");
+    }
+    let fixture_v = fixture("validate.xml");
+    assert_eq!(element(&fixture_v, "expiryDate"), "2027-03-31 23:59");
+    assert!(element(&fixture_v, "maintenanceRenewalDate").as_str() < "2027-03-31");
+    assert!(element(&fixture_v, "result").contains("3/31/2027"));
+
+    // is_expduration adds on every call.
+    for _ in 0..2 {
+        assert!(get(
+            "RenewSubscriptionHttp",
+            &format!("is_avkey={key}&is_expduration=30")
+        )
+        .contains("<result>"));
+    }
+    let longer = end_of_day_plus(&issued_at, 425);
+    assert_eq!(s.keys()[&key].expiry_days, Some(425));
+    assert_eq!(s.keys()[&key].expiry_date.as_deref(), Some(longer.as_str()));
+    assert_eq!(element(&validate(), "expiryDate"), longer[..16]);
+    // is_expdate sets it once: twice changes nothing.
+    for _ in 0..2 {
+        assert!(get(
+            "RenewSubscriptionHttp",
+            &format!("is_avkey={key}&is_expdate=2030-06-30")
+        )
+        .contains("<result>"));
+        assert_eq!(
+            s.keys()[&key].expiry_date.as_deref(),
+            Some("2030-06-30 23:59:59")
+        );
+    }
+    let days = (unix_of_date("2030-06-30") - unix_of_date(&issued_at)) / 86_400;
+    assert_eq!(
+        s.keys()[&key].expiry_days,
+        Some(u32::try_from(days).expect("days"))
+    );
+    let v = validate();
+    assert_eq!(element(&v, "expiryDate"), "2030-06-30 23:59");
+    assert!(
+        element(&v, "result").contains("Your license expires on 6/30/2030."),
+        "{v}"
+    );
+    assert_eq!(
+        element(&v, "maintenanceRenewalDate"),
+        maintenance,
+        "renewal leaves maintenance"
+    );
+    get(
+        "RenewSubscriptionHttp",
+        &format!("is_avkey={key}&is_expdate=2031-01-15+12:00:00"),
+    );
+    assert_eq!(
+        s.keys()[&key].expiry_date.as_deref(),
+        Some("2031-01-15 12:00:00")
+    );
+    assert_eq!(
+        get("RenewSubscriptionHttp", &format!("is_avkey={key}")),
+        get_fragment("You must specify either is_expdate or is_expduration.")
+    );
+    assert_eq!(
+        get(
+            "RenewSubscriptionHttp",
+            &format!("is_avkey={key}&is_expdate=30/06/2030")
+        ),
+        get_fragment("invalid argument is_expdate")
+    );
+    // UpdateLicenseHttp's is_expdate sets it too.
+    get(
+        "UpdateLicenseHttp",
+        &format!("is_avkey={key}&is_expdate=2029-12-31%2023:59:59"),
+    );
+    assert_eq!(
+        s.keys()[&key].expiry_date.as_deref(),
+        Some("2029-12-31 23:59:59")
+    );
+
+    // Revoked: visible in status (EKeyRevoked) and result.
+    get(
+        "RevokeLicenseHttp",
+        &format!("is_avkey={key}&is_revoke=true"),
+    );
+    let v = validate();
+    assert_eq!(structure(&v), structure(&fixture("validate_revoked.xml")));
+    assert_eq!(status_of(&v), 4 | 2048);
+    assert_eq!(element(&v, "result"), "Your license has been revoked.");
+    assert_eq!(status_of(&fixture("validate_revoked.xml")), 4 | 2048);
+
+    // Never expires: an empty <expiryDate/>, EKeyPermanent.
+    let forever = issue(&s, "is_userdata1=V2");
+    assert_eq!(s.keys()[&forever].expiry_date, None);
+    let v = get("ValidateLicenseHttp", &format!("is_avkey={forever}"));
+    assert!(v.contains("\n<expiryDate/>\n"), "{v}");
+    assert_eq!(status_of(&v), 2);
+    assert!(
+        element(&v, "result").contains("Your license never expires."),
+        "{v}"
+    );
+    // An issue with is_expdate.
+    let dated = issue(&s, "is_userdata1=V3&is_expdate=2027-03-31");
+    assert_eq!(
+        s.keys()[&dated].expiry_date.as_deref(),
+        Some("2027-03-31 23:59:59")
+    );
+    assert_eq!(s.keys()[&dated].expiry_days, None);
+    assert!(get("ValidateLicenseHttp", &format!("is_avkey={dated}"))
+        .contains("<expiryDate>2027-03-31 23:59</expiryDate>"));
+
+    // An unknown key: QLM's documented error fragment.
+    let unknown = call(
+        lic,
+        "GET",
+        &license_target("ValidateLicenseHttp", "is_avkey=NOPE"),
+        &[],
+        b"",
+    );
+    assert!(unknown
+        .header("content-type")
+        .is_some_and(|c| c.starts_with("text/xml")));
+    assert_eq!(
+        structure(&unknown.text()),
+        structure(&fixture("error_fragment.xml"))
+    );
+    assert_eq!(unknown.text(), fixture("error_fragment.xml"));
+}
+
+/// The documented error fragment with `text`.
+fn get_fragment(text: &str) -> String {
+    format!("<?xml version='1.0' encoding='UTF-8'?>\n<QuickLicenseManager>\n<error>{text}</error>\n</QuickLicenseManager>")
+}
+
+#[test]
+fn reset_restores_every_license_switch() {
+    let s = start();
+    s.set_strict_auth_methods(&[]);
+    s.set_strict_url_base(Some("https://elsewhere/x"));
+    s.set_strict_timestamp_tolerance_s(5);
+    s.set_disabled_methods(&["PingHttp"]);
+    s.set_lifecycle_enabled(false);
+    s.set_allowed_ips(Some(&["10.0.0.1"])).expect("valid");
+    s.set_issue_keeps_orderid(true);
+    let cfg = call(s.salesforce_addr(), "GET", "/_standin/config", &[], b"").json();
+    assert_ne!(cfg, default_config());
+    assert_eq!(cfg["strict_auth_methods"], json!([]));
+    assert_eq!(
+        call(
+            s.license_addr(),
+            "GET",
+            &format!("{LICENSE_PATH_PREFIX}/PingHttp"),
+            &[],
+            b""
+        )
+        .text(),
+        "Error: This feature is disabled. Set the server property enablePingHttp to true."
+    );
+    assert_eq!(
+        call(s.license_addr(), "POST", "/_standin/reset", &[], b"").status,
+        200
+    );
+    assert_eq!(
+        call(s.license_addr(), "GET", "/_standin/config", &[], b"").json(),
+        default_config()
+    );
+    // And the behaviour with it: strict authentication is back on the lookup.
+    let key = issue(&s, "is_userdata1=R1&is_orderid=R1");
+    let target = license_target(RETRIEVE, "is_userdata1=R1");
+    assert!(call(s.license_addr(), "GET", &target, &[], b"")
+        .text()
+        .starts_with("Error: Strict authentication failed"));
+    assert_eq!(
+        keys_in(&signed_get(s.license_addr(), &target).text()),
+        [key]
+    );
+    assert_eq!(s.keys().values().next().expect("key").orderid, None);
+    // An unknown switch is refused.
+    assert_eq!(post_config(&s, r#"{"strict_auth":true}"#).status, 400);
+}
+
+#[test]
+fn fixtures_are_our_own_and_well_formed() {
+    // Every XML fixture has balanced elements; none carries Soraco's sample values.
+    for name in [
+        "ping.xml",
+        "validate.xml",
+        "validate_revoked.xml",
+        "error_fragment.xml",
+        "key_asmx_string.xml",
+        "retrieve_found.xml",
+    ] {
+        let text = fixture(name);
+        let tags = structure(&text);
+        let opens = tags
+            .iter()
+            .filter(|t| {
+                t.starts_with('<') && !t.starts_with("</") && !t.starts_with("<?") && *t != "<!--"
+            })
+            .count();
+        let closes = tags.iter().filter(|t| t.starts_with("</")).count();
+        assert_eq!(opens, closes, "{name}: {tags:?}");
+        for soraco in [
+            "FNR9020700G7HJKM8P9Q211JSEUB6ZKJAPHBQEP",
+            "8.1.16047.1",
+            "Demo Enterprise",
+            "soraco.co",
+            "ivruflfoKnKY20cbJLBTNp3caRc=",
+        ] {
+            assert!(!text.contains(soraco), "{name} has {soraco}");
+        }
+    }
+    let asmx = fixture("key_asmx_string.xml");
+    assert_eq!(structure(&asmx), ["<?xml", "<string", "</string"]);
+    assert!(asmx.contains(r#"<string xmlns="http://tempuri.org/">"#));
+    assert!(is_key(&keys_in(&fixture("retrieve_found.xml"))[0]));
+}
+
+/// keygate's self-check marks its calls: they are answered like any other, kept out of the
+/// record and the stats, and never take a fault injected for a delivery.
+#[test]
+fn self_check_calls_are_served_apart_and_never_take_a_fault() {
+    let s = start();
+    s.inject_fault(Fault::new(Endpoint::Token, FaultKind::Status).status(500))
+        .unwrap();
+    let body = format!(
+        "grant_type=client_credentials&client_id={CLIENT_ID}&client_secret={CLIENT_SECRET}"
+    );
+    let probe = call(
+        s.salesforce_addr(),
+        "POST",
+        "/services/oauth2/token",
+        &[FORM, (SELF_CHECK_HEADER, "1")],
+        body.as_bytes(),
+    );
+    assert_eq!(
+        probe.status,
+        200,
+        "the fault is for a delivery: {}",
+        probe.text()
+    );
+    let ping = call(
+        s.license_addr(),
+        "GET",
+        &format!("{LICENSE_PATH_PREFIX}/PingHttp"),
+        &[(SELF_CHECK_HEADER, "1")],
+        b"",
+    );
+    assert_eq!(ping.status, 200);
+    assert!(s.record().is_empty(), "{:?}", s.record());
+    assert!(s.stats().is_empty(), "{:?}", s.stats());
+    let probes: Vec<&str> = s.probes().iter().map(|p| p.endpoint.as_str()).collect();
+    assert_eq!(probes, ["token", "ping"]);
+    // The delivery's login still gets the fault, and is recorded.
+    let delivery = call(
+        s.salesforce_addr(),
+        "POST",
+        "/services/oauth2/token",
+        &[FORM],
+        body.as_bytes(),
+    );
+    assert_eq!(delivery.status, 500);
+    assert_eq!(s.record().len(), 1);
+    s.reset();
+    assert!(s.probes().is_empty());
 }
