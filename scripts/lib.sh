@@ -34,6 +34,7 @@ export_standin_secrets() {
   export KEYGATE_SF_PASSWORD="${KEYGATE_SF_PASSWORD:-standin-passwordTOKEN}"
   export KEYGATE_QLM_USER="${KEYGATE_QLM_USER:-keygate}"
   export KEYGATE_QLM_PASSWORD="${KEYGATE_QLM_PASSWORD:-standin-qlm-password}"
+  export KEYGATE_QLM_API_KEY="${KEYGATE_QLM_API_KEY:-standin-qlm-api-key}"
 }
 
 # The webhook as Salesforce calls it in QLM's setup (secret as is_user/is_pwd query parameters).

@@ -168,6 +168,26 @@ pub fn with_plugin_config(yaml: &str, config: &Value) -> String {
     out.join("\n") + "\n"
 }
 
+/// `yaml` (a rendered envoy.local.yaml) with the access log block of `production`
+/// (envoy.production.yaml, between its `keygate-access-log-begin`/`-end` marks) on the gateway
+/// listener: the shipped block itself, so a test of it tests what production runs.
+pub fn with_production_access_log(yaml: &str, production: &str) -> Result<String, String> {
+    let begin = production
+        .find("# keygate-access-log-begin\n")
+        .ok_or("envoy.production.yaml has no keygate-access-log-begin mark")?;
+    let end = production
+        .find("          # keygate-access-log-end")
+        .ok_or("envoy.production.yaml has no keygate-access-log-end mark")?;
+    let block = production
+        .get(begin + "# keygate-access-log-begin\n".len()..end)
+        .ok_or("access log marks out of order")?;
+    let anchor = "          stat_prefix: gateway\n";
+    if !yaml.contains(anchor) {
+        return Err("envoy.local.yaml has no gateway listener (stat_prefix: gateway)".into());
+    }
+    Ok(yaml.replacen(anchor, &format!("{anchor}{block}"), 1))
+}
+
 /// RFC 7386 JSON merge patch: objects merge key by key, `null` removes a key, anything else replaces.
 pub fn merge_patch(target: &mut Value, patch: &Value) {
     let Value::Object(patch) = patch else {

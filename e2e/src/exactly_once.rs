@@ -63,16 +63,17 @@ pub fn family_message(orders: impl IntoIterator<Item = usize>) -> String {
     outbound_message(orders.iter().map(|(id, num)| (id.as_str(), num.as_str())))
 }
 
-/// The license reference (`is_orderid`) of a license-server request, from its form or query.
+/// The line reference of a license-server request (`is_userdata1`, else `is_orderid`: keygate
+/// sends both on issue and looks up by the one `license_server.line_reference` names), from its
+/// form or query.
 pub fn order_ref(r: &RecordedRequest) -> Option<String> {
-    if let Some(v) = r.form.get("is_orderid") {
-        return Some(v.clone());
-    }
-    r.query
-        .split('&')
-        .filter_map(|p| p.split_once('='))
-        .find(|(k, _)| k.eq_ignore_ascii_case("is_orderid"))
-        .map(|(_, v)| v.to_owned())
+    ["is_userdata1", "is_orderid"].iter().find_map(|name| {
+        r.form.get(*name).cloned().or_else(|| {
+            form_urlencoded::parse(r.query.as_bytes())
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.into_owned())
+        })
+    })
 }
 
 /// `is_orderid`s of the requests to `endpoint` in `record`, in arrival order.
@@ -132,6 +133,7 @@ impl Calls {
                 | Endpoint::Update
                 | Endpoint::Renew
                 | Endpoint::Validate
+                | Endpoint::Ping
                 | Endpoint::Other => c.other += 1,
             }
         }

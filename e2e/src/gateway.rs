@@ -43,6 +43,9 @@ pub struct GatewayOptions {
     pub plugin_config: Option<Value>,
     /// Put the ledger on etcd: the client ports of its members (`envoy::with_etcd_cluster`).
     pub etcd: Option<Vec<u16>>,
+    /// Log every gateway request with envoy.production.yaml's access log (to Envoy's stdout,
+    /// so into `envoy_log`): `envoy::with_production_access_log`.
+    pub access_log: bool,
 }
 
 /// Whether the filter may pause a request at its headers.
@@ -78,6 +81,7 @@ impl Default for GatewayOptions {
             remote_code: None,
             plugin_config: None,
             etcd: None,
+            access_log: false,
         }
     }
 }
@@ -98,6 +102,11 @@ impl GatewayOptions {
     }
     pub fn concurrency(mut self, workers: u32) -> Self {
         self.concurrency = workers;
+        self
+    }
+    /// The gateway listener writes envoy.production.yaml's access log into `envoy_log`.
+    pub fn access_log(mut self) -> Self {
+        self.access_log = true;
         self
     }
     /// The ledger on the etcd members listening on `client_ports`.
@@ -225,6 +234,11 @@ impl Gateway {
         }
         if let Some((port, sha256)) = &options.remote_code {
             yaml = envoy::with_remote_code(&yaml, *port, sha256);
+        }
+        if options.access_log {
+            let production = fs::read_to_string(root.join("host-config/envoy.production.yaml"))
+                .map_err(|e| format!("reading host-config/envoy.production.yaml: {e}"))?;
+            yaml = envoy::with_production_access_log(&yaml, &production)?;
         }
         for listener in &options.extra_listeners {
             yaml = yaml.replacen("  listeners:\n", &format!("  listeners:\n{listener}"), 1);
@@ -421,10 +435,26 @@ impl Gateway {
         let log = self.envoy_log();
         SECRET_ENV
             .iter()
-            .filter(|(name, _)| name.ends_with("PASSWORD") || name.ends_with("SECRET"))
+            .filter(|(name, _)| {
+                name.ends_with("PASSWORD") || name.ends_with("SECRET") || name.ends_with("API_KEY")
+            })
             .filter(|(_, value)| log.contains(value))
             .map(|(name, _)| *name)
             .collect()
+    }
+
+    /// Waits up to `timeout` for `needle` in Envoy's log; whether it came.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.envoy_log().contains(needle) {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     pub fn log_tail(&self, lines: usize) -> String {

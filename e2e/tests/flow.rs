@@ -209,6 +209,8 @@ fn assert_line_form(
     }
     let fixed = [
         ("is_quantity", quantity.to_string()),
+        // The line reference under both names (the lookup reads is_userdata1 by default).
+        ("is_userdata1", item.to_string()),
         ("is_orderid", item.to_string()),
         ("is_vendor", "salesforce".to_string()),
         ("is_affiliateid", "salesforce".to_string()),
@@ -400,7 +402,8 @@ fn one_order_one_line_is_licensed_and_written_back() {
         "Acme",
         Some("+1 415 555 0100"),
     );
-    // One lookup, before the issue, with credentials in the form only.
+    // One lookup, before the issue: signed for QLM's strict authentication, a GET with every
+    // argument in its query (QLM hashes the URL), by the line reference alone.
     let record = gw.standins.record();
     let at = |e| record.iter().position(|r| r.endpoint == e);
     assert!(
@@ -408,11 +411,24 @@ fn one_order_one_line_is_licensed_and_written_back() {
         "{record:#?}"
     );
     let lookup = &calls(&gw, Endpoint::Retrieve)[0];
+    assert_eq!(lookup.method, "GET");
     assert_eq!(
-        lookup.form.get("is_orderid").map(String::as_str),
+        lookup.form.get("is_userdata1").map(String::as_str),
         Some(DEMO_ITEM_ID)
     );
-    assert!(!lookup.query.contains("pwd"), "{lookup:?}");
+    assert_eq!(lookup.form.get("is_orderid"), None, "{lookup:?}");
+    assert_eq!(lookup.status, 200);
+    for header in [
+        "x-qlm-timestamp",
+        "x-qlm-authentication-version",
+        "x-qlm-authentication-token",
+    ] {
+        assert!(lookup.headers.contains_key(header), "{header}: {lookup:?}");
+    }
+    // The issue stays a form POST: credentials in its body, never in its URL.
+    let issue = &calls(&gw, Endpoint::License)[0];
+    assert_eq!(issue.method, "POST");
+    assert!(!issue.query.contains("pwd"), "{issue:?}");
 
     // One write-back holding exactly the issued key.
     let issued = gw.standins.issued();
@@ -994,8 +1010,9 @@ fn license_server_failure_faults_then_redelivery_licenses_each_line_once() {
         .iter()
         .map(|r| {
             assert_eq!(r.path, RETRIEVE_PATH, "{r:?}");
-            assert!(r.query.is_empty() || !r.query.contains("pwd"), "{r:?}");
-            r.form.get("is_orderid").cloned().unwrap_or_default()
+            // Signed: the stock server's strict authentication accepted it.
+            assert_eq!((r.method.as_str(), r.status), ("GET", 200), "{r:?}");
+            r.form.get("is_userdata1").cloned().unwrap_or_default()
         })
         .collect();
     let mut retrieved_sorted = retrieved.clone();

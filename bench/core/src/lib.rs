@@ -290,7 +290,7 @@ impl FlowCase {
                 match c {
                     Command::Dispatch(call) => queue.push_back(call),
                     Command::Reply(r) => reply = Some(r),
-                    Command::Log(..) | Command::Count(..) => {}
+                    Command::Log(..) | Command::Count(..) | Command::Gauge(..) => {}
                 }
             }
         };
