@@ -7,9 +7,13 @@
 //! - the license server: `PingHttp` (reachable, the path right), and `RetrieveActivationKeyHttp`
 //!   signed as deliveries sign it, for a reference no line can have (credentials, strict
 //!   authentication, the method enabled, the gateway's address allowed);
-//! - Salesforce: a token request (the app and its credentials). The token is stored where the
-//!   flow looks for it, so the first delivery needs no login of its own. A refused login is not
-//!   tried again for [`LOGIN_REFUSED_PAUSE_MS`], so a wrong password never locks the user out.
+//! - Salesforce: a token request (the app and its credentials). The token is not kept: the
+//!   self-check only observes, so what a delivery does never depends on whether a round ran
+//!   first. A refused login is not tried again for [`LOGIN_REFUSED_PAUSE_MS`], so a wrong
+//!   password never locks the user out.
+//!
+//! Every call of a round carries [`PROBE_HEADER`], so an upstream's logs (and the stand-ins)
+//! can tell the self-check's traffic from deliveries'.
 //!
 //! Each upstream's gauge (`keygate_upstream_ready{upstream}`) is 1 after a round it passed, 0
 //! otherwise. Every worker's VM ticks; a schedule in shared data (claimed with compare-and-swap)
@@ -26,6 +30,9 @@ use crate::store::StoreError;
 
 /// The reference the signed lookup asks for: not a Salesforce id, so no line has it.
 pub const PROBE_REFERENCE: &str = "keygate-self-check";
+/// Sent with every self-check call (`x-keygate-self-check: 1`); outside the strict-auth hash,
+/// which covers only `X-Qlm…` headers.
+pub const PROBE_HEADER: &str = "x-keygate-self-check";
 /// The first retry after a failed round; doubled after each failure up to [`MAX_BACKOFF_MS`].
 pub const FIRST_BACKOFF_MS: u64 = 5_000;
 pub const MAX_BACKOFF_MS: u64 = 300_000;
@@ -199,6 +206,7 @@ impl SelfCheck {
     }
 
     fn dispatch(&mut self, probe: Probe, mut call: Call) {
+        call.headers.push((PROBE_HEADER, "1".to_owned()));
         call.id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1);
         self.pending.push((call.id, probe));
@@ -218,7 +226,7 @@ impl SelfCheck {
         match probe {
             Probe::Ping => self.ping = Some(self.on_ping(&resp)),
             Probe::Lookup => self.lookup = Some(self.on_lookup(&resp)),
-            Probe::Login => self.login = Some(self.on_login(&resp, env)),
+            Probe::Login => self.login = Some(self.on_login(&resp)),
         }
         if self.pending.is_empty() {
             self.finish(env);
@@ -303,7 +311,7 @@ impl SelfCheck {
         }
     }
 
-    fn on_login(&mut self, resp: &Response, env: &mut Env<'_>) -> Option<String> {
+    fn on_login(&mut self, resp: &Response) -> Option<String> {
         let Some(status) = resp.status else {
             return Some(format!(
                 "Salesforce unreachable: the token request got no answer through cluster '{}'",
@@ -314,11 +322,7 @@ impl SelfCheck {
             ));
         };
         match salesforce::parse_token(status, &resp.body) {
-            Ok(token) => {
-                let key = salesforce::token_key(&self.cfg.state_prefix);
-                let _ = env.store.set(&key, &token.to_shared(), None);
-                None
-            }
+            Ok(_) => None,
             Err(SalesforceError::LoginRefused { error, description }) => {
                 self.login_refused = true;
                 Some(format!(
