@@ -45,6 +45,11 @@ fn counters_carry_labels_and_every_series_the_alerts_use_exists() {
     assert_server_fault(&gw.post_webhook(&body));
     assert_ack_from(&gw.post_webhook(&body), &gw);
 
+    // The self-check's first round (one tick after start) sets the readiness gauges.
+    assert!(gw.wait_for_log(
+        "self-check: Salesforce and the license server are ready",
+        std::time::Duration::from_secs(8)
+    ));
     let text = gw.admin_get("/stats/prometheus").text();
     let got = samples(&text);
     let value = |series: &str| {
@@ -61,6 +66,11 @@ fn counters_carry_labels_and_every_series_the_alerts_use_exists() {
         0.0
     );
     assert_eq!(value(r#"keygate_callouts_failed{upstream="ledger"}"#), 0.0);
+    assert_eq!(value(r#"keygate_upstream_ready{upstream="license"}"#), 1.0);
+    assert_eq!(
+        value(r#"keygate_upstream_ready{upstream="salesforce"}"#),
+        1.0
+    );
     assert_eq!(value(r#"keygate_lines_skipped{cause="unmapped"}"#), 0.0);
     assert_eq!(value(r#"keygate_lines_skipped{cause="unknown_key"}"#), 0.0);
     // The lifecycle's counters exist before the first lifecycle call.
@@ -83,7 +93,8 @@ fn counters_carry_labels_and_every_series_the_alerts_use_exists() {
     assert!(
         !text.contains("keygate_messages_faulted_")
             && !text.contains("keygate_callouts_failed_")
-            && !text.contains("keygate_lines_skipped_"),
+            && !text.contains("keygate_lines_skipped_")
+            && !text.contains("keygate_upstream_ready_"),
         "{text}"
     );
 
@@ -96,7 +107,7 @@ fn counters_carry_labels_and_every_series_the_alerts_use_exists() {
         .collect();
     let queried = names_in(&rules);
     // Exactly the families the rules name today: a rule that stops naming one is noticed.
-    assert_eq!(queried.len(), 6, "{queried:?}");
+    assert_eq!(queried.len(), 7, "{queried:?}");
     let missing: Vec<&String> = queried.iter().filter(|n| !families.contains(*n)).collect();
     assert!(
         missing.is_empty(),
