@@ -228,21 +228,27 @@ impl FlowCase {
             license: b"<?xml version=\"1.0\"?><QuickLicenseManager><licenses><license><activationKey>A1B2C-D3E4F-G5H6J-K7L8M-N9P0Q-RSTUVW</activationKey></license></licenses></QuickLicenseManager>".to_vec(),
             composite: Value::Array(composite).to_string().into_bytes(),
             retrieve_empty: b"<?xml version=\"1.0\"?><QuickLicenseManager><licenses/></QuickLicenseManager>".to_vec(),
-            // Login, query, write-back, and per line a lookup (the ledger is new) and an issue.
-            expected_calls: 2 * orders.len() + 3,
+            // Login, query, the new lines' issuing marks, write-back, and per line a lookup (the
+            // ledger is new) and an issue.
+            expected_calls: 2 * orders.len() + 4,
         }
     }
 
     fn serve(&self, call: &Call) -> Response {
-        let body = if call.path.ends_with("/oauth2/token") {
+        // A signed lookup (QLM's strict authentication) is a GET with its arguments in the query.
+        let path = call
+            .path
+            .split_once('?')
+            .map_or(call.path.as_str(), |(p, _)| p);
+        let body = if path.ends_with("/oauth2/token") {
             &self.token
-        } else if call.path.contains("/query") {
+        } else if path.contains("/query") {
             &self.query
-        } else if call.path.ends_with("/composite/sobjects") {
+        } else if path.ends_with("/composite/sobjects") {
             &self.composite
-        } else if call.path.ends_with("/GetActivationKeyWithExpiryDate") {
+        } else if path.ends_with("/GetActivationKeyWithExpiryDate") {
             &self.license
-        } else if call.path.ends_with("/RetrieveActivationKeyHttp") {
+        } else if path.ends_with("/RetrieveActivationKeyHttp") {
             &self.retrieve_empty
         } else {
             return Response {

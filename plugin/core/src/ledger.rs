@@ -99,6 +99,14 @@ impl LineState {
     }
 }
 
+/// One Envoy's lifetime, as its ledger names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instance {
+    pub started_at_ms: u64,
+    /// 16 hex digits.
+    pub id: String,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClaimError {
     /// Another live request holds the order.
@@ -125,8 +133,14 @@ impl<'a> Ledger<'a> {
             .saturating_add(self.cfg.pending_grace_ms)
     }
 
-    /// Create the keys that must exist before any CAS on them. Idempotent: never overwrites.
-    pub fn init(&self, store: &mut dyn Store) {
+    /// Create the keys that must exist before any CAS on them, and name this ledger: when it
+    /// began (`now_ms`, the Envoy's start) and a random `nonce` (an Envoy's lifetime, told apart
+    /// from the one before a restart and from a replica's). Idempotent: never overwrites.
+    pub fn init(&self, store: &mut dyn Store, now_ms: u64, nonce: u64) {
+        let key = self.instance_key();
+        if store.get(&key).is_none() {
+            let _ = store.set(&key, format!("{now_ms} {nonce:016x}").as_bytes(), None);
+        }
         for slot in 0..CLAIM_SLOTS {
             let key = self.claim_key(slot);
             if store.get(&key).is_none() {
@@ -137,6 +151,22 @@ impl<'a> Ledger<'a> {
         if store.get(&seq).is_none() {
             let _ = store.set(&seq, b"0", None);
         }
+    }
+
+    /// This ledger's name ([`Ledger::init`]): when it began (what a restart forgot was in flight
+    /// up to then) and which Envoy's lifetime it is. `None` before `init`.
+    pub fn instance(&self, store: &dyn Store) -> Option<Instance> {
+        let (v, _) = store.get(&self.instance_key())?;
+        let text = std::str::from_utf8(&v).ok()?;
+        let (started, id) = text.split_once(' ')?;
+        Some(Instance {
+            started_at_ms: started.parse().ok()?,
+            id: id.to_owned(),
+        })
+    }
+
+    fn instance_key(&self) -> String {
+        format!("{}:instance", self.prefix)
     }
 
     fn line_key(&self, item: &SfId) -> String {

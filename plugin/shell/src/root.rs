@@ -2,6 +2,7 @@
 //! the counters, gives every HTTP stream its context, and runs the start-up self-check on the
 //! root context's timer.
 
+use std::hash::{BuildHasher, Hasher};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType, LogLevel, MapType};
 
-use crate::host::{dispatch, level, log, HostStore, Metrics};
+use crate::host::{dispatch, level, log, now_ms, HostStore, Metrics};
 use crate::request::{with_env, Request, Unconfigured};
 
 /// How often each worker looks whether a self-check round is due (one shared-data read).
@@ -122,7 +123,11 @@ impl RootContext for Root {
                 return false;
             }
         };
-        Ledger::new(&config.state_prefix, config.ledger).init(&mut HostStore);
+        // The nonce names this Envoy's lifetime in the issuing marks it writes (WASI random).
+        let nonce = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        Ledger::new(&config.state_prefix, config.ledger).init(&mut HostStore, now_ms(), nonce);
         self.metrics = Rc::new(Metrics::define());
         log(
             LogLevel::Info,

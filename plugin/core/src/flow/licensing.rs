@@ -5,7 +5,128 @@
 use super::*;
 use crate::store::StoreError;
 
+/// Where a new line's issuing mark goes in Salesforce (shared-data ledger).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum MarkField {
+    /// `salesforce.state_field`.
+    State,
+    /// `salesforce.writeback_field`, when there is no state field: the keys replace the mark.
+    Keys,
+}
+
 impl Flow {
+    /// The durable place for issuing marks: the state field, else the write-back field; `None`
+    /// with etcd (its own marks are durable) or without either field.
+    pub(super) fn mark_field(&self) -> Option<MarkField> {
+        let sf = &self.issuing()?.salesforce;
+        match (&self.etcd, &sf.state_field, &sf.writeback_field) {
+            (Some(_), _, _) => None,
+            (None, Some(_), _) => Some(MarkField::State),
+            (None, None, Some(_)) => Some(MarkField::Keys),
+            (None, None, None) => None,
+        }
+    }
+
+    /// With no durable place for marks, what a restart of this Envoy forgot may still be running
+    /// at the license server until its last call's time (and the grace) is up: until then a line
+    /// the ledger does not know is busy. 0 when marks are durable (etcd, or a Salesforce field).
+    pub(super) fn restart_busy_until(&self, env: &Env<'_>) -> u64 {
+        if self.etcd.is_some() || self.mark_field().is_some() {
+            return 0;
+        }
+        let ledger = Ledger::new(&self.cfg.state_prefix, self.cfg.ledger);
+        let timeout = self.issuing().map_or(0, |i| i.license.timeout_ms);
+        ledger
+            .instance(env.store)
+            .map_or(0, |i| ledger.busy_until(i.started_at_ms, timeout))
+    }
+
+    /// After planning: with the shared-data ledger, every line that may be issued is marked in
+    /// Salesforce (one sObject Collections call per 200 lines, in turn) before any license call
+    /// of this delivery, so a restart mid-call cannot forget it; then the calls start.
+    pub(super) fn mark_then_pump(&mut self, env: &mut Env<'_>) {
+        let Some(field) = self.mark_field() else {
+            return self.pump(env);
+        };
+        let grace = self.cfg.ledger.pending_grace_ms;
+        let ledger = Ledger::new(&self.cfg.state_prefix, self.cfg.ledger);
+        let instance = ledger.instance(env.store).map(|i| i.id).unwrap_or_default();
+        // Every call of this delivery ends by its deadline (timeouts are cut to it).
+        let mark = plan::issuing_mark(self.deadline_at.saturating_add(grace), &instance);
+        let marks: Vec<(usize, WriteBack)> = self
+            .queue
+            .iter()
+            .filter_map(|(idx, _)| {
+                let line = self.lines.get(*idx).filter(|l| l.action == Action::Issue)?;
+                let (keys, state) = match field {
+                    MarkField::State => (Vec::new(), mark.clone()),
+                    MarkField::Keys => (vec![mark.clone()], String::new()),
+                };
+                Some((
+                    *idx,
+                    WriteBack {
+                        item: line.item,
+                        keys,
+                        state,
+                    },
+                ))
+            })
+            .collect();
+        self.send_issue_marks(marks, env);
+    }
+
+    /// The next batch of issuing marks, or, when none are left, the license calls.
+    pub(super) fn send_issue_marks(
+        &mut self,
+        mut marks: Vec<(usize, WriteBack)>,
+        env: &mut Env<'_>,
+    ) {
+        if marks.is_empty() {
+            return self.pump(env);
+        }
+        let rest = marks.split_off(marks.len().min(salesforce::WRITEBACK_BATCH));
+        self.sf_call(SfCall::IssueMarks { marks, rest }, env);
+    }
+
+    /// Salesforce's answer to a batch of issuing marks: a line whose mark it did not take gets no
+    /// license call in this delivery.
+    pub(super) fn on_issue_marks(
+        &mut self,
+        marks: Vec<(usize, WriteBack)>,
+        rest: Vec<(usize, WriteBack)>,
+        result: Result<Vec<(usize, String)>, String>,
+        env: &mut Env<'_>,
+    ) {
+        let refused: Vec<(usize, String)> = match result {
+            Ok(failed) => failed
+                .into_iter()
+                .filter_map(|(i, code)| {
+                    marks
+                        .get(i)
+                        .map(|(idx, _)| (*idx, format!("refused: {code}")))
+                })
+                .collect(),
+            Err(why) => marks.iter().map(|(idx, _)| (*idx, why.clone())).collect(),
+        };
+        for (idx, why) in &refused {
+            let item = self.line_item(*idx);
+            self.sf_failed(format!(
+                "could not mark line {item} in Salesforce before licensing it: {why}"
+            ));
+        }
+        if !refused.is_empty() {
+            self.queue
+                .retain(|(idx, _)| !refused.iter().any(|(r, _)| r == idx));
+        }
+        // A batch lost altogether: the rest is not sent either (the message faults anyway).
+        if refused.len() == marks.len() && !marks.is_empty() {
+            let lost: Vec<usize> = rest.iter().map(|(idx, _)| *idx).collect();
+            self.queue.retain(|(idx, _)| !lost.contains(idx));
+            return self.pump(env);
+        }
+        self.send_issue_marks(rest, env);
+    }
+
     /// Start queued license calls up to the concurrency bound.
     #[inline(never)]
     pub(super) fn pump(&mut self, env: &mut Env<'_>) {

@@ -123,6 +123,12 @@ enum SfCall {
         lines: Vec<WriteBack>,
         mark_for: Option<usize>,
     },
+    /// New lines' issuing marks (shared-data ledger): (line, its mark) for this call, and the
+    /// marks still to send after it. The license calls wait for all of them.
+    IssueMarks {
+        marks: Vec<(usize, WriteBack)>,
+        rest: Vec<(usize, WriteBack)>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -433,6 +439,9 @@ impl Flow {
                 mark_for: Some(line),
                 ..
             }) => self.mark_failed(line, &why, env),
+            Pending::Sf(SfCall::IssueMarks { marks, rest }) => {
+                self.on_issue_marks(marks, rest, Err(why), env)
+            }
             Pending::Login { .. } | Pending::Sf(_) => {
                 self.log(Level::Warn, format!("Salesforce {why}"));
                 self.sf_failed(format!("Salesforce {why}"));

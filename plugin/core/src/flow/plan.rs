@@ -12,6 +12,37 @@ pub(super) const REVOKED: &str = "Revoked";
 const RENEWING: &str = "Renewing; expiry before: ";
 const NO_EXPIRY: &str = "none";
 
+/// A new line's mark in Salesforce before its license calls (shared-data ledger): until when a
+/// call of that delivery may still be running at the license server. Durable where shared data
+/// is not, so an Envoy restarted mid-call (a deploy) still knows not to look the line up, and
+/// issue again, before the license server has finished.
+const ISSUING: &str = "Issuing; busy until ";
+
+/// The text of an issuing mark: the time for a person; the milliseconds and the Envoy that wrote
+/// it (its ledger's instance) for keygate.
+pub(super) fn issuing_mark(until_ms: u64, instance: &str) -> String {
+    format!(
+        "{ISSUING}{} UTC ({until_ms}, gateway {instance})",
+        crate::license::qlm_timestamp(until_ms)
+    )
+}
+
+/// An issuing mark read back: until when its delivery's calls may run, and who wrote it.
+struct IssuingMark {
+    until_ms: u64,
+    instance: String,
+}
+
+fn issuing_marked(field: &str) -> Option<IssuingMark> {
+    let rest = field.trim().strip_prefix(ISSUING)?;
+    let (_, inner) = rest.rsplit_once('(')?;
+    let (ms, instance) = inner.strip_suffix(')')?.split_once(", gateway ")?;
+    Some(IssuingMark {
+        until_ms: ms.parse().ok()?,
+        instance: instance.to_owned(),
+    })
+}
+
 /// The state field's mark before a renewal: the key's expiry as the license server showed it.
 pub(super) fn renewing_mark(expiry: Option<&str>) -> String {
     format!("{RENEWING}{}", expiry.unwrap_or(NO_EXPIRY))
@@ -126,7 +157,7 @@ impl Flow {
         for (l, m) in p.logs {
             self.log(l, m);
         }
-        self.pump(env);
+        self.mark_then_pump(env);
     }
 
     /// What the ledger holds for a line (etcd's copy when etcd is the ledger).
@@ -186,12 +217,19 @@ impl Flow {
             self.queue.push_back((idx, step));
             return;
         }
+        // An earlier delivery's issuing mark (in the state field, else the write-back field).
+        let marked = item
+            .state
+            .as_deref()
+            .and_then(issuing_marked)
+            .or_else(|| item.written_back.as_deref().and_then(issuing_marked));
         match item.written_back.as_deref() {
             // Salesforce already holds this line's keys: the durable marker across replicas.
             Some(_) if written.is_some() => {
                 p.counts.add(Metric::LinesAlreadyLicensed);
                 return;
             }
+            Some(_) if marked.is_some() => {}
             // "TBD", "pending", …: a person's note, not a key. The lookup decides.
             Some(v) => p.logs.push((
                 Level::Warn,
@@ -224,16 +262,28 @@ impl Flow {
                 let idx = self.push_line(line);
                 self.queue.push_back((idx, Step::Lookup));
             }
-            // Unknown to etcd, which records every line before its call: never issued.
-            // Unknown to shared data (volatile, one Envoy's) is no such proof.
-            LineState::Unknown => {
-                let step = if self.etcd.is_none() {
-                    Step::Lookup
-                } else {
-                    Step::Act
-                };
+            // Shared data lost (a restart, an eviction): Salesforce's mark says whether an
+            // earlier delivery's call may still be running.
+            LineState::Unknown if self.etcd.is_none() => {
+                // This Envoy's own mark with nothing in its ledger: no call went out from here
+                // (the ledger records a line before its call, and never evicts one in flight).
+                let mine = marked.as_ref().is_some_and(|m| {
+                    p.ledger
+                        .instance(env.store)
+                        .is_some_and(|i| !m.instance.is_empty() && i.id == m.instance)
+                });
+                let marked_until = marked.filter(|_| !mine).map_or(0, |m| m.until_ms);
+                let busy_until = marked_until.max(self.restart_busy_until(env));
+                if busy_until > env.now_ms {
+                    return self.plan_busy(&item.id, busy_until, p, env);
+                }
                 let idx = self.push_line(line);
-                self.queue.push_back((idx, step));
+                self.queue.push_back((idx, Step::Lookup));
+            }
+            // Unknown to etcd, which records every line before its call: never issued.
+            LineState::Unknown => {
+                let idx = self.push_line(line);
+                self.queue.push_back((idx, Step::Act));
             }
         }
     }

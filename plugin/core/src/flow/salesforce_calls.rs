@@ -82,6 +82,26 @@ impl Flow {
                     salesforce::writeback_body(fields, lines).into_bytes(),
                 )
             }
+            SfCall::IssueMarks { marks, .. } => {
+                // The state field when there is one, else the write-back field (`mark_field`).
+                let fields = match sf.state_field.as_deref() {
+                    Some(state) => salesforce::WriteBackFields {
+                        keys: None,
+                        state: Some(state),
+                    },
+                    None => salesforce::WriteBackFields {
+                        keys: sf.writeback_field.as_deref(),
+                        state: None,
+                    },
+                };
+                let lines: Vec<WriteBack> = marks.iter().map(|(_, m)| m.clone()).collect();
+                headers.push(("content-type", "application/json".to_owned()));
+                (
+                    "PATCH",
+                    salesforce::writeback_path(&sf.api_version),
+                    salesforce::writeback_body(fields, &lines).into_bytes(),
+                )
+            }
         };
         let authority = token.instance_authority.clone();
         self.dispatch(
@@ -144,6 +164,10 @@ impl Flow {
                     ..
                 } => return self.mark_failed(line, "no response (reset or timeout)", env),
                 SfCall::WriteBack { .. } => "write-back",
+                SfCall::IssueMarks { marks, rest } => {
+                    let why = "no response (reset or timeout)".to_owned();
+                    return self.on_issue_marks(marks, rest, Err(why), env);
+                }
             };
             return self.sf_failed(format!(
                 "Salesforce {what} failed: no response (reset or timeout)"
@@ -188,6 +212,12 @@ impl Flow {
                 }
                 Err(e) => self.mark_failed(line, &e.to_string(), env),
             },
+            SfCall::IssueMarks { marks, rest } => {
+                let result = salesforce::parse_writeback(status, &resp.body, marks.len())
+                    .map(|failed| failed.into_iter().map(|f| (f.index, f.code)).collect())
+                    .map_err(|e| e.to_string());
+                self.on_issue_marks(marks, rest, result, env)
+            }
         }
     }
 

@@ -6,6 +6,7 @@ use std::rc::Rc;
 
 use keygate_core::config::Config;
 use keygate_core::flow::{Call, Command, Env, Response};
+use keygate_core::ledger::Ledger;
 use keygate_core::metrics::Metric;
 use keygate_core::reply::Reply;
 use keygate_core::store::MemStore;
@@ -23,6 +24,8 @@ pub const HUNDRED: &[u8] = include_bytes!("../../../../testdata/soap/valid/hundr
 
 /// The demo order's one line (testdata/soap/valid/activated_one.xml, `demo_world`).
 pub const ITEM: &str = "8025Y00000AbCdEQAV";
+/// How a new line's mark in Salesforce starts (before its license calls).
+pub const ISSUING_MARK: &str = "Issuing; busy until ";
 /// The clock of `deliver` (ms); tests that step time start from it.
 pub const T: u64 = 1_000_000;
 
@@ -61,8 +64,12 @@ pub struct World {
     pub item_page_size: usize,
     /// Tokens Salesforce no longer accepts (the rest of `tok-*` are valid while `token_valid`).
     pub stale_tokens: Vec<String>,
-    /// OrderItems whose write-back a validation rule refuses.
+    /// OrderItems whose keys a validation rule refuses (their issuing marks pass).
     pub refuse_writeback: Vec<String>,
+    /// OrderItems whose issuing mark Salesforce refuses.
+    pub refuse_marks: Vec<String>,
+    /// What the next write-backs of keys (not of issuing marks) answer instead.
+    pub keys_writeback_faults: VecDeque<Response>,
     /// What a further page of OrderItems answers instead of the page.
     pub item_page_fault: Option<Response>,
     /// The fleet's etcd (for configurations with `ledger.backend: "etcd"`).
@@ -154,6 +161,11 @@ impl World {
         self
     }
 
+    /// The next write-back of keys (an issuing mark's call passes) answers `r`.
+    pub fn fail_next_keys_writeback(&mut self, r: Response) {
+        self.keys_writeback_faults.push_back(r);
+    }
+
     pub fn fail_next(&mut self, endpoint: &'static str, r: Response) {
         self.faults.entry(endpoint).or_default().push_back(r);
     }
@@ -225,6 +237,11 @@ impl World {
         self.sent.push(call.clone());
         if let Some(r) = self.faults.get_mut(ep).and_then(VecDeque::pop_front) {
             return r;
+        }
+        if ep == "composite" && !String::from_utf8_lossy(&call.body).contains(ISSUING_MARK) {
+            if let Some(r) = self.keys_writeback_faults.pop_front() {
+                return r;
+            }
         }
         if ep == "etcd" {
             return self.etcd.serve(call);
@@ -331,7 +348,15 @@ impl World {
                 let mut results = Vec::new();
                 for r in body["records"].as_array().unwrap() {
                     let id = r["id"].as_str().unwrap().to_owned();
-                    if self.refuse_writeback.contains(&id) {
+                    let is_mark = [&r["License_Keys__c"], &r["License_State__c"]]
+                        .iter()
+                        .any(|v| v.as_str().is_some_and(|v| v.starts_with(ISSUING_MARK)));
+                    let refused = if is_mark {
+                        &self.refuse_marks
+                    } else {
+                        &self.refuse_writeback
+                    };
+                    if refused.contains(&id) {
                         // As Salesforce does: no `id` in a failed record's result.
                         results.push(json!({"success": false, "errors": [{"statusCode": "FIELD_CUSTOM_VALIDATION_EXCEPTION", "message": "Keys are locked", "fields": []}]}));
                         continue;
@@ -460,6 +485,15 @@ impl World {
         v
     }
 
+    /// The write-back field's values that are keys, not issuing marks.
+    pub fn keys_written(&self) -> BTreeMap<&str, &str> {
+        self.written
+            .iter()
+            .filter(|(_, v)| !v.starts_with(ISSUING_MARK))
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect()
+    }
+
     pub fn count(&self, ep: &str) -> usize {
         self.calls.iter().filter(|(e, _)| e == ep).count()
     }
@@ -497,6 +531,16 @@ pub fn deliver_at(
     step_ms: u64,
 ) -> Run {
     let mut now = now;
+    // As the shell does at configure time: name this store's Envoy lifetime (each new store is a
+    // new Envoy), begun long enough ago that no restart quarantine applies unless a test set one.
+    if Ledger::new(&cfg.state_prefix, cfg.ledger)
+        .instance(store)
+        .is_none()
+    {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let nonce = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ledger::new(&cfg.state_prefix, cfg.ledger).init(store, 0, nonce);
+    }
     let mut env = Env { now_ms: now, store };
     let (mut flow, first) = webhook::on_body(cfg, body, 42, &mut env);
     let mut queue: VecDeque<Call> = VecDeque::new();
