@@ -226,3 +226,28 @@ pub fn assert_one_key_per_line(standins: &Standins, lines: &[String]) -> BTreeMa
     );
     keys
 }
+
+/// A plugin-configuration patch under which a delivery's issuing marks (deadline + grace) expire
+/// [`SHORT_MARK`] after it starts: for tests that restart Envoy and redeliver (a new Envoy waits
+/// out another's unexpired mark as "busy").
+pub fn short_issuing_marks() -> serde_json::Value {
+    serde_json::json!({
+        "deadline_ms": 3000,
+        "license_server": {"timeout_ms": 2000},
+        "ledger": {"pending_grace_ms": 500, "claim_ttl_ms": 13000},
+    })
+}
+
+/// How long after its start a delivery's issuing mark holds under [`short_issuing_marks`].
+pub const SHORT_MARK: std::time::Duration = std::time::Duration::from_millis(3500);
+
+/// Salesforce's write-back field values that are keys (keygate's issuing marks left out).
+pub fn keys_written_back(
+    standins: &keygate_standins::Standins,
+) -> std::collections::BTreeMap<String, String> {
+    standins
+        .writebacks()
+        .into_iter()
+        .filter(|(_, v)| !v.starts_with(keygate_standins::ISSUING_MARK))
+        .collect()
+}

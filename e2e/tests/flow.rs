@@ -7,7 +7,7 @@ use keygate_e2e::soap_reply::{assert_ack, assert_fault, assert_no_leaks};
 use keygate_e2e::{json, testdata, Gateway, GatewayOptions, Value};
 use keygate_standins::{
     family_item_id, family_order_id, sf_id18, Endpoint, Fault, FaultKind, RecordedRequest,
-    CLIENT_ID, DEMO_ITEM_ID, DEMO_ORDER_ID, DRAFT_ORDER_ID, MULTI_LINE_ITEM_IDS,
+    CLIENT_ID, DEMO_ITEM_ID, DEMO_ORDER_ID, DRAFT_ORDER_ID, ISSUING_MARK, MULTI_LINE_ITEM_IDS,
     MULTI_LINE_ORDER_ID, NO_ITEMS_ORDER_ID, QLM_USER, USERNAME,
 };
 use std::collections::BTreeMap;
@@ -261,7 +261,24 @@ fn assert_person(form: &BTreeMap<String, String>, name: &str, email: &str, phone
 }
 
 /// Records of every composite (write-back) call, in call order: (OrderItem id, field value).
+/// The (OrderItem id, write-back field value) of each sObject Collections call that wrote keys
+/// (the calls writing issuing marks: `issuing_marks`).
 fn composite_records(gw: &Gateway) -> Vec<Vec<(String, String)>> {
+    all_composite_records(gw)
+        .into_iter()
+        .filter(|records| !records.iter().all(|(_, v)| v.starts_with(ISSUING_MARK)))
+        .collect()
+}
+
+/// The calls that wrote issuing marks (before the license calls), as `composite_records`.
+fn issuing_marks(gw: &Gateway) -> Vec<Vec<(String, String)>> {
+    all_composite_records(gw)
+        .into_iter()
+        .filter(|records| records.iter().all(|(_, v)| v.starts_with(ISSUING_MARK)))
+        .collect()
+}
+
+fn all_composite_records(gw: &Gateway) -> Vec<Vec<(String, String)>> {
     calls(gw, Endpoint::Composite)
         .into_iter()
         .map(|r| {
@@ -338,7 +355,8 @@ fn one_order_one_line_is_licensed_and_written_back() {
             ("query", 1),
             ("retrieve", 1),
             ("license", 1),
-            ("composite", 1),
+            // The line's issuing mark, then its key.
+            ("composite", 2),
         ],
     );
 
@@ -430,7 +448,14 @@ fn one_order_one_line_is_licensed_and_written_back() {
     assert_eq!(issue.method, "POST");
     assert!(!issue.query.contains("pwd"), "{issue:?}");
 
-    // One write-back holding exactly the issued key.
+    // Before the license calls, one call marking the line (in the write-back field: no state
+    // field here) with until when this delivery's calls may run; after them, one write-back
+    // holding exactly the issued key.
+    let marks = issuing_marks(&gw);
+    assert_eq!(marks.len(), 1, "{marks:?}");
+    assert_eq!(marks[0].len(), 1);
+    assert_eq!(marks[0][0].0, DEMO_ITEM_ID);
+    assert!(marks[0][0].1.contains(" UTC ("), "{marks:?}");
     let issued = gw.standins.issued();
     let key = issued[DEMO_ITEM_ID][0].clone();
     assert_eq!(
@@ -439,14 +464,15 @@ fn one_order_one_line_is_licensed_and_written_back() {
     );
     assert_one_key_per_line_written_back(&gw, &[DEMO_ITEM_ID]);
 
-    // In that order.
+    // In that order: the line's issuing mark before its license call, its key after.
+    let composites = seqs(&gw, Endpoint::Composite);
     let order = [
-        Endpoint::Token,
-        Endpoint::Query,
-        Endpoint::License,
-        Endpoint::Composite,
-    ]
-    .map(|e| seqs(&gw, e)[0]);
+        seqs(&gw, Endpoint::Token)[0],
+        seqs(&gw, Endpoint::Query)[0],
+        composites[0],
+        seqs(&gw, Endpoint::License)[0],
+        composites[1],
+    ];
     assert!(
         order.windows(2).all(|w| w[0] < w[1]),
         "call order {order:?}"
@@ -475,7 +501,8 @@ fn one_order_one_line_is_licensed_and_written_back() {
             ("query", 2),
             ("retrieve", 1),
             ("license", 1),
-            ("composite", 1),
+            // The line's issuing mark, then its key.
+            ("composite", 2),
         ],
     );
     assert_one_key_per_line_written_back(&gw, &[DEMO_ITEM_ID]);
@@ -503,7 +530,8 @@ fn several_orders_and_lines_get_their_quantities_and_mappings() {
             ("query", 1),
             ("retrieve", 3),
             ("license", 3),
-            ("composite", 1),
+            // The lines' issuing marks, then their keys.
+            ("composite", 2),
         ],
     );
     let q = soql(&calls(&gw, Endpoint::Query)[0]);
@@ -641,7 +669,8 @@ fn hundred_notifications_one_query_bounded_concurrency() {
     assert_eq!(counts.get("query").copied(), Some(1), "{counts:?}");
     assert!(counts.get("token").copied().unwrap_or(0) <= 1, "{counts:?}");
     assert_eq!(counts.get("license").copied(), Some(100), "{counts:?}");
-    assert_eq!(counts.get("composite").copied(), Some(1), "{counts:?}");
+    // The 100 lines' issuing marks, then their keys.
+    assert_eq!(counts.get("composite").copied(), Some(2), "{counts:?}");
     assert_eq!(counts.get("query_more"), None, "{counts:?}");
     let q = soql(&calls(&gw, Endpoint::Query)[0]);
     for n in [0, 42, 99] {
@@ -855,7 +884,8 @@ fn password_grant_logs_in_with_username_and_password() {
             ("query", 1),
             ("retrieve", 1),
             ("license", 1),
-            ("composite", 1),
+            // The line's issuing mark, then its key.
+            ("composite", 2),
         ],
     );
     let token = &calls(&gw, Endpoint::Token)[0];
@@ -931,16 +961,30 @@ fn expired_token_mid_flow_logs_in_once_more_and_retries() {
 
 #[test]
 fn without_writeback_nothing_is_written_and_the_ledger_prevents_a_second_key() {
-    let gw = Gateway::start(
-        GatewayOptions::default().patch(json!({"salesforce": {"writeback_field": null}})),
-    );
+    // Nothing durable holds an issuing mark: for a call's time and its grace after the start
+    // (1 s here) a line the ledger does not know is busy: a restart may have forgotten its call.
+    let gw = Gateway::start(GatewayOptions::default().patch(json!({
+        "salesforce": {"writeback_field": null},
+        "license_server": {"timeout_ms": 1000},
+        "ledger": {"pending_grace_ms": 0},
+    })));
     assert!(gw.plugin_config["salesforce"]
         .get("writeback_field")
         .is_none());
+    let busy = assert_fault(&gw.post_webhook(activated_one()), 500, "soapenv:Server");
+    assert!(
+        busy.contains("an earlier license call may still be running"),
+        "{busy}"
+    );
+    assert_eq!(
+        count(&gw, Endpoint::License) + count(&gw, Endpoint::Retrieve),
+        0
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1100));
     assert_ack(&gw.post_webhook(activated_one()));
     expect_counts(
         &gw,
-        &[("token", 1), ("query", 1), ("retrieve", 1), ("license", 1)],
+        &[("token", 1), ("query", 2), ("retrieve", 1), ("license", 1)],
     );
     let q = soql(&calls(&gw, Endpoint::Query)[0]);
     assert!(!q.contains(WRITEBACK_FIELD), "{q}");
@@ -953,7 +997,7 @@ fn without_writeback_nothing_is_written_and_the_ledger_prevents_a_second_key() {
     }
     expect_counts(
         &gw,
-        &[("token", 1), ("query", 4), ("retrieve", 1), ("license", 1)],
+        &[("token", 1), ("query", 5), ("retrieve", 1), ("license", 1)],
     );
     assert_eq!(gw.standins.issued()[DEMO_ITEM_ID], key);
     assert!(gw.standins.writebacks().is_empty());
@@ -961,6 +1005,7 @@ fn without_writeback_nothing_is_written_and_the_ledger_prevents_a_second_key() {
         &gw,
         &[
             ("keygate_messages_acked", 4),
+            ("keygate_messages_faulted_busy", 1),
             ("keygate_licenses_issued", 1),
             ("keygate_lines_already_licensed", 3),
         ],
@@ -990,7 +1035,11 @@ fn license_server_failure_faults_then_redelivery_licenses_each_line_once() {
     );
     assert!(gw.standins.pending_faults().is_empty());
     assert_eq!(count(&gw, Endpoint::License), 3);
-    assert_eq!(count(&gw, Endpoint::Composite), 0, "nothing to write back");
+    assert_eq!(
+        count(&gw, Endpoint::Composite),
+        1,
+        "the issuing marks; no key to write back"
+    );
     assert!(gw.standins.issued().is_empty());
     assert_counters(
         &gw,
@@ -1026,7 +1075,8 @@ fn license_server_failure_faults_then_redelivery_licenses_each_line_once() {
     assert_eq!(count(&gw, Endpoint::License), 6, "{:?}", call_counts(&gw));
     assert_license_calls_well_formed_after_fault(&gw);
     assert_one_key_per_line_written_back(&gw, &lines);
-    assert_eq!(count(&gw, Endpoint::Composite), 1);
+    // Each delivery's issuing marks, and the keys.
+    assert_eq!(count(&gw, Endpoint::Composite), 3);
     assert_counters(
         &gw,
         &[

@@ -3,7 +3,10 @@
 //! order products beyond the first page, a reply too large to read. Each case once ended with a
 //! second key for a line or an ack without one.
 
-use keygate_e2e::exactly_once::{assert_one_key_per_line, refs_of, settle, Calls};
+use keygate_e2e::exactly_once::{
+    assert_one_key_per_line, keys_written_back, refs_of, settle, short_issuing_marks, Calls,
+    SHORT_MARK,
+};
 use keygate_e2e::soap_reply::{assert_ack_from, assert_no_leaks, assert_server_fault};
 use keygate_e2e::{json, testdata, Gateway, GatewayOptions};
 use keygate_standins::{
@@ -28,9 +31,10 @@ fn several_lines() -> Vec<String> {
 /// and writes back the key the license server already has: no second key.
 #[test]
 fn a_refused_write_back_then_a_restart_finds_the_key() {
-    let gw = Gateway::start(GatewayOptions::default());
+    let gw = Gateway::start(GatewayOptions::default().patch(short_issuing_marks()));
     let refused = MULTI_LINE_ITEM_IDS[0];
     gw.standins.refuse_writeback(&[refused]);
+    let started = Instant::now();
     let why = assert_server_fault(&gw.post_webhook(several()));
     assert!(
         why.contains(&format!(
@@ -39,12 +43,14 @@ fn a_refused_write_back_then_a_restart_finds_the_key() {
         "{why}"
     );
     assert_eq!(
-        gw.standins.writebacks().len(),
+        keys_written_back(&gw.standins).len(),
         2,
         "the other lines are written back"
     );
 
     let gw = gw.restart_envoy();
+    // The refused line still shows its issuing mark: the new Envoy waits it out, then looks.
+    std::thread::sleep(SHORT_MARK.saturating_sub(started.elapsed()));
     gw.standins.refuse_writeback(&[]);
     let mark = gw.standins.record().len();
     assert_ack_from(&gw.post_webhook(several()), &gw);
@@ -58,7 +64,7 @@ fn a_refused_write_back_then_a_restart_finds_the_key() {
     );
     assert_eq!(
         Calls::of(redelivery),
-        Calls::new(1, 1, 0, 1, 1),
+        Calls::new(1, 1, 0, 1, 2),
         "{redelivery:#?}"
     );
     assert_eq!(gw.counter("keygate_licenses_recovered"), 1);
@@ -69,21 +75,30 @@ fn a_refused_write_back_then_a_restart_finds_the_key() {
 /// before every first issue is what keeps the second delivery from issuing again.
 #[test]
 fn without_write_back_a_restart_never_issues_a_second_key() {
-    let gw = Gateway::start(
-        GatewayOptions::default().patch(json!({"salesforce": {"writeback_field": null}})),
-    );
+    // No durable place for an issuing mark: after each start, a line the ledger does not know
+    // waits out one call's time and grace (1 s here) before it is looked up.
+    let quarantine = Duration::from_millis(1100);
+    let gw = Gateway::start(GatewayOptions::default().patch(json!({
+        "salesforce": {"writeback_field": null},
+        "license_server": {"timeout_ms": 1000},
+        "ledger": {"pending_grace_ms": 0},
+    })));
+    std::thread::sleep(quarantine);
     assert_ack_from(
         &gw.post_webhook(testdata("soap/valid/activated_one.xml")),
         &gw,
     );
     let gw = gw.restart_envoy();
+    let busy = assert_server_fault(&gw.post_webhook(testdata("soap/valid/activated_one.xml")));
+    assert!(busy.contains("may still be running"), "{busy}");
+    std::thread::sleep(quarantine);
     assert_ack_from(
         &gw.post_webhook(testdata("soap/valid/activated_one.xml")),
         &gw,
     );
     let issued = gw.standins.issued();
     assert_eq!(issued[DEMO_ITEM_ID].len(), 1, "{issued:?}");
-    assert_eq!(Calls::of(&gw.standins.record()), Calls::new(2, 2, 1, 2, 0));
+    assert_eq!(Calls::of(&gw.standins.record()), Calls::new(2, 3, 1, 2, 0));
 }
 
 /// The license server takes 2.5 s against a 1 s timeout and issues anyway. The redelivery right
@@ -133,8 +148,8 @@ fn a_slow_license_server_gets_busy_then_a_lookup_never_a_second_key() {
     let record = gw.standins.record();
     assert_eq!(
         Calls::of(&record[mark..]),
-        Calls::new(0, 1, 0, 1, 1),
-        "{:#?}",
+        Calls::new(0, 1, 0, 1, 2),
+        "the line marked again, looked up, written back: {:#?}",
         &record[mark..]
     );
     assert_one_key_per_line(&gw.standins, &[DEMO_ITEM_ID.to_owned()]);
@@ -152,8 +167,12 @@ fn a_one_word_reply_is_never_written_back_or_acked() {
         .unwrap();
     let why = assert_server_fault(&gw.post_webhook(&body));
     assert!(why.contains("not a license key: Unauthorized"), "{why}");
-    assert!(gw.standins.writebacks().is_empty());
-    assert_eq!(Calls::of(&gw.standins.record()).composite, 0);
+    assert!(keys_written_back(&gw.standins).is_empty());
+    assert_eq!(
+        Calls::of(&gw.standins.record()).composite,
+        1,
+        "the issuing mark only"
+    );
 
     assert_ack_from(&gw.post_webhook(&body), &gw);
     let keys = assert_one_key_per_line(&gw.standins, &[DEMO_ITEM_ID.to_owned()]);
@@ -177,7 +196,7 @@ fn order_products_beyond_the_first_page_are_all_licensed() {
     assert_eq!(pages, 2, "{record:#?}");
     let mut calls = Calls::of(&record);
     calls.other -= pages;
-    assert_eq!(calls, Calls::new(1, 1, 3, 3, 1), "{record:#?}");
+    assert_eq!(calls, Calls::new(1, 1, 3, 3, 2), "{record:#?}");
 }
 
 /// A reply larger than `max_reply_bytes` is read no further than the cap and is a failure; the
@@ -210,4 +229,88 @@ fn a_reply_over_max_reply_bytes_is_refused_and_nothing_is_lost() {
         "{why}"
     );
     assert_no_leaks(&gw);
+}
+
+/// Envoy stopped (a deploy) while the license server is still issuing: the shared-data ledger's
+/// pending mark dies with the process, and the redelivery reaches the new Envoy before the
+/// license server has finished. The issuing mark written to Salesforce before the call tells
+/// the new Envoy to wait ("busy"); once the delivery's calls are over, the lookup finds the one
+/// key. (Found by a soak: a lookup here used to find nothing and issue a second key.)
+#[test]
+fn a_restart_while_the_license_server_is_still_issuing_never_gives_a_second_key() {
+    // A short deadline and grace so the mark's time (deadline + grace) passes within the test.
+    let gw = Gateway::start(GatewayOptions::default().patch(json!({
+        "deadline_ms": 4000,
+        "license_server": {"timeout_ms": 3000},
+        "ledger": {"pending_grace_ms": 1000, "claim_ttl_ms": 14000},
+    })));
+    let body = testdata("soap/valid/activated_one.xml");
+    // The license server takes 2.5 s and issues at the end of it.
+    gw.standins
+        .inject_fault(Fault::new(Endpoint::License, FaultKind::Delay).delay_ms(2500))
+        .unwrap();
+    let addr = gw.gateway_addr;
+    let first = {
+        let body = body.clone();
+        std::thread::spawn(move || {
+            let headers = [
+                ("Content-Type", "text/xml; charset=utf-8"),
+                ("SOAPAction", "\"\""),
+            ];
+            keygate_e2e::http::request(
+                addr,
+                "POST",
+                &keygate_e2e::webhook_path_with_secret(),
+                &headers,
+                body.as_bytes(),
+                Duration::from_secs(10),
+            )
+        })
+    };
+    let started = Instant::now();
+    // Wait until the issue call is at the license server, then deploy.
+    while !gw
+        .standins
+        .record()
+        .iter()
+        .any(|r| r.endpoint == Endpoint::Composite)
+        || started.elapsed() < Duration::from_millis(800)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "no issuing mark"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let gw = gw.restart_envoy();
+    let _ = first.join();
+    assert!(
+        gw.standins.issued().is_empty(),
+        "the license server is still working on it"
+    );
+
+    // The redelivery at once (a new Envoy: a new login): busy, no lookup and no issue.
+    let mark = gw.standins.record().len();
+    let busy = assert_server_fault(&gw.post_webhook(&body));
+    assert!(
+        busy.contains(&format!(
+            "line {DEMO_ITEM_ID}: an earlier license call may still be running"
+        )),
+        "{busy}"
+    );
+    let record = gw.standins.record();
+    assert_eq!(
+        Calls::of(&record[mark..]),
+        Calls::new(1, 1, 0, 0, 0),
+        "{record:#?}"
+    );
+
+    // The license server finishes; after the delivery's time (4 s + 1 s) the lookup finds it.
+    while started.elapsed() < Duration::from_millis(5_500) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(gw.standins.issued()[DEMO_ITEM_ID].len(), 1);
+    assert_ack_from(&gw.post_webhook(&body), &gw);
+    assert_one_key_per_line(&gw.standins, &[DEMO_ITEM_ID.to_owned()]);
+    assert_eq!(gw.counter("keygate_licenses_recovered"), 1);
 }

@@ -32,7 +32,7 @@ pub use license::{
     KeyState, PATH_PREFIX as LICENSE_PATH_PREFIX, QLM_API_KEY, QLM_PASSWORD, QLM_USER,
 };
 pub use record::{Endpoint, EndpointStats, RecordedRequest, Service};
-pub use salesforce::{CLIENT_ID, CLIENT_SECRET, ORG_ID, PASSWORD, USERNAME};
+pub use salesforce::{CLIENT_ID, CLIENT_SECRET, ISSUING_MARK, ORG_ID, PASSWORD, USERNAME};
 pub use state::{OVERSIZE_BYTES, SELF_CHECK_HEADER, TRUNCATED_BODY};
 /// Written-back fields of one order product, by field name.
 pub type FieldMap = serde_json::Map<String, serde_json::Value>;
@@ -267,14 +267,25 @@ impl Standins {
         self.shared.lock().items_page_size = n.max(1);
     }
 
-    /// From now on, a write-back of these OrderItems (15 or 18 characters) fails with
-    /// `FIELD_CUSTOM_VALIDATION_EXCEPTION`; an empty list accepts every write again.
+    /// From now on, a write-back of keys to these OrderItems (15 or 18 characters) fails with
+    /// `FIELD_CUSTOM_VALIDATION_EXCEPTION` (keygate's issuing marks still pass); an empty list
+    /// accepts every write again.
     pub fn refuse_writeback(&self, items: &[&str]) {
         let full = items
             .iter()
             .map(|i| self.shared.orders.item_id18(i))
             .collect();
         self.shared.lock().refuse_writeback = full;
+    }
+
+    /// From now on, keygate's issuing mark on these OrderItems fails with
+    /// `FIELD_CUSTOM_VALIDATION_EXCEPTION`; an empty list accepts them again.
+    pub fn refuse_marks(&self, items: &[&str]) {
+        let full = items
+            .iter()
+            .map(|i| self.shared.orders.item_id18(i))
+            .collect();
+        self.shared.lock().refuse_marks = full;
     }
 
     /// Off: the lifecycle methods (RevokeLicenseHttp, UpdateLicenseHttp, RenewSubscriptionHttp)

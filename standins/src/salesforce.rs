@@ -697,11 +697,22 @@ pub fn composite(shared: &Shared, req: &Request) -> Response {
     let checked: Vec<Checked> = records
         .iter()
         .map(|r| match check_update(shared, r) {
-            Ok((full, _)) if state.refuse_writeback.contains(&full) => Err(record_error(
-                "FIELD_CUSTOM_VALIDATION_EXCEPTION",
-                "License keys cannot be changed on this order product",
-                &[],
-            )),
+            // Two validation rules a test can switch on per record: one on the keys written
+            // back, one on keygate's issuing mark (written before the license calls).
+            Ok((full, _)) if is_issuing_mark(r) && state.refuse_marks.contains(&full) => {
+                Err(record_error(
+                    "FIELD_CUSTOM_VALIDATION_EXCEPTION",
+                    "This order product cannot be changed now",
+                    &[],
+                ))
+            }
+            Ok((full, _)) if !is_issuing_mark(r) && state.refuse_writeback.contains(&full) => {
+                Err(record_error(
+                    "FIELD_CUSTOM_VALIDATION_EXCEPTION",
+                    "License keys cannot be changed on this order product",
+                    &[],
+                ))
+            }
             other => other,
         })
         .collect();
@@ -738,6 +749,18 @@ pub fn composite(shared: &Shared, req: &Request) -> Response {
 
 /// A valid update (18-character id, fields to write) or the record's error object (JSON text).
 type Checked = Result<(String, Map<String, Value>), String>;
+
+/// keygate's issuing mark: a record whose written values include `Issuing; busy until …`.
+fn is_issuing_mark(record: &Value) -> bool {
+    record.as_object().is_some_and(|fields| {
+        fields
+            .values()
+            .any(|v| v.as_str().is_some_and(|v| v.starts_with(ISSUING_MARK)))
+    })
+}
+
+/// How keygate's issuing mark starts (its README, "Delivery guarantees").
+pub const ISSUING_MARK: &str = "Issuing; busy until ";
 
 fn record_error(code: &str, message: &str, fields: &[&str]) -> String {
     obj(&[

@@ -26,6 +26,8 @@ pub struct State {
     pub plain_text_keys: bool,
     /// OrderItems (18-character ids) whose write-back a validation rule refuses.
     pub refuse_writeback: BTreeSet<String>,
+    /// OrderItems whose issuing mark (keygate's write before its license calls) is refused.
+    pub refuse_marks: BTreeSet<String>,
     pub record: Vec<RecordedRequest>,
     /// keygate's self-check calls, apart from `record` (they answer no delivery).
     pub probes: Vec<RecordedRequest>,
@@ -118,6 +120,7 @@ impl Shared {
                 items_page_size: DEFAULT_ITEMS_PAGE_SIZE,
                 plain_text_keys,
                 refuse_writeback: BTreeSet::new(),
+                refuse_marks: BTreeSet::new(),
                 record: Vec::new(),
                 probes: Vec::new(),
                 stats: BTreeMap::new(),
@@ -214,6 +217,7 @@ impl Shared {
         s.items_page_size = DEFAULT_ITEMS_PAGE_SIZE;
         s.plain_text_keys = self.default_plain_text_keys;
         s.refuse_writeback.clear();
+        s.refuse_marks.clear();
         self.seq.store(0, Ordering::SeqCst);
     }
 
@@ -428,6 +432,10 @@ impl Shared {
                         let full = ids.iter().map(|id| self.orders.item_id18(id));
                         s.refuse_writeback = full.collect();
                     }
+                    if let Some(ids) = change.refuse_marks {
+                        let full = ids.iter().map(|id| self.orders.item_id18(id));
+                        s.refuse_marks = full.collect();
+                    }
                     for (order, status) in change.order_status.unwrap_or_default() {
                         match self.orders.order_id18(&order) {
                             Some(id) => {
@@ -476,6 +484,7 @@ struct ConfigChange {
     issue_keeps_orderid: Option<bool>,
     /// Replaces the set of OrderItems whose write-back is refused.
     refuse_writeback: Option<Vec<String>>,
+    refuse_marks: Option<Vec<String>>,
     /// Order id (15 or 18 characters) → its Status from now on (merged into earlier changes).
     order_status: Option<BTreeMap<String, String>>,
 }
@@ -508,6 +517,7 @@ impl State {
             "items_page_size": self.items_page_size,
             "plain_text_keys": self.plain_text_keys,
             "refuse_writeback": self.refuse_writeback,
+            "refuse_marks": self.refuse_marks,
             "lifecycle_enabled": l.lifecycle_enabled(),
             "order_status": self.order_status,
             "strict_auth_methods": l.strict_auth_methods,
