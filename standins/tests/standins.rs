@@ -350,7 +350,7 @@ fn structure(xml: &str) -> Vec<String> {
 
 /// `GET /_standin/config` after a reset.
 fn default_config() -> Value {
-    json!({"page_size":2000,"items_page_size":2000,"plain_text_keys":false,"refuse_writeback":[],"lifecycle_enabled":true,"order_status":{},
+    json!({"page_size":2000,"items_page_size":2000,"plain_text_keys":false,"refuse_writeback":[],"refuse_marks":[],"lifecycle_enabled":true,"order_status":{},
         "strict_auth_methods":["RetrieveActivationKeyHttp"],"strict_url_base":null,"strict_timestamp_tolerance_s":300,
         "disabled_methods":[],"allowed_ips":null,"issue_keeps_orderid":false})
 }
@@ -1330,7 +1330,7 @@ fn control_api_over_http() {
             r#"{"page_size":1,"plain_text_keys":true}"#
         )
         .json(),
-        json!({"page_size":1,"items_page_size":2000,"plain_text_keys":true,"refuse_writeback":[],"lifecycle_enabled":true,"order_status":{},
+        json!({"page_size":1,"items_page_size":2000,"plain_text_keys":true,"refuse_writeback":[],"refuse_marks":[],"lifecycle_enabled":true,"order_status":{},
             "strict_auth_methods":["RetrieveActivationKeyHttp"],"strict_url_base":null,"strict_timestamp_tolerance_s":300,
             "disabled_methods":[],"allowed_ips":null,"issue_keeps_orderid":false})
     );
@@ -2458,4 +2458,33 @@ fn self_check_calls_are_served_apart_and_never_take_a_fault() {
     assert_eq!(s.record().len(), 1);
     s.reset();
     assert!(s.probes().is_empty());
+}
+
+/// Two validation rules a test switches on per record: `refuse_writeback` refuses the keys
+/// written back and lets keygate's issuing mark pass; `refuse_marks` the reverse.
+#[test]
+fn refused_keys_and_refused_marks_are_told_apart() {
+    let s = start();
+    let tok = token(&s);
+    let patch = |value: &str| {
+        let body = json!({"allOrNone": false, "records": [
+            {"attributes": {"type": "OrderItem"}, "id": DEMO_ITEM_ID, "License_Keys__c": value}]});
+        let r = call(
+            s.salesforce_addr(),
+            "PATCH",
+            "/services/data/v60.0/composite/sobjects",
+            &[JSON, ("Authorization", &format!("Bearer {tok}"))],
+            body.to_string().as_bytes(),
+        );
+        r.json()[0]["success"].as_bool().expect("a result")
+    };
+    let mark = format!("{ISSUING_MARK}2026-12-06 04:00:00 UTC (1796529600000, gateway 1)");
+    s.refuse_writeback(&[DEMO_ITEM_ID]);
+    assert!(patch(&mark), "a mark passes the rule on keys");
+    assert!(!patch("AAAAA-BBBBB-CCCCC"));
+    s.refuse_writeback(&[]);
+    s.refuse_marks(&[DEMO_ITEM_ID]);
+    assert!(!patch(&mark));
+    assert!(patch("AAAAA-BBBBB-CCCCC"));
+    assert_eq!(s.writebacks()[DEMO_ITEM_ID], "AAAAA-BBBBB-CCCCC");
 }
