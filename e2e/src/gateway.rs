@@ -463,6 +463,11 @@ impl Gateway {
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
+    /// The Envoy process's id (its memory, for a soak).
+    pub fn envoy_pid(&self) -> u32 {
+        self.envoy.id()
+    }
+
     /// Where the rendered config and the log live (kept after a failed test).
     pub fn dir(&self) -> &Path {
         &self.dir

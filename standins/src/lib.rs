@@ -201,6 +201,12 @@ impl Standins {
         self.shared.record()
     }
 
+    /// The most license-server calls served at once (keygate's deliveries; the self-check's
+    /// left out) since the start or the last reset.
+    pub fn license_max_in_flight(&self) -> u64 {
+        self.shared.license_max_in_flight()
+    }
+
     /// keygate's start-up self-check calls (header `x-keygate-self-check`), kept out of
     /// `record` and the stats, and never given an injected fault.
     pub fn probes(&self) -> Vec<RecordedRequest> {
@@ -246,6 +252,11 @@ impl Standins {
     /// Faults not yet used up.
     pub fn pending_faults(&self) -> Vec<Fault> {
         self.shared.pending_faults()
+    }
+
+    /// Drops every fault not yet used up (the stand-ins behave from now on).
+    pub fn clear_faults(&self) {
+        self.shared.clear_faults();
     }
 
     /// Every token issued so far now gets 401 INVALID_SESSION_ID.

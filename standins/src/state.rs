@@ -95,6 +95,10 @@ pub struct Shared {
     pub writeback_field: String,
     pub log_requests: bool,
     seq: AtomicU64,
+    /// License-server calls being served now (deliveries', not the self-check's), and the most
+    /// ever at once since the last reset: the ceiling a soak checks.
+    license_in_flight: AtomicU64,
+    license_max_in_flight: AtomicU64,
     state: Mutex<State>,
 }
 
@@ -115,6 +119,8 @@ impl Shared {
             writeback_field,
             log_requests,
             seq: AtomicU64::new(0),
+            license_in_flight: AtomicU64::new(0),
+            license_max_in_flight: AtomicU64::new(0),
             state: Mutex::new(State {
                 page_size: page_size.max(1),
                 items_page_size: DEFAULT_ITEMS_PAGE_SIZE,
@@ -150,6 +156,11 @@ impl Shared {
         let mut record = self.lock().record.clone();
         record.sort_by_key(|r| r.seq);
         record
+    }
+
+    /// The most license-server calls served at once since the start or the last reset.
+    pub fn license_max_in_flight(&self) -> u64 {
+        self.license_max_in_flight.load(Ordering::SeqCst)
     }
 
     /// The self-check's calls (`x-keygate-self-check`), in arrival order.
@@ -202,6 +213,7 @@ impl Shared {
         let mut s = self.lock();
         s.record.clear();
         s.probes.clear();
+        self.license_max_in_flight.store(0, Ordering::SeqCst);
         s.stats.clear();
         s.faults.clear();
         s.tokens.clear();
@@ -229,6 +241,10 @@ impl Shared {
 
     pub fn pending_faults(&self) -> Vec<Fault> {
         self.lock().faults.pending()
+    }
+
+    pub fn clear_faults(&self) {
+        self.lock().faults.clear();
     }
 
     pub fn expire_tokens(&self) {
@@ -296,6 +312,11 @@ impl Shared {
             _ if probe => None,
             e => self.lock().faults.take(e),
         };
+        let counted = service == Service::License && !probe;
+        if counted {
+            let now = self.license_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.license_max_in_flight.fetch_max(now, Ordering::SeqCst);
+        }
         let sleep = |f: &Fault| thread::sleep(Duration::from_millis(f.delay_ms));
         let outcome = match &fault {
             None => Outcome::Reply(self.serve(service, endpoint, &version, req)),
@@ -328,6 +349,9 @@ impl Shared {
                 }
             },
         };
+        if counted {
+            self.license_in_flight.fetch_sub(1, Ordering::SeqCst);
+        }
         let service_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         let mut entry = record_of(seq, service, endpoint, req);
         entry.status = match &outcome {

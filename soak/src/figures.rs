@@ -1,0 +1,178 @@
+//! The soak's figures, printed for a person and written as JSON: what was processed, how fast it
+//! was acked under faults, how often messages were redelivered, which faults were injected, the
+//! invariants' counts (duplicates and lost must be 0), Envoy's memory at start, after warm-up and
+//! at the end, etcd's keys, and the most license calls the license server saw at once against
+//! the ceiling the shipped config sets.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+
+use crate::book::Book;
+use crate::invariants::Verdict;
+use crate::simulator::Traffic;
+
+pub struct Report<'a> {
+    pub seed: u64,
+    pub minutes: f64,
+    pub ledger: &'static str,
+    pub replicas: usize,
+    pub book: &'a Book,
+    pub traffic: &'a Traffic,
+    pub injected: &'a BTreeMap<&'static str, u32>,
+    pub acks_in_fault_phase: usize,
+    pub fault_phase_s: f64,
+    pub settled_s: f64,
+    /// Per Envoy, KiB: at start, after warm-up (a fifth of the fault phase), at the end.
+    pub rss_kib: [Vec<u64>; 3],
+    pub etcd_keys: Option<usize>,
+    pub license_max_in_flight: u64,
+    pub license_ceiling: Option<u64>,
+    /// Licensed lines by how many keys they have at the end (1 is right).
+    pub key_counts: BTreeMap<usize, usize>,
+    pub verdict: &'a Verdict,
+}
+
+/// The license cluster's circuit-breaker ceiling in host-config/envoy.local.yaml (the config the
+/// soak runs): its `max_requests`.
+pub fn license_ceiling() -> Option<u64> {
+    let yaml =
+        std::fs::read_to_string(keygate_e2e::repo_root().join("host-config/envoy.local.yaml"))
+            .ok()?;
+    let cluster = yaml.split("  - name: license_server\n").nth(1)?;
+    let cluster = cluster.split("\n  - name: ").next()?;
+    let at = cluster.find("max_requests:")? + "max_requests:".len();
+    cluster[at..]
+        .trim_start()
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let i = ((sorted.len() - 1) as f64 * p / 100.0).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+impl Report<'_> {
+    fn messages(&self) -> (usize, usize, Vec<u64>) {
+        let messages = self
+            .traffic
+            .messages
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let deliveries = self
+            .traffic
+            .deliveries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let notifications = messages.iter().map(|m| m.notifications).sum();
+        let mut redeliveries: Vec<u64> = deliveries
+            .iter()
+            .map(|d| {
+                d.attempts
+                    .iter()
+                    .filter(|a| !a.duplicate)
+                    .count()
+                    .saturating_sub(1) as u64
+            })
+            .collect();
+        redeliveries.sort_unstable();
+        (messages.len(), notifications, redeliveries)
+    }
+
+    fn duplicates_sent(&self) -> usize {
+        let deliveries = self
+            .traffic
+            .deliveries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        deliveries
+            .iter()
+            .map(|d| d.attempts.iter().filter(|a| a.duplicate).count())
+            .sum()
+    }
+
+    /// Growth of each Envoy's memory from after warm-up to the end, per 10 000 messages.
+    fn rss_growth_per_10k(&self) -> Vec<f64> {
+        let (messages, _, _) = self.messages();
+        self.rss_kib[1]
+            .iter()
+            .zip(&self.rss_kib[2])
+            .map(|(warm, end)| (*end as f64 - *warm as f64) * 10_000.0 / messages.max(1) as f64)
+            .collect()
+    }
+
+    pub fn to_json(&self) -> Value {
+        let (messages, notifications, redeliveries) = self.messages();
+        json!({
+            "seed": self.seed, "minutes_of_faults": self.minutes, "ledger": self.ledger,
+            "replicas": self.replicas,
+            "orders": self.book.orders.len(), "lines": self.book.line_count(),
+            "messages": messages, "notifications": notifications,
+            "duplicate_deliveries_sent": self.duplicates_sent(),
+            "acks_per_s_under_faults": self.acks_in_fault_phase as f64 / self.fault_phase_s.max(1e-9),
+            "redeliveries_per_message": {"p50": percentile(&redeliveries, 50.0), "p99": percentile(&redeliveries, 99.0),
+                                          "max": redeliveries.last().copied().unwrap_or(0)},
+            "faults_injected": self.injected,
+            "settled_after_s": self.settled_s,
+            "duplicates": self.verdict.duplicates,
+            "lost_messages": self.verdict.lost_messages,
+            "lost_lines": self.verdict.lost_lines,
+            "violations": self.verdict.violations.len(),
+            "lines_by_key_count": self.key_counts.iter().map(|(k, v)| (k.to_string(), *v)).collect::<BTreeMap<_, _>>(),
+            "envoy_rss_kib": {"start": self.rss_kib[0], "after_warm_up": self.rss_kib[1], "end": self.rss_kib[2],
+                              "growth_per_10k_messages_kib": self.rss_growth_per_10k()},
+            "etcd_keys_at_end": self.etcd_keys,
+            "license_max_in_flight": self.license_max_in_flight,
+            "license_ceiling": self.license_ceiling,
+        })
+    }
+
+    pub fn print(&self) {
+        let (messages, notifications, redeliveries) = self.messages();
+        let faults: u32 = self.injected.values().sum();
+        println!(
+            "── soak figures (seed {}, {} ledger, {} Envoy(s)) ──",
+            self.seed, self.ledger, self.replicas
+        );
+        println!("  book          {} orders, {} lines; {} messages, {} notifications, {} duplicate deliveries",
+                 self.book.orders.len(), self.book.line_count(), messages, notifications, self.duplicates_sent());
+        println!(
+            "  faults        {faults} injected over {:.0} s: {}",
+            self.fault_phase_s,
+            self.injected
+                .iter()
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        println!(
+            "  acks          {:.2}/s under faults; every delivery settled after {:.0} s",
+            self.acks_in_fault_phase as f64 / self.fault_phase_s.max(1e-9),
+            self.settled_s
+        );
+        println!(
+            "  redeliveries  per message p50 {}, p99 {}, max {}",
+            percentile(&redeliveries, 50.0),
+            percentile(&redeliveries, 99.0),
+            redeliveries.last().copied().unwrap_or(0)
+        );
+        println!("  invariants    duplicates {} (must be 0), lost messages {} and lines {} (must be 0), {} violation(s)",
+                 self.verdict.duplicates, self.verdict.lost_messages, self.verdict.lost_lines, self.verdict.violations.len());
+        println!("  Envoy RSS     start {:?} KiB, after warm-up {:?}, end {:?}; growth {:?} KiB per 10 000 messages",
+                 self.rss_kib[0], self.rss_kib[1], self.rss_kib[2],
+                 self.rss_growth_per_10k().iter().map(|g| g.round()).collect::<Vec<_>>());
+        if let Some(k) = self.etcd_keys {
+            println!("  etcd          {k} keys under keygate/ (one per licensed line, no claim)");
+        }
+        println!(
+            "  license calls at most {} at once (ceiling {:?})",
+            self.license_max_in_flight, self.license_ceiling
+        );
+    }
+}
