@@ -119,6 +119,19 @@ impl Book {
         Book { orders }
     }
 
+    /// The most keys the etcd ledger may hold at the end: one per line keygate licensed, and one
+    /// per reduction or renewal line (each records the key it changed). No claim.
+    pub fn etcd_line_bound(&self) -> usize {
+        self.orders
+            .iter()
+            .map(|o| {
+                o.licensed_lines().count()
+                    + usize::from(o.reduction.is_some())
+                    + usize::from(o.renewal.is_some())
+            })
+            .sum()
+    }
+
     pub fn line_count(&self) -> usize {
         self.orders.iter().map(|o| o.lines.len()).sum()
     }

@@ -23,7 +23,7 @@ pub struct Report<'a> {
     pub acks_in_fault_phase: usize,
     pub fault_phase_s: f64,
     pub settled_s: f64,
-    /// Per Envoy, KiB: at start, after warm-up (a fifth of the fault phase), at the end.
+    /// Per Envoy, KiB: at start, after warm-up (half the fault phase), at the end.
     pub rss_kib: [Vec<u64>; 3],
     pub etcd_keys: Option<usize>,
     pub license_max_in_flight: u64,
@@ -98,7 +98,7 @@ impl Report<'_> {
     }
 
     /// Growth of each Envoy's memory from after warm-up to the end, per 10 000 messages.
-    fn rss_growth_per_10k(&self) -> Vec<f64> {
+    pub fn rss_growth_per_10k(&self) -> Vec<f64> {
         let (messages, _, _) = self.messages();
         self.rss_kib[1]
             .iter()
@@ -128,6 +128,7 @@ impl Report<'_> {
             "envoy_rss_kib": {"start": self.rss_kib[0], "after_warm_up": self.rss_kib[1], "end": self.rss_kib[2],
                               "growth_per_10k_messages_kib": self.rss_growth_per_10k()},
             "etcd_keys_at_end": self.etcd_keys,
+            "etcd_keys_bound": self.book.etcd_line_bound(),
             "license_max_in_flight": self.license_max_in_flight,
             "license_ceiling": self.license_ceiling,
         })
@@ -167,8 +168,11 @@ impl Report<'_> {
         println!("  Envoy RSS     start {:?} KiB, after warm-up {:?}, end {:?}; growth {:?} KiB per 10 000 messages",
                  self.rss_kib[0], self.rss_kib[1], self.rss_kib[2],
                  self.rss_growth_per_10k().iter().map(|g| g.round()).collect::<Vec<_>>());
+        if self.etcd_keys.is_none() {
+            println!("  shared data   bounded by ledger.max_lines (10 000 lines); not readable from outside Envoy");
+        }
         if let Some(k) = self.etcd_keys {
-            println!("  etcd          {k} keys under keygate/ (one per licensed line, no claim)");
+            println!("  etcd          {k} keys under keygate/ (bound {}: one per line licensed or changed; no claim left)", self.book.etcd_line_bound());
         }
         println!(
             "  license calls at most {} at once (ceiling {:?})",

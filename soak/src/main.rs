@@ -35,6 +35,11 @@ use faults::Event;
 use message::{outbound_message, Notification};
 use simulator::{deliver_wave, Message, Traffic};
 
+/// Envoy's memory may grow at most this much from after warm-up to the end, per 10 000 messages
+/// (checked once a run has delivered at least `RSS_CHECK_MESSAGES`: fewer say nothing).
+const RSS_GROWTH_BOUND_KIB_PER_10K: f64 = 32.0 * 1024.0;
+const RSS_CHECK_MESSAGES: usize = 500;
+
 /// How long deliveries may go on settling after the faults stop (Salesforce would go on for a
 /// day; a message still unacked after this is counted lost).
 const SETTLE: Duration = Duration::from_secs(180);
@@ -126,9 +131,9 @@ fn messages_for(
     let mut out = Vec::new();
     while !notes.is_empty() {
         let size = match rng.u32(0..100) {
-            0..=69 => rng.usize(1..=5),
-            70..=94 => rng.usize(6..=30),
-            _ => rng.usize(31..=100),
+            0..=79 => rng.usize(1..=3),
+            80..=96 => rng.usize(4..=20),
+            _ => rng.usize(21..=100),
         }
         .min(notes.len());
         let chunk: Vec<Notification> = notes.drain(..size).collect();
@@ -255,8 +260,9 @@ fn main() {
     let a = args();
     let fault_phase = Duration::from_secs_f64(a.minutes * 60.0);
     let mut rng = fastrand::Rng::with_seed(a.seed);
-    // About 150 orders (450 lines) a minute: what a 2-core machine carries with the faults.
-    let orders = ((a.minutes * 150.0) as usize).max(40);
+    // About 300 orders (900 lines, ~70 messages) a minute: what a 2-core machine carries with
+    // every fault on.
+    let orders = ((a.minutes * 300.0) as usize).max(40);
     let book = Book::generate(&mut rng, orders);
     let dir = std::env::temp_dir().join(format!("keygate-soak-{}-{}", std::process::id(), a.seed));
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
@@ -330,7 +336,7 @@ fn main() {
         let at = Duration::from_millis(s.at_ms);
         while started.elapsed() < at {
             std::thread::sleep(Duration::from_millis(20));
-            if rss_warm.is_none() && started.elapsed() > fault_phase.mul_f64(0.2) {
+            if rss_warm.is_none() && started.elapsed() > fault_phase.mul_f64(0.5) {
                 rss_warm = Some(rss(&gateways));
             }
         }
@@ -362,6 +368,9 @@ fn main() {
     }
     while started.elapsed() < fault_phase {
         std::thread::sleep(Duration::from_millis(50));
+        if rss_warm.is_none() && started.elapsed() > fault_phase.mul_f64(0.5) {
+            rss_warm = Some(rss(&gateways));
+        }
     }
     let acks_in_fault_phase = traffic.acks.load(Ordering::SeqCst);
     let rss_warm = rss_warm.unwrap_or_else(|| rss(&gateways));
@@ -422,8 +431,22 @@ fn main() {
     let _ = std::fs::remove_dir_all(&dir);
     drop(gateways);
     let ceiling_held = ceiling.is_none_or(|c| report.license_max_in_flight <= c);
-    if !verdict.violations.is_empty() || !ceiling_held {
-        for v in &verdict.violations {
+    let mut violations = verdict.violations.clone();
+    if let (Some(keys), bound) = (etcd_keys, book.etcd_line_bound()) {
+        if keys > bound {
+            violations.push(format!("{keys} keys in etcd, over the bound of {bound} (one per line keygate licensed or changed)"));
+        }
+    }
+    let messages = traffic.messages.lock().map(|m| m.len()).unwrap_or(0);
+    if messages >= RSS_CHECK_MESSAGES {
+        for (i, g) in report.rss_growth_per_10k().iter().enumerate() {
+            if *g > RSS_GROWTH_BOUND_KIB_PER_10K {
+                violations.push(format!("Envoy {i}'s memory grew {g:.0} KiB per 10 000 messages, over the bound of {RSS_GROWTH_BOUND_KIB_PER_10K:.0}"));
+            }
+        }
+    }
+    if !violations.is_empty() || !ceiling_held {
+        for v in &violations {
             eprintln!("VIOLATION {v}");
         }
         if !ceiling_held {
