@@ -23,8 +23,7 @@ pub struct Report<'a> {
     pub acks_in_fault_phase: usize,
     pub fault_phase_s: f64,
     pub settled_s: f64,
-    /// Per Envoy, KiB: at start, after warm-up (half the fault phase), at the end.
-    pub rss_kib: [Vec<u64>; 3],
+    pub memory: &'a crate::memory::Memory,
     pub etcd_keys: Option<usize>,
     pub license_max_in_flight: u64,
     pub license_ceiling: Option<u64>,
@@ -97,16 +96,6 @@ impl Report<'_> {
             .sum()
     }
 
-    /// Growth of each Envoy's memory from after warm-up to the end, per 10 000 messages.
-    pub fn rss_growth_per_10k(&self) -> Vec<f64> {
-        let (messages, _, _) = self.messages();
-        self.rss_kib[1]
-            .iter()
-            .zip(&self.rss_kib[2])
-            .map(|(warm, end)| (*end as f64 - *warm as f64) * 10_000.0 / messages.max(1) as f64)
-            .collect()
-    }
-
     pub fn to_json(&self) -> Value {
         let (messages, notifications, redeliveries) = self.messages();
         json!({
@@ -125,8 +114,7 @@ impl Report<'_> {
             "lost_lines": self.verdict.lost_lines,
             "violations": self.verdict.violations.len(),
             "lines_by_key_count": self.key_counts.iter().map(|(k, v)| (k.to_string(), *v)).collect::<BTreeMap<_, _>>(),
-            "envoy_rss_kib": {"start": self.rss_kib[0], "after_warm_up": self.rss_kib[1], "end": self.rss_kib[2],
-                              "growth_per_10k_messages_kib": self.rss_growth_per_10k()},
+            "envoy_rss": self.memory.to_json(),
             "etcd_keys_at_end": self.etcd_keys,
             "etcd_keys_bound": self.book.etcd_line_bound(),
             "license_max_in_flight": self.license_max_in_flight,
@@ -165,9 +153,7 @@ impl Report<'_> {
         );
         println!("  invariants    duplicates {} (must be 0), lost messages {} and lines {} (must be 0), {} violation(s)",
                  self.verdict.duplicates, self.verdict.lost_messages, self.verdict.lost_lines, self.verdict.violations.len());
-        println!("  Envoy RSS     start {:?} KiB, after warm-up {:?}, end {:?}; growth {:?} KiB per 10 000 messages",
-                 self.rss_kib[0], self.rss_kib[1], self.rss_kib[2],
-                 self.rss_growth_per_10k().iter().map(|g| g.round()).collect::<Vec<_>>());
+        println!("  Envoy RSS     {}", self.memory.summary());
         if self.etcd_keys.is_none() {
             println!("  shared data   bounded by ledger.max_lines (10 000 lines); not readable from outside Envoy");
         }

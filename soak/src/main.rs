@@ -18,6 +18,7 @@ mod book;
 mod faults;
 mod figures;
 mod invariants;
+mod memory;
 mod message;
 mod simulator;
 
@@ -35,10 +36,9 @@ use faults::Event;
 use message::{outbound_message, Notification};
 use simulator::{deliver_wave, Message, Traffic};
 
-/// Envoy's memory may grow at most this much from after warm-up to the end, per 10 000 messages
-/// (checked once a run has delivered at least `RSS_CHECK_MESSAGES`: fewer say nothing).
+/// An Envoy's memory may grow at most this much per 10 000 messages after its warm-up
+/// (`memory`: per process lifetime, a restart being a new process).
 const RSS_GROWTH_BOUND_KIB_PER_10K: f64 = 32.0 * 1024.0;
-const RSS_CHECK_MESSAGES: usize = 500;
 
 /// How long deliveries may go on settling after the faults stop (Salesforce would go on for a
 /// day; a message still unacked after this is counted lost).
@@ -249,13 +249,6 @@ fn run_waves(
     );
 }
 
-/// Resident memory of a process, in KiB (`VmRSS`).
-fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
 fn main() {
     let a = args();
     let fault_phase = Duration::from_secs_f64(a.minutes * 60.0);
@@ -289,13 +282,8 @@ fn main() {
     let ceiling = figures::license_ceiling();
     let targets = gateways.iter().flatten().map(|g| g.gateway_addr).collect();
     let traffic = Traffic::new(targets);
-    let rss = |gws: &[Option<Gateway>]| -> Vec<u64> {
-        gws.iter()
-            .flatten()
-            .map(|g| rss_kib(g.envoy_pid()).unwrap_or(0))
-            .collect()
-    };
-    let rss_start = rss(&gateways);
+    let mut memory = memory::Memory::default();
+    memory.sample(&gateways, 0.0, 0);
     println!(
         "keygate-soak: seed {}, {} min of faults, {} ledger, {} Envoy(s); {} orders, {} lines",
         a.seed,
@@ -331,14 +319,19 @@ fn main() {
     // The fault phase, on this thread (it owns the Envoys it restarts and the etcd it kills).
     let started = Instant::now();
     let mut injected: std::collections::BTreeMap<&'static str, u32> = Default::default();
-    let mut rss_warm = None;
+    let mut last_sample = Instant::now();
+    let mut sample = |gateways: &[Option<Gateway>], force: bool| {
+        if force || last_sample.elapsed() >= Duration::from_secs(5) {
+            last_sample = Instant::now();
+            let acks = traffic.acks.load(Ordering::SeqCst);
+            memory.sample(gateways, started.elapsed().as_secs_f64(), acks);
+        }
+    };
     for s in &schedule {
         let at = Duration::from_millis(s.at_ms);
         while started.elapsed() < at {
             std::thread::sleep(Duration::from_millis(20));
-            if rss_warm.is_none() && started.elapsed() > fault_phase.mul_f64(0.5) {
-                rss_warm = Some(rss(&gateways));
-            }
+            sample(&gateways, false);
         }
         match &s.event {
             Event::Standin(f) => {
@@ -349,6 +342,8 @@ fn main() {
                 traffic.hangups.fetch_add(*n, Ordering::SeqCst);
             }
             Event::RestartEnvoy(i) => {
+                // The process's last sample before it goes.
+                sample(&gateways, true);
                 if let Some(gw) = gateways.get_mut(*i).and_then(Option::take) {
                     gateways[*i] = Some(gw.restart_envoy());
                 }
@@ -368,12 +363,9 @@ fn main() {
     }
     while started.elapsed() < fault_phase {
         std::thread::sleep(Duration::from_millis(50));
-        if rss_warm.is_none() && started.elapsed() > fault_phase.mul_f64(0.5) {
-            rss_warm = Some(rss(&gateways));
-        }
+        sample(&gateways, false);
     }
     let acks_in_fault_phase = traffic.acks.load(Ordering::SeqCst);
-    let rss_warm = rss_warm.unwrap_or_else(|| rss(&gateways));
     // Faults stop: the etcd cluster whole again, the stand-ins' queued faults dropped.
     if let Some(e) = etcd.as_mut() {
         for m in 0..3 {
@@ -386,11 +378,15 @@ fn main() {
         "keygate-soak: faults stopped after {:.0} s; settling",
         started.elapsed().as_secs_f64()
     );
+    while !sim.is_finished() {
+        std::thread::sleep(Duration::from_millis(50));
+        sample(&gateways, false);
+    }
     let _ = sim.join();
     let settled_s = started.elapsed().as_secs_f64();
     // Delayed stand-in replies (slow-but-issues) finish before the end state is read.
     std::thread::sleep(Duration::from_secs(2));
-    let rss_end = rss(&gateways);
+    sample(&gateways, true);
 
     let etcd_claims = etcd.as_ref().map(|e| e.keys("keygate/claim/").len());
     let etcd_keys = etcd.as_ref().map(|e| e.keys("keygate/").len());
@@ -406,7 +402,7 @@ fn main() {
         acks_in_fault_phase,
         fault_phase_s: fault_phase.as_secs_f64(),
         settled_s,
-        rss_kib: [rss_start, rss_warm, rss_end],
+        memory: &memory,
         etcd_keys,
         license_max_in_flight: standins.license_max_in_flight(),
         license_ceiling: ceiling,
@@ -437,13 +433,13 @@ fn main() {
             violations.push(format!("{keys} keys in etcd, over the bound of {bound} (one per line keygate licensed or changed)"));
         }
     }
-    let messages = traffic.messages.lock().map(|m| m.len()).unwrap_or(0);
-    if messages >= RSS_CHECK_MESSAGES {
-        for (i, g) in report.rss_growth_per_10k().iter().enumerate() {
-            if *g > RSS_GROWTH_BOUND_KIB_PER_10K {
-                violations.push(format!("Envoy {i}'s memory grew {g:.0} KiB per 10 000 messages, over the bound of {RSS_GROWTH_BOUND_KIB_PER_10K:.0}"));
-            }
-        }
+    if let Some(g) = memory
+        .max_growth_per_10k_kib()
+        .filter(|g| *g > RSS_GROWTH_BOUND_KIB_PER_10K)
+    {
+        violations.push(format!(
+            "an Envoy's memory grew {g:.0} KiB per 10 000 messages, over the bound of {RSS_GROWTH_BOUND_KIB_PER_10K:.0}"
+        ));
     }
     if !violations.is_empty() || !ceiling_held {
         for v in &violations {
