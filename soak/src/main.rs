@@ -41,8 +41,10 @@ use simulator::{deliver_wave, Message, Traffic};
 const RSS_GROWTH_BOUND_KIB_PER_10K: f64 = 32.0 * 1024.0;
 
 /// How long deliveries may go on settling after the faults stop (Salesforce would go on for a
-/// day; a message still unacked after this is counted lost).
-const SETTLE: Duration = Duration::from_secs(180);
+/// day; a message still unacked after this is counted lost). With etcd, a claim left by an Envoy
+/// that died holds until its lease expires (twice `ledger.claim_ttl_ms`: 180 s), and etcd renews
+/// every lease's TTL when its leader changes.
+const SETTLE: Duration = Duration::from_secs(300);
 
 struct Args {
     minutes: f64,
@@ -368,10 +370,7 @@ fn main() {
     let acks_in_fault_phase = traffic.acks.load(Ordering::SeqCst);
     // Faults stop: the etcd cluster whole again, the stand-ins' queued faults dropped.
     if let Some(e) = etcd.as_mut() {
-        for m in 0..3 {
-            e.restart(m);
-        }
-        e.wait_healthy();
+        e.restart_all();
     }
     standins.clear_faults();
     println!(

@@ -7,7 +7,7 @@ use keygate_e2e::Gateway;
 use serde_json::{json, Value};
 
 const WARM_UP_S: f64 = 30.0;
-const MIN_ACKS: usize = 100;
+const MIN_ACKS: usize = 200;
 
 #[derive(Debug, Clone, Copy)]
 struct Sample {
