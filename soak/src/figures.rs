@@ -96,6 +96,39 @@ impl Report<'_> {
             .sum()
     }
 
+    /// The messages that took the most attempts, with how their last attempts ended: where a
+    /// run's time went.
+    fn slowest(&self) -> Vec<Value> {
+        let messages = self
+            .traffic
+            .messages
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let deliveries = self
+            .traffic
+            .deliveries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut by_attempts: Vec<usize> = (0..deliveries.len()).collect();
+        by_attempts.sort_by_key(|&i| std::cmp::Reverse(deliveries[i].attempts.len()));
+        by_attempts
+            .into_iter()
+            .take(3)
+            .map(|i| {
+                let d = &deliveries[i];
+                let last: Vec<String> = d
+                    .attempts
+                    .iter()
+                    .rev()
+                    .take(3)
+                    .map(|a| format!("{} ms: {}", a.at_ms, a.outcome))
+                    .collect();
+                json!({"message": i, "what": messages[i].what, "orders": messages[i].orders,
+                       "attempts": d.attempts.len(), "acked": d.acked, "last_attempts": last})
+            })
+            .collect()
+    }
+
     pub fn to_json(&self) -> Value {
         let (messages, notifications, redeliveries) = self.messages();
         json!({
@@ -108,6 +141,7 @@ impl Report<'_> {
             "redeliveries_per_message": {"p50": percentile(&redeliveries, 50.0), "p99": percentile(&redeliveries, 99.0),
                                           "max": redeliveries.last().copied().unwrap_or(0)},
             "faults_injected": self.injected,
+            "slowest_messages": self.slowest(),
             "settled_after_s": self.settled_s,
             "duplicates": self.verdict.duplicates,
             "lost_messages": self.verdict.lost_messages,

@@ -203,7 +203,7 @@ fn worker(
                     .and_then(|t| t.split("</faultstring>").next())
                     .unwrap_or("")
                     .chars()
-                    .take(160)
+                    .take(400)
                     .collect::<String>();
                 (false, format!("fault {}: {reason}", r.status))
             }
