@@ -242,18 +242,6 @@ fn a_restart_while_the_license_server_is_still_issuing_never_gives_a_second_key(
     restart_while_issuing(GatewayOptions::default(), Duration::from_millis(5_500));
 }
 
-/// The same deploy with the fleet's ledger: etcd's pending mark, written before the call, is
-/// durable already; the redelivery waits out the call's time (etcd's 2 s + the license call's
-/// 3 s + grace 1 s from the mark) and finds the one key.
-#[test]
-fn with_etcd_a_restart_while_the_license_server_is_still_issuing_never_gives_a_second_key() {
-    let etcd = keygate_e2e::etcd::EtcdCluster::start(1);
-    restart_while_issuing(
-        GatewayOptions::default().etcd(&etcd.client_ports()),
-        Duration::from_millis(7_000),
-    );
-}
-
 fn restart_while_issuing(options: GatewayOptions, busy_for: Duration) {
     // A short deadline and grace so the marks' time passes within the test.
     let gw = Gateway::start(options.patch(json!({
