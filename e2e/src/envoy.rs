@@ -235,6 +235,30 @@ mod tests {
         assert_eq!(local, stats_block("host-config/envoy.production.yaml"));
     }
 
+    /// The license cluster's circuit breakers: the ceiling `scripts/soak` checks the license
+    /// server against is the same in the local and the production config.
+    #[test]
+    fn both_envoy_configs_cap_the_license_server_alike() {
+        let breakers = |file: &str| {
+            let yaml = std::fs::read_to_string(crate::repo_root().join(file)).expect(file);
+            let cluster = yaml
+                .split("  - name: license_server\n")
+                .nth(1)
+                .expect("license_server cluster");
+            let at = cluster
+                .find("    circuit_breakers:\n")
+                .expect("circuit_breakers");
+            let block = &cluster[at..];
+            let end = block
+                .find("\n    load_assignment:")
+                .expect("the cluster goes on");
+            block[..end].to_owned()
+        };
+        let local = breakers("host-config/envoy.local.yaml");
+        assert!(local.contains("max_requests: 16"), "{local}");
+        assert_eq!(local, breakers("host-config/envoy.production.yaml"));
+    }
+
     #[test]
     fn render_replaces_every_default_once() {
         // New ports deliberately equal to other defaults: a naive sequential replace would chain.

@@ -22,8 +22,20 @@ pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(15);
 /// One Outbound Message with one Activated Order notification per `(order id, order number)`.
 /// Notification ids are `04l5Y00000N` + index (4 digits), with their real suffix.
 pub fn outbound_message<'a>(orders: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    outbound_message_with_status(
+        orders
+            .into_iter()
+            .map(|(id, number)| (id, number, "Activated")),
+    )
+}
+
+/// As [`outbound_message`], each notification with the Status it carries (`Cancelled` for a
+/// revoking change, …): `(order id, order number, status)`.
+pub fn outbound_message_with_status<'a>(
+    orders: impl IntoIterator<Item = (&'a str, &'a str, &'a str)>,
+) -> String {
     let mut notifications = String::new();
-    for (i, (order_id, order_number)) in orders.into_iter().enumerate() {
+    for (i, (order_id, order_number, status)) in orders.into_iter().enumerate() {
         let notification_id = sf_id18(&format!("04l5Y00000N{:04}", i % 10_000));
         notifications.push_str(&format!(
             r#"   <Notification>
@@ -31,7 +43,7 @@ pub fn outbound_message<'a>(orders: impl IntoIterator<Item = (&'a str, &'a str)>
     <sObject xsi:type="sf:Order" xmlns:sf="urn:sobject.enterprise.soap.sforce.com">
      <sf:Id>{order_id}</sf:Id>
      <sf:OrderNumber>{order_number}</sf:OrderNumber>
-     <sf:Status>Activated</sf:Status>
+     <sf:Status>{status}</sf:Status>
     </sObject>
    </Notification>
 "#

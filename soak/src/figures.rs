@@ -59,16 +59,8 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 
 impl Report<'_> {
     fn messages(&self) -> (usize, usize, Vec<u64>) {
-        let messages = self
-            .traffic
-            .messages
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let deliveries = self
-            .traffic
-            .deliveries
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let messages = self.traffic.messages();
+        let deliveries = self.traffic.deliveries();
         let notifications = messages.iter().map(|m| m.notifications).sum();
         let mut redeliveries: Vec<u64> = deliveries
             .iter()
@@ -85,11 +77,7 @@ impl Report<'_> {
     }
 
     fn duplicates_sent(&self) -> usize {
-        let deliveries = self
-            .traffic
-            .deliveries
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let deliveries = self.traffic.deliveries();
         deliveries
             .iter()
             .map(|d| d.attempts.iter().filter(|a| a.duplicate).count())
@@ -99,16 +87,8 @@ impl Report<'_> {
     /// The messages that took the most attempts, with how their last attempts ended: where a
     /// run's time went.
     fn slowest(&self) -> Vec<Value> {
-        let messages = self
-            .traffic
-            .messages
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let deliveries = self
-            .traffic
-            .deliveries
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let messages = self.traffic.messages();
+        let deliveries = self.traffic.deliveries();
         let mut by_attempts: Vec<usize> = (0..deliveries.len()).collect();
         by_attempts.sort_by_key(|&i| std::cmp::Reverse(deliveries[i].attempts.len()));
         by_attempts

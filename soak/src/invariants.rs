@@ -32,8 +32,8 @@ pub fn check(
     let keys = standins.keys();
     let written = keys_written_back(standins);
     let mut v = Verdict::default();
-    let deliveries = traffic.deliveries.lock().unwrap_or_else(|e| e.into_inner());
-    let messages = traffic.messages.lock().unwrap_or_else(|e| e.into_inner());
+    let deliveries = traffic.deliveries();
+    let messages = traffic.messages();
     let history = |order: &Order| -> String {
         let mut out = String::new();
         for (i, m) in messages.iter().enumerate() {

@@ -19,7 +19,6 @@ mod faults;
 mod figures;
 mod invariants;
 mod memory;
-mod message;
 mod simulator;
 
 use std::path::PathBuf;
@@ -33,7 +32,7 @@ use keygate_standins::{Standins, StandinsConfig};
 
 use book::{Book, Order};
 use faults::Event;
-use message::{outbound_message, Notification};
+use keygate_e2e::exactly_once::outbound_message_with_status;
 use simulator::{deliver_wave, Message, Traffic};
 
 /// An Envoy's memory may grow at most this much per 10 000 messages after its warm-up
@@ -121,14 +120,12 @@ fn args() -> Args {
     a
 }
 
+/// One notification: an order's id and number, and the Status the message carries.
+type Note = (String, String, &'static str);
+
 /// The book's messages for one wave: each order's notification, grouped into messages of 1 to
 /// 100 notifications (mostly few, as Salesforce batches them).
-fn messages_for(
-    rng: &mut fastrand::Rng,
-    serial: &mut usize,
-    what: &'static str,
-    mut notes: Vec<Notification>,
-) -> Vec<Message> {
+fn messages_for(rng: &mut fastrand::Rng, what: &'static str, mut notes: Vec<Note>) -> Vec<Message> {
     rng.shuffle(&mut notes);
     let mut out = Vec::new();
     while !notes.is_empty() {
@@ -138,11 +135,14 @@ fn messages_for(
             _ => rng.usize(21..=100),
         }
         .min(notes.len());
-        let chunk: Vec<Notification> = notes.drain(..size).collect();
-        *serial += 1;
+        let chunk: Vec<Note> = notes.drain(..size).collect();
         out.push(Message {
-            body: outbound_message(*serial, &chunk),
-            orders: chunk.iter().map(|n| n.order_id.clone()).collect(),
+            body: outbound_message_with_status(
+                chunk
+                    .iter()
+                    .map(|(id, number, status)| (id.as_str(), number.as_str(), *status)),
+            ),
+            orders: chunk.iter().map(|(id, _, _)| id.clone()).collect(),
             notifications: chunk.len(),
             what,
         });
@@ -150,12 +150,8 @@ fn messages_for(
     out
 }
 
-fn note(order_id: &str, number: &str, status: &'static str) -> Notification {
-    Notification {
-        order_id: order_id.to_owned(),
-        order_number: number.to_owned(),
-        status,
-    }
+fn note(order_id: &str, number: &str, status: &'static str) -> Note {
+    (order_id.to_owned(), number.to_owned(), status)
 }
 
 /// The three waves, delivered one after another, each spread over its share of the fault phase.
@@ -169,13 +165,12 @@ fn run_waves(
     give_up_at: Instant,
 ) {
     let mut rng = fastrand::Rng::with_seed(seed ^ 0x0da7_a5e7);
-    let mut serial = 0;
     let activations = book
         .orders
         .iter()
         .map(|o| note(&o.id, &o.number, "Activated"))
         .collect();
-    let wave = messages_for(&mut rng, &mut serial, "activate", activations);
+    let wave = messages_for(&mut rng, "activate", activations);
     deliver_wave(
         traffic,
         wave,
@@ -191,7 +186,6 @@ fn run_waves(
     }
     let mut wave = messages_for(
         &mut rng,
-        &mut serial,
         "cancel",
         cancelled
             .iter()
@@ -207,7 +201,7 @@ fn run_waves(
                 .map(|r| note(&r.0, &format!("R{}", o.number), "Activated"))
         })
         .collect();
-    wave.extend(messages_for(&mut rng, &mut serial, "reduce", reductions));
+    wave.extend(messages_for(&mut rng, "reduce", reductions));
     let renewals = book
         .orders
         .iter()
@@ -217,7 +211,7 @@ fn run_waves(
                 .map(|r| note(&r.0, &format!("N{}", o.number), "Activated"))
         })
         .collect();
-    wave.extend(messages_for(&mut rng, &mut serial, "renew", renewals));
+    wave.extend(messages_for(&mut rng, "renew", renewals));
     rng.shuffle(&mut wave);
     deliver_wave(
         traffic,
@@ -234,7 +228,6 @@ fn run_waves(
     }
     let wave = messages_for(
         &mut rng,
-        &mut serial,
         "reactivate",
         reactivated
             .iter()

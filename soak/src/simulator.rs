@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use keygate_e2e::http;
@@ -53,8 +53,8 @@ pub struct Traffic {
     /// Hang-ups the fault schedule asked for and no worker has taken yet.
     pub hangups: AtomicU32,
     pub stop: AtomicBool,
-    pub messages: Mutex<Vec<Message>>,
-    pub deliveries: Mutex<Vec<Delivery>>,
+    messages: Mutex<Vec<Message>>,
+    deliveries: Mutex<Vec<Delivery>>,
     pub acks: AtomicUsize,
 }
 
@@ -69,6 +69,16 @@ impl Traffic {
             deliveries: Mutex::new(Vec::new()),
             acks: AtomicUsize::new(0),
         })
+    }
+
+    /// The messages sent so far (a poisoned lock still holds them: a worker's panic loses none).
+    pub fn messages(&self) -> MutexGuard<'_, Vec<Message>> {
+        self.messages.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Each message's attempts so far, by message index.
+    pub fn deliveries(&self) -> MutexGuard<'_, Vec<Delivery>> {
+        self.deliveries.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn elapsed_ms(&self) -> u64 {
@@ -96,17 +106,17 @@ pub fn deliver_wave(
     give_up_at: Instant,
     seed: u64,
 ) -> Vec<usize> {
-    let first = {
-        let mut messages = traffic.messages.lock().unwrap_or_else(|e| e.into_inner());
-        let mut deliveries = traffic.deliveries.lock().unwrap_or_else(|e| e.into_inner());
+    let (first, count) = {
+        let mut messages = traffic.messages();
+        let mut deliveries = traffic.deliveries();
         let first = messages.len();
+        let count = batch.len();
         for m in batch {
             messages.push(m);
             deliveries.push(Delivery::default());
         }
-        first
+        (first, count)
     };
-    let count = traffic.messages.lock().map(|m| m.len()).unwrap_or(first) - first;
     let now = Instant::now();
     let step = release_over / u32::try_from(count.max(1)).unwrap_or(u32::MAX);
     let queue: Arc<Mutex<Vec<Send>>> = Arc::new(Mutex::new(
@@ -167,11 +177,7 @@ fn worker(
             std::thread::sleep(Duration::from_millis(10));
             continue;
         };
-        let body = traffic
-            .messages
-            .lock()
-            .map(|m| m[send.message].body.clone())
-            .unwrap_or_default();
+        let body = traffic.messages()[send.message].body.clone();
         let replica = rng.usize(0..traffic.targets.len());
         let hang_up = traffic
             .hangups
@@ -211,7 +217,8 @@ fn worker(
             Err(e) => (false, format!("error: {e}")),
         };
         let mut first_ack = false;
-        if let Ok(mut d) = traffic.deliveries.lock() {
+        {
+            let mut d = traffic.deliveries();
             let delivery = &mut d[send.message];
             delivery.attempts.push(Attempt {
                 at_ms,

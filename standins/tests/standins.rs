@@ -2488,3 +2488,42 @@ fn refused_keys_and_refused_marks_are_told_apart() {
     assert!(patch("AAAAA-BBBBB-CCCCC"));
     assert_eq!(s.writebacks()[DEMO_ITEM_ID], "AAAAA-BBBBB-CCCCC");
 }
+
+/// The most license-server calls served at once (the ceiling a soak holds Envoy's circuit
+/// breakers to): three slow calls at once count 3; the self-check's marked calls do not count;
+/// a reset starts over.
+#[test]
+fn the_most_license_calls_at_once_are_counted() {
+    let s = start();
+    s.inject_fault(
+        Fault::new(Endpoint::License, FaultKind::Delay)
+            .delay_ms(300)
+            .times(3),
+    )
+    .unwrap();
+    let addr = s.license_addr();
+    let target = license_target("GetActivationKeyWithExpiryDate", PRODUCT);
+    let calls: Vec<_> = (0..3)
+        .map(|_| {
+            let target = target.clone();
+            std::thread::spawn(move || call(addr, "GET", &target, &[], b"").status)
+        })
+        .collect();
+    for c in calls {
+        assert_eq!(c.join().unwrap(), 200);
+    }
+    assert_eq!(s.license_max_in_flight(), 3);
+    s.reset();
+    assert_eq!(s.license_max_in_flight(), 0);
+    let probe = call(
+        addr,
+        "GET",
+        &format!("{LICENSE_PATH_PREFIX}/PingHttp"),
+        &[(SELF_CHECK_HEADER, "1")],
+        b"",
+    );
+    assert_eq!(probe.status, 200);
+    assert_eq!(s.license_max_in_flight(), 0);
+    call(addr, "GET", &target, &[], b"");
+    assert_eq!(s.license_max_in_flight(), 1);
+}

@@ -10,6 +10,7 @@
 //! `FAIL_RELOAD` so such a VM is reloaded, and the panic hook leaves its last words in Envoy's log.
 #![cfg(target_arch = "wasm32")]
 
+mod commands;
 mod host;
 mod request;
 mod root;

@@ -1,11 +1,10 @@
 //! One HTTP stream: gate on headers, buffer the body, run the core's flow, answer locally.
 
-use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hasher};
 use std::rc::Rc;
 
 use keygate_core::config::Config;
-use keygate_core::flow::{Command, Env, Flow, Response};
+use keygate_core::flow::{Command, Env, Flow};
 use keygate_core::inbound::{self, HeadDecision, RequestHead};
 use keygate_core::reply::{FaultKind, Reply, CONTENT_TYPE};
 use keygate_core::webhook;
@@ -13,7 +12,8 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
 
-use crate::host::{dispatch, level, log, lossy, now_ms, HostStore, Metrics};
+use crate::commands::{call_response, carry_out, Calls};
+use crate::host::{log, lossy, now_ms, HostStore, Metrics};
 
 #[derive(Debug, PartialEq, Eq)]
 enum Phase {
@@ -31,7 +31,7 @@ pub struct Request {
     phase: Phase,
     flow: Option<Flow>,
     /// proxy-wasm call token → the core's call id.
-    calls: Vec<(u32, u32)>,
+    calls: Calls,
 }
 
 fn send_reply(status: u16, body: &[u8]) -> Result<(), proxy_wasm::types::Status> {
@@ -72,7 +72,7 @@ impl Request {
             context_id,
             phase: Phase::Headers,
             flow: None,
-            calls: Vec::new(),
+            calls: Calls::default(),
         }
     }
 
@@ -121,47 +121,26 @@ impl Request {
         self.run(commands);
     }
 
-    /// Carry out commands. A dispatch the host refuses at once becomes a failed response fed
-    /// straight back into the flow, so the flow always sees one response per call.
+    /// Carry out the flow's commands (`commands::carry_out`); its reply answers Salesforce.
     fn run(&mut self, commands: Vec<Command>) {
-        let mut queue: VecDeque<Command> = commands.into();
-        while let Some(cmd) = queue.pop_front() {
-            match cmd {
-                Command::Dispatch(call) => match dispatch(&call) {
-                    Ok(token) => self.calls.push((token, call.id)),
-                    Err(status) => {
-                        log(
-                            LogLevel::Error,
-                            &format!(
-                                "keygate[{}]: dispatch to cluster '{}' refused ({status:?}); is the cluster defined?",
-                                self.context_id, call.cluster
-                            ),
-                        );
-                        if let Some(flow) = self.flow.as_mut() {
-                            let failed = Response {
-                                status: None,
-                                body: Vec::new(),
-                            };
-                            queue.extend(with_env(|env| flow.on_response(call.id, failed, env)));
-                        }
-                    }
-                },
-                Command::Reply(reply) => {
-                    self.phase = Phase::Replied;
-                    if let Err(e) = send_reply(reply.status, reply.body.as_bytes()) {
-                        log(
-                            LogLevel::Error,
-                            &format!("keygate[{}]: cannot send reply: {e:?}", self.context_id),
-                        );
-                    }
+        let who = format!("keygate[{}]", self.context_id);
+        let (flow, phase) = (&mut self.flow, &mut self.phase);
+        carry_out(
+            commands,
+            &mut self.calls,
+            &self.metrics,
+            &who,
+            |id, resp| {
+                flow.as_mut()
+                    .map_or_else(Vec::new, |f| with_env(|env| f.on_response(id, resp, env)))
+            },
+            |reply| {
+                *phase = Phase::Replied;
+                if let Err(e) = send_reply(reply.status, reply.body.as_bytes()) {
+                    log(LogLevel::Error, &format!("{who}: cannot send reply: {e:?}"));
                 }
-                Command::Log(l, msg) => {
-                    log(level(l), &format!("keygate[{}]: {msg}", self.context_id));
-                }
-                Command::Count(metric, n) => self.metrics.add(metric, n),
-                Command::Gauge(gauge, value) => self.metrics.set(gauge, value),
-            }
-        }
+            },
+        );
     }
 }
 
@@ -173,33 +152,14 @@ impl Context for Request {
         body_size: usize,
         _num_trailers: usize,
     ) {
-        let Some(pos) = self.calls.iter().position(|(t, _)| *t == token) else {
+        let Some(call_id) = self.calls.answered(token) else {
             return;
         };
-        let (_, call_id) = self.calls.swap_remove(pos);
-        // On reset/overflow Envoy calls back with no headers at all: no status = no answer.
-        let status = if num_headers == 0 {
-            None
-        } else {
-            hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
-                .ok()
-                .flatten()
-                .and_then(|s| std::str::from_utf8(&s).ok()?.parse::<u16>().ok())
-        };
-        // Bounded read: one byte over the cap is enough for the core to refuse the reply.
-        let body = if status.is_some() && body_size > 0 {
-            let max = body_size.min(self.config.max_reply_bytes.saturating_add(1));
-            hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, max)
-                .ok()
-                .flatten()
-                .unwrap_or_default()
-        } else {
-            Vec::new()
-        };
+        let resp = call_response(num_headers, body_size, self.config.max_reply_bytes);
         let Some(flow) = self.flow.as_mut() else {
             return;
         };
-        let commands = with_env(|env| flow.on_response(call_id, Response { status, body }, env));
+        let commands = with_env(|env| flow.on_response(call_id, resp, env));
         self.run(commands);
     }
 }

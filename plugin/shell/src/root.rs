@@ -7,14 +7,15 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use keygate_core::config::Config;
-use keygate_core::flow::{Command, Response};
+use keygate_core::flow::Command;
 use keygate_core::ledger::Ledger;
 use keygate_core::selfcheck::{self, SelfCheck};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{BufferType, ContextType, LogLevel, MapType};
+use proxy_wasm::types::{BufferType, ContextType, LogLevel};
 
-use crate::host::{dispatch, level, log, now_ms, HostStore, Metrics};
+use crate::commands::{call_response, carry_out, Calls};
+use crate::host::{log, now_ms, HostStore, Metrics};
 use crate::request::{with_env, Request, Unconfigured};
 
 /// How often each worker looks whether a self-check round is due (one shared-data read).
@@ -27,35 +28,25 @@ pub struct Root {
     /// The self-check round this worker runs, if any.
     check: Option<SelfCheck>,
     /// proxy-wasm call token → the self-check's call id.
-    calls: Vec<(u32, u32)>,
+    calls: Calls,
 }
 
 impl Root {
-    /// Carry out the self-check's commands; a dispatch the host refuses is fed back at once as
-    /// a call without an answer.
+    /// Carry out the self-check's commands (`commands::carry_out`); it never replies.
     fn run(&mut self, commands: Vec<Command>) {
-        let mut queue: std::collections::VecDeque<Command> = commands.into();
-        while let Some(cmd) = queue.pop_front() {
-            match cmd {
-                Command::Dispatch(call) => match dispatch(&call) {
-                    Ok(token) => self.calls.push((token, call.id)),
-                    Err(_) => {
-                        if let Some(check) = self.check.as_mut() {
-                            let failed = Response {
-                                status: None,
-                                body: Vec::new(),
-                            };
-                            queue.extend(with_env(|env| check.on_response(call.id, failed, env)));
-                        }
-                    }
-                },
-                Command::Log(l, msg) => log(level(l), &format!("keygate: {msg}")),
-                Command::Count(metric, n) => self.metrics.add(metric, n),
-                Command::Gauge(gauge, value) => self.metrics.set(gauge, value),
-                // A self-check never replies to anyone.
-                Command::Reply(_) => {}
-            }
-        }
+        let check = &mut self.check;
+        carry_out(
+            commands,
+            &mut self.calls,
+            &self.metrics,
+            "keygate",
+            |id, resp| {
+                check
+                    .as_mut()
+                    .map_or_else(Vec::new, |c| with_env(|env| c.on_response(id, resp, env)))
+            },
+            |_| {},
+        );
         if self.check.as_ref().is_some_and(SelfCheck::is_finished) {
             self.check = None;
         }
@@ -70,35 +61,15 @@ impl Context for Root {
         body_size: usize,
         _num_trailers: usize,
     ) {
-        let Some(pos) = self.calls.iter().position(|(t, _)| *t == token) else {
+        let Some(call_id) = self.calls.answered(token) else {
             return;
         };
-        let (_, call_id) = self.calls.swap_remove(pos);
-        let status = if num_headers == 0 {
-            None
-        } else {
-            hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
-                .ok()
-                .flatten()
-                .and_then(|s| std::str::from_utf8(&s).ok()?.parse::<u16>().ok())
-        };
-        // Bounded read, as for the flow's calls.
-        let max = self
-            .config
-            .as_ref()
-            .map_or(0, |c| c.max_reply_bytes.saturating_add(1));
-        let body = if status.is_some() && body_size > 0 {
-            hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size.min(max))
-                .ok()
-                .flatten()
-                .unwrap_or_default()
-        } else {
-            Vec::new()
-        };
+        let max = self.config.as_ref().map_or(0, |c| c.max_reply_bytes);
+        let resp = call_response(num_headers, body_size, max);
         let Some(check) = self.check.as_mut() else {
             return;
         };
-        let commands = with_env(|env| check.on_response(call_id, Response { status, body }, env));
+        let commands = with_env(|env| check.on_response(call_id, resp, env));
         self.run(commands);
     }
 }

@@ -3,6 +3,7 @@
 //! and what each reply means for its line. The calls that change a key are in `lifecycle`.
 
 use super::*;
+use crate::ledger::Instance;
 use crate::store::StoreError;
 
 /// Where a new line's issuing mark goes in Salesforce (shared-data ledger).
@@ -29,30 +30,28 @@ impl Flow {
 
     /// With no durable place for marks, what a restart of this Envoy forgot may still be running
     /// at the license server until its last call's time (and the grace) is up: until then a line
-    /// the ledger does not know is busy. 0 when marks are durable (etcd, or a Salesforce field).
-    pub(super) fn restart_busy_until(&self, env: &Env<'_>) -> u64 {
+    /// the ledger does not know is busy. 0 when marks are durable (etcd, or a Salesforce field),
+    /// or the ledger's start (`instance`) is not known.
+    pub(super) fn restart_busy_until(&self, instance: Option<&Instance>) -> u64 {
         if self.etcd.is_some() || self.mark_field().is_some() {
             return 0;
         }
         let ledger = Ledger::new(&self.cfg.state_prefix, self.cfg.ledger);
         let timeout = self.issuing().map_or(0, |i| i.license.timeout_ms);
-        ledger
-            .instance(env.store)
-            .map_or(0, |i| ledger.busy_until(i.started_at_ms, timeout))
+        instance.map_or(0, |i| ledger.busy_until(i.started_at_ms, timeout))
     }
 
     /// After planning: with the shared-data ledger, every line that may be issued is marked in
     /// Salesforce (one sObject Collections call per 200 lines, in turn) before any license call
     /// of this delivery, so a restart mid-call cannot forget it; then the calls start.
-    pub(super) fn mark_then_pump(&mut self, env: &mut Env<'_>) {
+    pub(super) fn mark_then_pump(&mut self, instance: Option<&Instance>, env: &mut Env<'_>) {
         let Some(field) = self.mark_field() else {
             return self.pump(env);
         };
         let grace = self.cfg.ledger.pending_grace_ms;
-        let ledger = Ledger::new(&self.cfg.state_prefix, self.cfg.ledger);
-        let instance = ledger.instance(env.store).map(|i| i.id).unwrap_or_default();
+        let instance = instance.map_or("", |i| i.id.as_str());
         // Every call of this delivery ends by its deadline (timeouts are cut to it).
-        let mark = plan::issuing_mark(self.deadline_at.saturating_add(grace), &instance);
+        let mark = plan::issuing_mark(self.deadline_at.saturating_add(grace), instance);
         let marks: Vec<(usize, WriteBack)> = self
             .queue
             .iter()

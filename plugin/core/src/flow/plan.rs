@@ -4,6 +4,7 @@
 //! revoked; a reduction order's lines reduce the lines they name, a renewal line renews one.
 
 use super::*;
+use crate::ledger::Instance;
 use crate::salesforce::OrderItem;
 
 /// The state field's value for a revoked line (see [`Flow::state_label`]).
@@ -63,8 +64,13 @@ impl Flow {
             return;
         };
         let fetched = std::mem::take(&mut self.fetched);
+        let ledger = Ledger::new(&cfg.state_prefix, cfg.ledger);
+        // Read once per message: which Envoy this is, and since when.
+        let instance = ledger.instance(env.store);
         let mut p = Planner {
-            ledger: Ledger::new(&cfg.state_prefix, cfg.ledger),
+            restart_busy_until: self.restart_busy_until(instance.as_ref()),
+            instance,
+            ledger,
             counts: Counts::default(),
             logs: Vec::new(),
         };
@@ -157,7 +163,7 @@ impl Flow {
         for (l, m) in p.logs {
             self.log(l, m);
         }
-        self.mark_then_pump(env);
+        self.mark_then_pump(p.instance.as_ref(), env);
     }
 
     /// What the ledger holds for a line (etcd's copy when etcd is the ledger).
@@ -268,12 +274,12 @@ impl Flow {
                 // This Envoy's own mark with nothing in its ledger: no call went out from here
                 // (the ledger records a line before its call, and never evicts one in flight).
                 let mine = marked.as_ref().is_some_and(|m| {
-                    p.ledger
-                        .instance(env.store)
+                    p.instance
+                        .as_ref()
                         .is_some_and(|i| !m.instance.is_empty() && i.id == m.instance)
                 });
                 let marked_until = marked.filter(|_| !mine).map_or(0, |m| m.until_ms);
-                let busy_until = marked_until.max(self.restart_busy_until(env));
+                let busy_until = marked_until.max(p.restart_busy_until);
                 if busy_until > env.now_ms {
                     return self.plan_busy(&item.id, busy_until, p, env);
                 }
@@ -464,6 +470,10 @@ fn whole_or_zero(q: f64) -> Option<u32> {
 /// What planning gathers before it is emitted: the ledger, tallies and log lines.
 struct Planner<'a> {
     ledger: Ledger<'a>,
+    /// This Envoy's ledger instance (its issuing marks are its own).
+    instance: Option<Instance>,
+    /// Until when every line the ledger does not know is busy after a restart (no durable marks).
+    restart_busy_until: u64,
     counts: Counts,
     logs: Vec<(Level, String)>,
 }

@@ -94,7 +94,7 @@ impl QlmCall {
     /// The call as HTTP at `now_ms` (the strict-authentication timestamp): a signed GET for a
     /// method under `license_server.strict_auth`, a GET for a call without arguments (the ping),
     /// a form POST otherwise.
-    pub fn to_http(&self, cfg: &LicenseConfig, now_ms: u64) -> HttpRequest {
+    pub fn to_http(self, cfg: &LicenseConfig, now_ms: u64) -> HttpRequest {
         let path = format!("{}/{}", cfg.path_prefix, self.method);
         if let Some(strict) = cfg
             .strict_auth
@@ -135,7 +135,7 @@ impl QlmCall {
                 "content-type",
                 "application/x-www-form-urlencoded".to_owned(),
             )],
-            body: self.args.clone().into_bytes(),
+            body: self.args.into_bytes(),
         }
     }
 }
