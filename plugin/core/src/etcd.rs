@@ -2,8 +2,11 @@
 //! the replies mean. Keys and values travel base64-encoded; 64-bit numbers are JSON strings.
 //!
 //! Layout under the configured prefix:
-//! - `claim/<order>`: the order's claim, attached to the delivery's lease (it expires with it),
-//!   taken with a create-revision compare: only one delivery in the fleet holds an order.
+//! - `claim/<order>`: the order's claim, `<owner> <until, ms since the epoch>`, taken with a
+//!   mod-revision compare: only one delivery in the fleet holds an order. It holds until the time
+//!   it names; after that another delivery may take it over (a compare on the revision it saw).
+//!   The key also hangs on the Envoy's lease, but only so that etcd deletes it eventually: etcd
+//!   renews every lease's TTL when its leader changes, so a lease is no clock to rely on.
 //! - `line/<order>/<item>`: the line's state (the encoding of [`LineState`]), changed only by
 //!   compare-and-swap on its mod revision while the claim is still this delivery's. Keyed under
 //!   the order so that the claim reads every line of the order in the same transaction.
@@ -54,10 +57,40 @@ pub struct LineRecord {
 /// What a claim transaction found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claimed {
-    /// Every order is ours; here is every line etcd holds for them.
-    Taken(Vec<LineRecord>),
-    /// These orders (indexes into the claimed list) are held by another delivery.
-    Held(Vec<usize>),
+    /// Every order is ours, as of `revision` (the claims' mod revision, which later compares
+    /// name); here is every line etcd holds for them.
+    Taken {
+        revision: i64,
+        lines: Vec<LineRecord>,
+    },
+    /// A claim was not where the transaction expected it: what etcd holds for each order, in the
+    /// order they were claimed.
+    Contested(Vec<SeenClaim>),
+}
+
+/// A claim as a failed claim transaction found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenClaim {
+    /// 0: no claim (released meanwhile).
+    pub mod_revision: i64,
+    /// The delivery that holds it (`None`: no claim, or one this module cannot read).
+    pub owner: Option<u64>,
+    /// When it stops holding, ms since the epoch (`None`: no claim, or no time in it, as an
+    /// earlier module wrote them: it then holds until its lease expires).
+    pub until_ms: Option<u64>,
+}
+
+/// A claim's value: the delivery holding it, and until when.
+pub fn claim_value(owner: u64, until_ms: u64) -> String {
+    format!("{owner} {until_ms}")
+}
+
+fn read_claim_value(value: &[u8]) -> (Option<u64>, Option<u64>) {
+    let text = std::str::from_utf8(value).unwrap_or_default();
+    let mut parts = text.split(' ');
+    let owner = parts.next().and_then(|o| o.parse().ok());
+    let until = parts.next().and_then(|u| u.parse().ok());
+    (owner, until)
 }
 
 /// Key names under the configured prefix.
@@ -134,25 +167,29 @@ pub fn auth_body(user: &str, password: &str) -> Vec<u8> {
     format!(r#"{{"name":{u},"password":{p}}}"#).into_bytes()
 }
 
-/// Take every order's claim at once, or none: each claim key must not exist. Either way, read
-/// every line of those orders; on failure, also read the claims, to say which orders are held
-/// (and to recognise claims this delivery itself took, when it sends the transaction again
-/// because the first answer was lost).
-pub fn claim_body(keys: &Keys<'_>, orders: &[SfId], lease: &str, owner: u64) -> Vec<u8> {
-    let owner = owner.to_string();
+/// Take every order's claim at once, or none: each claim key must still be at the revision
+/// given with its order (0: absent; else the revision of an expired claim being taken over, or
+/// of this delivery's own claim when its first answer was lost). Either way, read every line of
+/// those orders; on failure, also read the claims, to say which are held and until when.
+pub fn claim_body(keys: &Keys<'_>, orders: &[(SfId, i64)], lease: &str, value: &str) -> Vec<u8> {
     let mut compares = Vec::new();
     let mut success = Vec::new();
     let mut failure = Vec::new();
-    for o in orders {
+    for (o, expected) in orders {
         let claim = keys.claim(o);
-        compares.push(compare(&claim, "CREATE", "create_revision", "0"));
-        success.push(put(&claim, owner.as_bytes(), Some(lease)));
+        compares.push(compare(
+            &claim,
+            "MOD",
+            "mod_revision",
+            &expected.to_string(),
+        ));
+        success.push(put(&claim, value.as_bytes(), Some(lease)));
         failure.push(format!(
             r#"{{"request_range":{{"key":"{}"}}}}"#,
             b64(claim.as_bytes())
         ));
     }
-    for o in orders {
+    for (o, _) in orders {
         let (start, end) = keys.lines_of(o);
         let range = format!(
             r#"{{"request_range":{{"key":"{}","range_end":"{}"}}}}"#,
@@ -165,26 +202,26 @@ pub fn claim_body(keys: &Keys<'_>, orders: &[SfId], lease: &str, owner: u64) -> 
     txn(&compares, &success, &failure)
 }
 
-/// The claims of `orders` still belong to `lease` (nobody took them over after it expired).
-fn claims_still_ours(keys: &Keys<'_>, orders: &[SfId], lease: &str) -> Vec<String> {
-    orders
+/// The claims are still at the revision this delivery wrote them at: nobody took one over after
+/// it expired (not even another delivery of the same Envoy, on the same lease).
+fn claims_still_ours(keys: &Keys<'_>, claims: &[(SfId, i64)]) -> Vec<String> {
+    claims
         .iter()
-        .map(|o| compare(&keys.claim(o), "LEASE", "lease", lease))
+        .map(|(o, rev)| compare(&keys.claim(o), "MOD", "mod_revision", &rev.to_string()))
         .collect()
 }
 
-/// Compare-and-swap one line: written only while the order's claim is ours and the line is
-/// unchanged since `mod_revision`.
+/// Compare-and-swap one line: written only while the order's claim is ours (still at
+/// `claim_revision`) and the line is unchanged since `mod_revision`.
 pub fn line_cas_body(
     keys: &Keys<'_>,
-    lease: &str,
-    order: &SfId,
+    (order, claim_revision): (SfId, i64),
     item: &SfId,
     state: &LineState,
     mod_revision: i64,
 ) -> Vec<u8> {
-    let line = keys.line(order, item);
-    let mut compares = claims_still_ours(keys, std::slice::from_ref(order), lease);
+    let line = keys.line(&order, item);
+    let mut compares = claims_still_ours(keys, &[(order, claim_revision)]);
     compares.push(compare(
         &line,
         "MOD",
@@ -205,12 +242,11 @@ pub fn records_body(keys: &Keys<'_>, records: &[(SfId, SfId, LineState)]) -> Vec
 }
 
 /// The last transaction of a delivery: record each line this delivery licensed (issued, or
-/// written back: facts, written whatever happened to the claims) and release the claims that
-/// are still ours.
+/// written back: facts, written whatever happened to the claims) and release the claims, if
+/// they are all still ours (at the revisions given).
 pub fn final_body(
     keys: &Keys<'_>,
-    lease: &str,
-    orders: &[SfId],
+    claims: &[(SfId, i64)],
     records: &[(SfId, SfId, LineState)],
 ) -> Vec<u8> {
     let puts: Vec<String> = records
@@ -218,13 +254,13 @@ pub fn final_body(
         .map(|(order, item, state)| put(&keys.line(order, item), &state.encode(), None))
         .collect();
     let mut success = puts.clone();
-    for o in orders {
+    for (o, _) in claims {
         success.push(format!(
             r#"{{"request_delete_range":{{"key":"{}"}}}}"#,
             b64(keys.claim(o).as_bytes())
         ));
     }
-    txn(&claims_still_ours(keys, orders, lease), &success, &puts)
+    txn(&claims_still_ours(keys, claims), &success, &puts)
 }
 
 // ---- replies --------------------------------------------------------------------------------
@@ -299,13 +335,12 @@ pub fn parse_auth(status: u16, body: &[u8]) -> Result<String, EtcdError> {
     }
 }
 
-/// The reply to [`claim_body`] for `orders` claimed under `keys` by `owner` on `lease`.
+/// The reply to [`claim_body`] for `orders` (as many as it claimed) under `keys`.
 pub fn parse_claim(
     status: u16,
     body: &[u8],
     keys: &Keys<'_>,
-    orders: &[SfId],
-    (lease, owner): (&str, u64),
+    orders: usize,
 ) -> Result<Claimed, EtcdError> {
     let v = parse(status, body)?;
     let ranges: Vec<Option<&Value>> = responses(&v)
@@ -313,32 +348,44 @@ pub fn parse_claim(
         .map(|r| r.get("response_range"))
         .collect();
     if !succeeded(&v) {
-        let owner = Base64::encode_string(owner.to_string().as_bytes());
-        let held: Vec<usize> = (0..orders.len())
-            .filter(|i| {
+        let seen = (0..orders)
+            .map(|i| {
                 let kv = ranges
-                    .get(*i)
+                    .get(i)
                     .copied()
                     .flatten()
                     .and_then(|r| r.get("kvs")?.as_array()?.first());
-                // Absent (released meanwhile) or someone else's: not ours to go on with.
-                !kv.is_some_and(|kv| {
-                    field(kv, "value") == Some(owner.as_str()) && field(kv, "lease") == Some(lease)
+                let Some(kv) = kv else {
+                    return Ok(SeenClaim {
+                        mod_revision: 0,
+                        owner: None,
+                        until_ms: None,
+                    });
+                };
+                let value = Base64::decode_vec(field(kv, "value").unwrap_or_default())
+                    .map_err(|_| EtcdError::Unparseable("claim value not base64".into()))?;
+                let (owner, until_ms) = read_claim_value(&value);
+                Ok(SeenClaim {
+                    mod_revision: number(field(kv, "mod_revision"), "claim without mod_revision")?,
+                    owner,
+                    until_ms,
                 })
             })
-            .collect();
-        if !held.is_empty() {
-            return Ok(Claimed::Held(held));
-        }
+            .collect::<Result<Vec<_>, EtcdError>>()?;
+        return Ok(Claimed::Contested(seen));
     }
     let mut lines = Vec::new();
-    for r in ranges.iter().skip(orders.len()).flatten() {
+    for r in ranges.iter().skip(orders).flatten() {
         let kvs = r.get("kvs").and_then(Value::as_array);
         for kv in kvs.into_iter().flatten() {
             lines.push(line_record(kv, keys)?);
         }
     }
-    Ok(Claimed::Taken(lines))
+    let revision = v.get("header").and_then(|h| field(h, "revision"));
+    Ok(Claimed::Taken {
+        revision: number(revision, "revision missing or not a number")?,
+        lines,
+    })
 }
 
 fn line_record(kv: &Value, keys: &Keys<'_>) -> Result<LineRecord, EtcdError> {

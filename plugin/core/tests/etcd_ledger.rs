@@ -374,6 +374,64 @@ fn a_claim_that_expired_mid_delivery_stops_the_license_call() {
 }
 
 #[test]
+fn a_claim_is_held_until_the_time_written_in_it_then_taken_over_though_its_lease_lives() {
+    // An Envoy died holding the order; its lease is alive (etcd renews every lease's TTL when
+    // its leader changes, so a lease may outlive its holder by minutes). Its claim's own time
+    // decides.
+    let cfg = etcd_config(json!({}));
+    let mut world = demo_world();
+    world.etcd.leases.push(99);
+    world
+        .etcd
+        .put_claim("8015Y000001AbCdQAK", &format!("777 {}", T + 1), 99);
+    let run = deliver(&cfg, &mut world, &mut MemStore::new(), ONE);
+    assert_eq!(run.reply.outcome, Outcome::Faulted(FaultKind::Busy));
+    assert!(
+        is_fault(&run.reply, 500, "being processed by another request"),
+        "{}",
+        run.reply.body
+    );
+    assert_eq!(world.count("query") + world.count("license"), 0);
+    assert_eq!(
+        world.etcd.get("keygate/claim/8015Y000001AbCdQAK").unwrap(),
+        format!("777 {}", T + 1)
+    );
+
+    // At the time it names, the claim is taken over: licensed once, and released.
+    let run = deliver_at(&cfg, &mut world, &mut MemStore::new(), ONE, T + 1, 0);
+    assert!(run.reply.is_ack(), "{}", run.reply.body);
+    assert_eq!(world.count("license"), 1);
+    assert!(run
+        .logs
+        .iter()
+        .any(|l| l.contains("taking over a claim that expired")));
+    assert!(world.etcd.keys("keygate/claim/").is_empty());
+    one_key_per_line(&world);
+}
+
+#[test]
+fn a_claim_taken_over_on_the_same_lease_stops_the_license_call() {
+    // Another worker of the same Envoy (same lease) took the claim over right after this
+    // delivery claimed: the pending mark compares the claim's revision, not its lease.
+    let cfg = etcd_config(json!({}));
+    let mut world = demo_world();
+    world.etcd.retake_after_call = Some(2);
+    let run = deliver(&cfg, &mut world, &mut MemStore::new(), ONE);
+    assert!(
+        is_fault(&run.reply, 500, "claim expired"),
+        "{}",
+        run.reply.body
+    );
+    assert_eq!(world.count("license"), 0);
+    assert!(world.etcd.keys("keygate/line/").is_empty());
+    // The other delivery's claim is left to it.
+    assert_eq!(
+        world.etcd.get("keygate/claim/8015Y000001AbCdQAK").unwrap(),
+        "12345 99999999999999"
+    );
+}
+
+#[test]
 fn a_slow_license_server_keeps_the_line_busy_on_every_replica_then_it_is_looked_up() {
     let cfg = etcd_config(
         json!({"license_server": {"timeout_ms": 1000}, "ledger": {"pending_grace_ms": 3000}}),

@@ -1,22 +1,24 @@
 //! The flow's side of the etcd ledger (`ledger.backend: "etcd"`): every ledger step is a
 //! dispatched call, answered like any other.
 //!
-//! One delivery: one transaction that claims every order (create-revision compare, keys on a
-//! lease) and reads all their lines; per new line a compare-and-swap to pending before its
+//! One delivery: one transaction that claims every order (mod-revision compare; the claim names
+//! its holder and until when it holds) and reads all their lines; per new line a compare-and-swap to pending before its
 //! license call; one last transaction that records each licensed line (issued, or written back)
 //! and releases the claims, answered before the reply goes out. Three writes for a new line.
 //!
-//! The lease is shared by the Envoy's workers (in shared data) and granted for twice the claim
-//! TTL; a delivery uses it only while it has at least a claim TTL left, so every claim lives at
-//! least that long, and the claims of a crashed Envoy at most twice that. A grant per ~claim TTL,
-//! not per message. A line's keys reach etcd in the last transaction: if the Envoy dies before
+//! A claim holds for the claim TTL from when it was taken, by the time written in it: a claim
+//! found past that time is taken over (a compare on the revision seen), whoever left it. The
+//! claim keys also hang on a lease, shared by the Envoy's workers (in shared data) and granted
+//! for twice the claim TTL, so that etcd deletes what a crashed Envoy left; a lease is not the
+//! clock, because etcd renews every lease's TTL when its leader changes. A grant per ~claim
+//! TTL, not per message. A line's keys reach etcd in the last transaction: if the Envoy dies before
 //! it, the line stays pending and is looked up once its call's time is over.
 //! etcd unreachable or refusing is a retryable fault, and no license call is ever made without
 //! the claim and the pending mark being in etcd first.
 
 use super::*;
 use crate::config::EtcdConfig;
-use crate::etcd::{self, Claimed, EtcdError, Keys, LineRecord};
+use crate::etcd::{self, Claimed, EtcdError, Keys, LineRecord, SeenClaim};
 
 /// A call to etcd and what comes after it.
 #[derive(Debug, Clone)]
@@ -46,6 +48,15 @@ pub(super) struct EtcdRun {
     lease: Option<String>,
     /// The lease was granted by this delivery (a refused one is not granted again).
     granted: bool,
+    /// The orders claimed so far (claims are taken in order, a prefix of `wanted`), each with the
+    /// revision the claim was written at: later writes hold only while it is still there.
+    claims: Vec<(SfId, i64)>,
+    /// The revision each order of the next claim part must still have (0: absent). Empty: all 0.
+    expected: Vec<i64>,
+    /// Claim transactions of the current part that found a claim to take over or their own.
+    contests: u8,
+    /// Until when this delivery's claims hold (ms since the epoch): a claim TTL from its start.
+    claims_until: u64,
     /// What etcd holds for the lines of the claimed orders, with the revision a CAS names.
     lines: Vec<LineRecord>,
     /// (order, line, keys) licensed by this delivery (issued or found by a lookup).
@@ -63,9 +74,6 @@ pub(super) struct EtcdRun {
 }
 
 const ETCD_TOKEN_KEY: &str = "etcd_token";
-/// Envoy's local reply when it could not connect to the member it picked: the call never reached
-/// etcd, so it is safe to send again (Envoy has ejected that member by then).
-const NOT_CONNECTED: &[u8] = b"reset reason: connection failure";
 const MAX_RETRIES: u8 = 4;
 /// etcd refuses a transaction with more operations in a list than its `--max-txn-ops` (128 by
 /// default). A message has at most 100 orders, so the claims' compares always fit.
@@ -74,6 +82,9 @@ const MAX_TXN_OPS: usize = 128;
 const CLAIM_CHUNK: usize = MAX_TXN_OPS / 2;
 /// Shared data: `<lease id> <expires at, ms>` of the lease this Envoy's claims are attached to.
 const ETCD_LEASE_KEY: &str = "etcd_lease";
+/// A part of the claims tried again after finding expired claims (taken over meanwhile by
+/// someone else each time): then the orders are "busy".
+const MAX_CONTESTS: u8 = 3;
 
 impl Flow {
     fn etcd_cfg(&self) -> Option<&EtcdConfig> {
@@ -90,6 +101,9 @@ impl Flow {
 
     /// Claim the orders: on the Envoy's lease while it has a claim TTL left, else on a new one.
     pub(super) fn etcd_begin(&mut self, env: &mut Env<'_>) -> bool {
+        if let Some(run) = self.etcd.as_mut() {
+            run.claims_until = env.now_ms.saturating_add(self.cfg.ledger.claim_ttl_ms);
+        }
         let cached = env.store.get(&self.etcd_lease_key()).and_then(|(v, _)| {
             let text = String::from_utf8_lossy(&v).into_owned();
             let (id, expires) = text.split_once(' ')?;
@@ -188,24 +202,37 @@ impl Flow {
             EtcdStep::Grant | EtcdStep::Auth { .. } => {
                 (etcd::GRANT_PATH, etcd::grant_body(self.lease_ttl_s()))
             }
-            EtcdStep::Claim => (
-                etcd::TXN_PATH,
-                etcd::claim_body(&keys, &self.claim_chunk(), lease, self.owner),
-            ),
+            EtcdStep::Claim => {
+                let expected = self.etcd.as_ref().map_or(&[][..], |r| &r.expected);
+                let chunk: Vec<(SfId, i64)> = self
+                    .claim_chunk()
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, o)| (o, expected.get(i).copied().unwrap_or(0)))
+                    .collect();
+                let until = self.etcd.as_ref().map_or(0, |r| r.claims_until);
+                let value = etcd::claim_value(self.owner, until);
+                (
+                    etcd::TXN_PATH,
+                    etcd::claim_body(&keys, &chunk, lease, &value),
+                )
+            }
             EtcdStep::Line { idx, state, .. } => {
                 let (order, item) = self.line_ids(*idx)?;
                 let rev = self.etcd_line(&item).map(|l| l.mod_revision).unwrap_or(0);
+                let claim = self.claim_revision(&order)?;
                 (
                     etcd::TXN_PATH,
-                    etcd::line_cas_body(&keys, lease, &order, &item, state, rev),
+                    etcd::line_cas_body(&keys, (order, claim), &item, state, rev),
                 )
             }
             EtcdStep::Final { last } => {
                 let records = self.final_records();
                 let sent = self.etcd.as_ref().map_or(0, |r| r.final_sent);
                 let rest = records.get(sent..).unwrap_or(&[]);
+                let claims = self.etcd.as_ref().map_or(&[][..], |r| &r.claims);
                 let body = if *last {
-                    etcd::final_body(&keys, lease, &self.claimed, rest)
+                    etcd::final_body(&keys, claims, rest)
                 } else {
                     etcd::records_body(&keys, rest.get(..MAX_TXN_OPS).unwrap_or(rest))
                 };
@@ -214,15 +241,24 @@ impl Flow {
         })
     }
 
-    /// The next orders to claim (claims are taken in order: `claimed` is a prefix of `wanted`).
+    /// The next orders to claim.
     fn claim_chunk(&self) -> Vec<SfId> {
-        let from = self.claimed.len();
+        let from = self.etcd.as_ref().map_or(0, |r| r.claims.len());
         self.wanted
             .iter()
             .skip(from)
             .take(CLAIM_CHUNK)
             .copied()
             .collect()
+    }
+
+    /// The revision this delivery's claim on `order` was written at.
+    fn claim_revision(&self, order: &SfId) -> Option<i64> {
+        let run = self.etcd.as_ref()?;
+        run.claims
+            .iter()
+            .find(|(o, _)| o.same_record(order))
+            .map(|(_, rev)| *rev)
     }
 
     /// Each line this delivery licensed, as the last transaction records it.
@@ -248,13 +284,12 @@ impl Flow {
     /// The next part of the last transaction: the last one when the records left and the
     /// claims' release fit in one.
     fn final_step(&self) -> EtcdStep {
-        let (records, sent) = self
-            .etcd
-            .as_ref()
-            .map_or((0, 0), |r| (r.licensed.len(), r.final_sent));
+        let (records, sent, claims) = self.etcd.as_ref().map_or((0, 0, 0), |r| {
+            (r.licensed.len(), r.final_sent, r.claims.len())
+        });
         let rest = records.saturating_sub(sent);
         EtcdStep::Final {
-            last: rest + self.claimed.len() <= MAX_TXN_OPS,
+            last: rest + claims <= MAX_TXN_OPS,
         }
     }
 
@@ -303,7 +338,7 @@ impl Flow {
         let holds = self
             .etcd
             .as_ref()
-            .is_some_and(|r| r.lease.is_some() && !self.claimed.is_empty());
+            .is_some_and(|r| r.lease.is_some() && !r.claims.is_empty());
         if !holds {
             return Some(reply);
         }
@@ -322,11 +357,8 @@ impl Flow {
         // step that is safe to repeat: the lease grant (a spare lease expires), the claim (one
         // taken by this delivery is recognised as its own), the last transaction (facts, and
         // the release of claims that are still ours). Not a line's compare-and-swap.
-        let never_reached = resp.status == Some(503)
-            && resp
-                .body
-                .windows(NOT_CONNECTED.len())
-                .any(|w| w == NOT_CONNECTED);
+        // Envoy could not connect to the member it picked: it has ejected it by then.
+        let never_reached = resp.never_sent();
         let repeatable = matches!(
             step,
             EtcdStep::Grant | EtcdStep::Claim | EtcdStep::Final { .. }
@@ -360,10 +392,8 @@ impl Flow {
             }
             EtcdStep::Claim => {
                 let prefix = self.etcd_cfg().map(|e| e.prefix.as_str()).unwrap_or("");
-                let lease = self.etcd.as_ref().and_then(|r| r.lease.as_deref());
-                let ours = (lease.unwrap_or("0"), self.owner);
                 let chunk = self.claim_chunk();
-                etcd::parse_claim(status, &resp.body, &Keys { prefix }, &chunk, ours)
+                etcd::parse_claim(status, &resp.body, &Keys { prefix }, chunk.len())
                     .map(|c| Answer::Claim(c, chunk))
             }
             EtcdStep::Line { .. } => etcd::parse_cas(status, &resp.body).map(Answer::Cas),
@@ -394,31 +424,22 @@ impl Flow {
                 }
                 self.resend(EtcdStep::Claim, env);
             }
-            Ok(Answer::Claim(Claimed::Taken(lines), chunk)) => {
-                if let Some(run) = self.etcd.as_mut() {
+            Ok(Answer::Claim(Claimed::Taken { revision, lines }, chunk)) => {
+                let claimed = self.etcd.as_mut().map_or(0, |run| {
                     run.lines.extend(lines);
-                }
-                self.claimed.extend(chunk);
-                if self.claimed.len() < self.wanted.len() {
+                    run.claims.extend(chunk.into_iter().map(|o| (o, revision)));
+                    run.expected.clear();
+                    run.contests = 0;
+                    run.claims.len()
+                });
+                if claimed < self.wanted.len() {
                     self.resend(EtcdStep::Claim, env);
                 } else {
                     self.query_orders(env);
                 }
             }
-            Ok(Answer::Claim(Claimed::Held(held), chunk)) => {
-                let orders: Vec<String> = held
-                    .iter()
-                    .filter_map(|i| chunk.get(*i))
-                    .map(|o| o.to_string())
-                    .collect();
-                let reason = format!(
-                    "order {} is being processed by another request; retry later",
-                    orders.join(", ")
-                );
-                self.log(Level::Warn, reason.clone());
-                // Orders claimed by an earlier part are released before the reply.
-                self.busy.push(reason);
-                self.finish(env);
+            Ok(Answer::Claim(Claimed::Contested(seen), chunk)) => {
+                self.on_contested_claims(&seen, &chunk, env)
             }
             Ok(Answer::Cas(Some(rev))) => {
                 if let EtcdStep::Line { idx, state, issue } = step {
@@ -456,6 +477,52 @@ impl Flow {
                 self.send_held_reply();
             }
         }
+    }
+
+    /// The claim transaction found claims where it expected none (or other revisions): go on
+    /// over the expired ones and this delivery's own (its first answer was lost); any other is
+    /// held, and its orders are "busy".
+    fn on_contested_claims(&mut self, seen: &[SeenClaim], chunk: &[SfId], env: &mut Env<'_>) {
+        let now = env.now_ms;
+        let held: Vec<String> = seen
+            .iter()
+            .zip(chunk)
+            .filter(|(c, _)| {
+                let ours = c.owner == Some(self.owner);
+                let expired = c.until_ms.is_some_and(|u| u <= now);
+                c.mod_revision != 0 && !ours && !expired
+            })
+            .map(|(_, o)| o.to_string())
+            .collect();
+        let contests = self.etcd.as_ref().map_or(0, |r| r.contests);
+        if held.is_empty() && contests < MAX_CONTESTS {
+            for (c, o) in seen.iter().zip(chunk) {
+                if c.mod_revision != 0 && c.owner != Some(self.owner) {
+                    self.log(
+                        Level::Info,
+                        format!("order {o}: taking over a claim that expired"),
+                    );
+                }
+            }
+            if let Some(run) = self.etcd.as_mut() {
+                run.expected = seen.iter().map(|c| c.mod_revision).collect();
+                run.contests += 1;
+            }
+            return self.resend(EtcdStep::Claim, env);
+        }
+        let orders = if held.is_empty() {
+            chunk.iter().map(|o| o.to_string()).collect()
+        } else {
+            held
+        };
+        let reason = format!(
+            "order {} is being processed by another request; retry later",
+            orders.join(", ")
+        );
+        self.log(Level::Warn, reason.clone());
+        // Orders claimed by an earlier part are released before the reply.
+        self.busy.push(reason);
+        self.finish(env);
     }
 
     fn etcd_line_recorded(&mut self, idx: usize, state: LineState, rev: i64) {

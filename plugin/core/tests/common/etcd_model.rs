@@ -39,6 +39,9 @@ pub struct EtcdModel {
     pub lost_reply_calls: Vec<usize>,
     /// Right after serving this call, every lease runs out (a delivery that outlived its claim).
     pub expire_after_call: Option<usize>,
+    /// Right after serving this call, every claim is written anew by another delivery on the
+    /// same lease (another worker of the same Envoy took over claims it found expired).
+    pub retake_after_call: Option<usize>,
 }
 
 fn b64d(v: &Value) -> Vec<u8> {
@@ -77,6 +80,20 @@ impl EtcdModel {
             .collect()
     }
 
+    /// A claim on `order` as another delivery left it: `value`, on `lease` (0: none).
+    pub fn put_claim(&mut self, order: &str, value: &str, lease: i64) {
+        self.revision += 1;
+        self.kv.insert(
+            format!("keygate/claim/{order}").into_bytes(),
+            Entry {
+                value: value.as_bytes().to_vec(),
+                create_revision: self.revision,
+                mod_revision: self.revision,
+                lease,
+            },
+        );
+    }
+
     /// Every lease runs out (time passed beyond the claim TTL): their keys go with them.
     pub fn expire_leases(&mut self) {
         self.leases.clear();
@@ -100,6 +117,16 @@ impl EtcdModel {
         let r = self.answer(call);
         if self.expire_after_call == Some(self.calls) {
             self.expire_leases();
+        }
+        if self.retake_after_call == Some(self.calls) {
+            self.revision += 1;
+            let rev = self.revision;
+            for (k, e) in self.kv.iter_mut() {
+                if k.starts_with(b"keygate/claim/") {
+                    e.value = b"12345 99999999999999".to_vec();
+                    e.mod_revision = rev;
+                }
+            }
         }
         if self.lost_reply_calls.contains(&self.calls) {
             return Response {
