@@ -189,6 +189,23 @@ pub fn with_production_access_log(yaml: &str, production: &str) -> Result<String
 }
 
 /// RFC 7386 JSON merge patch: objects merge key by key, `null` removes a key, anything else replaces.
+/// The license cluster's circuit breakers set to `n` requests and `n` pending requests.
+pub fn with_license_breakers(yaml: &str, n: u32) -> Result<String, String> {
+    const SHIPPED: &str = "max_pending_requests: 16, max_requests: 16";
+    let at = yaml
+        .find("  - name: license_server\n")
+        .ok_or("no license_server cluster")?;
+    let rel = yaml[at..]
+        .find(SHIPPED)
+        .ok_or("the license_server cluster has no shipped circuit breakers")?;
+    let mut out = yaml.to_owned();
+    out.replace_range(
+        at + rel..at + rel + SHIPPED.len(),
+        &format!("max_pending_requests: {n}, max_requests: {n}"),
+    );
+    Ok(out)
+}
+
 pub fn merge_patch(target: &mut Value, patch: &Value) {
     let Value::Object(patch) = patch else {
         *target = patch.clone();

@@ -46,6 +46,9 @@ pub struct GatewayOptions {
     /// Log every gateway request with envoy.production.yaml's access log (to Envoy's stdout,
     /// so into `envoy_log`): `envoy::with_production_access_log`.
     pub access_log: bool,
+    /// The license cluster's circuit breakers at this many requests (and pending requests)
+    /// instead of the shipped 16: `envoy::with_license_breakers`.
+    pub license_breakers: Option<u32>,
 }
 
 /// Whether the filter may pause a request at its headers.
@@ -82,6 +85,7 @@ impl Default for GatewayOptions {
             plugin_config: None,
             etcd: None,
             access_log: false,
+            license_breakers: None,
         }
     }
 }
@@ -107,6 +111,11 @@ impl GatewayOptions {
     /// The gateway listener writes envoy.production.yaml's access log into `envoy_log`.
     pub fn access_log(mut self) -> Self {
         self.access_log = true;
+        self
+    }
+    /// At most `n` license calls in flight through Envoy; more are refused by Envoy (overflow).
+    pub fn license_breakers(mut self, n: u32) -> Self {
+        self.license_breakers = Some(n);
         self
     }
     /// The ledger on the etcd members listening on `client_ports`.
@@ -234,6 +243,9 @@ impl Gateway {
         }
         if let Some((port, sha256)) = &options.remote_code {
             yaml = envoy::with_remote_code(&yaml, *port, sha256);
+        }
+        if let Some(n) = options.license_breakers {
+            yaml = envoy::with_license_breakers(&yaml, n)?;
         }
         if options.access_log {
             let production = fs::read_to_string(root.join("host-config/envoy.production.yaml"))

@@ -10,7 +10,8 @@ use keygate_e2e::exactly_once::{
 use keygate_e2e::soap_reply::{assert_ack_from, assert_no_leaks, assert_server_fault};
 use keygate_e2e::{json, testdata, Gateway, GatewayOptions};
 use keygate_standins::{
-    Endpoint, Fault, FaultKind, DEMO_ITEM_ID, MULTI_LINE_ITEM_IDS, OVERSIZE_BYTES,
+    Endpoint, Fault, FaultKind, DEMO_ITEM_ID, MULTI_LINE_ITEM_IDS, MULTI_LINE_ORDER_ID,
+    OVERSIZE_BYTES,
 };
 use std::time::{Duration, Instant};
 
@@ -238,11 +239,37 @@ fn a_reply_over_max_reply_bytes_is_refused_and_nothing_is_lost() {
 /// key. (Found by a soak: a lookup here used to find nothing and issue a second key.)
 #[test]
 fn a_restart_while_the_license_server_is_still_issuing_never_gives_a_second_key() {
-    // The mark's time: the deadline (4 s) + grace (1 s) from the delivery's start.
-    restart_while_issuing(GatewayOptions::default(), Duration::from_millis(5_500));
+    // The mark's time: the deadline (4 s) + grace (1 s) from the delivery's start. The busy
+    // redelivery logs in and reads the order (a new Envoy: a new token), then stops.
+    restart_while_issuing(
+        GatewayOptions::default(),
+        &format!("line {DEMO_ITEM_ID}: an earlier license call may still be running"),
+        Calls::new(1, 1, 0, 0, 0),
+        Duration::from_millis(5_500),
+    );
 }
 
-fn restart_while_issuing(options: GatewayOptions, busy_for: Duration) {
+/// The same deploy with the fleet's ledger: etcd's claim and pending mark, written before the
+/// call, are durable already. The dead Envoy's claim holds the order until the time written in
+/// it (the claim TTL, 14 s, from the delivery's start), though its lease lives on; then the
+/// redelivery takes the claim over, finds the line's pending mark past its time and looks it up.
+#[test]
+fn with_etcd_a_restart_while_the_license_server_is_still_issuing_never_gives_a_second_key() {
+    let etcd = keygate_e2e::etcd::EtcdCluster::start(1);
+    restart_while_issuing(
+        GatewayOptions::default().etcd(&etcd.client_ports()),
+        "is being processed by another request",
+        Calls::new(0, 0, 0, 0, 0),
+        Duration::from_millis(14_500),
+    );
+}
+
+fn restart_while_issuing(
+    options: GatewayOptions,
+    busy: &str,
+    busy_calls: Calls,
+    busy_for: Duration,
+) {
     // A short deadline and grace so the marks' time passes within the test.
     let gw = Gateway::start(options.patch(json!({
         "deadline_ms": 4000,
@@ -292,21 +319,12 @@ fn restart_while_issuing(options: GatewayOptions, busy_for: Duration) {
         "the license server is still working on it"
     );
 
-    // The redelivery at once (a new Envoy: a new login): busy, no lookup and no issue.
+    // The redelivery at once: busy, no lookup and no issue.
     let mark = gw.standins.record().len();
-    let busy = assert_server_fault(&gw.post_webhook(&body));
-    assert!(
-        busy.contains(&format!(
-            "line {DEMO_ITEM_ID}: an earlier license call may still be running"
-        )),
-        "{busy}"
-    );
+    let why = assert_server_fault(&gw.post_webhook(&body));
+    assert!(why.contains(busy), "{why}");
     let record = gw.standins.record();
-    assert_eq!(
-        Calls::of(&record[mark..]),
-        Calls::new(1, 1, 0, 0, 0),
-        "{record:#?}"
-    );
+    assert_eq!(Calls::of(&record[mark..]), busy_calls, "{record:#?}");
 
     // The license server finishes; once the delivery's calls are over the lookup finds it.
     while started.elapsed() < busy_for {
@@ -316,4 +334,77 @@ fn restart_while_issuing(options: GatewayOptions, busy_for: Duration) {
     assert_ack_from(&gw.post_webhook(&body), &gw);
     assert_one_key_per_line(&gw.standins, &[DEMO_ITEM_ID.to_owned()]);
     assert_eq!(gw.counter("keygate_licenses_recovered"), 1);
+}
+
+/// Envoy's circuit breaker on the license cluster refuses calls beyond its ceiling. Envoy fails
+/// such a call while it is being dispatched and then refuses the dispatch: the call never left
+/// Envoy, and the core is told so (not "no response"), so nothing is taken for uncertain; the
+/// delivery is a fault and the redelivery goes on at once. (What the ledger does with a call
+/// never sent: core `exactly_once.rs`, `…_never_sent_…`.)
+#[test]
+fn a_call_the_license_cluster_s_circuit_breaker_refuses_was_never_sent_and_is_retried() {
+    let gw = Gateway::start(GatewayOptions::default().license_breakers(2));
+    // Another delivery's two lookups hold both slots for 1.5 s.
+    gw.standins
+        .inject_fault(
+            Fault::new(Endpoint::Retrieve, FaultKind::Delay)
+                .delay_ms(1500)
+                .times(2),
+        )
+        .unwrap();
+    let addr = gw.gateway_addr;
+    let blocker = std::thread::spawn(move || {
+        let body = keygate_e2e::exactly_once::outbound_message([(MULTI_LINE_ORDER_ID, "00000115")]);
+        keygate_e2e::http::request(
+            addr,
+            "POST",
+            &keygate_e2e::webhook_path_with_secret(),
+            &[
+                ("Content-Type", "text/xml; charset=utf-8"),
+                ("SOAPAction", "\"\""),
+            ],
+            body.as_bytes(),
+            Duration::from_secs(10),
+        )
+    });
+    let started = Instant::now();
+    while gw.standins.license_in_flight() < 2 {
+        assert!(started.elapsed() < Duration::from_secs(1), "no lookups");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+
+    let body = testdata("soap/valid/activated_one.xml");
+    let why = assert_server_fault(&gw.post_webhook(&body));
+    assert!(
+        why.contains(&format!(
+            "license call for line {DEMO_ITEM_ID} failed: lookup not sent (Envoy's circuit \
+             breaker on the license cluster is open"
+        )),
+        "{why}"
+    );
+    let overflows: u64 = gw
+        .admin_get("/stats?filter=^cluster%5C.license_server%5C..*_overflow$")
+        .text()
+        .lines()
+        .filter_map(|l| l.split_once(": ")?.1.trim().parse::<u64>().ok())
+        .sum();
+    assert_eq!(overflows, 1, "Envoy refused one call");
+    // The other delivery may have met the ceiling too (its two issue calls, made as its lookups
+    // answer): redelivered, as Salesforce would, until both messages are acked.
+    let blocked = blocker.join().unwrap().unwrap();
+    let other = keygate_e2e::exactly_once::outbound_message([(MULTI_LINE_ORDER_ID, "00000115")]);
+    let mut acked = (blocked.status == 200, false);
+    for _ in 0..5 {
+        if !acked.0 {
+            acked.0 = gw.post_webhook(&other).status == 200;
+        }
+        if !acked.1 {
+            acked.1 = gw.post_webhook(&body).status == 200;
+        }
+    }
+    assert_eq!(acked, (true, true), "not licensed after 5 redeliveries");
+    let mut lines = several_lines();
+    lines.sort();
+    assert_one_key_per_line(&gw.standins, &lines);
+    assert_no_leaks(&gw);
 }

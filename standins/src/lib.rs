@@ -201,6 +201,11 @@ impl Standins {
         self.shared.record()
     }
 
+    /// License-server calls being served right now (the self-check's left out).
+    pub fn license_in_flight(&self) -> u64 {
+        self.shared.license_in_flight()
+    }
+
     /// The most license-server calls served at once (keygate's deliveries; the self-check's
     /// left out) since the start or the last reset.
     pub fn license_max_in_flight(&self) -> u64 {

@@ -159,6 +159,10 @@ impl Shared {
     }
 
     /// The most license-server calls served at once since the start or the last reset.
+    pub fn license_in_flight(&self) -> u64 {
+        self.license_in_flight.load(Ordering::SeqCst)
+    }
+
     pub fn license_max_in_flight(&self) -> u64 {
         self.license_max_in_flight.load(Ordering::SeqCst)
     }

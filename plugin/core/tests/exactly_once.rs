@@ -332,3 +332,86 @@ fn a_401_never_clears_a_token_another_worker_just_stored() {
         .iter()
         .any(|(k, v)| *k == "authorization" && v.ends_with("tok-9")));
 }
+
+/// Envoy's local reply when a circuit breaker on the cluster is open.
+fn overflow() -> keygate_core::flow::Response {
+    status(
+        503,
+        "upstream connect error or disconnect/reset before headers. reset reason: overflow",
+    )
+}
+
+/// What the shell feeds back when the host refuses to dispatch a call.
+fn not_dispatched() -> keygate_core::flow::Response {
+    keygate_core::flow::Response {
+        status: None,
+        body: keygate_core::flow::NOT_DISPATCHED.to_vec(),
+    }
+}
+
+#[test]
+fn a_call_envoy_never_sent_leaves_the_line_as_it_was_and_is_retried_at_once() {
+    // A call that never left Envoy did nothing at the license server: unlike a reset (which may
+    // have reached it), the line is not "busy" for the call's time; the redelivery goes on.
+    let cfg = config(json!({}));
+    for refused in [overflow(), not_dispatched()] {
+        let (mut world, mut store) = (demo_world(), MemStore::new());
+        world.fail_next("license", refused.clone());
+        let run = deliver_at(&cfg, &mut world, &mut store, ONE, T, 0);
+        assert_eq!(run.reply.outcome, Outcome::Faulted(FaultKind::Upstream));
+        assert!(
+            is_fault(
+                &run.reply,
+                500,
+                "not sent (Envoy&apos;s circuit breaker on the license cluster is open"
+            ),
+            "{}",
+            run.reply.body
+        );
+        assert!(world.keys_issued.is_empty());
+        let ledger = keygate_core::ledger::Ledger::new(&cfg.state_prefix, cfg.ledger);
+        let item = keygate_core::ids::SfId::parse(ITEM).unwrap();
+        assert_eq!(
+            ledger.line(&store, &item),
+            keygate_core::ledger::LineState::Unknown,
+            "{refused:?}"
+        );
+
+        let run = deliver_at(&cfg, &mut world, &mut store, ONE, T + 1, 0);
+        assert!(run.reply.is_ack(), "{}", run.reply.body);
+        one_key_per_line(&world);
+    }
+}
+
+#[test]
+fn with_etcd_a_call_envoy_never_sent_needs_no_lookup_on_redelivery() {
+    let cfg = config(json!({"ledger": {"backend": "etcd",
+                                       "etcd": {"cluster": "etcd", "authority": "127.0.0.1:2379"}}}));
+    for refused in [overflow(), not_dispatched()] {
+        let (mut world, mut store) = (demo_world(), MemStore::new());
+        world.fail_next("license", refused.clone());
+        let run = deliver_at(&cfg, &mut world, &mut store, ONE, T, 0);
+        assert!(
+            is_fault(
+                &run.reply,
+                500,
+                "not sent (Envoy&apos;s circuit breaker on the license cluster is open"
+            ),
+            "{}",
+            run.reply.body
+        );
+        // The pending mark is gone: etcd holds the line as it was (nothing).
+        let lines = world.etcd.keys("keygate/line/");
+        assert!(
+            lines.iter().all(|k| world.etcd.get(k).unwrap().is_empty()),
+            "{refused:?}"
+        );
+
+        world.calls.clear();
+        let run = deliver_at(&cfg, &mut world, &mut store, ONE, T + 1, 0);
+        assert!(run.reply.is_ack(), "{}", run.reply.body);
+        assert_eq!(world.count("retrieve"), 0, "{refused:?}");
+        assert_eq!(world.count("license"), 1);
+        one_key_per_line(&world);
+    }
+}

@@ -4,10 +4,10 @@
 
 use std::collections::VecDeque;
 
-use keygate_core::flow::{Command, Response};
+use keygate_core::flow::{Command, Response, NOT_DISPATCHED};
 use keygate_core::reply::Reply;
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{BufferType, LogLevel, MapType};
+use proxy_wasm::types::{BufferType, LogLevel, MapType, Status};
 
 use crate::host::{dispatch, level, log, Metrics};
 
@@ -42,16 +42,25 @@ pub fn carry_out(
             Command::Dispatch(call) => match dispatch(&call) {
                 Ok(token) => calls.0.push((token, call.id)),
                 Err(status) => {
+                    // Envoy answers a call it fails before sending (a circuit breaker on the
+                    // cluster open) while dispatching it, and then refuses the dispatch itself.
+                    let (lvl, why) = match status {
+                        Status::InternalFailure => (
+                            LogLevel::Warn,
+                            "Envoy failed it before sending (is a circuit breaker on the cluster open?)",
+                        ),
+                        _ => (LogLevel::Error, "is the cluster defined?"),
+                    };
                     log(
-                        LogLevel::Error,
+                        lvl,
                         &format!(
-                            "{who}: dispatch to cluster '{}' refused ({status:?}); is the cluster defined?",
+                            "{who}: dispatch to cluster '{}' refused ({status:?}): {why}",
                             call.cluster
                         ),
                     );
                     let failed = Response {
                         status: None,
-                        body: Vec::new(),
+                        body: NOT_DISPATCHED.to_vec(),
                     };
                     queue.extend(respond(call.id, failed));
                 }

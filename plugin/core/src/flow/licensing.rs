@@ -6,6 +6,10 @@ use super::*;
 use crate::ledger::Instance;
 use crate::store::StoreError;
 
+/// Why a call Envoy never sent failed (`Response::never_sent`).
+pub(super) const NOT_SENT: &str = "not sent (Envoy's circuit breaker on the license cluster is \
+     open, or no connection); nothing was done, retry later";
+
 /// Where a new line's issuing mark goes in Salesforce (shared-data ledger).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum MarkField {
@@ -208,6 +212,15 @@ impl Flow {
             _ => None,
         };
         let (item, line_action) = (line.item, line.action);
+        let before = match self.cfg.etcd {
+            Some(_) => self
+                .etcd_line(&item)
+                .map_or(LineState::Unknown, |l| l.state.clone()),
+            None => ledger.line(env.store, &item),
+        };
+        if let Some(l) = self.lines.get_mut(idx) {
+            l.before_mark = Some(before);
+        }
         let state_field = issuing.salesforce.state_field.as_deref();
         let expiry_mark = expiry_before.clone();
         if let Some(e) = self.cfg.etcd.as_ref() {
@@ -334,6 +347,9 @@ impl Flow {
 
     pub(super) fn on_issue(&mut self, idx: usize, resp: Response, env: &mut Env<'_>) {
         self.in_flight = self.in_flight.saturating_sub(1);
+        if resp.never_sent() {
+            return self.license_call_not_sent(idx, env);
+        }
         let (answered, result) = match resp.status {
             // The call may still be running at the license server: the line stays busy.
             None => (
@@ -361,6 +377,23 @@ impl Flow {
                 self.license_failed(idx, &why);
             }
         }
+        self.pump(env);
+    }
+
+    /// Envoy never sent line `idx`'s call (a circuit breaker on the license cluster was open, no
+    /// connection, or the host refused the dispatch): nothing happened at the license server, so
+    /// the line's pending mark goes (what the ledger held before it is back) and the next
+    /// delivery needs no lookup for it. Retryable.
+    pub(super) fn license_call_not_sent(&mut self, idx: usize, env: &mut Env<'_>) {
+        if let Some(before) = self.lines.get_mut(idx).and_then(|l| l.before_mark.take()) {
+            if self.etcd.is_some() {
+                self.etcd_set_line(idx, before, false, env);
+            } else if let Some(item) = self.lines.get(idx).map(|l| l.item) {
+                let ledger = Ledger::new(&self.cfg.state_prefix, self.cfg.ledger);
+                let _ = ledger.set(env.store, &item, &before, env.now_ms);
+            }
+        }
+        self.license_failed(idx, NOT_SENT);
         self.pump(env);
     }
 
@@ -402,6 +435,10 @@ impl Flow {
 
     pub(super) fn on_lookup(&mut self, idx: usize, resp: Response, env: &mut Env<'_>) {
         self.in_flight = self.in_flight.saturating_sub(1);
+        if resp.never_sent() {
+            self.license_failed(idx, &format!("lookup {NOT_SENT}"));
+            return self.pump(env);
+        }
         self.count(Metric::Lookups, 1);
         let target = self
             .lines

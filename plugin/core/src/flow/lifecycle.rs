@@ -42,6 +42,9 @@ impl Flow {
 
     pub(super) fn on_change(&mut self, idx: usize, resp: Response, env: &mut Env<'_>) {
         self.in_flight = self.in_flight.saturating_sub(1);
+        if resp.never_sent() {
+            return self.license_call_not_sent(idx, env);
+        }
         let (method, property) = match self.key_change(idx) {
             Some((c, _)) => (c.method(), c.server_property()),
             None => ("", ""),
@@ -95,6 +98,10 @@ impl Flow {
     /// The expiry of a renewal line's key: proof of an earlier renewal, or the mark before this one.
     pub(super) fn on_validate(&mut self, idx: usize, resp: Response, env: &mut Env<'_>) {
         self.in_flight = self.in_flight.saturating_sub(1);
+        if resp.never_sent() {
+            self.license_failed(idx, &format!("expiry read {}", super::licensing::NOT_SENT));
+            return self.pump(env);
+        }
         let expiry = match resp.status {
             None => Err(LicenseError::Unparseable("no response".into())),
             Some(s) => license::parse_validate(s, &resp.body).map(|v| v.expiry),

@@ -90,11 +90,34 @@ impl std::fmt::Debug for Call {
     }
 }
 
-/// The outcome of a call. `status: None` = reset, refused, overflow: no HTTP answer at all.
+/// The outcome of a call. `status: None` = reset, timeout, refused: no HTTP answer at all (the
+/// body is then empty, or [`NOT_DISPATCHED`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
     pub status: Option<u16>,
     pub body: Vec<u8>,
+}
+
+/// The body of the response the shell feeds back for a call the host refused to dispatch.
+pub const NOT_DISPATCHED: &[u8] = b"not dispatched: the host refused the call";
+
+/// Envoy's local replies (503) for a call it never sent upstream: a circuit breaker was open
+/// (`overflow`: too many requests or pending requests on the cluster), or no connection could be
+/// made. Envoy's router writes them as `... reset reason: <reason>`.
+const ENVOY_NEVER_SENT: [&[u8]; 2] = [
+    b"reset reason: overflow",
+    b"reset reason: connection failure",
+];
+
+impl Response {
+    /// The call never left this Envoy: whatever it asked was not done, and asking again is safe.
+    pub fn never_sent(&self) -> bool {
+        let envoy_refused = self.status == Some(503)
+            && ENVOY_NEVER_SENT
+                .iter()
+                .any(|r| self.body.windows(r.len()).any(|w| w == *r));
+        envoy_refused || (self.status.is_none() && self.body == NOT_DISPATCHED)
+    }
 }
 
 /// The world the flow sees at each step: a clock and shared data.
@@ -189,6 +212,9 @@ struct Line {
     expiry_recorded: Option<Option<String>>,
     /// A renewal's key expiry read just before its call.
     expiry_now: Option<String>,
+    /// What the ledger held for the line before its pending mark: restored when the call is
+    /// never sent.
+    before_mark: Option<LineState>,
 }
 
 #[derive(Debug, Clone)]

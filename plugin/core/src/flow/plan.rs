@@ -135,6 +135,7 @@ impl Flow {
                     keys_done: 0,
                     expiry_recorded: None,
                     expiry_now: None,
+                    before_mark: None,
                 };
                 if cancelled {
                     if product.renewal || item.original.is_some() {
