@@ -36,13 +36,15 @@ use keygate_e2e::exactly_once::outbound_message_with_status;
 use simulator::{deliver_wave, Message, Traffic};
 
 /// An Envoy's memory may grow at most this much per 10 000 messages after its warm-up
-/// (`memory`: per process lifetime, a restart being a new process).
+/// (`memory`: per process lifetime, a restart being a new process, read from long lifetimes).
 const RSS_GROWTH_BOUND_KIB_PER_10K: f64 = 32.0 * 1024.0;
+/// And at most this much in any one lifetime after its warm-up.
+const RSS_GROWTH_BOUND_KIB: u64 = 48 * 1024;
 
 /// How long deliveries may go on settling after the faults stop (Salesforce would go on for a
-/// day; a message still unacked after this is counted lost). With etcd, a claim left by an Envoy
-/// that died holds until its lease expires (twice `ledger.claim_ttl_ms`: 180 s), and etcd renews
-/// every lease's TTL when its leader changes.
+/// day; a message still unacked after this is counted lost). A claim left by an Envoy that died
+/// holds for `ledger.claim_ttl_ms` (90 s) from its delivery's start, and a line it left pending
+/// for the license call's time and grace.
 const SETTLE: Duration = Duration::from_secs(300);
 
 struct Args {
@@ -431,6 +433,12 @@ fn main() {
     {
         violations.push(format!(
             "an Envoy's memory grew {g:.0} KiB per 10 000 messages, over the bound of {RSS_GROWTH_BOUND_KIB_PER_10K:.0}"
+        ));
+    }
+    let grown = memory.max_growth_kib();
+    if grown > RSS_GROWTH_BOUND_KIB {
+        violations.push(format!(
+            "an Envoy's memory grew {grown} KiB after its warm-up, over the bound of {RSS_GROWTH_BOUND_KIB}"
         ));
     }
     if !violations.is_empty() || !ceiling_held {
