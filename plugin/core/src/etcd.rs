@@ -12,7 +12,7 @@
 //!   the order so that the claim reads every line of the order in the same transaction.
 
 use base64ct::{Base64, Encoding as _};
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
 
 use crate::ids::SfId;
 use crate::ledger::LineState;
@@ -117,54 +117,125 @@ fn b64(s: &[u8]) -> String {
     Base64::encode_string(s)
 }
 
-// The bodies are written as text: every value in them is base64 or a decimal number, which JSON
-// needs no escaping for (the login's user and password go through serde_json). This keeps a
-// serializer per request shape out of the .wasm.
+// ---- requests -------------------------------------------------------------------------------
+//
+// etcd's v3 JSON gateway: keys and values base64, 64-bit numbers as decimal text.
 
-/// A JSON array of already-rendered items.
-fn array(items: &[String]) -> String {
-    format!("[{}]", items.join(","))
+/// `/v3/kv/txn`: every compare holds → `success`, else `failure`.
+#[derive(Serialize)]
+struct Txn {
+    compare: Vec<Compare>,
+    success: Vec<Op>,
+    failure: Vec<Op>,
 }
 
-fn put(key: &str, value: &[u8], lease: Option<&str>) -> String {
-    let lease = lease
-        .map(|l| format!(r#","lease":"{l}""#))
-        .unwrap_or_default();
-    format!(
-        r#"{{"request_put":{{"key":"{}","value":"{}"{lease}}}}}"#,
-        b64(key.as_bytes()),
-        b64(value)
-    )
+impl Txn {
+    fn body(&self) -> Vec<u8> {
+        // Strings and vectors of them: serializing cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
 }
 
-fn compare(key: &str, target: &str, field: &str, value: &str) -> String {
-    format!(
-        r#"{{"key":"{}","result":"EQUAL","target":"{target}","{field}":"{value}"}}"#,
-        b64(key.as_bytes())
-    )
+/// The key's mod revision equals `mod_revision` (0: the key does not exist). The only compare
+/// the ledger makes.
+#[derive(Serialize)]
+struct Compare {
+    key: String,
+    result: &'static str,
+    target: &'static str,
+    mod_revision: String,
 }
 
-fn txn(compare: &[String], success: &[String], failure: &[String]) -> Vec<u8> {
-    format!(
-        r#"{{"compare":{},"success":{},"failure":{}}}"#,
-        array(compare),
-        array(success),
-        array(failure)
-    )
-    .into_bytes()
+fn unchanged_since(key: &str, mod_revision: i64) -> Compare {
+    Compare {
+        key: b64(key.as_bytes()),
+        result: "EQUAL",
+        target: "MOD",
+        mod_revision: mod_revision.to_string(),
+    }
+}
+
+/// One operation of a transaction, as etcd names them (`{"request_put": {…}}`).
+#[derive(Serialize)]
+enum Op {
+    #[serde(rename = "request_put")]
+    Put(Put),
+    #[serde(rename = "request_range")]
+    Range(Range),
+    #[serde(rename = "request_delete_range")]
+    DeleteRange(Range),
+}
+
+#[derive(Serialize)]
+struct Put {
+    key: String,
+    value: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lease: Option<String>,
+}
+
+/// One key, or with `range_end` every key in `[key, range_end)`.
+#[derive(Serialize)]
+struct Range {
+    key: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    range_end: Option<String>,
+}
+
+fn put(key: &str, value: &[u8], lease: Option<&str>) -> Op {
+    Op::Put(Put {
+        key: b64(key.as_bytes()),
+        value: b64(value),
+        lease: lease.map(str::to_owned),
+    })
+}
+
+fn get(key: &str) -> Op {
+    Op::Range(Range {
+        key: b64(key.as_bytes()),
+        range_end: None,
+    })
+}
+
+fn get_range((start, end): (String, String)) -> Op {
+    Op::Range(Range {
+        key: b64(start.as_bytes()),
+        range_end: Some(b64(end.as_bytes())),
+    })
+}
+
+fn delete(key: &str) -> Op {
+    Op::DeleteRange(Range {
+        key: b64(key.as_bytes()),
+        range_end: None,
+    })
+}
+
+#[derive(Serialize)]
+struct Grant {
+    #[serde(rename = "TTL")]
+    ttl: String,
+}
+
+#[derive(Serialize)]
+struct Authenticate<'a> {
+    name: &'a str,
+    password: &'a str,
 }
 
 pub fn grant_body(ttl_s: u64) -> Vec<u8> {
-    format!(r#"{{"TTL":"{ttl_s}"}}"#).into_bytes()
+    serde_json::to_vec(&Grant {
+        ttl: ttl_s.to_string(),
+    })
+    .unwrap_or_default()
 }
 
 pub fn auth_body(user: &str, password: &str) -> Vec<u8> {
-    // Strings: serializing them cannot fail.
-    let (u, p) = (
-        serde_json::to_string(user).unwrap_or_default(),
-        serde_json::to_string(password).unwrap_or_default(),
-    );
-    format!(r#"{{"name":{u},"password":{p}}}"#).into_bytes()
+    serde_json::to_vec(&Authenticate {
+        name: user,
+        password,
+    })
+    .unwrap_or_default()
 }
 
 /// Take every order's claim at once, or none: each claim key must still be at the revision
@@ -172,42 +243,30 @@ pub fn auth_body(user: &str, password: &str) -> Vec<u8> {
 /// of this delivery's own claim when its first answer was lost). Either way, read every line of
 /// those orders; on failure, also read the claims, to say which are held and until when.
 pub fn claim_body(keys: &Keys<'_>, orders: &[(SfId, i64)], lease: &str, value: &str) -> Vec<u8> {
-    let mut compares = Vec::new();
-    let mut success = Vec::new();
-    let mut failure = Vec::new();
+    let mut txn = Txn {
+        compare: Vec::new(),
+        success: Vec::new(),
+        failure: Vec::new(),
+    };
     for (o, expected) in orders {
         let claim = keys.claim(o);
-        compares.push(compare(
-            &claim,
-            "MOD",
-            "mod_revision",
-            &expected.to_string(),
-        ));
-        success.push(put(&claim, value.as_bytes(), Some(lease)));
-        failure.push(format!(
-            r#"{{"request_range":{{"key":"{}"}}}}"#,
-            b64(claim.as_bytes())
-        ));
+        txn.compare.push(unchanged_since(&claim, *expected));
+        txn.success.push(put(&claim, value.as_bytes(), Some(lease)));
+        txn.failure.push(get(&claim));
     }
     for (o, _) in orders {
-        let (start, end) = keys.lines_of(o);
-        let range = format!(
-            r#"{{"request_range":{{"key":"{}","range_end":"{}"}}}}"#,
-            b64(start.as_bytes()),
-            b64(end.as_bytes())
-        );
-        success.push(range.clone());
-        failure.push(range);
+        txn.success.push(get_range(keys.lines_of(o)));
+        txn.failure.push(get_range(keys.lines_of(o)));
     }
-    txn(&compares, &success, &failure)
+    txn.body()
 }
 
 /// The claims are still at the revision this delivery wrote them at: nobody took one over after
 /// it expired (not even another delivery of the same Envoy, on the same lease).
-fn claims_still_ours(keys: &Keys<'_>, claims: &[(SfId, i64)]) -> Vec<String> {
+fn claims_still_ours(keys: &Keys<'_>, claims: &[(SfId, i64)]) -> Vec<Compare> {
     claims
         .iter()
-        .map(|(o, rev)| compare(&keys.claim(o), "MOD", "mod_revision", &rev.to_string()))
+        .map(|(o, rev)| unchanged_since(&keys.claim(o), *rev))
         .collect()
 }
 
@@ -221,24 +280,32 @@ pub fn line_cas_body(
     mod_revision: i64,
 ) -> Vec<u8> {
     let line = keys.line(&order, item);
-    let mut compares = claims_still_ours(keys, &[(order, claim_revision)]);
-    compares.push(compare(
-        &line,
-        "MOD",
-        "mod_revision",
-        &mod_revision.to_string(),
-    ));
-    txn(&compares, &[put(&line, &state.encode(), None)], &[])
+    let mut compare = claims_still_ours(keys, &[(order, claim_revision)]);
+    compare.push(unchanged_since(&line, mod_revision));
+    Txn {
+        compare,
+        success: vec![put(&line, &state.encode(), None)],
+        failure: Vec::new(),
+    }
+    .body()
+}
+
+fn record_puts(keys: &Keys<'_>, records: &[(SfId, SfId, LineState)]) -> Vec<Op> {
+    records
+        .iter()
+        .map(|(order, item, state)| put(&keys.line(order, item), &state.encode(), None))
+        .collect()
 }
 
 /// A part of the last transaction with records only (facts: no compare), for a message whose
 /// records do not fit one transaction beside the claims' release.
 pub fn records_body(keys: &Keys<'_>, records: &[(SfId, SfId, LineState)]) -> Vec<u8> {
-    let puts: Vec<String> = records
-        .iter()
-        .map(|(order, item, state)| put(&keys.line(order, item), &state.encode(), None))
-        .collect();
-    txn(&[], &puts, &[])
+    Txn {
+        compare: Vec::new(),
+        success: record_puts(keys, records),
+        failure: Vec::new(),
+    }
+    .body()
 }
 
 /// The last transaction of a delivery: record each line this delivery licensed (issued, or
@@ -249,72 +316,129 @@ pub fn final_body(
     claims: &[(SfId, i64)],
     records: &[(SfId, SfId, LineState)],
 ) -> Vec<u8> {
-    let puts: Vec<String> = records
-        .iter()
-        .map(|(order, item, state)| put(&keys.line(order, item), &state.encode(), None))
-        .collect();
-    let mut success = puts.clone();
-    for (o, _) in claims {
-        success.push(format!(
-            r#"{{"request_delete_range":{{"key":"{}"}}}}"#,
-            b64(keys.claim(o).as_bytes())
-        ));
+    let mut success = record_puts(keys, records);
+    success.extend(claims.iter().map(|(o, _)| delete(&keys.claim(o))));
+    Txn {
+        compare: claims_still_ours(keys, claims),
+        success,
+        failure: record_puts(keys, records),
     }
-    txn(&claims_still_ours(keys, claims), &success, &puts)
+    .body()
 }
 
 // ---- replies --------------------------------------------------------------------------------
 //
-// Walked as a `serde_json::Value` (the parser the configuration already uses): small replies,
-// and no deserializer per reply shape in the .wasm.
+// What the ledger reads of etcd's answers; everything else in them is ignored.
 
-fn field<'v>(v: &'v Value, key: &str) -> Option<&'v str> {
-    v.get(key).and_then(Value::as_str)
+/// A 64-bit number: etcd's gateway writes them as JSON strings; a number is taken too.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Int64 {
+    Text(String),
+    Number(i64),
 }
 
-/// A non-200 reply as an error (etcd's gateway answers `{"error","message","code"}`).
+impl Int64 {
+    fn value(&self) -> Option<i64> {
+        match self {
+            Int64::Text(t) => t.parse().ok(),
+            Int64::Number(n) => Some(*n),
+        }
+    }
+}
+
+/// A 64-bit number, which must be there.
+fn number(n: Option<&Int64>, what: &'static str) -> Result<i64, EtcdError> {
+    n.and_then(Int64::value)
+        .ok_or(EtcdError::Unparseable(what.to_owned()))
+}
+
+#[derive(Deserialize)]
+struct Header {
+    revision: Option<Int64>,
+}
+
+#[derive(Deserialize)]
+struct TxnReply {
+    /// Left out (false) when a compare failed.
+    #[serde(default)]
+    succeeded: bool,
+    header: Option<Header>,
+    #[serde(default)]
+    responses: Vec<OpReply>,
+}
+
+impl TxnReply {
+    fn revision(&self) -> Result<i64, EtcdError> {
+        let rev = self.header.as_ref().and_then(|h| h.revision.as_ref());
+        number(rev, "revision missing or not a number")
+    }
+}
+
+/// One operation's answer; only a range's is read.
+#[derive(Deserialize)]
+struct OpReply {
+    response_range: Option<RangeReply>,
+}
+
+#[derive(Deserialize)]
+struct RangeReply {
+    #[serde(default)]
+    kvs: Vec<Kv>,
+}
+
+#[derive(Deserialize)]
+struct Kv {
+    key: String,
+    #[serde(default)]
+    value: String,
+    mod_revision: Option<Int64>,
+}
+
+#[derive(Deserialize)]
+struct GrantReply {
+    #[serde(rename = "ID")]
+    id: Option<Int64>,
+}
+
+#[derive(Deserialize)]
+struct AuthReply {
+    token: Option<String>,
+}
+
+/// etcd's gateway answers a refusal with `{"error","message","code"}`.
+#[derive(Deserialize)]
+struct Refusal {
+    message: Option<String>,
+    error: Option<String>,
+}
+
+/// A non-200 reply as an error.
 fn refusal(status: u16, body: &[u8]) -> EtcdError {
     if status == 401 {
         return EtcdError::AuthInvalid;
     }
-    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    let message = field(&v, "message")
-        .or_else(|| field(&v, "error"))
-        .map(crate::text::excerpt)
-        .unwrap_or_else(|| crate::text::excerpt(&String::from_utf8_lossy(body)));
+    let said = serde_json::from_slice::<Refusal>(body)
+        .ok()
+        .and_then(|r| r.message.or(r.error));
+    let message = match said {
+        Some(m) => crate::text::excerpt(&m),
+        None => crate::text::excerpt(&String::from_utf8_lossy(body)),
+    };
     EtcdError::Refused { status, message }
 }
 
-fn parse(status: u16, body: &[u8]) -> Result<Value, EtcdError> {
+fn parse<'de, T: Deserialize<'de>>(status: u16, body: &'de [u8]) -> Result<T, EtcdError> {
     if status != 200 {
         return Err(refusal(status, body));
     }
     serde_json::from_slice(body).map_err(|e| EtcdError::Unparseable(e.to_string()))
 }
 
-/// A 64-bit number, which etcd's gateway sends as a JSON string.
-fn number(s: Option<&str>, what: &'static str) -> Result<i64, EtcdError> {
-    s.and_then(|s| s.parse().ok())
-        .ok_or(EtcdError::Unparseable(what.to_owned()))
-}
-
-fn succeeded(v: &Value) -> bool {
-    v.get("succeeded").and_then(Value::as_bool) == Some(true)
-}
-
-fn responses(v: &Value) -> &[Value] {
-    v.get("responses")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or(&[])
-}
-
-/// The lease id of a grant (kept as the decimal text etcd sent).
+/// The lease id of a grant (kept as the decimal text etcd understands).
 pub fn parse_grant(status: u16, body: &[u8]) -> Result<String, EtcdError> {
-    let v = parse(status, body)?;
-    let id = field(&v, "ID");
-    number(id, "lease ID missing or not a number")?;
-    Ok(id.unwrap_or_default().to_owned())
+    let reply: GrantReply = parse(status, body)?;
+    number(reply.id.as_ref(), "lease ID missing or not a number").map(|id| id.to_string())
 }
 
 /// The token of an authentication (a secret: never logged).
@@ -326,9 +450,9 @@ pub fn parse_auth(status: u16, body: &[u8]) -> Result<String, EtcdError> {
             message: "authentication failed; check the etcd user and password".into(),
         });
     }
-    let v = parse(status, body)?;
-    match field(&v, "token") {
-        Some(t) if !t.is_empty() => Ok(t.to_owned()),
+    let reply: AuthReply = parse(status, body)?;
+    match reply.token {
+        Some(t) if !t.is_empty() => Ok(t),
         _ => Err(EtcdError::Unparseable(
             "authentication without a token".into(),
         )),
@@ -342,55 +466,54 @@ pub fn parse_claim(
     keys: &Keys<'_>,
     orders: usize,
 ) -> Result<Claimed, EtcdError> {
-    let v = parse(status, body)?;
-    let ranges: Vec<Option<&Value>> = responses(&v)
-        .iter()
-        .map(|r| r.get("response_range"))
-        .collect();
-    if !succeeded(&v) {
+    let reply: TxnReply = parse(status, body)?;
+    let first_kv = |i: usize| {
+        reply
+            .responses
+            .get(i)
+            .and_then(|r| r.response_range.as_ref())
+            .and_then(|r| r.kvs.first())
+    };
+    if !reply.succeeded {
         let seen = (0..orders)
-            .map(|i| {
-                let kv = ranges
-                    .get(i)
-                    .copied()
-                    .flatten()
-                    .and_then(|r| r.get("kvs")?.as_array()?.first());
-                let Some(kv) = kv else {
-                    return Ok(SeenClaim {
-                        mod_revision: 0,
-                        owner: None,
-                        until_ms: None,
-                    });
-                };
-                let value = Base64::decode_vec(field(kv, "value").unwrap_or_default())
-                    .map_err(|_| EtcdError::Unparseable("claim value not base64".into()))?;
-                let (owner, until_ms) = read_claim_value(&value);
-                Ok(SeenClaim {
-                    mod_revision: number(field(kv, "mod_revision"), "claim without mod_revision")?,
-                    owner,
-                    until_ms,
-                })
+            .map(|i| match first_kv(i) {
+                None => Ok(SeenClaim {
+                    mod_revision: 0,
+                    owner: None,
+                    until_ms: None,
+                }),
+                Some(kv) => {
+                    let value = Base64::decode_vec(&kv.value)
+                        .map_err(|_| EtcdError::Unparseable("claim value not base64".into()))?;
+                    let (owner, until_ms) = read_claim_value(&value);
+                    Ok(SeenClaim {
+                        mod_revision: number(
+                            kv.mod_revision.as_ref(),
+                            "claim without mod_revision",
+                        )?,
+                        owner,
+                        until_ms,
+                    })
+                }
             })
             .collect::<Result<Vec<_>, EtcdError>>()?;
         return Ok(Claimed::Contested(seen));
     }
     let mut lines = Vec::new();
-    for r in ranges.iter().skip(orders).flatten() {
-        let kvs = r.get("kvs").and_then(Value::as_array);
-        for kv in kvs.into_iter().flatten() {
+    for r in reply.responses.iter().skip(orders) {
+        for kv in r.response_range.iter().flat_map(|r| &r.kvs) {
             lines.push(line_record(kv, keys)?);
         }
     }
-    let revision = v.get("header").and_then(|h| field(h, "revision"));
     Ok(Claimed::Taken {
-        revision: number(revision, "revision missing or not a number")?,
+        revision: reply.revision()?,
         lines,
     })
 }
 
-fn line_record(kv: &Value, keys: &Keys<'_>) -> Result<LineRecord, EtcdError> {
+fn line_record(kv: &Kv, keys: &Keys<'_>) -> Result<LineRecord, EtcdError> {
     let bad = |what: &'static str| EtcdError::Unparseable(what.to_owned());
-    let key = Base64::decode_vec(field(kv, "key").unwrap_or_default())
+    let key = Base64::decode_vec(&kv.key)
         .map_err(|_| bad("line record with a key that is not base64"))?;
     let key =
         std::str::from_utf8(&key).map_err(|_| bad("line record with a key that is not text"))?;
@@ -399,13 +522,13 @@ fn line_record(kv: &Value, keys: &Keys<'_>) -> Result<LineRecord, EtcdError> {
         .and_then(|k| k.rsplit('/').next())
         .and_then(SfId::parse)
         .ok_or_else(|| bad("line record with a key that names no order line"))?;
-    let value = Base64::decode_vec(field(kv, "value").unwrap_or_default())
+    let value = Base64::decode_vec(&kv.value)
         .map_err(|_| bad("line record with a value that is not base64"))?;
     Ok(LineRecord {
         item,
         state: LineState::decode(&value),
         mod_revision: number(
-            field(kv, "mod_revision"),
+            kv.mod_revision.as_ref(),
             "mod_revision missing or not a number",
         )?,
     })
@@ -414,15 +537,14 @@ fn line_record(kv: &Value, keys: &Keys<'_>) -> Result<LineRecord, EtcdError> {
 /// The reply to a compare-and-swap: `Some(revision)` the line now has, `None` when the compare
 /// failed (the claim expired and was taken over, or the line changed under us).
 pub fn parse_cas(status: u16, body: &[u8]) -> Result<Option<i64>, EtcdError> {
-    let v = parse(status, body)?;
-    if !succeeded(&v) {
+    let reply: TxnReply = parse(status, body)?;
+    if !reply.succeeded {
         return Ok(None);
     }
-    let rev = v.get("header").and_then(|h| field(h, "revision"));
-    number(rev, "revision missing or not a number").map(Some)
+    reply.revision().map(Some)
 }
 
 /// The reply to [`final_body`]: were the claims still ours (and released)?
 pub fn parse_final(status: u16, body: &[u8]) -> Result<bool, EtcdError> {
-    parse(status, body).map(|v| succeeded(&v))
+    parse::<TxnReply>(status, body).map(|r| r.succeeded)
 }
