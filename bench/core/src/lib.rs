@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use keygate_core::config::Config;
 use keygate_core::flow::{Call, Command, Env, Response};
 use keygate_core::ids::SfId;
-use keygate_core::soap::{self, Limits, Reason};
+use keygate_core::soap::{self, Limits};
 use keygate_core::store::MemStore;
 use keygate_core::webhook;
 use serde_json::{json, Value};
@@ -132,7 +132,7 @@ pub fn median(sorted: &[f64]) -> f64 {
 pub fn parse(body: &[u8]) -> Result<usize, String> {
     soap::parse(body, &Limits::default())
         .map(|m| m.notifications.len())
-        .map_err(|e| e.reason())
+        .map_err(|e| e.to_string())
 }
 
 /// A message and the canned replies of the calls its flow makes: login, one query for its

@@ -5,12 +5,10 @@
 //! be named here), no I/O, no clock. It is tested natively and on wasm32. The module Envoy loads
 //! is `plugin/shell` (crate `keygate`), which moves bytes between Envoy and this core.
 
-// Read first, and on every request: compiled for speed in their own crate.
-pub use keygate_soap::{ids, xml};
-
 pub mod config;
 pub mod etcd;
 pub mod flow;
+pub mod ids;
 pub mod inbound;
 pub mod ledger;
 pub mod license;
@@ -24,3 +22,4 @@ pub mod soap;
 pub mod store;
 pub mod text;
 pub mod webhook;
+pub mod xml;

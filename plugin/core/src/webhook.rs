@@ -7,7 +7,7 @@ use crate::flow::{Command, Env, Flow, Level};
 use crate::inbound::check_org;
 use crate::metrics::Metric;
 use crate::reply::{outcome_metric, FaultKind, Reply};
-use crate::soap::{self, Limits, Reason};
+use crate::soap::{self, Limits};
 
 /// Handle a complete request body. Returns the flow when callouts are in flight.
 pub fn on_body(
@@ -19,14 +19,11 @@ pub fn on_body(
     let msg = match soap::parse(body, &Limits::default()) {
         Ok(m) => m,
         Err(e) => {
-            let reply = Reply::fault(400, FaultKind::Client, &e.reason());
+            let reply = Reply::fault(400, FaultKind::Client, &e.to_string());
             return (
                 None,
                 vec![
-                    Command::Log(
-                        Level::Warn,
-                        format!("refused message ({}): {}", e.code(), e.reason()),
-                    ),
+                    Command::Log(Level::Warn, format!("refused message ({}): {e}", e.code())),
                     Command::Count(Metric::FaultedClient, 1),
                     Command::Reply(reply),
                 ],

@@ -8,7 +8,9 @@
     clippy::indexing_slicing
 )]
 
-#[cfg(target_arch = "wasm32")]
+// Under Node through wasm-bindgen on wasm32-unknown-unknown; plain libtest natively and on
+// wasm32-wasip1 (under Node's WASI: scripts/run-wasi.mjs).
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
 mod common;

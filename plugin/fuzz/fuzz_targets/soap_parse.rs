@@ -12,7 +12,7 @@
 
 use std::collections::HashSet;
 
-use keygate_core::soap::{self, FaultCode, Limits, OutboundMessage, Reason, SoapError};
+use keygate_core::soap::{self, FaultCode, Limits, OutboundMessage, SoapError};
 use keygate_fuzz::{
     allowed, assert_reason, check_fault, check_id, fuzz_id, reference_soap, render_soap,
 };
@@ -28,7 +28,7 @@ fuzz_target!(|data: &[u8]| {
         }
         Err(e) => {
             assert!(!e.code().is_empty());
-            let reason = e.reason();
+            let reason = e.to_string();
             assert_reason("SoapError reason", &reason);
             check_fault(FaultCode::Client, &reason);
         }
@@ -69,7 +69,7 @@ fn differential(ours: &Result<OutboundMessage<'_>, SoapError>, data: &[u8], limi
         (Ok(_), Err(e)) => panic!(
             "accepted a message the reference parser refuses ({}): {}",
             e.code(),
-            e.reason()
+            e.to_string()
         ),
         (Err(e), Ok(_)) => {
             let stricter = e.code() == "malformed_xml"
@@ -78,7 +78,7 @@ fn differential(ours: &Result<OutboundMessage<'_>, SoapError>, data: &[u8], limi
                 stricter,
                 "refused ({}) a message the reference parser accepts: {}",
                 e.code(),
-                e.reason()
+                e.to_string()
             );
         }
         (Err(_), Err(_)) => {}
@@ -96,7 +96,7 @@ fn round_trip(msg: &OutboundMessage<'_>, limits: &Limits) {
         Err(e) => panic!(
             "an accepted message, rendered again, was refused ({}): {}\nrendering: {again}",
             e.code(),
-            e.reason()
+            e.to_string()
         ),
     }
 }

@@ -177,7 +177,7 @@ struct Parser {
     seen: Seen,
     header: Header,
     notifications: Vec<Notification>,
-    /// 18-character forms seen so far, sorted (at most 100: smaller than a set in the .wasm).
+    /// 18-character forms seen so far, sorted (at most 100; binary search).
     notification_ids: Vec<[u8; 15]>,
     current: PendingNotification,
     fields: OrderFields,

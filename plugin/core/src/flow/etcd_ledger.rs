@@ -138,7 +138,6 @@ impl Flow {
     }
 
     /// Send `step` to etcd, logging in first when etcd wants credentials and none is cached.
-    #[inline(never)]
     pub(super) fn etcd_send(&mut self, step: EtcdStep, env: &mut Env<'_>) -> bool {
         let Some(e) = self.etcd_cfg() else {
             return false;
@@ -573,7 +572,6 @@ impl Flow {
     }
 
     /// A ledger step failed: nothing that depends on it happens in this delivery.
-    #[inline(never)]
     pub(super) fn etcd_failed(&mut self, step: EtcdStep, why: &str, env: &mut Env<'_>) {
         self.count(Metric::CalloutsFailedLedger, 1);
         match step {

@@ -131,7 +131,6 @@ impl Flow {
     }
 
     /// Start queued license calls up to the concurrency bound.
-    #[inline(never)]
     pub(super) fn pump(&mut self, env: &mut Env<'_>) {
         let Some(max) = self.issuing().map(|i| i.license.max_concurrency) else {
             return;
@@ -161,7 +160,6 @@ impl Flow {
         }
     }
 
-    #[inline(never)]
     pub(super) fn start_line(&mut self, idx: usize, step: Step, env: &mut Env<'_>) -> bool {
         let Some(issuing) = self.cfg.issuing.as_ref() else {
             return false;
@@ -266,7 +264,6 @@ impl Flow {
     }
 
     /// The call of a line whose pending mark is recorded: its issue, or its renewal.
-    #[inline(never)]
     pub(super) fn send_marked(&mut self, idx: usize, env: &mut Env<'_>) -> bool {
         if self
             .lines
@@ -397,7 +394,6 @@ impl Flow {
         self.pump(env);
     }
 
-    #[inline(never)]
     pub(super) fn license_failed(&mut self, idx: usize, why: &str) {
         let item = self.line_item(idx);
         self.count(Metric::CalloutsFailedLicense, 1);
@@ -407,7 +403,6 @@ impl Flow {
     }
 
     /// The license call for a line has answered: it is no longer running, whatever it did.
-    #[inline(never)]
     pub(super) fn call_over(&mut self, idx: usize, env: &mut Env<'_>) {
         let Some(line) = self.lines.get(idx) else {
             return;
@@ -493,7 +488,6 @@ impl Flow {
 
     /// Line `idx`'s action is done, with `keys` (issued, found by a lookup, or changed): recorded
     /// in the ledger, counted, and queued for the write-back with the line's state.
-    #[inline(never)]
     pub(super) fn line_licensed(
         &mut self,
         idx: usize,

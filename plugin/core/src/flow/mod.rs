@@ -12,9 +12,6 @@
 //! `salesforce_calls` the Salesforce side, `plan` what each line needs, `licensing` the license
 //! calls and lookups, `lifecycle` the calls that change an existing key.
 //!
-//! Helpers called from many places are `#[inline(never)]`: their inlined copies cost ~1.2 KB of
-//! the .wasm for no measurable speed.
-//!
 //! Invariants a reader can check here: exactly one `Reply` per flow, always the last command;
 //! an ack only when every line that was meant to be licensed has a recorded key; every
 //! dispatched call gets exactly one response (reset and timeout arrive as [`Response`] too).
@@ -229,7 +226,7 @@ pub struct Flow {
     owner: u64,
     deadline_at: u64,
     next_id: u32,
-    /// Calls in flight: (call id, what it was). Few at a time, so a Vec beats a map in size.
+    /// Calls in flight: (call id, what it was); a handful at a time.
     pending: Vec<(u32, Pending)>,
     relogged: bool,
     /// Activated orders of the message, deduplicated, in message order.
@@ -399,7 +396,6 @@ impl Flow {
 
     /// Send `call` (its id is assigned here) unless the deadline leaves too little time; its
     /// timeout is cut to the time left.
-    #[inline(never)]
     fn dispatch(&mut self, what: Pending, mut call: Call, env: &mut Env<'_>) -> bool {
         let remaining = self.deadline_at.saturating_sub(env.now_ms);
         if remaining < MIN_CALL_MS {
@@ -521,7 +517,6 @@ impl Flow {
         self.finish(env);
     }
 
-    #[inline(never)]
     fn finish(&mut self, env: &mut Env<'_>) {
         let only_busy = self.failures.is_empty() && !self.busy.is_empty();
         self.failures.append(&mut self.busy);
@@ -578,7 +573,6 @@ impl Flow {
         self.reply(reply);
     }
 
-    #[inline(never)]
     fn release_claims(&mut self, env: &mut Env<'_>) {
         let ledger = Ledger::new(&self.cfg.state_prefix, self.cfg.ledger);
         for id in std::mem::take(&mut self.claimed) {
@@ -586,21 +580,18 @@ impl Flow {
         }
     }
 
-    #[inline(never)]
     fn reply(&mut self, reply: Reply) {
         self.finished = true;
         self.count(outcome_metric(&reply.outcome), 1);
         self.out.push(Command::Reply(reply));
     }
 
-    #[inline(never)]
     fn count(&mut self, m: Metric, n: u64) {
         if n > 0 {
             self.out.push(Command::Count(m, n));
         }
     }
 
-    #[inline(never)]
     fn log(&mut self, level: Level, msg: String) {
         self.out.push(Command::Log(level, msg));
     }

@@ -57,7 +57,6 @@ fn renewing_marked(state: &str) -> Option<Option<String>> {
 
 impl Flow {
     /// Decide, per order line, what is left to do.
-    #[inline(never)]
     pub(super) fn plan(&mut self, env: &mut Env<'_>) {
         let cfg = Rc::clone(&self.cfg);
         let Some(issuing) = cfg.issuing.as_ref() else {

@@ -9,7 +9,6 @@ impl Flow {
     }
 
     /// A Salesforce REST call with the shared token, or a login first when there is none.
-    #[inline(never)]
     pub(super) fn sf_call(&mut self, call: SfCall, env: &mut Env<'_>) {
         let token = env
             .store
@@ -24,7 +23,6 @@ impl Flow {
         }
     }
 
-    #[inline(never)]
     pub(super) fn login(&mut self, then: SfCall, env: &mut Env<'_>) {
         let Some(i) = self.issuing() else { return };
         let sf = &i.salesforce;
@@ -54,7 +52,6 @@ impl Flow {
         );
     }
 
-    #[inline(never)]
     pub(super) fn dispatch_sf(&mut self, call: SfCall, token: &Token, env: &mut Env<'_>) {
         let Some(i) = self.issuing() else { return };
         let sf = &i.salesforce;
@@ -148,7 +145,6 @@ impl Flow {
         }
     }
 
-    #[inline(never)]
     pub(super) fn sf_failed(&mut self, reason: String) {
         self.count(Metric::CalloutsFailedSalesforce, 1);
         self.failures.push(reason);
@@ -251,7 +247,6 @@ impl Flow {
     }
 
     /// Fetch the next further page of OrderItems of any order that has one; plan when none do.
-    #[inline(never)]
     pub(super) fn next_items_page(&mut self, env: &mut Env<'_>) {
         let next = self
             .fetched

@@ -1,19 +1,13 @@
 //! Salesforce: OAuth 2.0 login (`token`), the SOQL order query and its pages (`query`), and the
 //! sObject Collections write-back (`writeback`). Pure functions over bytes; the flow decides
-//! when to call them. Replies are read with serde into structs that borrow from the body (`json_object!`).
+//! when to call them. Replies are read with serde derive into structs of the fields keygate
+//! uses; every field is optional and every other key is ignored.
 
-#[macro_use]
-mod json_object;
 mod query;
 mod token;
 mod writeback;
 
-use std::borrow::Cow;
-use std::fmt;
-use std::marker::PhantomData;
-
-use serde::de::Visitor;
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
 use crate::text::excerpt;
 
@@ -57,51 +51,14 @@ impl std::fmt::Display for SalesforceError {
     }
 }
 
-/// A JSON string, borrowed from the input when it has no escapes. (serde borrows a bare
-/// `Cow<str>` field with `#[serde(borrow)]`, but not one inside an `Option`: this does.)
-struct BorrowedStr<'a>(Cow<'a, str>);
-
-impl std::ops::Deref for BorrowedStr<'_> {
-    type Target = str;
-    fn deref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl<'de: 'a, 'a> Deserialize<'de> for BorrowedStr<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
-            type Value = BorrowedStr<'a>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E: serde::de::Error>(
-                self,
-                s: &'de str,
-            ) -> Result<Self::Value, E> {
-                Ok(BorrowedStr(Cow::Borrowed(s)))
-            }
-            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Self::Value, E> {
-                Ok(BorrowedStr(Cow::Owned(s.to_owned())))
-            }
-        }
-        d.deserialize_str(V(PhantomData))
-    }
-}
-
 /// One entry of a REST error body.
-#[derive(Default)]
-struct RestError<'a> {
-    error_code: Option<BorrowedStr<'a>>,
-    /// A failed record of a write-back names its error `statusCode` (one type for both, so
-    /// one reader of the list in the .wasm).
-    status_code: Option<BorrowedStr<'a>>,
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RestError {
+    error_code: Option<String>,
+    /// A failed record of a write-back names its error `statusCode` (one type reads both).
+    status_code: Option<String>,
 }
-json_object!(RestError<'a>, "a REST error", {
-    "errorCode" => error_code,
-    "statusCode" => status_code,
-});
 
 /// A REST reply read into `T` when its status is 2xx (any other status is [`classify_error`]'s);
 /// `what` names the reply in the error.
@@ -127,7 +84,7 @@ fn json_error(what: &str, e: &serde_json::Error) -> SalesforceError {
 
 /// A REST error body is `[{"message":…,"errorCode":…}]`; match on `errorCode`, never `message`.
 pub fn classify_error(status: u16, body: &[u8]) -> SalesforceError {
-    let code = serde_json::from_slice::<Vec<RestError<'_>>>(body)
+    let code = serde_json::from_slice::<Vec<RestError>>(body)
         .ok()
         .and_then(|errors| errors.into_iter().next()?.error_code.map(|c| excerpt(&c)))
         .unwrap_or_default();

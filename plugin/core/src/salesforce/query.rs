@@ -1,15 +1,12 @@
 //! The order query: one SOQL query for every activated order of a message, its path, and its
-//! pages read with serde derive into structs that borrow from the reply (no `Value` tree, no
-//! key copies), then turned into the flow's [`Order`]s.
+//! pages read with serde derive, then turned into the flow's [`Order`]s.
 
-use std::borrow::Cow;
-use std::fmt;
-use std::marker::PhantomData;
+use std::collections::BTreeMap;
 
-use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
+use serde_json::Value;
 
-use super::{BorrowedStr, SalesforceError};
+use super::SalesforceError;
 use crate::config::{ContactField, Issuing};
 use crate::ids::SfId;
 use crate::license::Customer;
@@ -158,127 +155,94 @@ pub struct ItemsPage {
 
 // ---- the reply as Salesforce sends it ----------------------------------------------------------
 
-// Read with `json_object!` (derive's reading, less its JSON-array path); every field is optional.
+// Read with serde derive: every field is optional (absent and null read the same), every other
+// key is ignored.
 
-struct PageJson<'a> {
+fn yes() -> bool {
+    true
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PageJson {
+    /// A reply without `done` is complete.
+    #[serde(default = "yes")]
     done: bool,
-    next_records_url: Option<BorrowedStr<'a>>,
-    records: Option<Vec<OrderJson<'a>>>,
-}
-json_object!(PageJson<'a>, "a query reply", {
-    "done" => done,
-    "nextRecordsUrl" => next_records_url,
-    "records" => records,
-});
-
-/// A reply without `done` is complete.
-impl Default for PageJson<'_> {
-    fn default() -> Self {
-        PageJson {
-            done: true,
-            next_records_url: None,
-            records: None,
-        }
-    }
+    next_records_url: Option<String>,
+    records: Option<Vec<OrderJson>>,
 }
 
-#[derive(Default)]
-struct OrderJson<'a> {
-    id: Option<BorrowedStr<'a>>,
-    order_number: Option<BorrowedStr<'a>>,
-    status: Option<BorrowedStr<'a>>,
-    account: Option<AccountJson<'a>>,
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct OrderJson {
+    id: Option<String>,
+    order_number: Option<String>,
+    status: Option<String>,
+    account: Option<AccountJson>,
     // Both contact relationships the configuration can name; the query selects one.
-    bill_to_contact: Option<ContactJson<'a>>,
-    customer_authorized_by: Option<ContactJson<'a>>,
+    bill_to_contact: Option<ContactJson>,
+    customer_authorized_by: Option<ContactJson>,
     is_reduction_order: Option<bool>,
     /// A parent-to-child subquery with no children may come back as null.
-    order_items: Option<SubqueryJson<'a>>,
+    order_items: Option<SubqueryJson>,
 }
-json_object!(OrderJson<'a>, "an Order record", {
-    "Id" => id,
-    "OrderNumber" => order_number,
-    "Status" => status,
-    "Account" => account,
-    "BillToContact" => bill_to_contact,
-    "CustomerAuthorizedBy" => customer_authorized_by,
-    "IsReductionOrder" => is_reduction_order,
-    "OrderItems" => order_items,
-});
 
-#[derive(Default)]
-struct AccountJson<'a> {
-    name: Option<BorrowedStr<'a>>,
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct AccountJson {
+    name: Option<String>,
 }
-json_object!(AccountJson<'a>, "an Account", { "Name" => name });
 
-#[derive(Default)]
-struct ContactJson<'a> {
-    first_name: Option<BorrowedStr<'a>>,
-    last_name: Option<BorrowedStr<'a>>,
-    email: Option<BorrowedStr<'a>>,
-    phone: Option<BorrowedStr<'a>>,
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ContactJson {
+    first_name: Option<String>,
+    last_name: Option<String>,
+    email: Option<String>,
+    phone: Option<String>,
 }
-json_object!(ContactJson<'a>, "a Contact", {
-    "FirstName" => first_name,
-    "LastName" => last_name,
-    "Email" => email,
-    "Phone" => phone,
-});
 
 /// The OrderItems subquery inside an order, and also a further page of it (same shape).
-struct SubqueryJson<'a> {
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SubqueryJson {
+    #[serde(default = "yes")]
     done: bool,
-    next_records_url: Option<BorrowedStr<'a>>,
-    records: Option<Vec<ItemJson<'a>>>,
-}
-json_object!(SubqueryJson<'a>, "an OrderItems subquery", {
-    "done" => done,
-    "nextRecordsUrl" => next_records_url,
-    "records" => records,
-});
-
-impl Default for SubqueryJson<'_> {
-    fn default() -> Self {
-        SubqueryJson {
-            done: true,
-            next_records_url: None,
-            records: None,
-        }
-    }
+    next_records_url: Option<String>,
+    records: Option<Vec<ItemJson>>,
 }
 
-#[derive(Default)]
-struct ProductJson<'a> {
-    product_code: Option<BorrowedStr<'a>>,
-    name: Option<BorrowedStr<'a>>,
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ProductJson {
+    product_code: Option<String>,
+    name: Option<String>,
 }
-json_object!(ProductJson<'a>, "a Product2", { "ProductCode" => product_code, "Name" => name });
 
 /// An OrderItem record. Its write-back, state and renewal fields have configured names, which
-/// a fixed key list cannot know: the known fields are read as such and every other one is kept
-/// as a [`FieldValue`] for [`ItemJson::field`] (by hand, below).
-#[derive(Default)]
-struct ItemJson<'a> {
-    id: Option<BorrowedStr<'a>>,
+/// a fixed struct cannot know: the known fields are read as such and every other one is kept
+/// in `other` for [`ItemJson::field`].
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ItemJson {
+    id: Option<String>,
     quantity: Option<f64>,
-    product: Option<ProductJson<'a>>,
-    original_id: Option<BorrowedStr<'a>>,
-    original: Option<OriginalJson>,
-    other: Vec<(Cow<'a, str>, FieldValue<'a>)>,
+    #[serde(rename = "Product2")]
+    product: Option<ProductJson>,
+    original_order_item_id: Option<String>,
+    original_order_item: Option<OriginalJson>,
+    #[serde(flatten)]
+    other: BTreeMap<String, Value>,
 }
 
-#[derive(Default)]
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
 struct OriginalJson {
     quantity: Option<f64>,
     available_quantity: Option<f64>,
 }
-json_object!(OriginalJson, "an OriginalOrderItem", {
-    "Quantity" => quantity,
-    "AvailableQuantity" => available_quantity,
-});
 
-impl<'a> ItemJson<'a> {
+impl ItemJson {
     /// A string field other than the known ones (`None` when absent or null). Field names are
     /// case-insensitive in Salesforce: the reply spells them as the schema does, not as the query.
     fn field(&self, name: &str) -> Result<Option<&str>, SalesforceError> {
@@ -287,9 +251,9 @@ impl<'a> ItemJson<'a> {
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
         {
-            Some((_, FieldValue::Text(s))) => Ok(Some(s)),
-            Some((_, FieldValue::Null)) | None => Ok(None),
-            Some((_, FieldValue::NotText)) => Err(SalesforceError::Unparseable(format!(
+            Some((_, Value::String(s))) => Ok(Some(s)),
+            Some((_, Value::Null)) | None => Ok(None),
+            Some(_) => Err(SalesforceError::Unparseable(format!(
                 "query reply: field {} is not a string",
                 excerpt(name)
             ))),
@@ -297,95 +261,10 @@ impl<'a> ItemJson<'a> {
     }
 }
 
-/// The value of an OrderItem field the query did not name statically: only a string is ever
-/// read from one, so anything else is skipped unread. (Not `RawValue`: with `Value` in the
-/// .wasm for the configuration, serde_json's `raw_value` feature links a second copy of its
-/// parser.)
-enum FieldValue<'a> {
-    Text(Cow<'a, str>),
-    Null,
-    NotText,
-}
-
-impl<'de: 'a, 'a> Deserialize<'de> for FieldValue<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
-            type Value = FieldValue<'a>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a field value")
-            }
-            fn visit_borrowed_str<E: serde::de::Error>(
-                self,
-                s: &'de str,
-            ) -> Result<Self::Value, E> {
-                Ok(FieldValue::Text(Cow::Borrowed(s)))
-            }
-            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Self::Value, E> {
-                Ok(FieldValue::Text(Cow::Owned(s.to_owned())))
-            }
-            fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
-                Ok(FieldValue::Null)
-            }
-            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Self::Value, E> {
-                Ok(FieldValue::NotText)
-            }
-            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Self::Value, E> {
-                Ok(FieldValue::NotText)
-            }
-            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Self::Value, E> {
-                Ok(FieldValue::NotText)
-            }
-            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Self::Value, E> {
-                Ok(FieldValue::NotText)
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(FieldValue::NotText)
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(FieldValue::NotText)
-            }
-        }
-        d.deserialize_any(V(PhantomData))
-    }
-}
-
-impl<'de: 'a, 'a> Deserialize<'de> for ItemJson<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
-            type Value = ItemJson<'a>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an OrderItem record")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut item = ItemJson::default();
-                while let Some(BorrowedStr(key)) = map.next_key()? {
-                    match key.as_ref() {
-                        "Id" => item.id = map.next_value()?,
-                        "Quantity" => item.quantity = map.next_value()?,
-                        "Product2" => item.product = map.next_value()?,
-                        "OriginalOrderItemId" => item.original_id = map.next_value()?,
-                        "OriginalOrderItem" => item.original = map.next_value()?,
-                        "attributes" => {
-                            map.next_value::<IgnoredAny>()?;
-                        }
-                        _ => item.other.push((key, map.next_value()?)),
-                    }
-                }
-                Ok(item)
-            }
-        }
-        d.deserialize_map(V(PhantomData))
-    }
-}
-
 // ---- into the flow's model ---------------------------------------------------------------------
 
-fn owned(s: Option<BorrowedStr<'_>>) -> String {
-    s.map(|s| s.0.into_owned()).unwrap_or_default()
+fn owned(s: Option<String>) -> String {
+    s.unwrap_or_default()
 }
 
 pub fn parse_query(
@@ -393,7 +272,7 @@ pub fn parse_query(
     body: &[u8],
     fields: &Fields<'_>,
 ) -> Result<QueryPage, SalesforceError> {
-    let page: PageJson<'_> = super::read_reply(status, body, "query reply")?;
+    let page: PageJson = super::read_reply(status, body, "query reply")?;
     let records = page
         .records
         .ok_or_else(|| SalesforceError::Unparseable("query reply has no records".into()))?;
@@ -429,7 +308,7 @@ pub fn parse_items_page(
     body: &[u8],
     fields: &Fields<'_>,
 ) -> Result<ItemsPage, SalesforceError> {
-    let page: SubqueryJson<'_> = super::read_reply(status, body, "order products page")?;
+    let page: SubqueryJson = super::read_reply(status, body, "order products page")?;
     let (items, next_records_url) = items_of(page, fields)?;
     Ok(ItemsPage {
         items,
@@ -439,7 +318,7 @@ pub fn parse_items_page(
 
 type Items = (Vec<OrderItem>, Option<String>);
 
-fn items_of(sub: SubqueryJson<'_>, fields: &Fields<'_>) -> Result<Items, SalesforceError> {
+fn items_of(sub: SubqueryJson, fields: &Fields<'_>) -> Result<Items, SalesforceError> {
     let recs = sub
         .records
         .ok_or_else(|| SalesforceError::Unparseable("OrderItems has no records".into()))?;
@@ -450,7 +329,7 @@ fn items_of(sub: SubqueryJson<'_>, fields: &Fields<'_>) -> Result<Items, Salesfo
     Ok((items, next_page(sub.done, sub.next_records_url.as_deref())?))
 }
 
-fn order(r: OrderJson<'_>, fields: &Fields<'_>) -> Result<Order, SalesforceError> {
+fn order(r: OrderJson, fields: &Fields<'_>) -> Result<Order, SalesforceError> {
     let id_raw = r.id.as_deref().unwrap_or("");
     let id = SfId::parse(id_raw).ok_or_else(|| {
         SalesforceError::Unparseable(format!("order id {} is not valid", excerpt(id_raw)))
@@ -486,7 +365,7 @@ fn order(r: OrderJson<'_>, fields: &Fields<'_>) -> Result<Order, SalesforceError
     })
 }
 
-fn item(it: ItemJson<'_>, fields: &Fields<'_>) -> Result<OrderItem, SalesforceError> {
+fn item(it: ItemJson, fields: &Fields<'_>) -> Result<OrderItem, SalesforceError> {
     let id_raw = it.id.as_deref().unwrap_or("");
     let id = SfId::parse(id_raw).ok_or_else(|| {
         SalesforceError::Unparseable(format!("order item id {} is not valid", excerpt(id_raw)))
@@ -512,8 +391,11 @@ fn item(it: ItemJson<'_>, fields: &Fields<'_>) -> Result<OrderItem, SalesforceEr
         })
         .transpose()?;
     // Only asked for with `reductions`; a reply that has it regardless is not read for it.
-    let original_id = it.original_id.as_deref().filter(|_| fields.reductions);
-    let original = match (original_id, it.original) {
+    let original_id = it
+        .original_order_item_id
+        .as_deref()
+        .filter(|_| fields.reductions);
+    let original = match (original_id, it.original_order_item) {
         (Some(raw), o) => {
             let id = SfId::parse(raw).ok_or_else(|| {
                 SalesforceError::Unparseable(format!(
@@ -536,8 +418,8 @@ fn item(it: ItemJson<'_>, fields: &Fields<'_>) -> Result<OrderItem, SalesforceEr
     Ok(OrderItem {
         id,
         quantity: it.quantity.unwrap_or(0.0),
-        product_code: code.map(|c| c.0.into_owned()),
-        product_name: name.map(|n| n.0.into_owned()),
+        product_code: code,
+        product_name: name,
         written_back,
         state,
         renews,

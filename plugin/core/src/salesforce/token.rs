@@ -1,6 +1,8 @@
 //! OAuth 2.0 login: the token request for the configured grant and the token endpoint's reply.
 
-use super::{BorrowedStr, SalesforceError};
+use serde::Deserialize;
+
+use super::SalesforceError;
 use crate::config::{Grant, SalesforceConfig};
 use crate::secret::Secret;
 use crate::text::excerpt;
@@ -73,25 +75,19 @@ impl Token {
     }
 }
 
-/// The token endpoint's JSON, success and error fields together (borrowed from the body).
-#[derive(Default)]
-struct TokenReply<'a> {
-    access_token: Option<BorrowedStr<'a>>,
-    instance_url: Option<BorrowedStr<'a>>,
-    error: Option<BorrowedStr<'a>>,
-    error_description: Option<BorrowedStr<'a>>,
+/// The token endpoint's JSON, success and error fields together.
+#[derive(Deserialize)]
+struct TokenReply {
+    access_token: Option<String>,
+    instance_url: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
 }
-json_object!(TokenReply<'a>, "a token reply", {
-    "access_token" => access_token,
-    "instance_url" => instance_url,
-    "error" => error,
-    "error_description" => error_description,
-});
 
 /// Parse a token endpoint reply. There is no `expires_in`: expiry shows up later as a 401.
 pub fn parse_token(status: u16, body: &[u8]) -> Result<Token, SalesforceError> {
     let success = (200..300).contains(&status);
-    let reply: TokenReply<'_> = serde_json::from_slice(body).map_err(|_| {
+    let reply: TokenReply = serde_json::from_slice(body).map_err(|_| {
         if success {
             SalesforceError::Unparseable("token reply is not JSON".into())
         } else {
@@ -127,7 +123,7 @@ pub fn parse_token(status: u16, body: &[u8]) -> Result<Token, SalesforceError> {
         ))
     })?;
     Ok(Token {
-        access_token: Secret::new(token.0.into_owned()),
+        access_token: Secret::new(token),
         instance_authority,
     })
 }

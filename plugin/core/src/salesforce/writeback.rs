@@ -1,10 +1,8 @@
 //! The write-back: each licensed line's keys (and, when configured, its state) on OrderItem
 //! fields, in one sObject Collections update per message, and the per-record results of that call.
 
-use std::borrow::Cow;
-
 use serde::ser::{SerializeMap, Serializer};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::SalesforceError;
 use crate::ids::SfId;
@@ -83,12 +81,13 @@ pub fn writeback_body(fields: WriteBackFields<'_>, lines: &[WriteBack]) -> Strin
     serde_json::to_string(&update).unwrap_or_default()
 }
 
-#[derive(Default)]
-struct RecordResult<'a> {
+#[derive(Deserialize)]
+struct RecordResult {
+    #[serde(default)]
     success: bool,
-    errors: Vec<super::RestError<'a>>,
+    #[serde(default)]
+    errors: Vec<super::RestError>,
 }
-json_object!(RecordResult<'a>, "a record result", { "success" => success, "errors" => errors });
 
 /// A record of a write-back that Salesforce refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,7 +106,7 @@ pub fn parse_writeback(
     body: &[u8],
     sent: usize,
 ) -> Result<Vec<RecordFailure>, SalesforceError> {
-    let results: Vec<RecordResult<'_>> = super::read_reply(status, body, "write-back reply")?;
+    let results: Vec<RecordResult> = super::read_reply(status, body, "write-back reply")?;
     if results.len() != sent {
         return Err(SalesforceError::Unparseable(format!(
             "write-back reply has {} results for {sent} records",
@@ -124,7 +123,7 @@ pub fn parse_writeback(
                 .into_iter()
                 .next()
                 .and_then(|e| e.status_code)
-                .map_or(Cow::Borrowed("UNKNOWN"), |c| c.0);
+                .unwrap_or_else(|| "UNKNOWN".to_owned());
             RecordFailure {
                 index,
                 code: excerpt(&code),

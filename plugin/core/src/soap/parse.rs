@@ -288,7 +288,7 @@ struct Parser<'a> {
     seen: Seen,
     header: Header<'a>,
     notifications: Vec<Notification<'a>>,
-    /// 18-character forms seen so far, sorted (at most 100: smaller than a set in the .wasm).
+    /// 18-character forms seen so far, sorted (at most 100; binary search).
     notification_ids: Vec<[u8; 15]>,
     current: PendingNotification<'a>,
     fields: OrderFields<'a>,
