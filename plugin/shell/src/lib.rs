@@ -2,27 +2,29 @@
 //!
 //! It only moves bytes between Envoy and the host-free core (`keygate-core`): request heads and
 //! bodies in, the core's commands (dispatch a call, reply, log, count) out. The contexts are the
-//! SDK's: one [`root::Root`] per plugin configuration, one HTTP context per stream.
+//! SDK's: one root context per plugin configuration, one HTTP context per stream.
 //!
 //! Nothing here panics: hostcalls go through `proxy_wasm::hostcalls`, whose `Result`s we handle,
 //! rather than the trait helpers that unwrap them, and header values are read as bytes. What
 //! could still panic is inside the SDK (a host breaking the ABI); the shipped configs set
 //! `FAIL_RELOAD` so such a VM is reloaded, and the panic hook leaves its last words in Envoy's log.
-#![cfg(target_arch = "wasm32")]
+//!
+//! The stream's phase logic (`stream`) and the command runner (`commands`) are written against a
+//! small host port (`port`), so they build and are tested natively (`stream_tests`); `sdk` is
+//! the thin adapter onto the SDK, built for wasm32 only.
 
-mod commands;
-mod host;
-mod request;
-mod root;
+pub mod commands;
+pub mod port;
+pub mod stream;
+#[cfg(test)]
+mod stream_tests;
 
-// Rust's allocations go to talc rather than std's System allocator (wasi-libc's dlmalloc, which
-// stays linked for libc's own environment copy): ~1.5 KB less .wasm (bench row 5a). Envoy runs
-// each VM on one thread, which the single-threaded wasm allocator assumes.
-#[global_allocator]
-static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
+#[cfg(target_arch = "wasm32")]
+mod sdk;
 
 // The SDK's entry point exports `_initialize` (`#[no_mangle]`, which the `unsafe_code` lint
 // counts): the one place the shell needs it.
+#[cfg(target_arch = "wasm32")]
 #[allow(unsafe_code)]
 mod entry {
     use proxy_wasm::traits::RootContext;
@@ -31,10 +33,10 @@ mod entry {
     proxy_wasm::main! {{
         std::panic::set_hook(Box::new(|info| {
             // Last words before the VM traps: make the cause visible in Envoy's log.
-            crate::host::log(LogLevel::Critical, &format!("keygate: panic: {info}"));
+            crate::sdk::host::log(LogLevel::Critical, &format!("keygate: panic: {info}"));
         }));
         proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
-            Box::<crate::root::Root>::default()
+            Box::<crate::sdk::root::Root>::default()
         });
     }}
 }

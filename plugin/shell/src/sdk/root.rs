@@ -14,21 +14,35 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType, LogLevel};
 
-use crate::commands::{call_response, carry_out, Calls};
-use crate::host::{log, now_ms, HostStore, Metrics};
-use crate::request::{with_env, Request, Unconfigured};
+use super::host::{call_response, log, Metrics, SdkHost};
+use super::request::{Request, Unconfigured};
+use crate::commands::{carry_out, with_env, Calls};
+use crate::port::Host;
 
 /// How often each worker looks whether a self-check round is due (one shared-data read).
 const TICK: Duration = Duration::from_secs(1);
 
-#[derive(Default)]
 pub struct Root {
     config: Option<Rc<Config>>,
     metrics: Rc<Metrics>,
+    host: SdkHost,
     /// The self-check round this worker runs, if any.
     check: Option<SelfCheck>,
     /// proxy-wasm call token → the self-check's call id.
     calls: Calls,
+}
+
+impl Default for Root {
+    fn default() -> Root {
+        let metrics = Rc::new(Metrics::default());
+        Root {
+            config: None,
+            host: SdkHost::new(Rc::clone(&metrics)),
+            metrics,
+            check: None,
+            calls: Calls::default(),
+        }
+    }
 }
 
 impl Root {
@@ -38,14 +52,14 @@ impl Root {
         carry_out(
             commands,
             &mut self.calls,
-            &self.metrics,
+            &mut self.host,
             "keygate",
-            |id, resp| {
-                check
-                    .as_mut()
-                    .map_or_else(Vec::new, |c| with_env(|env| c.on_response(id, resp, env)))
+            |host, id, resp| {
+                check.as_mut().map_or_else(Vec::new, |c| {
+                    with_env(host, |env| c.on_response(id, resp, env))
+                })
             },
-            |_| {},
+            |_, _| {},
         );
         if self.check.as_ref().is_some_and(SelfCheck::is_finished) {
             self.check = None;
@@ -69,7 +83,7 @@ impl Context for Root {
         let Some(check) = self.check.as_mut() else {
             return;
         };
-        let commands = with_env(|env| check.on_response(call_id, resp, env));
+        let commands = with_env(&mut self.host, |env| check.on_response(call_id, resp, env));
         self.run(commands);
     }
 }
@@ -98,8 +112,10 @@ impl RootContext for Root {
         let nonce = std::collections::hash_map::RandomState::new()
             .build_hasher()
             .finish();
-        Ledger::new(&config.state_prefix, config.ledger).init(&mut HostStore, now_ms(), nonce);
+        let now = self.host.now_ms();
+        Ledger::new(&config.state_prefix, config.ledger).init(self.host.store(), now, nonce);
         self.metrics = Rc::new(Metrics::define());
+        self.host = SdkHost::new(Rc::clone(&self.metrics));
         log(
             LogLevel::Info,
             &format!(
@@ -109,7 +125,7 @@ impl RootContext for Root {
             ),
         );
         if config.issuing.is_some() {
-            with_env(|env| selfcheck::init(&config, env));
+            with_env(&mut self.host, |env| selfcheck::init(&config, env));
             // The first tick comes one period from now; a failed timer only means no self-check.
             let _ = hostcalls::set_tick_period(TICK);
         }
@@ -124,7 +140,9 @@ impl RootContext for Root {
         let Some(config) = self.config.as_ref().map(Rc::clone) else {
             return;
         };
-        if let Some((check, commands)) = with_env(|env| selfcheck::tick(&config, env)) {
+        if let Some((check, commands)) =
+            with_env(&mut self.host, |env| selfcheck::tick(&config, env))
+        {
             self.check = Some(check);
             self.run(commands);
         }
