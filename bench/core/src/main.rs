@@ -1,7 +1,7 @@
 //! `keygate-bench-core [--smoke] [--only NAME] [--repeat N]`: checks, then times every workload of the core
 //! and prints one JSON object per line: `{"target": "native"|"wasm32-wasip1", "name", "median_ns",
 //! "min_ns", "iters_per_batch", "batches"}`. Built natively and for wasm32-wasip1 (run by Node's
-//! `node:wasi` from `bench/core/run-wasm.mjs`); `keygate-bench` runs both and prints the ratio.
+//! `node:wasi` from `scripts/run-wasi.mjs`); `keygate-bench` runs both and prints the ratio.
 
 use std::process::ExitCode;
 
