@@ -2,9 +2,9 @@
 //! time, the write-ahead mark before each call that must not run twice (an issue, a renewal),
 //! and what each reply means for its line. The calls that change a key are in `lifecycle`.
 
+use super::line_ledger::Marked;
 use super::*;
 use crate::ledger::Instance;
-use crate::store::StoreError;
 
 /// Why a call Envoy never sent failed (`Response::never_sent`).
 pub(super) const NOT_SENT: &str = "not sent (Envoy's circuit breaker on the license cluster is \
@@ -24,11 +24,13 @@ impl Flow {
     /// with etcd (its own marks are durable) or without either field.
     pub(super) fn mark_field(&self) -> Option<MarkField> {
         let sf = &self.issuing()?.salesforce;
-        match (&self.etcd, &sf.state_field, &sf.writeback_field) {
-            (Some(_), _, _) => None,
-            (None, Some(_), _) => Some(MarkField::State),
-            (None, None, Some(_)) => Some(MarkField::Keys),
-            (None, None, None) => None,
+        if self.ledger_is_durable() {
+            return None;
+        }
+        match (&sf.state_field, &sf.writeback_field) {
+            (Some(_), _) => Some(MarkField::State),
+            (None, Some(_)) => Some(MarkField::Keys),
+            (None, None) => None,
         }
     }
 
@@ -37,7 +39,7 @@ impl Flow {
     /// the ledger does not know is busy. 0 when marks are durable (etcd, or a Salesforce field),
     /// or the ledger's start (`instance`) is not known.
     pub(super) fn restart_busy_until(&self, instance: Option<&Instance>) -> u64 {
-        if self.etcd.is_some() || self.mark_field().is_some() {
+        if self.ledger_is_durable() || self.mark_field().is_some() {
             return 0;
         }
         let ledger = Ledger::new(&self.cfg.state_prefix, self.cfg.ledger);
@@ -186,7 +188,8 @@ impl Flow {
     /// Write-ahead: from here until the outcome is recorded, it counts as uncertain, and until
     /// the call's time is up (plus grace) it may still be running. Then the call itself.
     fn mark_and_send(&mut self, idx: usize, env: &mut Env<'_>) -> bool {
-        let Some(issuing) = self.cfg.issuing.as_ref() else {
+        let cfg = Rc::clone(&self.cfg);
+        let Some(issuing) = cfg.issuing.as_ref() else {
             return false;
         };
         let Some(line) = self.lines.get(idx) else {
@@ -200,7 +203,6 @@ impl Flow {
             self.deadline_hit = true;
             return false;
         }
-        let ledger = Ledger::new(&self.cfg.state_prefix, self.cfg.ledger);
         let timeout = issuing
             .license
             .timeout_ms
@@ -210,43 +212,19 @@ impl Flow {
             _ => None,
         };
         let (item, line_action) = (line.item, line.action);
-        let before = match self.cfg.etcd {
-            Some(_) => self
-                .etcd_line(&item)
-                .map_or(LineState::Unknown, |l| l.state.clone()),
-            None => ledger.line(env.store, &item),
-        };
-        if let Some(l) = self.lines.get_mut(idx) {
-            l.before_mark = Some(before);
-        }
         let state_field = issuing.salesforce.state_field.as_deref();
         let expiry_mark = expiry_before.clone();
-        if let Some(e) = self.cfg.etcd.as_ref() {
-            // The license call goes out once etcd has the mark (`on_etcd`).
-            let busy_until = ledger.busy_until(env.now_ms.saturating_add(e.timeout_ms), timeout);
-            return self.etcd_set_line(idx, pending(busy_until, expiry_before), true, env);
-        }
-        let busy_until = ledger.busy_until(env.now_ms, timeout);
-        if let Err(e) = ledger.set(
-            env.store,
-            &item,
-            &pending(busy_until, expiry_before),
-            env.now_ms,
-        ) {
-            let why = match e {
-                StoreError::Full => "the ledger is full of unfinished lines",
-                _ => "shared state unavailable",
-            };
-            let msg = format!("could not record line {item} before licensing it: {why}");
-            self.failures.push(msg);
-            if e == StoreError::Full {
-                self.count(Metric::LedgerFull, 1);
-            }
-            return true;
+        let busy_until = self.ledger_busy_until(timeout, env);
+        match self.ledger_mark(idx, pending(busy_until, expiry_before), env) {
+            Marked::Recorded => {}
+            // The call goes out when etcd has the mark (`on_etcd`).
+            Marked::Sending => return true,
+            Marked::Failed => return true,
+            Marked::NotSent => return false,
         }
         if let (Action::Renew, Some(_)) = (line_action, state_field) {
-            // Shared data does not survive a restart: the mark goes to Salesforce too, and the
-            // renewal follows its write (`on_sf`).
+            // The ledger's mark does not survive a restart (`Recorded` is shared data's): the
+            // mark goes to Salesforce too, and the renewal follows its write (`on_sf`).
             let mark = WriteBack {
                 item,
                 keys: Vec::new(),
@@ -383,12 +361,7 @@ impl Flow {
     /// delivery needs no lookup for it. Retryable.
     pub(super) fn license_call_not_sent(&mut self, idx: usize, env: &mut Env<'_>) {
         if let Some(before) = self.lines.get_mut(idx).and_then(|l| l.before_mark.take()) {
-            if self.etcd.is_some() {
-                self.etcd_set_line(idx, before, false, env);
-            } else if let Some(item) = self.lines.get(idx).map(|l| l.item) {
-                let ledger = Ledger::new(&self.cfg.state_prefix, self.cfg.ledger);
-                let _ = ledger.set(env.store, &item, &before, env.now_ms);
-            }
+            self.ledger_set(idx, before, env);
         }
         self.license_failed(idx, NOT_SENT);
         self.pump(env);
@@ -408,23 +381,8 @@ impl Flow {
             return;
         };
         let item = line.item;
-        if self.etcd.is_some() {
-            if let Some(LineState::Pending { expiry_before, .. }) =
-                self.etcd_line(&item).map(|l| &l.state)
-            {
-                let over = pending(env.now_ms, expiry_before.clone());
-                self.etcd_set_line(idx, over, false, env);
-            }
-            return;
-        }
-        let ledger = Ledger::new(&self.cfg.state_prefix, self.cfg.ledger);
-        if let LineState::Pending { expiry_before, .. } = ledger.line(env.store, &item) {
-            let _ = ledger.set(
-                env.store,
-                &item,
-                &pending(env.now_ms, expiry_before),
-                env.now_ms,
-            );
+        if let LineState::Pending { expiry_before, .. } = self.ledger_line(&item, env) {
+            self.ledger_set(idx, pending(env.now_ms, expiry_before), env);
         }
     }
 
@@ -499,19 +457,13 @@ impl Flow {
             return;
         };
         line.keys = keys;
-        let (item, action) = (line.item, line.action);
+        let action = line.action;
         let n = line.keys.len() as u32;
-        let ledger = Ledger::new(&self.cfg.state_prefix, self.cfg.ledger);
         let state = match action {
             Action::Revoke => LineState::Revoked(line.keys.clone()),
             _ => LineState::Issued(line.keys.clone()),
         };
-        if self.etcd.is_none() && ledger.set(env.store, &item, &state, env.now_ms).is_err() {
-            self.log(
-                Level::Error,
-                format!("line {item}: key issued or changed but not recorded in shared state"),
-            );
-        }
+        self.ledger_licensed(idx, &state, env);
         self.count(
             metric,
             if action == Action::Issue {
@@ -536,9 +488,7 @@ impl Flow {
         };
         let (item, keys) = (line.item, line.keys.clone());
         let state = self.state_label(line);
-        if self.etcd.is_some() {
-            self.etcd_licensed(idx, &keys);
-        }
+        self.ledger_keys_known(idx);
         self.to_write.push(WriteBack { item, keys, state });
     }
 }

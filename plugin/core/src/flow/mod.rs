@@ -10,7 +10,9 @@
 //!
 //! Files: this one holds the types, the message's life (start, responses, cancel, the one reply);
 //! `salesforce_calls` the Salesforce side, `plan` what each line needs, `licensing` the license
-//! calls and lookups, `lifecycle` the calls that change an existing key.
+//! calls and lookups, `lifecycle` the calls that change an existing key; `line_ledger` the one
+//! seam onto the ledger (claims, a line's state, marks, release), behind which are shared data
+//! and `etcd_ledger`.
 //!
 //! Invariants a reader can check here: exactly one `Reply` per flow, always the last command;
 //! an ack only when every line that was meant to be licensed has a recorded key; every
@@ -21,7 +23,7 @@ use std::rc::Rc;
 
 use crate::config::{Config, Issuing};
 use crate::ids::SfId;
-use crate::ledger::{ClaimError, Ledger, LineState};
+use crate::ledger::{Ledger, LineState};
 use crate::license::{self, looks_like_key, Customer, IssueRequest, LicenseError};
 use crate::metrics::{Gauge, Metric};
 use crate::reply::{outcome_metric, FaultKind, Reply};
@@ -32,6 +34,7 @@ use crate::store::Store;
 mod etcd_ledger;
 mod licensing;
 mod lifecycle;
+mod line_ledger;
 mod plan;
 mod salesforce_calls;
 
@@ -345,33 +348,7 @@ impl Flow {
             );
             return self.reply(reply);
         }
-        if self.etcd.is_some() {
-            // The claims and the lines' states come from etcd (`etcd_ledger`).
-            if !self.etcd_begin(env) {
-                self.finish(env);
-            }
-            return;
-        }
-        let ledger = Ledger::new(&self.cfg.state_prefix, self.cfg.ledger);
-        for id in self.wanted.clone() {
-            match ledger.claim(env.store, &id, self.owner, env.now_ms) {
-                Ok(()) => self.claimed.push(id),
-                Err(e) => {
-                    let reason = match e {
-                        ClaimError::Busy => {
-                            format!("order {id} is being processed by another request; retry later")
-                        }
-                        ClaimError::Unavailable => format!(
-                            "could not claim order {id} (shared state unavailable); retry later"
-                        ),
-                    };
-                    self.log(Level::Warn, reason.clone());
-                    self.release_claims(env);
-                    return self.reply(Reply::fault(500, FaultKind::Busy, &reason));
-                }
-            }
-        }
-        self.query_orders(env);
+        self.ledger_claim(env);
     }
 
     /// The orders are claimed: read them, their contacts and order products.
@@ -437,8 +414,8 @@ impl Flow {
     }
 
     /// The downstream request went away (Salesforce hung up): outstanding calls are cancelled
-    /// by Envoy. Lines already marked pending stay pending; claims are released (in etcd they
-    /// expire with their lease: no call can be made any more).
+    /// by Envoy. Lines already marked pending stay pending; claims are released (etcd's hold
+    /// until the time written in them: no call can be made any more).
     pub fn on_cancel(&mut self, env: &mut Env<'_>) {
         if !self.finished {
             self.finished = true;
@@ -446,7 +423,7 @@ impl Flow {
                 Level::Warn,
                 "request cancelled before it finished; the message will be redelivered".into(),
             );
-            self.release_claims(env);
+            self.ledger_release_claims(env);
         }
     }
 
@@ -562,22 +539,7 @@ impl Flow {
             self.log(Level::Warn, reason.clone());
             Reply::fault(500, kind, &reason)
         };
-        if self.etcd.is_some() {
-            // With etcd the reply waits for the claims' release (`etcd_release`).
-            if let Some(reply) = self.etcd_release(reply, env) {
-                self.reply(reply);
-            }
-            return;
-        }
-        self.release_claims(env);
-        self.reply(reply);
-    }
-
-    fn release_claims(&mut self, env: &mut Env<'_>) {
-        let ledger = Ledger::new(&self.cfg.state_prefix, self.cfg.ledger);
-        for id in std::mem::take(&mut self.claimed) {
-            ledger.release(env.store, &id, self.owner, env.now_ms);
-        }
+        self.ledger_release_then_reply(reply, env);
     }
 
     fn reply(&mut self, reply: Reply) {

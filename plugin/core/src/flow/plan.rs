@@ -63,13 +63,11 @@ impl Flow {
             return;
         };
         let fetched = std::mem::take(&mut self.fetched);
-        let ledger = Ledger::new(&cfg.state_prefix, cfg.ledger);
         // Read once per message: which Envoy this is, and since when.
-        let instance = ledger.instance(env.store);
+        let instance = Ledger::new(&cfg.state_prefix, cfg.ledger).instance(env.store);
         let mut p = Planner {
             restart_busy_until: self.restart_busy_until(instance.as_ref()),
             instance,
-            ledger,
             counts: Counts::default(),
             logs: Vec::new(),
         };
@@ -166,22 +164,13 @@ impl Flow {
         self.mark_then_pump(p.instance.as_ref(), env);
     }
 
-    /// What the ledger holds for a line (etcd's copy when etcd is the ledger).
-    fn known(&self, item: &SfId, ledger: &Ledger<'_>, env: &Env<'_>) -> LineState {
-        match self.etcd_line(item) {
-            Some(record) => record.state.clone(),
-            None if self.etcd.is_some() => LineState::Unknown,
-            None => ledger.line(env.store, item),
-        }
-    }
-
     fn push_line(&mut self, line: Line) -> usize {
         self.lines.push(line);
         self.lines.len() - 1
     }
 
     /// A line whose action an earlier delivery completed: only the write-back may be missing.
-    fn plan_done(&mut self, mut line: Line, keys: Vec<String>, p: &mut Planner<'_>) {
+    fn plan_done(&mut self, mut line: Line, keys: Vec<String>, p: &mut Planner) {
         p.counts.add(Metric::LinesAlreadyLicensed);
         line.keys = keys;
         let idx = self.push_line(line);
@@ -190,7 +179,7 @@ impl Flow {
 
     /// The license server may still be working on an earlier call for this line: a lookup now
     /// could miss its outcome, so the line waits.
-    fn plan_busy(&mut self, item: &SfId, busy_until_ms: u64, p: &mut Planner<'_>, env: &Env<'_>) {
+    fn plan_busy(&mut self, item: &SfId, busy_until_ms: u64, p: &mut Planner, env: &Env<'_>) {
         p.counts.add(Metric::LinesBusy);
         let wait_s = busy_until_ms.saturating_sub(env.now_ms).div_ceil(1000);
         self.busy.push(format!(
@@ -199,9 +188,9 @@ impl Flow {
     }
 
     /// An activated order's line: issue its key, or restore the keys a cancellation revoked.
-    fn plan_issue(&mut self, mut line: Line, item: &OrderItem, p: &mut Planner<'_>, env: &Env<'_>) {
+    fn plan_issue(&mut self, mut line: Line, item: &OrderItem, p: &mut Planner, env: &Env<'_>) {
         let id = self.orders.get(line.order).map(|o| o.id);
-        let known = self.known(&item.id, &p.ledger, env);
+        let known = self.ledger_line(&item.id, env);
         let written = item.written_back.as_deref().and_then(keys_of);
         let revoked_in_sf = item.state.as_deref() == Some(REVOKED)
             && matches!(known, LineState::Unknown | LineState::Revoked(_));
@@ -270,7 +259,7 @@ impl Flow {
             }
             // Shared data lost (a restart, an eviction): Salesforce's mark says whether an
             // earlier delivery's call may still be running.
-            LineState::Unknown if self.etcd.is_none() => {
+            LineState::Unknown if !self.ledger_is_durable() => {
                 // This Envoy's own mark with nothing in its ledger: no call went out from here
                 // (the ledger records a line before its call, and never evicts one in flight).
                 let mine = marked.as_ref().is_some_and(|m| {
@@ -295,15 +284,9 @@ impl Flow {
     }
 
     /// A cancelled order's line: revoke every key it has (a line without keys is nothing to do).
-    fn plan_revoke(
-        &mut self,
-        mut line: Line,
-        item: &OrderItem,
-        p: &mut Planner<'_>,
-        env: &Env<'_>,
-    ) {
+    fn plan_revoke(&mut self, mut line: Line, item: &OrderItem, p: &mut Planner, env: &Env<'_>) {
         line.action = Action::Revoke;
-        let known = self.known(&item.id, &p.ledger, env);
+        let known = self.ledger_line(&item.id, env);
         let step = match known {
             LineState::Revoked(keys) => {
                 // Revoked already; Salesforce may not show it yet.
@@ -338,13 +321,7 @@ impl Flow {
     }
 
     /// A reduction order's line: lower the key of the line it reduces to what is left.
-    fn plan_reduction(
-        &mut self,
-        mut line: Line,
-        item: &OrderItem,
-        p: &mut Planner<'_>,
-        env: &Env<'_>,
-    ) {
+    fn plan_reduction(&mut self, mut line: Line, item: &OrderItem, p: &mut Planner, env: &Env<'_>) {
         let Some(original) = item.original.as_ref() else {
             p.skip_invalid(format!(
                 "reduction line {}: no OriginalOrderItemId: skipped",
@@ -374,13 +351,7 @@ impl Flow {
     }
 
     /// A renewal line: renew the key of the line its renewal field names, exactly once.
-    fn plan_renewal(
-        &mut self,
-        mut line: Line,
-        item: &OrderItem,
-        p: &mut Planner<'_>,
-        env: &Env<'_>,
-    ) {
+    fn plan_renewal(&mut self, mut line: Line, item: &OrderItem, p: &mut Planner, env: &Env<'_>) {
         let Some(target) = item.renews else {
             p.skip_invalid(format!(
                 "renewal line {}: the renewal field names no line: skipped",
@@ -394,13 +365,7 @@ impl Flow {
     }
 
     /// A reduction or renewal line: done once its write-back holds the key it changed.
-    fn plan_change(
-        &mut self,
-        mut line: Line,
-        item: &OrderItem,
-        p: &mut Planner<'_>,
-        env: &Env<'_>,
-    ) {
+    fn plan_change(&mut self, mut line: Line, item: &OrderItem, p: &mut Planner, env: &Env<'_>) {
         // Salesforce holds the change's keys or its final state: done.
         let shown_done = item
             .state
@@ -410,7 +375,7 @@ impl Flow {
             p.counts.add(Metric::LinesAlreadyLicensed);
             return;
         }
-        match self.known(&item.id, &p.ledger, env) {
+        match self.ledger_line(&item.id, env) {
             LineState::Issued(keys) | LineState::WrittenBack(keys) | LineState::Revoked(keys) => {
                 return self.plan_done(line, keys, p)
             }
@@ -426,7 +391,7 @@ impl Flow {
         }
         // The changed line's keys: this ledger's record of it, else the license server's.
         if let LineState::Issued(k) | LineState::WrittenBack(k) | LineState::Revoked(k) =
-            self.known(&line.target, &p.ledger, env)
+            self.ledger_line(&line.target, env)
         {
             line.keys = k;
         }
@@ -467,9 +432,8 @@ fn whole_or_zero(q: f64) -> Option<u32> {
     }
 }
 
-/// What planning gathers before it is emitted: the ledger, tallies and log lines.
-struct Planner<'a> {
-    ledger: Ledger<'a>,
+/// What planning gathers before it is emitted: tallies and log lines.
+struct Planner {
     /// This Envoy's ledger instance (its issuing marks are its own).
     instance: Option<Instance>,
     /// Until when every line the ledger does not know is busy after a restart (no durable marks).
@@ -482,7 +446,7 @@ struct Planner<'a> {
 #[derive(Default)]
 struct Counts(Vec<(Metric, u64)>);
 
-impl Planner<'_> {
+impl Planner {
     /// A line that can never be licensed as it is: logged as an error, counted, never retried.
     fn skip_invalid(&mut self, msg: String) {
         self.logs.push((Level::Error, msg));

@@ -291,18 +291,11 @@ impl Flow {
         match salesforce::parse_writeback(status, body, lines.len()) {
             Err(e) => self.sf_failed(format!("write-back to Salesforce failed: {e}")),
             Ok(failed) => {
-                let cfg = Rc::clone(&self.cfg);
-                let ledger = Ledger::new(&cfg.state_prefix, cfg.ledger);
                 for (i, w) in lines.iter().enumerate() {
                     if failed.iter().any(|f| f.index == i) {
                         continue;
                     }
-                    if self.etcd.is_some() {
-                        self.etcd_written(&w.item);
-                    } else if !self.revokes(&w.item) {
-                        // A revoked line stays `R` whether Salesforce shows it or not.
-                        let _ = ledger.mark_written(env.store, &w.item, &w.keys, env.now_ms);
-                    }
+                    self.ledger_written(w, env);
                 }
                 for f in failed {
                     let id = lines.get(f.index).map(|w| w.item.to_string());
