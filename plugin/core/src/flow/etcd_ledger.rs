@@ -174,7 +174,7 @@ impl Flow {
             }
         };
         self.dispatch(
-            Pending::Etcd(what),
+            Awaiting::Etcd(what),
             Call {
                 id: 0,
                 cluster,

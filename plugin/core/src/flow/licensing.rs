@@ -62,7 +62,7 @@ impl Flow {
             .queue
             .iter()
             .filter_map(|(idx, _)| {
-                let line = self.lines.get(*idx).filter(|l| l.action == Action::Issue)?;
+                let line = self.lines.get(*idx).filter(|l| l.intent == Intent::Issue)?;
                 let (keys, state) = match field {
                     MarkField::State => (Vec::new(), mark.clone()),
                     MarkField::Keys => (vec![mark.clone()], String::new()),
@@ -170,16 +170,16 @@ impl Flow {
             return false;
         };
         let lic = &issuing.license;
-        let (call, what) = match (step, line.action) {
+        let (call, what) = match (step, line.intent) {
             (Step::Lookup, _) => (
                 license::lookup(lic, line.target.as_str()),
-                Pending::Lookup(idx),
+                Awaiting::Lookup(idx),
             ),
             (Step::Validate, _) => {
                 let key = line.keys.first().map(String::as_str).unwrap_or("");
-                (license::validate(lic, key), Pending::Validate(idx))
+                (license::validate(lic, key), Awaiting::Validate(idx))
             }
-            (Step::Act, Action::Issue | Action::Renew) => return self.mark_and_send(idx, env),
+            (Step::Act, Intent::Issue | Intent::Renew) => return self.mark_and_send(idx, env),
             (Step::Act, _) => return self.send_change(idx, env),
         };
         self.send_license_call(what, call, env)
@@ -207,11 +207,11 @@ impl Flow {
             .license
             .timeout_ms
             .min(self.deadline_at.saturating_sub(env.now_ms));
-        let expiry_before = match line.action {
-            Action::Renew => line.expiry_now.clone(),
+        let expiry_before = match line.intent {
+            Intent::Renew => line.expiry_now.clone(),
             _ => None,
         };
-        let (item, line_action) = (line.item, line.action);
+        let (item, line_action) = (line.item, line.intent);
         let state_field = issuing.salesforce.state_field.as_deref();
         let expiry_mark = expiry_before.clone();
         let busy_until = self.ledger_busy_until(timeout, env);
@@ -222,7 +222,7 @@ impl Flow {
             Marked::Failed => return true,
             Marked::NotSent => return false,
         }
-        if let (Action::Renew, Some(_)) = (line_action, state_field) {
+        if let (Intent::Renew, Some(_)) = (line_action, state_field) {
             // The ledger's mark does not survive a restart (`Recorded` is shared data's): the
             // mark goes to Salesforce too, and the renewal follows its write (`on_sf`).
             let mark = WriteBack {
@@ -246,7 +246,7 @@ impl Flow {
         if self
             .lines
             .get(idx)
-            .is_some_and(|l| l.action == Action::Renew)
+            .is_some_and(|l| l.intent == Intent::Renew)
         {
             return self.send_change(idx, env);
         }
@@ -277,13 +277,13 @@ impl Flow {
                 customer: &order.customer,
             },
         );
-        self.send_license_call(Pending::Issue(idx), call, env)
+        self.send_license_call(Awaiting::Issue(idx), call, env)
     }
 
     /// Send one license-server call (a signed GET or a form POST: `QlmCall::to_http`).
     pub(super) fn send_license_call(
         &mut self,
-        what: Pending,
+        what: Awaiting,
         call: license::QlmCall,
         env: &mut Env<'_>,
     ) -> bool {
@@ -398,13 +398,13 @@ impl Flow {
             .get(idx)
             .map(|l| l.target.to_string())
             .unwrap_or_default();
-        let action = self.lines.get(idx).map_or(Action::Issue, |l| l.action);
+        let action = self.lines.get(idx).map_or(Intent::Issue, |l| l.intent);
         let found = match resp.status {
             None => Err(LicenseError::Unparseable("no response".into())),
             Some(s) => license::parse_keys(s, &resp.body),
         };
         match found {
-            Ok(keys) if !keys.is_empty() && action == Action::Issue => {
+            Ok(keys) if !keys.is_empty() && action == Intent::Issue => {
                 self.log(
                     Level::Info,
                     format!(
@@ -415,7 +415,7 @@ impl Flow {
                 self.line_licensed(idx, keys, Metric::LicensesRecovered, env);
             }
             Ok(keys) if !keys.is_empty() => {
-                let step = if action == Action::Renew {
+                let step = if action == Intent::Renew {
                     Step::Validate
                 } else {
                     Step::Act
@@ -427,9 +427,9 @@ impl Flow {
                     self.queue.push_front((idx, step));
                 }
             }
-            Ok(_) if action == Action::Issue => self.queue.push_front((idx, Step::Act)),
+            Ok(_) if action == Intent::Issue => self.queue.push_front((idx, Step::Act)),
             // Never licensed: nothing to revoke or restore.
-            Ok(_) if matches!(action, Action::Revoke | Action::Restore) => self.log(
+            Ok(_) if matches!(action, Intent::Revoke | Intent::Restore) => self.log(
                 Level::Info,
                 format!("line {target}: no key at the license server: nothing to change"),
             ),
@@ -457,16 +457,16 @@ impl Flow {
             return;
         };
         line.keys = keys;
-        let action = line.action;
+        let action = line.intent;
         let n = line.keys.len() as u32;
         let state = match action {
-            Action::Revoke => LineState::Revoked(line.keys.clone()),
+            Intent::Revoke => LineState::Revoked(line.keys.clone()),
             _ => LineState::Issued(line.keys.clone()),
         };
         self.ledger_licensed(idx, &state, env);
         self.count(
             metric,
-            if action == Action::Issue {
+            if action == Intent::Issue {
                 1
             } else {
                 u64::from(n)

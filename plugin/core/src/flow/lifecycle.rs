@@ -12,19 +12,19 @@ impl Flow {
     pub(super) fn revokes(&self, item: &SfId) -> bool {
         self.lines
             .iter()
-            .any(|l| l.item.same_record(item) && l.action == Action::Revoke)
+            .any(|l| l.item.same_record(item) && l.intent == Intent::Revoke)
     }
 
     /// The change line `idx` needs on its next key.
     fn key_change(&self, idx: usize) -> Option<(KeyChange<'_>, &str)> {
         let line = self.lines.get(idx)?;
         let key = line.keys.get(line.keys_done)?;
-        let change = match line.action {
-            Action::Issue => return None,
-            Action::Revoke | Action::Reduce(0) => KeyChange::Revoke,
-            Action::Restore => KeyChange::Restore,
-            Action::Reduce(n) => KeyChange::SetQuantity(n),
-            Action::Renew => KeyChange::Renew(self.issuing()?.product(&line.code)?),
+        let change = match line.intent {
+            Intent::Issue => return None,
+            Intent::Revoke | Intent::Reduce(0) => KeyChange::Revoke,
+            Intent::Restore => KeyChange::Restore,
+            Intent::Reduce(n) => KeyChange::SetQuantity(n),
+            Intent::Renew => KeyChange::Renew(self.issuing()?.product(&line.code)?),
         };
         Some((change, key))
     }
@@ -37,7 +37,7 @@ impl Flow {
             return false;
         };
         let call = license::change(lic, key, change);
-        self.send_license_call(Pending::Change(idx), call, env)
+        self.send_license_call(Awaiting::Change(idx), call, env)
     }
 
     pub(super) fn on_change(&mut self, idx: usize, resp: Response, env: &mut Env<'_>) {
@@ -72,11 +72,11 @@ impl Flow {
                     self.queue.push_front((idx, Step::Act));
                 } else {
                     let keys = line.keys.clone();
-                    let metric = match line.action {
-                        Action::Revoke | Action::Reduce(0) => Metric::LicensesRevoked,
-                        Action::Restore => Metric::LicensesRestored,
-                        Action::Reduce(_) => Metric::LicensesReduced,
-                        Action::Renew | Action::Issue => Metric::LicensesRenewed,
+                    let metric = match line.intent {
+                        Intent::Revoke | Intent::Reduce(0) => Metric::LicensesRevoked,
+                        Intent::Restore => Metric::LicensesRestored,
+                        Intent::Reduce(_) => Metric::LicensesReduced,
+                        Intent::Renew | Intent::Issue => Metric::LicensesRenewed,
                     };
                     self.line_licensed(idx, keys, metric, env);
                 }
@@ -143,7 +143,7 @@ impl Flow {
         let Some(line) = self.lines.get(idx) else {
             return false;
         };
-        if line.keys.len() <= 1 || matches!(line.action, Action::Revoke | Action::Restore) {
+        if line.keys.len() <= 1 || matches!(line.intent, Intent::Revoke | Intent::Restore) {
             return true;
         }
         let msg = format!(
@@ -173,12 +173,12 @@ impl Flow {
 
     /// The state field's value for a line whose action is done.
     pub(super) fn state_label(&self, line: &Line) -> String {
-        match line.action {
-            Action::Issue => "Issued".to_owned(),
-            Action::Revoke => plan::REVOKED.to_owned(),
-            Action::Restore => "Restored".to_owned(),
-            Action::Reduce(n) => format!("Reduced to {n}"),
-            Action::Renew => {
+        match line.intent {
+            Intent::Issue => "Issued".to_owned(),
+            Intent::Revoke => plan::REVOKED.to_owned(),
+            Intent::Restore => "Restored".to_owned(),
+            Intent::Reduce(n) => format!("Reduced to {n}"),
+            Intent::Renew => {
                 let product = self.issuing().and_then(|i| i.product(&line.code));
                 match (
                     product.and_then(|p| p.get("is_expduration")),

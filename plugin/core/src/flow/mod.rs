@@ -5,7 +5,7 @@
 //! pages of any order's OrderItems) → plan lines → license calls (one per line, at most
 //! `max_concurrency` in flight; a lookup first wherever an earlier call may have issued: the
 //! ledger is volatile, so that is every line it cannot vouch for) → write-back (sObject
-//! Collections) → one reply. A line's [`Action`] is an issue, or with `lifecycle` a revoke,
+//! Collections) → one reply. A line's [`Intent`] is an issue, or with `lifecycle` a revoke,
 //! restore, reduction or renewal of the keys of the line it names.
 //!
 //! Files: this one holds the types, the message's life (start, responses, cancel, the one reply);
@@ -155,7 +155,7 @@ enum SfCall {
 }
 
 #[derive(Debug, Clone)]
-enum Pending {
+enum Awaiting {
     Login {
         then: SfCall,
     },
@@ -171,7 +171,7 @@ enum Pending {
 
 /// What a line asks of the license server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Action {
+enum Intent {
     Issue,
     /// The order was cancelled: revoke the line's keys.
     Revoke,
@@ -190,7 +190,7 @@ enum Step {
     Lookup,
     /// Read the target key's expiry (renewals).
     Validate,
-    /// The action's own call (after the write-ahead mark where the action is not idempotent).
+    /// The intent's own call (after the write-ahead mark where it is not idempotent).
     Act,
 }
 
@@ -201,8 +201,8 @@ struct Line {
     item: SfId,
     code: String,
     quantity: u32,
-    action: Action,
-    /// The line whose keys the action is about: `item` itself, or the line reduced or renewed.
+    intent: Intent,
+    /// The line whose keys the intent is about: `item` itself, or the line reduced or renewed.
     target: SfId,
     /// The target's keys once known (ledger, write-back field or lookup).
     keys: Vec<String>,
@@ -230,7 +230,7 @@ pub struct Flow {
     deadline_at: u64,
     next_id: u32,
     /// Calls in flight: (call id, what it was); a handful at a time.
-    pending: Vec<(u32, Pending)>,
+    pending: Vec<(u32, Awaiting)>,
     relogged: bool,
     /// Activated orders of the message, deduplicated, in message order.
     wanted: Vec<SfId>,
@@ -373,7 +373,7 @@ impl Flow {
 
     /// Send `call` (its id is assigned here) unless the deadline leaves too little time; its
     /// timeout is cut to the time left.
-    fn dispatch(&mut self, what: Pending, mut call: Call, env: &mut Env<'_>) -> bool {
+    fn dispatch(&mut self, what: Awaiting, mut call: Call, env: &mut Env<'_>) -> bool {
         let remaining = self.deadline_at.saturating_sub(env.now_ms);
         if remaining < MIN_CALL_MS {
             self.deadline_hit = true;
@@ -400,13 +400,13 @@ impl Flow {
                 return std::mem::take(&mut self.out);
             }
             match what {
-                Pending::Login { then } => self.on_login(then, resp, env),
-                Pending::Sf(call) => self.on_sf(call, resp, env),
-                Pending::Issue(line) => self.on_issue(line, resp, env),
-                Pending::Lookup(line) => self.on_lookup(line, resp, env),
-                Pending::Change(line) => self.on_change(line, resp, env),
-                Pending::Validate(line) => self.on_validate(line, resp, env),
-                Pending::Etcd(step) => self.on_etcd(step, resp, env),
+                Awaiting::Login { then } => self.on_login(then, resp, env),
+                Awaiting::Sf(call) => self.on_sf(call, resp, env),
+                Awaiting::Issue(line) => self.on_issue(line, resp, env),
+                Awaiting::Lookup(line) => self.on_lookup(line, resp, env),
+                Awaiting::Change(line) => self.on_change(line, resp, env),
+                Awaiting::Validate(line) => self.on_validate(line, resp, env),
+                Awaiting::Etcd(step) => self.on_etcd(step, resp, env),
             }
             self.maybe_finish(env);
         }
@@ -428,27 +428,27 @@ impl Flow {
     }
 
     /// A reply over `max_reply_bytes` (the shell reads one byte more than that, never the rest).
-    fn reply_too_large(&mut self, what: Pending, env: &mut Env<'_>) {
+    fn reply_too_large(&mut self, what: Awaiting, env: &mut Env<'_>) {
         let why = format!(
             "reply larger than max_reply_bytes ({})",
             self.cfg.max_reply_bytes
         );
         match what {
-            Pending::Sf(SfCall::WriteBack {
+            Awaiting::Sf(SfCall::WriteBack {
                 mark_for: Some(line),
                 ..
             }) => self.mark_failed(line, &why, env),
-            Pending::Sf(SfCall::IssueMarks { marks, rest }) => {
+            Awaiting::Sf(SfCall::IssueMarks { marks, rest }) => {
                 self.on_issue_marks(marks, rest, Err(why), env)
             }
-            Pending::Login { .. } | Pending::Sf(_) => {
+            Awaiting::Login { .. } | Awaiting::Sf(_) => {
                 self.log(Level::Warn, format!("Salesforce {why}"));
                 self.sf_failed(format!("Salesforce {why}"));
             }
-            Pending::Issue(idx)
-            | Pending::Lookup(idx)
-            | Pending::Change(idx)
-            | Pending::Validate(idx) => {
+            Awaiting::Issue(idx)
+            | Awaiting::Lookup(idx)
+            | Awaiting::Change(idx)
+            | Awaiting::Validate(idx) => {
                 // An issue call that answered too much may still have issued: the line stays
                 // pending, and its call is over, so the next delivery looks it up.
                 self.in_flight = self.in_flight.saturating_sub(1);
@@ -456,7 +456,7 @@ impl Flow {
                 self.license_failed(idx, &why);
                 self.pump(env);
             }
-            Pending::Etcd(step) => self.etcd_failed(step, &why, env),
+            Awaiting::Etcd(step) => self.etcd_failed(step, &why, env),
         }
     }
 

@@ -126,7 +126,7 @@ impl Flow {
                     item: item.id,
                     code,
                     quantity: 0,
-                    action: Action::Issue,
+                    intent: Intent::Issue,
                     target: item.id,
                     keys: Vec::new(),
                     keys_done: 0,
@@ -199,7 +199,7 @@ impl Flow {
         }
         if matches!(known, LineState::Revoked(_)) || revoked_in_sf {
             // Reactivated after a cancellation: the same keys back, never new ones.
-            line.action = Action::Restore;
+            line.intent = Intent::Restore;
             if line.keys.is_empty() {
                 line.keys = written.unwrap_or_default();
             }
@@ -285,7 +285,7 @@ impl Flow {
 
     /// A cancelled order's line: revoke every key it has (a line without keys is nothing to do).
     fn plan_revoke(&mut self, mut line: Line, item: &OrderItem, p: &mut Planner, env: &Env<'_>) {
-        line.action = Action::Revoke;
+        line.intent = Intent::Revoke;
         let known = self.ledger_line(&item.id, env);
         let step = match known {
             LineState::Revoked(keys) => {
@@ -345,7 +345,7 @@ impl Flow {
         if let Some(a) = original.available.and_then(whole_or_zero) {
             left = left.min(a);
         }
-        line.action = Action::Reduce(left);
+        line.intent = Intent::Reduce(left);
         line.target = original.id;
         self.plan_change(line, item, p, env);
     }
@@ -359,7 +359,7 @@ impl Flow {
             ));
             return;
         };
-        line.action = Action::Renew;
+        line.intent = Intent::Renew;
         line.target = target;
         self.plan_change(line, item, p, env);
     }
@@ -395,9 +395,9 @@ impl Flow {
         {
             line.keys = k;
         }
-        let step = match (line.keys.is_empty(), line.action) {
+        let step = match (line.keys.is_empty(), line.intent) {
             (true, _) => Step::Lookup,
-            (false, Action::Renew) => Step::Validate,
+            (false, Intent::Renew) => Step::Validate,
             (false, _) => Step::Act,
         };
         let idx = self.push_line(line);

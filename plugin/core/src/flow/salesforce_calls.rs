@@ -37,7 +37,7 @@ impl Flow {
             ("accept", "application/json".to_owned()),
         ];
         self.dispatch(
-            Pending::Login { then },
+            Awaiting::Login { then },
             Call {
                 id: 0,
                 cluster,
@@ -102,7 +102,7 @@ impl Flow {
         };
         let authority = token.instance_authority.clone();
         self.dispatch(
-            Pending::Sf(call),
+            Awaiting::Sf(call),
             Call {
                 id: 0,
                 cluster,
