@@ -5,6 +5,13 @@
 use super::line_ledger::Marked;
 use super::*;
 use crate::ledger::Instance;
+use crate::license::{HttpRequest, LicenseBackend};
+
+/// The configured license server (`license::backend`), borrowed from `cfg` (a clone of the
+/// flow's) so that the flow stays free to change.
+pub(super) fn license_backend(cfg: &Config) -> Option<Box<dyn LicenseBackend + '_>> {
+    cfg.issuing.as_ref().map(|i| license::backend(&i.license))
+}
 
 /// Why a call Envoy never sent failed (`Response::never_sent`).
 pub(super) const NOT_SENT: &str = "not sent (Envoy's circuit breaker on the license cluster is \
@@ -163,21 +170,24 @@ impl Flow {
     }
 
     pub(super) fn start_line(&mut self, idx: usize, step: Step, env: &mut Env<'_>) -> bool {
-        let Some(issuing) = self.cfg.issuing.as_ref() else {
+        let cfg = Rc::clone(&self.cfg);
+        let Some(backend) = license_backend(&cfg) else {
             return false;
         };
         let Some(line) = self.lines.get(idx) else {
             return false;
         };
-        let lic = &issuing.license;
         let (call, what) = match (step, line.intent) {
             (Step::Lookup, _) => (
-                license::lookup(lic, line.target.as_str()),
+                backend.lookup(line.target.as_str(), env.now_ms),
                 Awaiting::Lookup(idx),
             ),
             (Step::Validate, _) => {
                 let key = line.keys.first().map(String::as_str).unwrap_or("");
-                (license::validate(lic, key), Awaiting::Validate(idx))
+                (
+                    backend.read_expiry(key, env.now_ms),
+                    Awaiting::Validate(idx),
+                )
             }
             (Step::Act, Intent::Issue | Intent::Renew) => return self.mark_and_send(idx, env),
             (Step::Act, _) => return self.send_change(idx, env),
@@ -267,8 +277,7 @@ impl Flow {
         let Some(order) = self.orders.get(line.order) else {
             return false;
         };
-        let call = license::issue(
-            &issuing.license,
+        let request = license::backend(&issuing.license).issue(
             &IssueRequest {
                 product,
                 quantity: line.quantity,
@@ -276,21 +285,21 @@ impl Flow {
                 order_number: &order.order_number,
                 customer: &order.customer,
             },
+            env.now_ms,
         );
-        self.send_license_call(Awaiting::Issue(idx), call, env)
+        self.send_license_call(Awaiting::Issue(idx), request, env)
     }
 
-    /// Send one license-server call (a signed GET or a form POST: `QlmCall::to_http`).
+    /// Send one license-server request, as the backend built it.
     pub(super) fn send_license_call(
         &mut self,
         what: Awaiting,
-        call: license::QlmCall,
+        http: HttpRequest,
         env: &mut Env<'_>,
     ) -> bool {
         let Some(lic) = self.issuing().map(|i| &i.license) else {
             return false;
         };
-        let http = call.to_http(lic, env.now_ms);
         let (cluster, authority, timeout) =
             (lic.cluster.clone(), lic.authority.clone(), lic.timeout_ms);
         let started = self.dispatch(
@@ -325,6 +334,10 @@ impl Flow {
         if resp.never_sent() {
             return self.license_call_not_sent(idx, env);
         }
+        let cfg = Rc::clone(&self.cfg);
+        let Some(backend) = license_backend(&cfg) else {
+            return;
+        };
         let (answered, result) = match resp.status {
             // The call may still be running at the license server: the line stays busy.
             None => (
@@ -334,7 +347,7 @@ impl Flow {
             Some(504) => (false, Err("timed out; outcome unknown".to_owned())),
             Some(s) => (
                 true,
-                match license::parse_keys(s, &resp.body) {
+                match backend.issued(s, &resp.body) {
                     Ok(keys) if !keys.is_empty() => Ok(keys),
                     Ok(_) => Err("reply carried no key".to_owned()),
                     Err(e) => Err(e.to_string()),
@@ -399,9 +412,13 @@ impl Flow {
             .map(|l| l.target.to_string())
             .unwrap_or_default();
         let action = self.lines.get(idx).map_or(Intent::Issue, |l| l.intent);
+        let cfg = Rc::clone(&self.cfg);
+        let Some(backend) = license_backend(&cfg) else {
+            return;
+        };
         let found = match resp.status {
             None => Err(LicenseError::Unparseable("no response".into())),
-            Some(s) => license::parse_keys(s, &resp.body),
+            Some(s) => backend.found(s, &resp.body),
         };
         match found {
             Ok(keys) if !keys.is_empty() && action == Intent::Issue => {

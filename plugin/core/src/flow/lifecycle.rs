@@ -3,6 +3,7 @@
 //! makes a renewal happen once: before its call the key's expiry is recorded with the pending
 //! mark, and when that call's outcome is unknown a later expiry proves it was applied.
 
+use super::licensing::license_backend;
 use super::*;
 use crate::license::KeyChange;
 
@@ -30,14 +31,15 @@ impl Flow {
     }
 
     pub(super) fn send_change(&mut self, idx: usize, env: &mut Env<'_>) -> bool {
-        let Some(lic) = self.issuing().map(|i| &i.license) else {
+        let cfg = Rc::clone(&self.cfg);
+        let Some(backend) = license_backend(&cfg) else {
             return false;
         };
         let Some((change, key)) = self.key_change(idx) else {
             return false;
         };
-        let call = license::change(lic, key, change);
-        self.send_license_call(Awaiting::Change(idx), call, env)
+        let request = backend.change(key, change, env.now_ms);
+        self.send_license_call(Awaiting::Change(idx), request, env)
     }
 
     pub(super) fn on_change(&mut self, idx: usize, resp: Response, env: &mut Env<'_>) {
@@ -45,20 +47,22 @@ impl Flow {
         if resp.never_sent() {
             return self.license_call_not_sent(idx, env);
         }
-        let (method, property) = match self.key_change(idx) {
-            Some((c, _)) => (c.method(), c.server_property()),
-            None => ("", ""),
+        let cfg = Rc::clone(&self.cfg);
+        let Some(backend) = license_backend(&cfg) else {
+            return;
+        };
+        let (name, hint) = match self.key_change(idx) {
+            Some((c, _)) => (backend.name_of(&c), backend.refusal_hint(&c)),
+            None => ("", String::new()),
         };
         let answered = resp.status.is_some_and(|s| s != 504);
         let result = match resp.status {
             // A renewal may still be applied: the line stays pending until its time is up.
             None => Err("no response (reset or refused); outcome unknown".to_owned()),
             Some(504) => Err("timed out; outcome unknown".to_owned()),
-            Some(s) => license::parse_change(s, &resp.body).map_err(|e| match e {
-                LicenseError::Refused(m) if license::is_unknown_key(&m) => String::new(),
-                LicenseError::Refused(m) => {
-                    format!("{m}; is the license server's property {property} set to true?")
-                }
+            Some(s) => backend.change_applied(s, &resp.body).map_err(|e| match e {
+                e if backend.is_unknown_key(&e) => String::new(),
+                LicenseError::Refused(m) => format!("{m}; {hint}"),
                 other => other.to_string(),
             }),
         };
@@ -89,7 +93,7 @@ impl Flow {
                 if answered {
                     self.call_over(idx, env);
                 }
-                self.license_failed(idx, &format!("{method}: {why}"));
+                self.license_failed(idx, &format!("{name}: {why}"));
             }
         }
         self.pump(env);
@@ -102,12 +106,16 @@ impl Flow {
             self.license_failed(idx, &format!("expiry read {}", super::licensing::NOT_SENT));
             return self.pump(env);
         }
+        let cfg = Rc::clone(&self.cfg);
+        let Some(backend) = license_backend(&cfg) else {
+            return;
+        };
         let expiry = match resp.status {
             None => Err(LicenseError::Unparseable("no response".into())),
-            Some(s) => license::parse_validate(s, &resp.body).map(|v| v.expiry),
+            Some(s) => backend.expiry(s, &resp.body),
         };
         match expiry {
-            Err(LicenseError::Refused(m)) if license::is_unknown_key(&m) => {
+            Err(e) if backend.is_unknown_key(&e) => {
                 self.skip_unknown_key(idx, "is unknown to the license server")
             }
             Err(e) => {

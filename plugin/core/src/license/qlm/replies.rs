@@ -9,6 +9,7 @@
 //! `ValidateLicenseHttp`'s `<productProperties>`, puts comments after elements (`PingHttp`) and a
 //! default namespace on `<Signature>`.
 
+use crate::license::LicenseError;
 use crate::text::{excerpt, mentions_error};
 use crate::xml::{Reader, Token, XmlError};
 
@@ -19,26 +20,6 @@ const MAX_KEY_LEN: usize = 512;
 const MAX_KEYS: usize = 10_000;
 /// How `parse_keys` words a reply that is text, not a key (`parse_change` accepts such text).
 const NOT_A_KEY: &str = "not a license key";
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LicenseError {
-    /// Not a 2xx status.
-    Status(u16),
-    /// The body says it failed (QLM answers `Error: …`, or an `<error>` element).
-    Refused(String),
-    /// Neither what was asked for nor a recognisable error.
-    Unparseable(String),
-}
-
-impl std::fmt::Display for LicenseError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            LicenseError::Status(s) => write!(f, "license server answered HTTP {s}"),
-            LicenseError::Refused(m) => write!(f, "license server refused: {m}"),
-            LicenseError::Unparseable(m) => write!(f, "license server reply not understood: {m}"),
-        }
-    }
-}
 
 /// One pass over an XML reply: what every reader below needs of it.
 #[derive(Default)]
