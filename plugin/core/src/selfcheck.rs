@@ -271,7 +271,7 @@ impl SelfCheck {
         };
         match license::parse_keys(status, &resp.body) {
             Ok(_) => None,
-            Err(e) => Some(self.advice("RetrieveActivationKeyHttp", &e)),
+            Err(e) => Some(self.advice(license::QLM_LOOKUP, &e)),
         }
     }
 

@@ -179,20 +179,6 @@ impl StrictAuth {
     }
 }
 
-/// The QLM methods keygate calls: what `strict_auth.methods` may name.
-pub const QLM_METHODS: &[&str] = &[
-    "GetActivationKeyWithExpiryDate",
-    "RetrieveActivationKeyHttp",
-    "RevokeLicenseHttp",
-    "UpdateLicenseHttp",
-    "RenewSubscriptionHttp",
-    "ValidateLicenseHttp",
-    "PingHttp",
-];
-/// A stock server's strict-authentication list ("By default, the RetrieveActivationKeyHttp method
-/// requires strict authentication": QLM's how-to on strict authentication).
-pub const DEFAULT_STRICT_METHODS: &[&str] = &["RetrieveActivationKeyHttp"];
-
 #[derive(Debug, Clone, Copy)]
 pub struct LedgerConfig {
     /// Most order lines remembered per gateway; the oldest are evicted first.

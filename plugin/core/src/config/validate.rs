@@ -8,9 +8,10 @@ use super::json;
 use super::{
     err, Config, ConfigError, ContactField, EtcdConfig, Grant, InboundSecret, Issuing,
     LedgerConfig, LicenseConfig, Lifecycle, LineReference, SalesforceConfig, StrictAuth,
-    CLAIM_MARGIN_MS, DEFAULT_STRICT_METHODS, QLM_METHODS,
+    CLAIM_MARGIN_MS,
 };
 use crate::ids::SfId;
+use crate::license::{QLM_LOOKUP, QLM_METHODS};
 use crate::products::ProductArgs;
 use crate::secret::Secret;
 use crate::text::excerpt;
@@ -408,21 +409,27 @@ fn strict(
         "license_server.strict_auth.api_key_env",
     )?;
     let methods = match o.methods {
-        None => DEFAULT_STRICT_METHODS
-            .iter()
-            .map(|m| (*m).to_owned())
-            .collect(),
+        // A stock server's list.
+        None => vec![QLM_LOOKUP.to_owned()],
         Some(list) => {
             let mut methods = Vec::with_capacity(list.len());
             for name in &list {
-                let Some(known) = QLM_METHODS.iter().find(|k| k.eq_ignore_ascii_case(name)) else {
+                let known = QLM_METHODS
+                    .iter()
+                    .map(|(m, _)| *m)
+                    .find(|k| k.eq_ignore_ascii_case(name));
+                let Some(known) = known else {
                     return err(format!(
                         "license_server.strict_auth.methods: '{}' is not a method keygate calls ({})",
                         excerpt(name),
-                        QLM_METHODS.join(", ")
+                        QLM_METHODS
+                            .iter()
+                            .map(|(m, _)| *m)
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ));
                 };
-                methods.push((*known).to_owned());
+                methods.push(known.to_owned());
             }
             methods
         }

@@ -12,6 +12,8 @@ pub use qlm::{
     parse_ping, parse_validate, ping, qlm_timestamp, server_property, sign, validate, Qlm, QlmCall,
     Refusal, Validation, AUTH_VERSION,
 };
+/// QLM's method table, and its lookup (a stock server's strict-authentication list).
+pub use qlm::{LOOKUP as QLM_LOOKUP, METHODS as QLM_METHODS};
 
 use crate::config::LicenseConfig;
 use crate::ids::SfId;

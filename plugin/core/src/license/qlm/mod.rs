@@ -102,7 +102,7 @@ impl QlmCall {
 /// `is_userdata1` (documented for the lookup and for `GetActivationKey`) and as `is_orderid`
 /// (documented for the lookup only), so the lookup finds it by whichever the server kept.
 pub fn issue(cfg: &LicenseConfig, req: &IssueRequest<'_>) -> QlmCall {
-    let mut call = QlmCall::new("GetActivationKeyWithExpiryDate");
+    let mut call = QlmCall::new(ISSUE);
     for (k, v) in req.product.args() {
         call.arg(k, v);
     }
@@ -128,7 +128,7 @@ pub fn issue(cfg: &LicenseConfig, req: &IssueRequest<'_>) -> QlmCall {
 /// `RetrieveActivationKeyHttp`: the keys already issued under a line's reference, by the one
 /// argument `license_server.line_reference` names.
 pub fn lookup(cfg: &LicenseConfig, reference: &str) -> QlmCall {
-    let mut call = QlmCall::new("RetrieveActivationKeyHttp");
+    let mut call = QlmCall::new(LOOKUP);
     call.arg(cfg.line_reference.argument(), reference)
         .arg("is_format", "xml")
         .credentials(cfg);
@@ -138,22 +138,41 @@ pub fn lookup(cfg: &LicenseConfig, reference: &str) -> QlmCall {
 /// The QLM method that makes `change`.
 pub fn change_method(change: &KeyChange<'_>) -> &'static str {
     match change {
-        KeyChange::Revoke | KeyChange::Restore => "RevokeLicenseHttp",
-        KeyChange::SetQuantity(_) => "UpdateLicenseHttp",
-        KeyChange::Renew(_) => "RenewSubscriptionHttp",
+        KeyChange::Revoke | KeyChange::Restore => REVOKE,
+        KeyChange::SetQuantity(_) => UPDATE,
+        KeyChange::Renew(_) => RENEW,
     }
 }
 
-/// The QLM server property that enables a method, as its page names it.
+const ISSUE: &str = "GetActivationKeyWithExpiryDate";
+/// The lookup: also the one method a stock server signs ("By default, the
+/// RetrieveActivationKeyHttp method requires strict authentication": QLM's how-to).
+pub const LOOKUP: &str = "RetrieveActivationKeyHttp";
+const REVOKE: &str = "RevokeLicenseHttp";
+const UPDATE: &str = "UpdateLicenseHttp";
+const RENEW: &str = "RenewSubscriptionHttp";
+const VALIDATE: &str = "ValidateLicenseHttp";
+const PING: &str = "PingHttp";
+
+/// The QLM methods keygate calls (what `license_server.strict_auth.methods` may name), each with
+/// the server property that enables it, as QLM's pages name it (`None`: always enabled).
+pub const METHODS: &[(&str, Option<&str>)] = &[
+    (ISSUE, Some("enableGetActivationKey")),
+    (LOOKUP, Some("enableRetrieveActivationKeyHttp")),
+    (REVOKE, Some("enableRevokeLicense")),
+    (UPDATE, Some("enableUpgradeLicense")),
+    (RENEW, Some("enableRenewSubscriptionHttp")),
+    (VALIDATE, None),
+    (PING, None),
+];
+
+/// The QLM server property that enables a method.
 pub fn server_property(method: &str) -> &'static str {
-    match method {
-        "GetActivationKeyWithExpiryDate" => "enableGetActivationKey",
-        "RetrieveActivationKeyHttp" => "enableRetrieveActivationKeyHttp",
-        "RevokeLicenseHttp" => "enableRevokeLicense",
-        "UpdateLicenseHttp" => "enableUpgradeLicense",
-        "RenewSubscriptionHttp" => "enableRenewSubscriptionHttp",
-        _ => "that enables the method",
-    }
+    METHODS
+        .iter()
+        .find(|(m, _)| *m == method)
+        .and_then(|(_, p)| *p)
+        .unwrap_or("that enables the method")
 }
 
 /// A lifecycle call on `key`.
@@ -185,7 +204,7 @@ pub fn change(cfg: &LicenseConfig, key: &str, change: KeyChange<'_>) -> QlmCall 
 
 /// `ValidateLicenseHttp` of a key: its state, without activating it (`is_activate=false`).
 pub fn validate(cfg: &LicenseConfig, key: &str) -> QlmCall {
-    let mut call = QlmCall::new("ValidateLicenseHttp");
+    let mut call = QlmCall::new(VALIDATE);
     call.arg("is_avkey", key)
         .arg("is_activate", "false")
         .credentials(cfg);
@@ -194,7 +213,7 @@ pub fn validate(cfg: &LicenseConfig, key: &str) -> QlmCall {
 
 /// `PingHttp`: the server's version and date; no arguments (the start-up self-check).
 pub fn ping() -> QlmCall {
-    QlmCall::new("PingHttp")
+    QlmCall::new(PING)
 }
 
 /// QLM as the flow's license server.
