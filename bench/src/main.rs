@@ -68,7 +68,8 @@ impl Plan {
                 connections: 8,
                 duration: Duration::from_secs(4),
             },
-            rounds: 3,
+            // A median of at least five, rounds alternating the cases (A/B/A/B).
+            rounds: 5,
             starts: 5,
             concurrency: 2,
             flow_warmup: 20,
@@ -491,7 +492,7 @@ fn size_and_start(opts: &Opts, envoy: &Path, tmp: &Path) -> Result<(Vec<Row>, Va
             .vs(format!(
                 "{ready_without:.0} ms without; first ack {first_with:.0} ms / first 200 {first_without:.0} ms"
             ))
-            .target("with plugin ≤ 300 ms", ready_with <= 300.0),
+
     );
     let ready_minimal = med(&minimal, |s| s.ready);
     // Start time over the bare Envoy, per KiB of module: about equal for both modules when
@@ -509,7 +510,11 @@ fn size_and_start(opts: &Opts, envoy: &Path, tmp: &Path) -> Result<(Vec<Row>, Va
                 bytes as f64 / 1024.0,
                 per_kib(ready_minimal, minimal_bytes),
                 minimal_bytes as f64 / 1024.0,
-            )),
+            ))
+            .target(
+                "with plugin ≤ 3.5× the minimal filter's",
+                quotient(ready_with, ready_minimal) <= 3.5,
+            ),
     );
     let ms_list = |v: &[start::StartTime], f: fn(&start::StartTime) -> Duration| {
         v.iter()
@@ -626,8 +631,8 @@ fn core(opts: &Opts) -> Result<(Vec<Row>, Value), String> {
         match instructions {
             Ok(n) => Row::new("6e", "soap::parse hundred.xml, instructions (native)")
                 .result(format!("{:.2} M", n as f64 / 1e6))
-                .vs("cachegrind, (11 parses − 1 parse) / 10")
-                .target("≤ 2.2 M", n <= 2_200_000),
+                // A figure, not a target: the module is no longer built around it.
+                .vs("cachegrind, (11 parses − 1 parse) / 10"),
             Err(ref e) => Row::new("6e", "soap::parse hundred.xml, instructions (native)")
                 .result("not measured")
                 .vs(e.clone()),
@@ -808,6 +813,21 @@ fn floor_and_validate(
         (Some(k), Some(m)) if m > 0.0 => Some(k / m),
         _ => None,
     };
+    // Its spread: the same ratio round by round (each round ran both, one after the other).
+    let per_round: Vec<f64> = results["validate_1"]
+        .iter()
+        .zip(&results["minimal"])
+        .filter_map(|(k, m)| {
+            Some(k.envoy_cpu_us_per_request? / m.envoy_cpu_us_per_request?.max(1e-9))
+        })
+        .collect();
+    let spread = match (
+        per_round.iter().copied().reduce(f64::min),
+        per_round.iter().copied().reduce(f64::max),
+    ) {
+        (Some(lo), Some(hi)) => format!(" (rounds {lo:.2}–{hi:.2}×)"),
+        _ => String::new(),
+    };
     // What one dispatched call (a GET to the stand-ins, answer back in the VM) costs Envoy.
     let call_cpu = match (cpu("minimal_dispatch"), cpu("minimal")) {
         (Some(d), Some(m)) => Some((d - m).max(0.0)),
@@ -852,7 +872,7 @@ fn floor_and_validate(
             .result(format!("{} req/s", thousands(v1.0)))
             .latency(v1.1, v1.2)
             .vs(format!(
-                "{} floor req/s{}; {} the minimal filter's CPU",
+                "{} floor req/s{}; {} the minimal filter's CPU{spread}",
                 ratio(vs_floor),
                 cpu_text("validate_1"),
                 vs_minimal.map_or("?".into(), ratio)
@@ -878,8 +898,7 @@ fn floor_and_validate(
                 "{} the 1-notification time{}",
                 ratio(time_ratio(v100)),
                 cpu_text("validate_100")
-            ))
-            .target("100/1 ≤ 3×", time_ratio(v100) <= 3.0),
+            )),
     ];
     let json = json!({
         "rounds": results.iter().map(|(k, v)| (k.to_string(), Value::from(v.iter().map(WrkResult::to_json).collect::<Vec<_>>()))).collect::<serde_json::Map<_, _>>(),
@@ -1114,6 +1133,12 @@ fn per_line_row(one: &FlowRun, hundred: &FlowRun, call_cpu: Option<f64>) -> Row 
         (Some(l), Some(c)) if c > 0.0 => format!(" = {:.1} dispatched calls (1d)", l / c),
         _ => String::new(),
     };
+    // The target: what a line costs beyond its own dispatched calls, each at row 1d − 1b.
+    let calls = license_calls_per_line(hundred);
+    let beyond = match (per_line, call_cpu) {
+        (Some(l), Some(c)) => Some(l - calls * c),
+        _ => None,
+    };
     Row::new("4h", "full flow: Envoy CPU per additional order line")
         .result(per_line.map_or("?".into(), |c| us(c * 1e3)))
         .vs(format!(
@@ -1124,7 +1149,13 @@ fn per_line_row(one: &FlowRun, hundred: &FlowRun, call_cpu: Option<f64>) -> Row 
                 .envoy_cpu_us_per_message
                 .map_or("?".into(), |c| us(c * 1e3))
         ))
-        .target("≤ 30 µs", per_line.is_some_and(|c| c <= 30.0))
+        .target(
+            format!(
+                "≤ 10 µs beyond its {calls:.0} calls × (1d − 1b): {}",
+                beyond.map_or("?".into(), |b| us(b * 1e3))
+            ),
+            beyond.is_some_and(|b| b <= 10.0),
+        )
 }
 
 /// License-server calls (lookups + issues) per new order line, over every message of a run.
@@ -1228,7 +1259,8 @@ fn ledger_modes(plan: &Plan, opts: &Opts, orders_path: &Path) -> Result<(Vec<Row
                 "shared data p50 {} (a lookup + an issue per line) → etcd {} (a pending mark + an issue per line, 4 in flight)",
                 ms(big_shared.p50()),
                 ms(big_etcd.p50())
-            )),
+            ))
+            .target("≤ 2× the shared-data time", big_rel <= 2.0),
         Row::new("7b", "license-server calls per new order line, etcd ledger")
             .result(format!("{calls:.2}"))
             .vs("GetActivationKeyWithExpiryDate only: etcd records every line before its call, so a line it does not know was never issued")
@@ -1308,7 +1340,10 @@ fn full_flow(
                 ms(added),
                 ms(added - chain_added)
             ))
-            .target("adds ≤ 1 ms at p50", added <= 1000.0),
+            .target(
+                "≤ 0.25 ms beyond 3b at p50",
+                added - chain_added <= 250.0,
+            ),
         chained
             .row(
                 "3b",
@@ -1356,8 +1391,7 @@ fn full_flow(
                 ratio(rel(hundred)),
                 ms(hundred.service_mean()),
                 ms(hundred.added())
-            ))
-            .target("100/1 ≤ 3×", rel(hundred) <= 3.0),
+            )),
         per_line_row(one, hundred, call_cpu),
         calls_row("4e", one, &calls_text(one)),
         calls_row("4f", ten, &calls_text(ten)),
