@@ -294,8 +294,8 @@ impl Flow {
 
     /// (order, item) of line `idx`.
     pub(super) fn line_ids(&self, idx: usize) -> Option<(SfId, SfId)> {
-        let line = self.lines.get(idx)?;
-        Some((self.orders.get(line.order)?.id, line.item))
+        let line = self.work.lines.get(idx)?;
+        Some((self.work.orders.get(line.order)?.id, line.item))
     }
 
     /// Compare-and-swap line `idx` to `state` in etcd. With `issue`, the line holds a
@@ -309,7 +309,7 @@ impl Flow {
     ) -> bool {
         let sent = self.etcd_send(EtcdStep::Line { idx, state, issue }, env);
         if sent && issue {
-            self.in_flight += 1;
+            self.work.in_flight += 1;
         }
         sent
     }
@@ -444,10 +444,11 @@ impl Flow {
                 if let EtcdStep::Line { idx, state, issue } = step {
                     self.etcd_line_recorded(idx, state, rev);
                     if issue {
-                        self.in_flight = self.in_flight.saturating_sub(1);
+                        self.work.in_flight = self.work.in_flight.saturating_sub(1);
                         if !self.send_marked(idx, env) {
                             let item = self.line_item(idx);
-                            self.failures
+                            self.outcome
+                                .failures
                                 .push(format!("deadline reached before licensing line {item}"));
                         }
                         self.pump(env);
@@ -520,12 +521,12 @@ impl Flow {
         );
         self.log(Level::Warn, reason.clone());
         // Orders claimed by an earlier part are released before the reply.
-        self.busy.push(reason);
+        self.outcome.busy.push(reason);
         self.finish(env);
     }
 
     fn etcd_line_recorded(&mut self, idx: usize, state: LineState, rev: i64) {
-        let Some(item) = self.lines.get(idx).map(|l| l.item) else {
+        let Some(item) = self.work.lines.get(idx).map(|l| l.item) else {
             return;
         };
         let Some(run) = self.etcd.as_mut() else {
@@ -579,7 +580,7 @@ impl Flow {
             EtcdStep::Grant | EtcdStep::Claim => {
                 let reason = format!("could not claim the orders in etcd: {why}; retry later");
                 self.log(Level::Warn, reason.clone());
-                self.failures.push(reason);
+                self.outcome.failures.push(reason);
             }
             EtcdStep::Line { idx, issue, .. } => {
                 let item = self.line_item(idx);
@@ -590,8 +591,8 @@ impl Flow {
                 };
                 self.log(Level::Warn, msg.clone());
                 if issue {
-                    self.in_flight = self.in_flight.saturating_sub(1);
-                    self.failures.push(msg);
+                    self.work.in_flight = self.work.in_flight.saturating_sub(1);
+                    self.outcome.failures.push(msg);
                     self.pump(env);
                 }
             }

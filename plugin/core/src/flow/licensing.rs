@@ -66,10 +66,15 @@ impl Flow {
         // Every call of this delivery ends by its deadline (timeouts are cut to it).
         let mark = plan::issuing_mark(self.deadline_at.saturating_add(grace), instance);
         let marks: Vec<(usize, WriteBack)> = self
+            .work
             .queue
             .iter()
             .filter_map(|(idx, _)| {
-                let line = self.lines.get(*idx).filter(|l| l.intent == Intent::Issue)?;
+                let line = self
+                    .work
+                    .lines
+                    .get(*idx)
+                    .filter(|l| l.intent == Intent::Issue)?;
                 let (keys, state) = match field {
                     MarkField::State => (Vec::new(), mark.clone()),
                     MarkField::Keys => (vec![mark.clone()], String::new()),
@@ -127,13 +132,14 @@ impl Flow {
             ));
         }
         if !refused.is_empty() {
-            self.queue
+            self.work
+                .queue
                 .retain(|(idx, _)| !refused.iter().any(|(r, _)| r == idx));
         }
         // A batch lost altogether: the rest is not sent either (the message faults anyway).
         if refused.len() == marks.len() && !marks.is_empty() {
             let lost: Vec<usize> = rest.iter().map(|(idx, _)| *idx).collect();
-            self.queue.retain(|(idx, _)| !lost.contains(idx));
+            self.work.queue.retain(|(idx, _)| !lost.contains(idx));
             return self.pump(env);
         }
         self.send_issue_marks(rest, env);
@@ -144,26 +150,28 @@ impl Flow {
         let Some(max) = self.issuing().map(|i| i.license.max_concurrency) else {
             return;
         };
-        while self.in_flight < max {
-            let Some((line, step)) = self.queue.pop_front() else {
+        while self.work.in_flight < max {
+            let Some((line, step)) = self.work.queue.pop_front() else {
                 break;
             };
             if !self.start_line(line, step, env) {
                 let item = self
+                    .work
                     .lines
                     .get(line)
                     .map(|l| l.item.to_string())
                     .unwrap_or_default();
-                self.failures
+                self.outcome
+                    .failures
                     .push(format!("deadline reached before licensing line {item}"));
                 // Nothing else can start either.
-                let rest = self.queue.len();
+                let rest = self.work.queue.len();
                 if rest > 0 {
-                    self.failures.push(format!(
+                    self.outcome.failures.push(format!(
                         "{rest} more line(s) not started before the deadline"
                     ));
                 }
-                self.queue.clear();
+                self.work.queue.clear();
                 break;
             }
         }
@@ -174,7 +182,7 @@ impl Flow {
         let Some(backend) = license_backend(&cfg) else {
             return false;
         };
-        let Some(line) = self.lines.get(idx) else {
+        let Some(line) = self.work.lines.get(idx) else {
             return false;
         };
         let (call, what) = match (step, line.intent) {
@@ -202,15 +210,15 @@ impl Flow {
         let Some(issuing) = cfg.issuing.as_ref() else {
             return false;
         };
-        let Some(line) = self.lines.get(idx) else {
+        let Some(line) = self.work.lines.get(idx) else {
             return false;
         };
-        if issuing.product(&line.code).is_none() || self.orders.get(line.order).is_none() {
+        if issuing.product(&line.code).is_none() || self.work.orders.get(line.order).is_none() {
             return false;
         }
         // A call that will not be sent must not leave the line marked uncertain.
         if self.deadline_at.saturating_sub(env.now_ms) < MIN_CALL_MS {
-            self.deadline_hit = true;
+            self.outcome.deadline_hit = true;
             return false;
         }
         let timeout = issuing
@@ -240,7 +248,7 @@ impl Flow {
                 keys: Vec::new(),
                 state: plan::renewing_mark(expiry_mark.as_deref()),
             };
-            self.in_flight += 1;
+            self.work.in_flight += 1;
             let call = SfCall::WriteBack {
                 lines: vec![mark],
                 mark_for: Some(idx),
@@ -254,6 +262,7 @@ impl Flow {
     /// The call of a line whose pending mark is recorded: its issue, or its renewal.
     pub(super) fn send_marked(&mut self, idx: usize, env: &mut Env<'_>) -> bool {
         if self
+            .work
             .lines
             .get(idx)
             .is_some_and(|l| l.intent == Intent::Renew)
@@ -269,12 +278,15 @@ impl Flow {
             return false;
         };
         let (Some(line), Some(product)) = (
-            self.lines.get(idx),
-            self.lines.get(idx).and_then(|l| issuing.product(&l.code)),
+            self.work.lines.get(idx),
+            self.work
+                .lines
+                .get(idx)
+                .and_then(|l| issuing.product(&l.code)),
         ) else {
             return false;
         };
-        let Some(order) = self.orders.get(line.order) else {
+        let Some(order) = self.work.orders.get(line.order) else {
             return false;
         };
         let request = license::backend(&issuing.license).issue(
@@ -317,20 +329,21 @@ impl Flow {
             env,
         );
         if started {
-            self.in_flight += 1;
+            self.work.in_flight += 1;
         }
         started
     }
 
     pub(super) fn line_item(&self, idx: usize) -> String {
-        self.lines
+        self.work
+            .lines
             .get(idx)
             .map(|l| l.item.to_string())
             .unwrap_or_default()
     }
 
     pub(super) fn on_issue(&mut self, idx: usize, resp: Response, env: &mut Env<'_>) {
-        self.in_flight = self.in_flight.saturating_sub(1);
+        self.work.in_flight = self.work.in_flight.saturating_sub(1);
         if resp.never_sent() {
             return self.license_call_not_sent(idx, env);
         }
@@ -373,7 +386,12 @@ impl Flow {
     /// the line's pending mark goes (what the ledger held before it is back) and the next
     /// delivery needs no lookup for it. Retryable.
     pub(super) fn license_call_not_sent(&mut self, idx: usize, env: &mut Env<'_>) {
-        if let Some(before) = self.lines.get_mut(idx).and_then(|l| l.before_mark.take()) {
+        if let Some(before) = self
+            .work
+            .lines
+            .get_mut(idx)
+            .and_then(|l| l.before_mark.take())
+        {
             self.ledger_set(idx, before, env);
         }
         self.license_failed(idx, NOT_SENT);
@@ -385,12 +403,12 @@ impl Flow {
         self.count(Metric::CalloutsFailedLicense, 1);
         let msg = format!("license call for line {item} failed: {why}");
         self.log(Level::Warn, msg.clone());
-        self.failures.push(msg);
+        self.outcome.failures.push(msg);
     }
 
     /// The license call for a line has answered: it is no longer running, whatever it did.
     pub(super) fn call_over(&mut self, idx: usize, env: &mut Env<'_>) {
-        let Some(line) = self.lines.get(idx) else {
+        let Some(line) = self.work.lines.get(idx) else {
             return;
         };
         let item = line.item;
@@ -400,18 +418,19 @@ impl Flow {
     }
 
     pub(super) fn on_lookup(&mut self, idx: usize, resp: Response, env: &mut Env<'_>) {
-        self.in_flight = self.in_flight.saturating_sub(1);
+        self.work.in_flight = self.work.in_flight.saturating_sub(1);
         if resp.never_sent() {
             self.license_failed(idx, &format!("lookup {NOT_SENT}"));
             return self.pump(env);
         }
         self.count(Metric::Lookups, 1);
         let target = self
+            .work
             .lines
             .get(idx)
             .map(|l| l.target.to_string())
             .unwrap_or_default();
-        let action = self.lines.get(idx).map_or(Intent::Issue, |l| l.intent);
+        let action = self.work.lines.get(idx).map_or(Intent::Issue, |l| l.intent);
         let cfg = Rc::clone(&self.cfg);
         let Some(backend) = license_backend(&cfg) else {
             return;
@@ -437,14 +456,14 @@ impl Flow {
                 } else {
                     Step::Act
                 };
-                if let Some(line) = self.lines.get_mut(idx) {
+                if let Some(line) = self.work.lines.get_mut(idx) {
                     line.keys = keys;
                 }
                 if self.single_key(idx) {
-                    self.queue.push_front((idx, step));
+                    self.work.queue.push_front((idx, step));
                 }
             }
-            Ok(_) if action == Intent::Issue => self.queue.push_front((idx, Step::Act)),
+            Ok(_) if action == Intent::Issue => self.work.queue.push_front((idx, Step::Act)),
             // Never licensed: nothing to revoke or restore.
             Ok(_) if matches!(action, Intent::Revoke | Intent::Restore) => self.log(
                 Level::Info,
@@ -453,7 +472,7 @@ impl Flow {
             Ok(_) => self.skip_unknown_key(idx, "has no key at the license server"),
             Err(e) => {
                 self.count(Metric::CalloutsFailedLicense, 1);
-                self.failures.push(format!(
+                self.outcome.failures.push(format!(
                     "could not check for keys already issued for line {target}: {e}"
                 ));
             }
@@ -470,7 +489,7 @@ impl Flow {
         metric: Metric,
         env: &mut Env<'_>,
     ) {
-        let Some(line) = self.lines.get_mut(idx) else {
+        let Some(line) = self.work.lines.get_mut(idx) else {
             return;
         };
         line.keys = keys;
@@ -490,9 +509,9 @@ impl Flow {
             },
         );
         match metric {
-            Metric::LicensesRecovered => self.recovered += 1,
-            Metric::LicensesIssued => self.issued += 1,
-            _ => self.changed += n,
+            Metric::LicensesRecovered => self.outcome.recovered += 1,
+            Metric::LicensesIssued => self.outcome.issued += 1,
+            _ => self.outcome.changed += n,
         }
         self.line_known(idx);
     }
@@ -500,13 +519,15 @@ impl Flow {
     /// Line `idx` is done and its keys are known: the etcd ledger's last transaction records it,
     /// and the write-back gives Salesforce its keys and state.
     pub(super) fn line_known(&mut self, idx: usize) {
-        let Some(line) = self.lines.get(idx) else {
+        let Some(line) = self.work.lines.get(idx) else {
             return;
         };
         let (item, keys) = (line.item, line.keys.clone());
         let state = self.state_label(line);
         self.ledger_keys_known(idx);
-        self.to_write.push(WriteBack { item, keys, state });
+        self.salesforce
+            .to_write
+            .push(WriteBack { item, keys, state });
     }
 }
 

@@ -11,14 +11,15 @@ impl Flow {
     /// Does this delivery revoke `item`'s keys? Its ledger record stays `R` whatever the
     /// write-back does.
     pub(super) fn revokes(&self, item: &SfId) -> bool {
-        self.lines
+        self.work
+            .lines
             .iter()
             .any(|l| l.item.same_record(item) && l.intent == Intent::Revoke)
     }
 
     /// The change line `idx` needs on its next key.
     fn key_change(&self, idx: usize) -> Option<(KeyChange<'_>, &str)> {
-        let line = self.lines.get(idx)?;
+        let line = self.work.lines.get(idx)?;
         let key = line.keys.get(line.keys_done)?;
         let change = match line.intent {
             Intent::Issue => return None,
@@ -43,7 +44,7 @@ impl Flow {
     }
 
     pub(super) fn on_change(&mut self, idx: usize, resp: Response, env: &mut Env<'_>) {
-        self.in_flight = self.in_flight.saturating_sub(1);
+        self.work.in_flight = self.work.in_flight.saturating_sub(1);
         if resp.never_sent() {
             return self.license_call_not_sent(idx, env);
         }
@@ -68,12 +69,12 @@ impl Flow {
         };
         match result {
             Ok(()) => {
-                let Some(line) = self.lines.get_mut(idx) else {
+                let Some(line) = self.work.lines.get_mut(idx) else {
                     return;
                 };
                 line.keys_done += 1;
                 if line.keys_done < line.keys.len() {
-                    self.queue.push_front((idx, Step::Act));
+                    self.work.queue.push_front((idx, Step::Act));
                 } else {
                     let keys = line.keys.clone();
                     let metric = match line.intent {
@@ -101,7 +102,7 @@ impl Flow {
 
     /// The expiry of a renewal line's key: proof of an earlier renewal, or the mark before this one.
     pub(super) fn on_validate(&mut self, idx: usize, resp: Response, env: &mut Env<'_>) {
-        self.in_flight = self.in_flight.saturating_sub(1);
+        self.work.in_flight = self.work.in_flight.saturating_sub(1);
         if resp.never_sent() {
             self.license_failed(idx, &format!("expiry read {}", super::licensing::NOT_SENT));
             return self.pump(env);
@@ -121,12 +122,12 @@ impl Flow {
             Err(e) => {
                 self.count(Metric::CalloutsFailedLicense, 1);
                 let item = self.line_item(idx);
-                self.failures.push(format!(
+                self.outcome.failures.push(format!(
                     "could not read the expiry of the key renewal line {item} renews: {e}"
                 ));
             }
             Ok(now) => {
-                let Some(line) = self.lines.get_mut(idx) else {
+                let Some(line) = self.work.lines.get_mut(idx) else {
                     return;
                 };
                 match &line.expiry_recorded {
@@ -137,7 +138,7 @@ impl Flow {
                     }
                     _ => {
                         line.expiry_now = now;
-                        self.queue.push_front((idx, Step::Act));
+                        self.work.queue.push_front((idx, Step::Act));
                     }
                 }
             }
@@ -148,7 +149,7 @@ impl Flow {
     /// Reductions and renewals change one key's terms; a line with a key per seat is left to a
     /// person (logged and counted) rather than guessed at. `false`: skipped.
     pub(super) fn single_key(&mut self, idx: usize) -> bool {
-        let Some(line) = self.lines.get(idx) else {
+        let Some(line) = self.work.lines.get(idx) else {
             return false;
         };
         if line.keys.len() <= 1 || matches!(line.intent, Intent::Revoke | Intent::Restore) {
@@ -168,7 +169,7 @@ impl Flow {
     /// A change to a key the license server does not know (or a line it has no key for) can
     /// never succeed: a permanent skip, logged and counted, never a reason to redeliver.
     pub(super) fn skip_unknown_key(&mut self, idx: usize, why: &str) {
-        let Some(line) = self.lines.get(idx) else {
+        let Some(line) = self.work.lines.get(idx) else {
             return;
         };
         let msg = format!(

@@ -110,11 +110,11 @@ impl Flow {
     /// Record line `idx`'s pending mark before its license call (what it held before is kept
     /// on the line, for a call that is never sent).
     pub(super) fn ledger_mark(&mut self, idx: usize, mark: LineState, env: &mut Env<'_>) -> Marked {
-        let Some(item) = self.lines.get(idx).map(|l| l.item) else {
+        let Some(item) = self.work.lines.get(idx).map(|l| l.item) else {
             return Marked::Failed;
         };
         let before = self.ledger_line(&item, env);
-        if let Some(l) = self.lines.get_mut(idx) {
+        if let Some(l) = self.work.lines.get_mut(idx) {
             l.before_mark = Some(before);
         }
         if self.etcd.is_some() {
@@ -130,7 +130,7 @@ impl Flow {
                     StoreError::Full => "the ledger is full of unfinished lines",
                     _ => "shared state unavailable",
                 };
-                self.failures.push(format!(
+                self.outcome.failures.push(format!(
                     "could not record line {item} before licensing it: {why}"
                 ));
                 if e == StoreError::Full {
@@ -148,7 +148,7 @@ impl Flow {
             self.etcd_set_line(idx, state, false, env);
             return;
         }
-        let Some(item) = self.lines.get(idx).map(|l| l.item) else {
+        let Some(item) = self.work.lines.get(idx).map(|l| l.item) else {
             return;
         };
         if self
@@ -169,7 +169,7 @@ impl Flow {
         if self.etcd.is_some() {
             return;
         }
-        let Some(item) = self.lines.get(idx).map(|l| l.item) else {
+        let Some(item) = self.work.lines.get(idx).map(|l| l.item) else {
             return;
         };
         if self
@@ -189,6 +189,7 @@ impl Flow {
     pub(super) fn ledger_keys_known(&mut self, idx: usize) {
         if self.etcd.is_some() {
             let keys = self
+                .work
                 .lines
                 .get(idx)
                 .map(|l| l.keys.clone())

@@ -231,34 +231,53 @@ pub struct Flow {
     next_id: u32,
     /// Calls in flight: (call id, what it was); a handful at a time.
     pending: Vec<(u32, Awaiting)>,
-    relogged: bool,
     /// Activated orders of the message, deduplicated, in message order.
     wanted: Vec<SfId>,
     claimed: Vec<SfId>,
+    salesforce: SalesforceSession,
+    work: LicenseWork,
+    outcome: Outcome,
+    finished: bool,
+    /// The etcd ledger's part of this delivery (`None`: shared data).
+    etcd: Option<EtcdRun>,
+    out: Vec<Command>,
+}
+
+/// The Salesforce side of one delivery: its login, what it read, what it has still to write.
+#[derive(Default)]
+struct SalesforceSession {
+    relogged: bool,
+    /// CAS token of the shared Salesforce token this flow used, so that a 401 clears only that
+    /// token and never one another worker has just stored.
+    token_cas: Option<u32>,
+    /// The orders as the query read them, until they are planned.
     fetched: Vec<Order>,
+    /// Lines with keys (and states) that Salesforce does not have yet.
+    to_write: Vec<WriteBack>,
+}
+
+/// The license work of one delivery: the orders and lines planned, the calls waiting, and how
+/// many are at the license server (or etcd, for a mark) now.
+#[derive(Default)]
+struct LicenseWork {
     orders: Vec<PlannedOrder>,
     lines: Vec<Line>,
     /// Lines waiting for a license-server call (index into `lines`, and which call).
     queue: VecDeque<(usize, Step)>,
     in_flight: usize,
-    /// Lines with keys (and states) that Salesforce does not have yet.
-    to_write: Vec<WriteBack>,
+}
+
+/// How the delivery is going, for its one reply: what failed, what is busy, what was done.
+#[derive(Default)]
+struct Outcome {
     failures: Vec<String>,
     /// Lines whose earlier license call may still be running: retry later, nothing failed.
     busy: Vec<String>,
-    /// CAS token of the shared Salesforce token this flow used, so that a 401 clears only that
-    /// token and never one another worker has just stored.
-    token_cas: Option<u32>,
     deadline_hit: bool,
-    finished: bool,
-    /// Keys issued / found by lookup / changed (revoked, restored, …) in this delivery, for the
-    /// summary log line.
+    /// Keys issued / found by lookup / changed (revoked, restored, …), for the summary log line.
     issued: u32,
     recovered: u32,
     changed: u32,
-    /// The etcd ledger's part of this delivery (`None`: shared data).
-    etcd: Option<EtcdRun>,
-    out: Vec<Command>,
 }
 
 impl Flow {
@@ -276,23 +295,12 @@ impl Flow {
             owner,
             next_id: 1,
             pending: Vec::new(),
-            relogged: false,
             wanted: Vec::new(),
             claimed: Vec::new(),
-            fetched: Vec::new(),
-            orders: Vec::new(),
-            lines: Vec::new(),
-            queue: VecDeque::new(),
-            in_flight: 0,
-            to_write: Vec::new(),
-            failures: Vec::new(),
-            busy: Vec::new(),
-            token_cas: None,
-            deadline_hit: false,
+            salesforce: SalesforceSession::default(),
+            work: LicenseWork::default(),
+            outcome: Outcome::default(),
             finished: false,
-            issued: 0,
-            recovered: 0,
-            changed: 0,
             etcd: None,
             out: Vec::new(),
         };
@@ -376,7 +384,7 @@ impl Flow {
     fn dispatch(&mut self, what: Awaiting, mut call: Call, env: &mut Env<'_>) -> bool {
         let remaining = self.deadline_at.saturating_sub(env.now_ms);
         if remaining < MIN_CALL_MS {
-            self.deadline_hit = true;
+            self.outcome.deadline_hit = true;
             return false;
         }
         call.id = self.next_id;
@@ -451,7 +459,7 @@ impl Flow {
             | Awaiting::Validate(idx) => {
                 // An issue call that answered too much may still have issued: the line stays
                 // pending, and its call is over, so the next delivery looks it up.
-                self.in_flight = self.in_flight.saturating_sub(1);
+                self.work.in_flight = self.work.in_flight.saturating_sub(1);
                 self.call_over(idx, env);
                 self.license_failed(idx, &why);
                 self.pump(env);
@@ -465,15 +473,19 @@ impl Flow {
         if !self.pending.is_empty() || self.finished {
             return;
         }
-        if !self.to_write.is_empty() {
+        if !self.salesforce.to_write.is_empty() {
             let writes = self.issuing().is_some_and(|i| {
                 i.salesforce.writeback_field.is_some() || i.salesforce.state_field.is_some()
             });
             let batch: Vec<WriteBack> = if writes {
-                let n = self.to_write.len().min(salesforce::WRITEBACK_BATCH);
-                self.to_write.drain(..n).collect()
+                let n = self
+                    .salesforce
+                    .to_write
+                    .len()
+                    .min(salesforce::WRITEBACK_BATCH);
+                self.salesforce.to_write.drain(..n).collect()
             } else {
-                self.to_write.clear();
+                self.salesforce.to_write.clear();
                 Vec::new()
             };
             if !batch.is_empty() {
@@ -487,7 +499,8 @@ impl Flow {
                 if !self.pending.is_empty() {
                     return;
                 }
-                self.failures
+                self.outcome
+                    .failures
                     .push("deadline reached before the write-back".into());
             }
         }
@@ -495,24 +508,24 @@ impl Flow {
     }
 
     fn finish(&mut self, env: &mut Env<'_>) {
-        let only_busy = self.failures.is_empty() && !self.busy.is_empty();
-        self.failures.append(&mut self.busy);
-        let reply = if self.failures.is_empty() && !self.deadline_hit {
+        let only_busy = self.outcome.failures.is_empty() && !self.outcome.busy.is_empty();
+        self.outcome.failures.append(&mut self.outcome.busy);
+        let reply = if self.outcome.failures.is_empty() && !self.outcome.deadline_hit {
             if !self.wanted.is_empty() {
                 let mut summary = format!(
                     "acked: {} activated order(s), {} key(s) issued, {} found from an earlier delivery",
                     self.wanted.len(),
-                    self.issued,
-                    self.recovered
+                    self.outcome.issued,
+                    self.outcome.recovered
                 );
-                if self.changed > 0 {
-                    summary.push_str(&format!(", {} key change(s)", self.changed));
+                if self.outcome.changed > 0 {
+                    summary.push_str(&format!(", {} key change(s)", self.outcome.changed));
                 }
                 self.log(Level::Info, summary);
             }
             Reply::ack()
         } else {
-            let kind = if self.deadline_hit {
+            let kind = if self.outcome.deadline_hit {
                 FaultKind::Deadline
             } else if only_busy {
                 FaultKind::Busy
@@ -522,6 +535,7 @@ impl Flow {
             let mut reason =
                 String::from("not all activated orders were licensed; Salesforce will redeliver: ");
             let shown = self
+                .outcome
                 .failures
                 .iter()
                 .take(3)
@@ -533,8 +547,8 @@ impl Flow {
             } else {
                 &shown
             });
-            if self.failures.len() > 3 {
-                reason.push_str(&format!("; and {} more", self.failures.len() - 3));
+            if self.outcome.failures.len() > 3 {
+                reason.push_str(&format!("; and {} more", self.outcome.failures.len() - 3));
             }
             self.log(Level::Warn, reason.clone());
             Reply::fault(500, kind, &reason)

@@ -62,7 +62,7 @@ impl Flow {
         let Some(issuing) = cfg.issuing.as_ref() else {
             return;
         };
-        let fetched = std::mem::take(&mut self.fetched);
+        let fetched = std::mem::take(&mut self.salesforce.fetched);
         // Read once per message: which Envoy this is, and since when.
         let instance = Ledger::new(&cfg.state_prefix, cfg.ledger).instance(env.store);
         let mut p = Planner {
@@ -92,8 +92,8 @@ impl Flow {
                 p.counts.add(Metric::OrdersSkipped);
                 continue;
             }
-            let order_idx = self.orders.len();
-            self.orders.push(PlannedOrder {
+            let order_idx = self.work.orders.len();
+            self.work.orders.push(PlannedOrder {
                 id: order.id,
                 order_number: order.order_number.clone(),
                 customer: order.customer.clone().unwrap_or_else(|| Customer {
@@ -118,7 +118,7 @@ impl Flow {
                     continue;
                 };
                 // The same OrderItem listed twice in a reply is one line.
-                if self.lines.iter().any(|l| l.item.same_record(&item.id)) {
+                if self.work.lines.iter().any(|l| l.item.same_record(&item.id)) {
                     continue;
                 }
                 let line = Line {
@@ -165,8 +165,8 @@ impl Flow {
     }
 
     fn push_line(&mut self, line: Line) -> usize {
-        self.lines.push(line);
-        self.lines.len() - 1
+        self.work.lines.push(line);
+        self.work.lines.len() - 1
     }
 
     /// A line whose action an earlier delivery completed: only the write-back may be missing.
@@ -182,14 +182,14 @@ impl Flow {
     fn plan_busy(&mut self, item: &SfId, busy_until_ms: u64, p: &mut Planner, env: &Env<'_>) {
         p.counts.add(Metric::LinesBusy);
         let wait_s = busy_until_ms.saturating_sub(env.now_ms).div_ceil(1000);
-        self.busy.push(format!(
+        self.outcome.busy.push(format!(
             "line {item}: an earlier license call may still be running; retry in {wait_s} s"
         ));
     }
 
     /// An activated order's line: issue its key, or restore the keys a cancellation revoked.
     fn plan_issue(&mut self, mut line: Line, item: &OrderItem, p: &mut Planner, env: &Env<'_>) {
-        let id = self.orders.get(line.order).map(|o| o.id);
+        let id = self.work.orders.get(line.order).map(|o| o.id);
         let known = self.ledger_line(&item.id, env);
         let written = item.written_back.as_deref().and_then(keys_of);
         let revoked_in_sf = item.state.as_deref() == Some(REVOKED)
@@ -209,7 +209,7 @@ impl Flow {
                 Step::Act
             };
             let idx = self.push_line(line);
-            self.queue.push_back((idx, step));
+            self.work.queue.push_back((idx, step));
             return;
         }
         // An earlier delivery's issuing mark (in the state field, else the write-back field).
@@ -255,7 +255,7 @@ impl Flow {
             // An earlier call's outcome is unknown: ask before issuing.
             LineState::Pending { .. } => {
                 let idx = self.push_line(line);
-                self.queue.push_back((idx, Step::Lookup));
+                self.work.queue.push_back((idx, Step::Lookup));
             }
             // Shared data lost (a restart, an eviction): Salesforce's mark says whether an
             // earlier delivery's call may still be running.
@@ -273,12 +273,12 @@ impl Flow {
                     return self.plan_busy(&item.id, busy_until, p, env);
                 }
                 let idx = self.push_line(line);
-                self.queue.push_back((idx, Step::Lookup));
+                self.work.queue.push_back((idx, Step::Lookup));
             }
             // Unknown to etcd, which records every line before its call: never issued.
             LineState::Unknown => {
                 let idx = self.push_line(line);
-                self.queue.push_back((idx, Step::Act));
+                self.work.queue.push_back((idx, Step::Act));
             }
         }
     }
@@ -317,7 +317,7 @@ impl Flow {
             },
         };
         let idx = self.push_line(line);
-        self.queue.push_back((idx, step));
+        self.work.queue.push_back((idx, step));
     }
 
     /// A reduction order's line: lower the key of the line it reduces to what is left.
@@ -404,7 +404,7 @@ impl Flow {
         if step != Step::Lookup && !self.single_key(idx) {
             return;
         }
-        self.queue.push_back((idx, step));
+        self.work.queue.push_back((idx, step));
     }
 }
 

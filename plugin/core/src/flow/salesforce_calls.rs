@@ -16,7 +16,7 @@ impl Flow {
             .and_then(|(v, cas)| Some((Token::from_shared(&v)?, cas)));
         match token {
             Some((t, cas)) => {
-                self.token_cas = Some(cas);
+                self.salesforce.token_cas = Some(cas);
                 self.dispatch_sf(call, &t, env);
             }
             None => self.login(call, env),
@@ -128,7 +128,7 @@ impl Flow {
                 self.count(Metric::Logins, 1);
                 let key = self.token_key();
                 let _ = env.store.set(&key, &token.to_shared(), None);
-                self.token_cas = env.store.get(&key).map(|(_, cas)| cas);
+                self.salesforce.token_cas = env.store.get(&key).map(|(_, cas)| cas);
                 self.dispatch_sf(then, &token, env);
             }
             Err(e) => {
@@ -147,7 +147,7 @@ impl Flow {
 
     pub(super) fn sf_failed(&mut self, reason: String) {
         self.count(Metric::CalloutsFailedSalesforce, 1);
-        self.failures.push(reason);
+        self.outcome.failures.push(reason);
     }
 
     pub(super) fn on_sf(&mut self, call: SfCall, resp: Response, env: &mut Env<'_>) {
@@ -175,13 +175,13 @@ impl Flow {
             // The cached token expired: forget it (only if it is still the one used here: CAS),
             // then retry this call once, with the token another worker stored meanwhile or
             // after a new login.
-            if let Some(cas) = self.token_cas.take() {
+            if let Some(cas) = self.salesforce.token_cas.take() {
                 let _ = env.store.set(&self.token_key(), b"", Some(cas));
             }
-            if self.relogged {
+            if self.salesforce.relogged {
                 return self.sf_failed("Salesforce session invalid right after a new login".into());
             }
-            self.relogged = true;
+            self.salesforce.relogged = true;
             return self.sf_call(call, env);
         }
         match call {
@@ -196,7 +196,7 @@ impl Flow {
                 ..
             } => match salesforce::parse_writeback(status, &resp.body, 1) {
                 Ok(failed) if failed.is_empty() => {
-                    self.in_flight = self.in_flight.saturating_sub(1);
+                    self.work.in_flight = self.work.in_flight.saturating_sub(1);
                     if !self.send_marked(line, env) {
                         self.call_over(line, env);
                     }
@@ -220,7 +220,7 @@ impl Flow {
     /// A renewal's mark did not reach Salesforce: the renewal is not sent (its ledger mark is
     /// over, so the redelivery does not wait for a call that never ran).
     pub(super) fn mark_failed(&mut self, idx: usize, why: &str, env: &mut Env<'_>) {
-        self.in_flight = self.in_flight.saturating_sub(1);
+        self.work.in_flight = self.work.in_flight.saturating_sub(1);
         self.call_over(idx, env);
         let item = self.line_item(idx);
         self.sf_failed(format!(
@@ -237,7 +237,7 @@ impl Flow {
         match salesforce::parse_query(status, body, &salesforce::Fields::of(i)) {
             Err(e) => self.sf_failed(format!("Salesforce order query failed: {e}")),
             Ok(page) => {
-                self.fetched.extend(page.orders);
+                self.salesforce.fetched.extend(page.orders);
                 match page.next_records_url {
                     Some(next) => self.sf_call(SfCall::Query { path: next }, env),
                     None => self.next_items_page(env),
@@ -249,6 +249,7 @@ impl Flow {
     /// Fetch the next further page of OrderItems of any order that has one; plan when none do.
     pub(super) fn next_items_page(&mut self, env: &mut Env<'_>) {
         let next = self
+            .salesforce
             .fetched
             .iter_mut()
             .find_map(|o| Some((o.id, o.items_next.take()?)));
@@ -272,7 +273,12 @@ impl Flow {
         match salesforce::parse_items_page(status, body, &salesforce::Fields::of(i)) {
             Err(e) => self.sf_failed(format!("Salesforce order products query failed: {e}")),
             Ok(page) => {
-                if let Some(o) = self.fetched.iter_mut().find(|o| o.id.same_record(order)) {
+                if let Some(o) = self
+                    .salesforce
+                    .fetched
+                    .iter_mut()
+                    .find(|o| o.id.same_record(order))
+                {
                     o.items.extend(page.items);
                     o.items_next = page.next_records_url;
                 }
