@@ -300,3 +300,49 @@ fn fuzz_found_config_with_a_control_character_in_an_authority_is_refused() {
         .to_string();
     assert!(err.contains("authority"), "{err}");
 }
+
+/// `FULL` with `field` of `section` set to `value` (a JSON null stays: not a merge patch).
+fn with_field(section: &str, field: &str, value: serde_json::Value) -> Result<Config, String> {
+    let mut v: serde_json::Value = serde_json::from_str(FULL).unwrap();
+    match section {
+        "" => v[field] = value,
+        s => v[s][field] = value,
+    }
+    load(&v.to_string())
+}
+
+#[test]
+fn null_means_no_affiliate_and_nothing_else() {
+    let none = |v| with_field("license_server", "affiliate_id", v).unwrap();
+    assert_eq!(
+        none(serde_json::Value::Null)
+            .issuing
+            .unwrap()
+            .license
+            .affiliate_id,
+        None
+    );
+    assert_eq!(
+        none(serde_json::json!(""))
+            .issuing
+            .unwrap()
+            .license
+            .affiliate_id,
+        None
+    );
+    assert_eq!(
+        none(serde_json::json!("partner-7"))
+            .issuing
+            .unwrap()
+            .license
+            .affiliate_id
+            .as_deref(),
+        Some("partner-7")
+    );
+    // Anywhere else a null is refused, naming the field: leave a field out for its default.
+    let err = with_field("", "deadline_ms", serde_json::Value::Null).unwrap_err();
+    assert!(
+        err.contains("deadline_ms: invalid type: null, expected u64"),
+        "{err}"
+    );
+}
