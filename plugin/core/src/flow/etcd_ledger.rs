@@ -347,7 +347,7 @@ impl Flow {
         if self.etcd_send(self.final_step(), env) {
             return None;
         }
-        // No time left to release: the claims expire with their lease.
+        // No time left to release: the claims hold until the time written in them.
         self.etcd.as_mut().and_then(|r| r.reply.take())
     }
 
@@ -597,7 +597,7 @@ impl Flow {
                 }
             }
             EtcdStep::Final { .. } => {
-                // What was done is done; unreleased claims expire with their lease.
+                // What was done is done; unreleased claims hold until the time written in them.
                 self.log(
                     Level::Warn,
                     format!("could not release the claims in etcd: {why}"),
