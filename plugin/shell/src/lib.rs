@@ -10,14 +10,12 @@
 //! `FAIL_RELOAD` so such a VM is reloaded, and the panic hook leaves its last words in Envoy's log.
 //!
 //! The stream's phase logic (`stream`) and the command runner (`commands`) are written against a
-//! small host port (`port`), so they build and are tested natively (`stream_tests`); `sdk` is
+//! small host port (`port`), so they build and are tested natively (`tests/stream.rs`); `sdk` is
 //! the thin adapter onto the SDK, built for wasm32 only.
 
 pub mod commands;
 pub mod port;
 pub mod stream;
-#[cfg(test)]
-mod stream_tests;
 
 #[cfg(target_arch = "wasm32")]
 mod sdk;

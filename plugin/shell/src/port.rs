@@ -1,5 +1,5 @@
 //! What the shell needs from its host, as one interface: the proxy-wasm SDK in Envoy
-//! (`sdk::host::SdkHost`), a test double natively (`stream_tests`). The stream's phase logic and
+//! (`sdk::host::SdkHost`), a test double natively (`tests/stream.rs`). The stream's phase logic and
 //! the command runner are written against it, so they are tested without Envoy.
 
 use keygate_core::flow::{Call, Level};

@@ -9,7 +9,7 @@ use crate::license::{HttpRequest, LicenseBackend};
 
 /// The configured license server (`license::backend`), borrowed from `cfg` (a clone of the
 /// flow's) so that the flow stays free to change.
-pub(super) fn license_backend(cfg: &Config) -> Option<Box<dyn LicenseBackend + '_>> {
+pub(super) fn license_backend(cfg: &Config) -> Option<impl LicenseBackend + '_> {
     cfg.issuing.as_ref().map(|i| license::backend(&i.license))
 }
 

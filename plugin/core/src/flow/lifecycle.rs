@@ -5,7 +5,7 @@
 
 use super::licensing::license_backend;
 use super::*;
-use crate::license::KeyChange;
+use crate::license::{KeyChange, LicenseBackend};
 
 impl Flow {
     /// Does this delivery revoke `item`'s keys? Its ledger record stays `R` whatever the
