@@ -16,6 +16,11 @@
 pub mod commands;
 pub mod port;
 pub mod stream;
+// The stream's tests, in tests/ rather than beside the code they test, but compiled as this
+// crate's unit tests (a cdylib has no rlib for an integration test to link).
+#[cfg(test)]
+#[path = "../tests/stream.rs"]
+mod stream_tests;
 
 #[cfg(target_arch = "wasm32")]
 mod sdk;

@@ -16,8 +16,8 @@ use keygate_core::flow::{Call, Level, Response};
 use keygate_core::metrics::{Gauge, Metric};
 use keygate_core::store::{MemStore, Store};
 
-use keygate::port::{DispatchRefused, Host, Verdict};
-use keygate::stream::{Phase, Stream};
+use crate::port::{DispatchRefused, Host, Verdict};
+use crate::stream::{Phase, Stream};
 
 const FULL: &str = include_str!("../../../testdata/config/full.json");
 const ONE: &[u8] = include_bytes!("../../../testdata/soap/valid/activated_one.xml");
