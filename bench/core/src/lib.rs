@@ -253,11 +253,13 @@ impl FlowCase {
         } else {
             return Response {
                 status: Some(404),
+                headers: Vec::new(),
                 body: Vec::new(),
             };
         };
         Response {
             status: Some(200),
+            headers: Vec::new(),
             body: body.clone(),
         }
     }

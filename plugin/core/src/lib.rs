@@ -21,5 +21,6 @@ pub mod selfcheck;
 pub mod soap;
 pub mod store;
 pub mod text;
+pub mod throttle;
 pub mod webhook;
 pub mod xml;

@@ -29,10 +29,12 @@ pub enum Metric {
     LinesBusy,
     Lookups,
     LedgerFull,
+    /// A license server throttled the account (Keygen's 429).
+    LicenseThrottled,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 26] = [
+    pub const ALL: [Metric; 27] = [
         Metric::MessagesAcked,
         Metric::FaultedClient,
         Metric::FaultedAuth,
@@ -59,6 +61,7 @@ impl Metric {
         Metric::LinesBusy,
         Metric::Lookups,
         Metric::LedgerFull,
+        Metric::LicenseThrottled,
     ];
 
     pub fn name(self) -> &'static str {
@@ -89,6 +92,7 @@ impl Metric {
             Metric::LinesBusy => "keygate_lines_busy",
             Metric::Lookups => "keygate_lookups",
             Metric::LedgerFull => "keygate_ledger_full",
+            Metric::LicenseThrottled => "keygate_license_throttled",
         }
     }
 }

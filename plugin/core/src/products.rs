@@ -1,6 +1,73 @@
-//! Product mappings: the license-server arguments a Product Code stands for, from QLM's
-//! `salesforce_pid_<ProductCode>` argument strings or the structured form of the configuration.
-//! Used by `config` (to validate them) and `license` (to send them); depends on neither.
+//! Product mappings: what a Product Code stands for at the license server ([`Product`]): QLM's
+//! arguments, from its `salesforce_pid_<ProductCode>` argument strings or the structured form of
+//! the configuration ([`QlmArgs`]), or a Keygen policy ([`KeygenTerms`]). Used by `config` (to
+//! validate them) and `license` (to send them); depends on neither.
+
+/// One mapped Product Code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Product {
+    /// `"renewal": true`: a line of this product renews the key of the line it names
+    /// (`lifecycle.renewal_field`) instead of creating one.
+    pub renewal: bool,
+    pub terms: Terms,
+}
+
+/// The product's terms, in the configured license server's own words (the configuration maps
+/// every product to the server `license_server.kind` names).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Terms {
+    Qlm(QlmArgs),
+    Keygen(KeygenTerms),
+}
+
+/// A Keygen product: the policy its licenses are created under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeygenTerms {
+    /// The policy's id.
+    pub policy: String,
+    /// `"seats": "quantity"`: the license's `maxMachines` is the line's Quantity (and a reduction
+    /// lowers it); otherwise the policy's own limits apply.
+    pub seats_from_quantity: bool,
+}
+
+impl Product {
+    pub fn qlm(&self) -> Option<&QlmArgs> {
+        match &self.terms {
+            Terms::Qlm(a) => Some(a),
+            Terms::Keygen(_) => None,
+        }
+    }
+
+    pub fn keygen(&self) -> Option<&KeygenTerms> {
+        match &self.terms {
+            Terms::Keygen(k) => Some(k),
+            Terms::Qlm(_) => None,
+        }
+    }
+
+    /// Does the line's Quantity set the license's seats (so a reduction changes them)? QLM's
+    /// `is_quantity` always does; a Keygen policy only with `seats: "quantity"`.
+    pub fn seats_follow_quantity(&self) -> bool {
+        match &self.terms {
+            Terms::Qlm(_) => true,
+            Terms::Keygen(k) => k.seats_from_quantity,
+        }
+    }
+
+    /// The state field's text for a renewed line: what the renewal added.
+    pub fn renewal_label(&self) -> String {
+        let qlm = self.qlm();
+        match (
+            qlm.and_then(|a| a.get("is_expduration")),
+            qlm.and_then(|a| a.get("is_expdate")),
+        ) {
+            (Some(d), _) => format!("Renewed +{d} d"),
+            (None, Some(date)) => format!("Renewed to {date}"),
+            // Keygen: the policy's duration.
+            (None, None) => "Renewed".to_owned(),
+        }
+    }
+}
 
 /// Arguments we set ourselves; a product mapping may not override them.
 const RESERVED: &[&str] = &[
@@ -18,25 +85,22 @@ const RESERVED: &[&str] = &[
 ];
 const REQUIRED: &[&str] = &["is_productid", "is_majorversion", "is_minorversion"];
 
-/// The license-server arguments of one product, in order, already decoded.
+/// QLM's arguments for one product, in order, already decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProductArgs {
+pub struct QlmArgs {
     args: Vec<(String, String)>,
-    /// `"renewal": true`: a line of this product renews the key of the line it names
-    /// (`lifecycle.renewal_field`) instead of creating one.
-    pub renewal: bool,
 }
 
-impl ProductArgs {
+impl QlmArgs {
     /// QLM's server-property value, verbatim: `&is_productid=1&is_majorversion=1&…&is_emailtemplate=1. New Order`.
     /// Parsed the way the license server parses a query string, so `%20`/`+` and literal spaces
     /// all mean a space, and re-encoded correctly when sent.
-    pub fn from_qlm(s: &str) -> Result<ProductArgs, String> {
+    pub fn from_qlm(s: &str) -> Result<QlmArgs, String> {
         let args: Vec<(String, String)> = form_urlencoded::parse(s.trim().as_bytes())
             .filter(|(k, _)| !k.is_empty())
             .map(|(k, v)| (k.trim().to_owned(), v.into_owned()))
             .collect();
-        ProductArgs::checked(args)
+        QlmArgs::checked(args)
     }
 
     pub fn from_structured(
@@ -46,7 +110,7 @@ impl ProductArgs {
         productname: Option<String>,
         emailtemplate: Option<String>,
         extra: Vec<(String, String)>,
-    ) -> Result<ProductArgs, String> {
+    ) -> Result<QlmArgs, String> {
         let mut args = vec![
             ("is_productid".to_owned(), productid.to_string()),
             ("is_majorversion".to_owned(), majorversion.to_string()),
@@ -59,10 +123,10 @@ impl ProductArgs {
             args.push(("is_emailtemplate".to_owned(), t));
         }
         args.extend(extra);
-        ProductArgs::checked(args)
+        QlmArgs::checked(args)
     }
 
-    fn checked(args: Vec<(String, String)>) -> Result<ProductArgs, String> {
+    fn checked(args: Vec<(String, String)>) -> Result<QlmArgs, String> {
         for (k, _) in &args {
             if !k.starts_with("is_") || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
                 return Err(format!(
@@ -86,10 +150,7 @@ impl ProductArgs {
                 None => return Err(format!("{r} is required")),
             }
         }
-        Ok(ProductArgs {
-            args,
-            renewal: false,
-        })
+        Ok(QlmArgs { args })
     }
 
     pub fn args(&self) -> &[(String, String)] {

@@ -4,9 +4,11 @@
 //! meanwhile, and fail (and are redelivered) for the same reasons.
 //!
 //! One round, sans-IO like the flow (events in, [`Command`]s out):
-//! - the license server: `PingHttp` (reachable, the path right), and `RetrieveActivationKeyHttp`
-//!   signed as deliveries sign it, for a reference no line can have (credentials, strict
-//!   authentication, the method enabled, the gateway's address allowed);
+//! - a QLM license server: `PingHttp` (reachable, the path right), and
+//!   `RetrieveActivationKeyHttp` signed as deliveries sign it, for a reference no line can have
+//!   (credentials, strict authentication, the method enabled, the gateway's address allowed);
+//! - a Keygen license server: `GET /me` (the token valid, the account reachable) and
+//!   `GET /policies/{id}` for each policy a product maps to (it exists, the token may read it);
 //! - Salesforce: a token request (the app and its credentials). The token is not kept: the
 //!   self-check only observes, so what a delivery does never depends on whether a round ran
 //!   first. A refused login is not tried again for [`LOGIN_REFUSED_PAUSE_MS`], so a wrong
@@ -21,9 +23,9 @@
 
 use std::rc::Rc;
 
-use crate::config::{Config, Issuing};
+use crate::config::{Config, Issuing, KeygenConfig, LicenseServer, QlmConfig};
 use crate::flow::{Call, Command, Env, Level, Response};
-use crate::license::{self, LicenseError, Refusal};
+use crate::license::{self, HttpRequest, LicenseError, Refusal};
 use crate::metrics::Gauge;
 use crate::salesforce::{self, SalesforceError};
 use crate::store::StoreError;
@@ -81,10 +83,17 @@ impl Schedule {
 }
 
 /// What one probe is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Probe {
     Ping,
     Lookup,
+    /// Keygen's `GET /me`.
+    Me,
+    /// Keygen's `GET /policies/{id}`, for the products that map to it.
+    Policy {
+        id: String,
+        codes: Vec<String>,
+    },
     Login,
 }
 
@@ -94,9 +103,9 @@ pub struct SelfCheck {
     schedule: Schedule,
     next_id: u32,
     pending: Vec<(u32, Probe)>,
+    /// What the license server's answers showed wrong so far.
+    license_problems: Vec<String>,
     /// `None` while not asked or not answered; `Some(problem)` (`None` inside: passed).
-    ping: Option<Option<String>>,
-    lookup: Option<Option<String>>,
     login: Option<Option<String>>,
     login_refused: bool,
     out: Vec<Command>,
@@ -142,8 +151,7 @@ pub fn tick(cfg: &Rc<Config>, env: &mut Env<'_>) -> Option<(SelfCheck, Vec<Comma
         schedule,
         next_id: 1,
         pending: Vec::new(),
-        ping: None,
-        lookup: None,
+        license_problems: Vec::new(),
         login: None,
         login_refused: false,
         out: Vec::new(),
@@ -156,11 +164,35 @@ pub fn tick(cfg: &Rc<Config>, env: &mut Env<'_>) -> Option<(SelfCheck, Vec<Comma
 impl SelfCheck {
     fn start(&mut self, issuing: &Issuing, env: &mut Env<'_>) {
         let lic = &issuing.license;
-        for (probe, call) in [
-            (Probe::Ping, license::ping()),
-            (Probe::Lookup, license::lookup(lic, PROBE_REFERENCE)),
-        ] {
-            let http = call.to_http(lic, env.now_ms);
+        let probes: Vec<(Probe, HttpRequest)> = match &lic.server {
+            LicenseServer::Qlm(qlm) => vec![
+                (Probe::Ping, license::ping().to_http(qlm, env.now_ms)),
+                (
+                    Probe::Lookup,
+                    license::lookup(qlm, PROBE_REFERENCE).to_http(qlm, env.now_ms),
+                ),
+            ],
+            LicenseServer::Keygen(keygen) => {
+                let mut probes = vec![(Probe::Me, license::keygen_me(keygen))];
+                // One call per policy, naming every product that maps to it.
+                let mut policies: Vec<(String, Vec<String>)> = Vec::new();
+                for (code, product) in &issuing.products {
+                    let Some(terms) = product.keygen() else {
+                        continue;
+                    };
+                    match policies.iter_mut().find(|(id, _)| *id == terms.policy) {
+                        Some((_, codes)) => codes.push(code.clone()),
+                        None => policies.push((terms.policy.clone(), vec![code.clone()])),
+                    }
+                }
+                for (id, codes) in policies {
+                    let http = license::keygen_policy(keygen, &id);
+                    probes.push((Probe::Policy { id, codes }, http));
+                }
+                probes
+            }
+        };
+        for (probe, http) in probes {
             self.dispatch(
                 probe,
                 Call {
@@ -172,6 +204,7 @@ impl SelfCheck {
                     headers: http.headers,
                     body: http.body,
                     timeout_ms: lic.timeout_ms,
+                    reply_headers: &["content-type"],
                 },
             );
         }
@@ -200,6 +233,7 @@ impl SelfCheck {
                     ],
                     body: salesforce::token_request_body(sf).into_bytes(),
                     timeout_ms: sf.timeout_ms,
+                    reply_headers: &[],
                 },
             );
         }
@@ -223,11 +257,17 @@ impl SelfCheck {
             return Vec::new();
         };
         let (_, probe) = self.pending.swap_remove(pos);
-        match probe {
-            Probe::Ping => self.ping = Some(self.on_ping(&resp)),
-            Probe::Lookup => self.lookup = Some(self.on_lookup(&resp)),
-            Probe::Login => self.login = Some(self.on_login(&resp)),
-        }
+        let problem = match probe {
+            Probe::Ping => self.on_ping(&resp),
+            Probe::Lookup => self.on_lookup(&resp),
+            Probe::Me => self.on_keygen(&resp, "GET /me", &[]),
+            Probe::Policy { id, codes } => self.on_keygen(&resp, &format!("policy {id}"), &codes),
+            Probe::Login => {
+                self.login = Some(self.on_login(&resp));
+                None
+            }
+        };
+        self.license_problems.extend(problem);
         if self.pending.is_empty() {
             self.finish(env);
         }
@@ -236,6 +276,49 @@ impl SelfCheck {
 
     fn license_cfg(&self) -> Option<&crate::config::LicenseConfig> {
         self.cfg.issuing.as_ref().map(|i| &i.license)
+    }
+
+    fn qlm_cfg(&self) -> Option<&QlmConfig> {
+        self.license_cfg().and_then(|l| l.qlm())
+    }
+
+    fn keygen_cfg(&self) -> Option<&KeygenConfig> {
+        self.license_cfg().and_then(|l| l.keygen())
+    }
+
+    /// A Keygen probe's answer: `what` is the call, `codes` the products mapped to the policy.
+    fn on_keygen(&mut self, resp: &Response, what: &str, codes: &[String]) -> Option<String> {
+        let cluster = self.license_cfg().map_or("", |l| l.cluster.as_str());
+        let Some(status) = resp.status else {
+            return Some(format!(
+                "license server unreachable: Keygen's {what} got no answer through cluster '{cluster}' (is the cluster defined, its address and TLS right, the server up?)"
+            ));
+        };
+        let content_type = resp
+            .headers
+            .iter()
+            .find(|(n, _)| *n == "content-type")
+            .map(|(_, v)| v.as_str());
+        let refused = license::keygen_read_policy(status, content_type, &resp.body).err()?;
+        let (token_env, account) = self
+            .keygen_cfg()
+            .map_or(("", ""), |k| (k.token_env.as_str(), k.account.as_str()));
+        Some(match (status, codes.is_empty()) {
+            (401 | 403, _) => format!(
+                "license server: Keygen refused the token for {what} ({refused}): check the variable {token_env} holds a product, environment or admin token of account {account}"
+            ),
+            (404, true) => format!(
+                "license server: Keygen's account {account} not found ({refused}): check license_server.account"
+            ),
+            (404, false) => format!(
+                "license server: Keygen has no {what} ({refused}): products {} map to it; check the policy's id (and that the token's product owns it)",
+                codes.join(", ")
+            ),
+            (s @ 502..=504, _) => format!(
+                "license server unreachable: Keygen's {what} answered HTTP {s} through cluster '{cluster}'"
+            ),
+            _ => format!("license server: Keygen's {what}: {refused}"),
+        })
     }
 
     fn on_ping(&mut self, resp: &Response) -> Option<String> {
@@ -277,7 +360,7 @@ impl SelfCheck {
 
     /// What to change, for a refused or failed license call.
     fn advice(&self, method: &str, e: &LicenseError) -> String {
-        let Some(lic) = self.license_cfg() else {
+        let Some(lic) = self.qlm_cfg() else {
             return format!("license server: {method}: {e}");
         };
         let LicenseError::Refused(text) = e else {
@@ -335,11 +418,7 @@ impl SelfCheck {
     }
 
     fn finish(&mut self, env: &mut Env<'_>) {
-        let license_problems: Vec<String> = [self.ping.take(), self.lookup.take()]
-            .into_iter()
-            .flatten()
-            .flatten()
-            .collect();
+        let license_problems = std::mem::take(&mut self.license_problems);
         let login_problem = self.login.take().flatten();
         let license_ready = license_problems.is_empty();
         let salesforce_ready = login_problem.is_none();

@@ -60,18 +60,27 @@ fn full_example_loads_with_secrets_from_env() {
     ));
     assert_eq!(i.salesforce.contact, ContactField::BillToContact);
     assert_eq!(i.license.max_concurrency, 4);
-    assert_eq!(i.license.vendor, "salesforce");
-    assert_eq!(i.license.affiliate_id.as_deref(), Some("salesforce"));
+    assert_eq!(i.license.qlm().unwrap().vendor, "salesforce");
+    assert_eq!(
+        i.license.qlm().unwrap().affiliate_id.as_deref(),
+        Some("salesforce")
+    );
     // QLM's verbatim value: decoded like the license server decodes a query string.
     let p1 = i.product("001").unwrap();
-    assert_eq!(p1.get("is_emailtemplate"), Some("1. New Order"));
-    assert_eq!(p1.get("is_productname"), Some("MyProduct"));
+    assert_eq!(
+        p1.qlm().unwrap().get("is_emailtemplate"),
+        Some("1. New Order")
+    );
+    assert_eq!(p1.qlm().unwrap().get("is_productname"), Some("MyProduct"));
     // `salesforce_pid_` keys are accepted as QLM names them.
     let p2 = i.product("002").unwrap();
-    assert_eq!(p2.get("is_productid"), Some("2"));
-    assert_eq!(p2.get("is_expduration"), Some("365"));
-    assert_eq!(i.license.line_reference, LineReference::UserData1);
-    let strict = i.license.strict_auth.as_ref().unwrap();
+    assert_eq!(p2.qlm().unwrap().get("is_productid"), Some("2"));
+    assert_eq!(p2.qlm().unwrap().get("is_expduration"), Some("365"));
+    assert_eq!(
+        i.license.qlm().unwrap().line_reference,
+        LineReference::UserData1
+    );
+    let strict = i.license.qlm().unwrap().strict_auth.as_ref().unwrap();
     assert!(strict.api_key.matches("qlm-api-key-1"));
     assert_eq!(strict.methods, ["RetrieveActivationKeyHttp"]);
     // Not given: what the server sees in front of the method, by the configured host and path.
@@ -90,7 +99,7 @@ fn strict_authentication_and_the_line_reference_have_documented_defaults() {
         "strict_auth": {"api_key_env": "KEYGATE_QLM_API_KEY",
                         "url_base": "http://qlm.internal:8080/qlm/qlmservice.asmx/"}}}))
     .unwrap();
-    let lic = &c.issuing.as_ref().unwrap().license;
+    let lic = c.issuing.as_ref().unwrap().license.qlm().unwrap();
     assert_eq!(lic.line_reference, LineReference::OrderId);
     let strict = lic.strict_auth.as_ref().unwrap();
     assert_eq!(strict.methods, ["RetrieveActivationKeyHttp"]);
@@ -102,7 +111,8 @@ fn strict_authentication_and_the_line_reference_have_documented_defaults() {
         "api_key_env": "KEYGATE_QLM_API_KEY",
         "methods": ["retrieveactivationkeyhttp", "ValidateLicenseHttp"]}}}))
     .unwrap();
-    let strict = c.issuing.unwrap().license.strict_auth.unwrap();
+    let issuing = c.issuing.unwrap();
+    let strict = issuing.license.qlm().unwrap().strict_auth.as_ref().unwrap();
     assert_eq!(
         strict.methods,
         ["RetrieveActivationKeyHttp", "ValidateLicenseHttp"]
@@ -111,7 +121,14 @@ fn strict_authentication_and_the_line_reference_have_documented_defaults() {
     assert!(!strict.applies_to("GetActivationKeyWithExpiryDate"));
     // Without strict_auth no method is signed.
     let c = patched(json!({"license_server": {"strict_auth": null}})).unwrap();
-    assert!(c.issuing.unwrap().license.strict_auth.is_none());
+    assert!(c
+        .issuing
+        .unwrap()
+        .license
+        .qlm()
+        .unwrap()
+        .strict_auth
+        .is_none());
 }
 
 #[test]
@@ -319,6 +336,8 @@ fn null_means_no_affiliate_and_nothing_else() {
             .issuing
             .unwrap()
             .license
+            .qlm()
+            .unwrap()
             .affiliate_id,
         None
     );
@@ -327,6 +346,8 @@ fn null_means_no_affiliate_and_nothing_else() {
             .issuing
             .unwrap()
             .license
+            .qlm()
+            .unwrap()
             .affiliate_id,
         None
     );
@@ -335,6 +356,8 @@ fn null_means_no_affiliate_and_nothing_else() {
             .issuing
             .unwrap()
             .license
+            .qlm()
+            .unwrap()
             .affiliate_id
             .as_deref(),
         Some("partner-7")

@@ -347,6 +347,7 @@ fn overflow() -> keygate_core::flow::Response {
 fn not_dispatched() -> keygate_core::flow::Response {
     keygate_core::flow::Response {
         status: None,
+        headers: Vec::new(),
         body: keygate_core::flow::NOT_DISPATCHED.to_vec(),
     }
 }

@@ -61,7 +61,7 @@ fn the_signature_matches_an_independent_hmac_sha256() {
     );
     // The lookup keygate sends for the demo line, signed end to end by `to_http`.
     let cfg = config(json!({}));
-    let lic = &cfg.issuing.as_ref().unwrap().license;
+    let lic = cfg.issuing.as_ref().unwrap().license.qlm().unwrap();
     let req = license::lookup(lic, ITEM).to_http(lic, NOW_MS);
     assert_eq!(req.verb, "GET");
     assert_eq!(
@@ -81,7 +81,7 @@ fn the_signature_matches_an_independent_hmac_sha256() {
 fn the_signed_url_is_the_configured_base_and_the_path_stays_the_clusters() {
     let cfg = config(json!({"license_server": {"strict_auth": {
         "url_base": "https://qlm.example.net/Qlm/QlmLicenseServerNetCore/api/v1/QlmApi"}}}));
-    let lic = &cfg.issuing.as_ref().unwrap().license;
+    let lic = cfg.issuing.as_ref().unwrap().license.qlm().unwrap();
     let req = license::lookup(lic, ITEM).to_http(lic, NOW_MS);
     let query = req.path.split_once('?').unwrap().1;
     let url = format!(
@@ -111,7 +111,7 @@ fn the_signed_url_is_the_configured_base_and_the_path_stays_the_clusters() {
 fn methods_outside_strict_auth_are_form_posts_with_credentials_in_the_body() {
     let cfg = config(json!({}));
     let issuing = cfg.issuing.as_ref().unwrap();
-    let lic = &issuing.license;
+    let lic = issuing.license.qlm().unwrap();
     let item = SfId::parse(ITEM).unwrap();
     let customer = Customer {
         full_name: "Jane Doe".into(),
@@ -178,7 +178,7 @@ fn the_lookup_asks_by_the_configured_reference_alone() {
     ] {
         let cfg =
             config(json!({"license_server": {"line_reference": reference, "strict_auth": null}}));
-        let lic = &cfg.issuing.as_ref().unwrap().license;
+        let lic = cfg.issuing.as_ref().unwrap().license.qlm().unwrap();
         let req = license::lookup(lic, ITEM).to_http(lic, NOW_MS);
         // Without strict_auth: a form POST, as before.
         assert_eq!(req.verb, "POST");
@@ -195,7 +195,7 @@ fn the_lookup_asks_by_the_configured_reference_alone() {
 fn every_method_can_be_signed_and_a_signed_url_never_shows_in_debug() {
     let cfg = config(json!({"license_server": {"strict_auth": {"methods": [
         "GetActivationKeyWithExpiryDate", "RevokeLicenseHttp", "ValidateLicenseHttp", "PingHttp"]}}}));
-    let lic = &cfg.issuing.as_ref().unwrap().license;
+    let lic = cfg.issuing.as_ref().unwrap().license.qlm().unwrap();
     let revoke = license::change(lic, "AAAAA-BBBBB-CCCCC", KeyChange::Revoke).to_http(lic, NOW_MS);
     assert_eq!(revoke.verb, "GET");
     assert!(revoke

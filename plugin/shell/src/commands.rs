@@ -10,15 +10,23 @@ use keygate_core::reply::Reply;
 use crate::port::{DispatchRefused, Host};
 
 /// The calls a context has dispatched and not yet had answered: the host's token → the core's
-/// call id.
+/// call id and the reply headers it reads.
 #[derive(Default)]
-pub struct Calls(Vec<(u32, u32)>);
+pub struct Calls(Vec<(u32, u32, &'static [&'static str])>);
 
 impl Calls {
     /// The core's id of the call the host answers under `token` (forgotten from now on).
     pub fn answered(&mut self, token: u32) -> Option<u32> {
-        let pos = self.0.iter().position(|(t, _)| *t == token)?;
+        let pos = self.0.iter().position(|(t, _, _)| *t == token)?;
         Some(self.0.swap_remove(pos).1)
+    }
+
+    /// The reply headers the core reads of the call under `token` (none for an unknown token).
+    pub fn reply_headers(&self, token: u32) -> &'static [&'static str] {
+        self.0
+            .iter()
+            .find(|(t, _, _)| *t == token)
+            .map_or(&[], |(_, _, h)| h)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -52,7 +60,7 @@ pub fn carry_out(
     while let Some(cmd) = queue.pop_front() {
         match cmd {
             Command::Dispatch(call) => match host.dispatch(&call) {
-                Ok(token) => calls.0.push((token, call.id)),
+                Ok(token) => calls.0.push((token, call.id, call.reply_headers)),
                 Err(refused) => {
                     let (level, why) = match &refused {
                         DispatchRefused::FailedBeforeSending => (
@@ -70,6 +78,7 @@ pub fn carry_out(
                     host.log(level, &msg);
                     let failed = Response {
                         status: None,
+                        headers: Vec::new(),
                         body: NOT_DISPATCHED.to_vec(),
                     };
                     queue.extend(respond(host, call.id, failed));

@@ -146,6 +146,11 @@ impl Stream {
         }
     }
 
+    /// The reply headers the core reads of the call under `token`.
+    pub fn reply_headers(&self, token: u32) -> &'static [&'static str] {
+        self.calls.reply_headers(token)
+    }
+
     /// The answer to the call the host dispatched under `token`.
     pub fn on_call_response(&mut self, host: &mut dyn Host, token: u32, resp: Response) {
         let Some(call_id) = self.calls.answered(token) else {

@@ -260,6 +260,7 @@ fn answers_go_to_the_flow_by_token_and_a_hang_up_cancels_it() {
         999,
         Response {
             status: Some(200),
+            headers: Vec::new(),
             body: Vec::new(),
         },
     );
@@ -279,6 +280,7 @@ fn answers_go_to_the_flow_by_token_and_a_hang_up_cancels_it() {
         101,
         Response {
             status: Some(400),
+            headers: Vec::new(),
             body: br#"{"error":"invalid_grant","error_description":"authentication failure"}"#
                 .to_vec(),
         },

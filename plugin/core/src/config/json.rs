@@ -79,7 +79,7 @@ pub(super) struct Root {
     pub salesforce: Option<Salesforce>,
     pub license_server: Option<LicenseServer>,
     /// Product Code (or `salesforce_pid_<code>`) → QLM's `&is_…` string or an object
-    /// ([`Product`]), told apart by `validate`.
+    /// ([`Product`]), or a Keygen policy ([`KeygenProduct`]), told apart by `validate`.
     pub products: Option<BTreeMap<String, Value>>,
     pub ledger: Option<Ledger>,
     #[serde(default = "default_state_prefix")]
@@ -135,46 +135,83 @@ pub(super) struct Salesforce {
     pub state_field: Option<String>,
 }
 
-fn default_path_prefix() -> String {
-    "/qlmLicenseServer/qlmservice.asmx".into()
-}
-fn default_vendor() -> String {
-    "salesforce".into()
+fn default_kind() -> String {
+    "qlm".into()
 }
 fn default_max_concurrency() -> u64 {
     4
 }
-fn default_line_reference() -> String {
-    "is_userdata1".into()
-}
-fn yes() -> bool {
-    true
-}
 
+/// `license_server`. One shape for every server: the fields a `kind` does not use are refused by
+/// `validate` with what they belong to, so a QLM field under Keygen (or the reverse) is named.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct LicenseServer {
+    #[serde(default = "default_kind")]
+    pub kind: String,
     pub cluster: String,
     pub authority: String,
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
-    #[serde(default = "default_path_prefix")]
-    pub path_prefix: String,
-    pub user_env: String,
-    pub password_env: String,
-    #[serde(default = "default_vendor")]
-    pub vendor: String,
-    /// Absent: QLM's Salesforce default; `null` or `""`: none.
-    #[serde(default)]
-    pub affiliate_id: Affiliate,
     #[serde(default = "default_max_concurrency")]
     pub max_concurrency: u64,
+    // QLM's.
+    pub path_prefix: Option<String>,
+    pub user_env: Option<String>,
+    pub password_env: Option<String>,
+    pub vendor: Option<String>,
+    /// Absent: QLM's Salesforce default; `null` or `""`: none.
+    #[serde(default, deserialize_with = "present")]
+    pub affiliate_id: Option<Affiliate>,
     /// Accepted only as `true` (an uncertain outcome is always looked up before a re-issue).
-    #[serde(default = "yes")]
-    pub lookup_before_reissue: bool,
-    #[serde(default = "default_line_reference")]
-    pub line_reference: String,
+    pub lookup_before_reissue: Option<bool>,
+    pub line_reference: Option<String>,
     pub strict_auth: Option<StrictAuth>,
+    // Keygen's.
+    pub account: Option<String>,
+    pub token_env: Option<String>,
+}
+
+impl LicenseServer {
+    /// The fields given that only QLM has.
+    pub fn qlm_fields(&self) -> Vec<&'static str> {
+        [
+            ("path_prefix", self.path_prefix.is_some()),
+            ("user_env", self.user_env.is_some()),
+            ("password_env", self.password_env.is_some()),
+            ("vendor", self.vendor.is_some()),
+            ("affiliate_id", self.affiliate_id.is_some()),
+            (
+                "lookup_before_reissue",
+                self.lookup_before_reissue.is_some(),
+            ),
+            ("line_reference", self.line_reference.is_some()),
+            ("strict_auth", self.strict_auth.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, given)| given.then_some(name))
+        .collect()
+    }
+
+    /// The fields given that only Keygen has.
+    pub fn keygen_fields(&self) -> Vec<&'static str> {
+        [
+            ("account", self.account.is_some()),
+            ("token_env", self.token_env.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, given)| given.then_some(name))
+        .collect()
+    }
+}
+
+/// A field whose `null` means something: present (`Some`, even for `null`) or absent (`None`).
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
 }
 
 /// `license_server.affiliate_id`, where `null` means something (none) and absence another (the
@@ -201,7 +238,18 @@ pub(super) struct StrictAuth {
     pub url_base: Option<String>,
 }
 
-/// A product mapping written as an object.
+/// A Keygen product mapping: `{"policy": "…", "seats": "quantity", "renewal": true}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct KeygenProduct {
+    pub policy: String,
+    /// `"quantity"`: `maxMachines` follows the line's Quantity.
+    pub seats: Option<String>,
+    #[serde(default)]
+    pub renewal: bool,
+}
+
+/// A QLM product mapping written as an object.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Product {

@@ -10,7 +10,7 @@ mod validate;
 use std::fmt;
 
 use crate::ids::SfId;
-use crate::products::ProductArgs;
+use crate::products::Product;
 use crate::secret::Secret;
 
 /// A validated configuration. Built once per `on_configure`, shared read-only by every request.
@@ -49,8 +49,8 @@ pub struct InboundSecret {
 pub struct Issuing {
     pub salesforce: SalesforceConfig,
     pub license: LicenseConfig,
-    /// Product Code → license-server arguments, sorted by code.
-    pub products: Vec<(String, ProductArgs)>,
+    /// Product Code → what it stands for at the license server, sorted by code.
+    pub products: Vec<(String, Product)>,
     /// The order lifecycle after activation (all off by default).
     pub lifecycle: Lifecycle,
 }
@@ -125,21 +125,66 @@ impl ContactField {
     }
 }
 
+/// `license_server`: where the license server is and how many calls it takes at once (every
+/// server), and what is particular to the server `kind` names.
 #[derive(Debug)]
 pub struct LicenseConfig {
     pub cluster: String,
     pub authority: String,
+    pub max_concurrency: usize,
+    pub timeout_ms: u64,
+    pub server: LicenseServer,
+}
+
+/// `license_server.kind`.
+#[derive(Debug)]
+pub enum LicenseServer {
+    /// `"qlm"` (the default): Quick License Manager's HTTP API.
+    Qlm(QlmConfig),
+    /// `"keygen"`: Keygen's JSON:API.
+    Keygen(KeygenConfig),
+}
+
+impl LicenseConfig {
+    pub fn qlm(&self) -> Option<&QlmConfig> {
+        match &self.server {
+            LicenseServer::Qlm(q) => Some(q),
+            LicenseServer::Keygen(_) => None,
+        }
+    }
+
+    pub fn keygen(&self) -> Option<&KeygenConfig> {
+        match &self.server {
+            LicenseServer::Keygen(k) => Some(k),
+            LicenseServer::Qlm(_) => None,
+        }
+    }
+}
+
+/// Quick License Manager: the HTTP API's path, the 3rd-party extension's credentials, and how
+/// lines are referenced.
+#[derive(Debug)]
+pub struct QlmConfig {
     pub path_prefix: String,
     pub user: Secret,
     pub password: Secret,
     pub vendor: String,
     pub affiliate_id: Option<String>,
-    pub max_concurrency: usize,
-    pub timeout_ms: u64,
     /// The argument a line's OrderItem id is looked up by (it is sent under both on issue).
     pub line_reference: LineReference,
     /// QLM's strict authentication for the methods that require it (`None`: none do).
     pub strict_auth: Option<StrictAuth>,
+}
+
+/// Keygen: the account and the token that manages its licenses.
+#[derive(Debug)]
+pub struct KeygenConfig {
+    /// The account's slug or id: every path is under `/v1/accounts/{account}`.
+    pub account: String,
+    /// A product, environment or admin token (`Authorization: Bearer`).
+    pub token: Secret,
+    /// The variable the token came from, to name in advice (never the token).
+    pub token_env: String,
 }
 
 /// Which `RetrieveActivationKeyHttp` argument finds a line's keys. Both are sent on issue; the
@@ -242,7 +287,7 @@ impl Config {
 
 impl Issuing {
     /// The license-server arguments for a Product Code, if it is mapped.
-    pub fn product(&self, code: &str) -> Option<&ProductArgs> {
+    pub fn product(&self, code: &str) -> Option<&Product> {
         self.products
             .binary_search_by(|(c, _)| c.as_str().cmp(code))
             .ok()

@@ -7,12 +7,12 @@ use serde_json::Value;
 use super::json;
 use super::{
     err, Config, ConfigError, ContactField, EtcdConfig, Grant, InboundSecret, Issuing,
-    LedgerConfig, LicenseConfig, Lifecycle, LineReference, SalesforceConfig, StrictAuth,
-    CLAIM_MARGIN_MS,
+    KeygenConfig, LedgerConfig, LicenseConfig, LicenseServer, Lifecycle, LineReference, QlmConfig,
+    SalesforceConfig, StrictAuth, CLAIM_MARGIN_MS,
 };
 use crate::ids::SfId;
 use crate::license::{QLM_LOOKUP, QLM_METHODS};
-use crate::products::ProductArgs;
+use crate::products::{KeygenTerms, Product, QlmArgs, Terms};
 use crate::secret::Secret;
 use crate::text::excerpt;
 
@@ -46,12 +46,16 @@ pub(super) fn config(raw: json::Root, env: Env<'_>) -> Result<Config, ConfigErro
             }
             None
         }
-        (Some(sf), Some(lic)) => Some(Issuing {
-            salesforce: salesforce(sf, env)?,
-            license: license(lic, env)?,
-            products: products(raw.products.unwrap_or_default())?,
-            lifecycle: lifecycle(raw.lifecycle.unwrap_or_default())?,
-        }),
+        (Some(sf), Some(lic)) => {
+            let license = license(lic, env)?;
+            let products = products(raw.products.unwrap_or_default(), &license.server)?;
+            Some(Issuing {
+                salesforce: salesforce(sf, env)?,
+                license,
+                products,
+                lifecycle: lifecycle(raw.lifecycle.unwrap_or_default())?,
+            })
+        }
         _ => return err("salesforce and license_server must be configured together"),
     };
     let raw_ledger = raw.ledger.unwrap_or_default();
@@ -350,28 +354,104 @@ fn check_renewals(i: &Issuing, etcd: bool) -> Result<(), ConfigError> {
 }
 
 fn license(o: json::LicenseServer, env: Env<'_>) -> Result<LicenseConfig, ConfigError> {
-    if !o.lookup_before_reissue {
-        return err("license_server.lookup_before_reissue: false is no longer supported: keygate always asks RetrieveActivationKeyHttp before re-issuing a line whose outcome is unknown; remove the field");
-    }
-    let (cluster, authority, timeout_ms) =
-        upstream("license_server", o.cluster, o.authority, o.timeout_ms)?;
-    let path_prefix = o.path_prefix.trim_end_matches('/').to_owned();
-    // It becomes part of every license call's `:path`: visible ASCII, no query or fragment.
-    let path_char = |b: u8| b.is_ascii_graphic() && !matches!(b, b'?' | b'#' | b'%');
-    if !o.path_prefix.starts_with('/') || !path_prefix.bytes().all(path_char) {
-        return err("license_server.path_prefix must be an absolute path without query, e.g. /qlmLicenseServer/qlmservice.asmx");
+    // The other server's fields: named, so a configuration written for one is not half-read as
+    // the other's.
+    let (foreign, belongs_to) = match o.kind.as_str() {
+        "qlm" => (o.keygen_fields(), "Keygen"),
+        "keygen" => (o.qlm_fields(), "QLM"),
+        other => {
+            return err(format!(
+                "license_server.kind '{}' is not \"qlm\" or \"keygen\"",
+                excerpt(other)
+            ))
+        }
+    };
+    if let Some(field) = foreign.first() {
+        return err(format!(
+            "license_server.{field} is a {belongs_to} field, but license_server.kind is \"{}\"",
+            o.kind
+        ));
     }
     if !(1..=32).contains(&o.max_concurrency) {
         return err("license_server.max_concurrency must be between 1 and 32");
     }
-    if o.vendor.is_empty() {
+    let max_concurrency = usize::try_from(o.max_concurrency).unwrap_or(1);
+    let keygen = o.kind == "keygen";
+    let (cluster, authority, timeout_ms) = upstream(
+        "license_server",
+        o.cluster.clone(),
+        o.authority.clone(),
+        o.timeout_ms,
+    )?;
+    let server = if keygen {
+        LicenseServer::Keygen(keygen_server(o.account, o.token_env, env)?)
+    } else {
+        LicenseServer::Qlm(qlm_server(o, env, &authority)?)
+    };
+    Ok(LicenseConfig {
+        cluster,
+        authority,
+        max_concurrency,
+        timeout_ms,
+        server,
+    })
+}
+
+fn keygen_server(
+    account: Option<String>,
+    token_env: Option<String>,
+    env: Env<'_>,
+) -> Result<KeygenConfig, ConfigError> {
+    let Some(account) = account else {
+        return err(
+            "license_server.account is required with kind \"keygen\" (the account's slug or id)",
+        );
+    };
+    // It goes into every path: a slug or a UUID.
+    let slug_char = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+    if account.is_empty() || account.len() > 255 || !account.bytes().all(slug_char) {
+        return err("license_server.account must be the Keygen account's slug or id (letters, digits, '-', '_')");
+    }
+    let Some(token_env) = token_env else {
+        return err("license_server.token_env is required with kind \"keygen\" (the variable holding a product, environment or admin token)");
+    };
+    let token = secret(env, &token_env, "license_server.token_env")?;
+    Ok(KeygenConfig {
+        account,
+        token,
+        token_env,
+    })
+}
+
+fn qlm_server(
+    o: json::LicenseServer,
+    env: Env<'_>,
+    authority: &str,
+) -> Result<QlmConfig, ConfigError> {
+    if o.lookup_before_reissue == Some(false) {
+        return err("license_server.lookup_before_reissue: false is no longer supported: keygate always asks RetrieveActivationKeyHttp before re-issuing a line whose outcome is unknown; remove the field");
+    }
+    let (Some(user_env), Some(password_env)) = (o.user_env, o.password_env) else {
+        return err("license_server.user_env and license_server.password_env are required with kind \"qlm\" (the 3rd-party extension's user and password)");
+    };
+    let raw_prefix = o
+        .path_prefix
+        .unwrap_or_else(|| "/qlmLicenseServer/qlmservice.asmx".to_owned());
+    let path_prefix = raw_prefix.trim_end_matches('/').to_owned();
+    // It becomes part of every license call's `:path`: visible ASCII, no query or fragment.
+    let path_char = |b: u8| b.is_ascii_graphic() && !matches!(b, b'?' | b'#' | b'%');
+    if !raw_prefix.starts_with('/') || !path_prefix.bytes().all(path_char) {
+        return err("license_server.path_prefix must be an absolute path without query, e.g. /qlmLicenseServer/qlmservice.asmx");
+    }
+    let vendor = o.vendor.unwrap_or_else(|| "salesforce".to_owned());
+    if vendor.is_empty() {
         return err("license_server.vendor must not be empty");
     }
-    let affiliate_id = match o.affiliate_id {
+    let affiliate_id = match o.affiliate_id.unwrap_or_default() {
         json::Affiliate::Id(a) if !a.is_empty() => Some(a),
         _ => None,
     };
-    let line_reference = match o.line_reference.as_str() {
+    let line_reference = match o.line_reference.as_deref().unwrap_or("is_userdata1") {
         "is_userdata1" => LineReference::UserData1,
         "is_orderid" => LineReference::OrderId,
         _ => {
@@ -380,20 +460,16 @@ fn license(o: json::LicenseServer, env: Env<'_>) -> Result<LicenseConfig, Config
     };
     let strict_auth = o
         .strict_auth
-        .map(|s| strict(s, env, &authority, &path_prefix))
+        .map(|s| strict(s, env, authority, &path_prefix))
         .transpose()?;
-    Ok(LicenseConfig {
+    Ok(QlmConfig {
         line_reference,
         strict_auth,
-        cluster,
-        authority,
         path_prefix,
-        user: secret(env, &o.user_env, "license_server.user_env")?,
-        password: secret(env, &o.password_env, "license_server.password_env")?,
-        vendor: o.vendor,
+        user: secret(env, &user_env, "license_server.user_env")?,
+        password: secret(env, &password_env, "license_server.password_env")?,
+        vendor,
         affiliate_id,
-        max_concurrency: usize::try_from(o.max_concurrency).unwrap_or(1),
-        timeout_ms,
     })
 }
 
@@ -465,8 +541,10 @@ const QLM_PROPERTY_PREFIX: &str = "salesforce_pid_";
 
 fn products(
     map: std::collections::BTreeMap<String, Value>,
-) -> Result<Vec<(String, ProductArgs)>, ConfigError> {
-    let mut out: Vec<(String, ProductArgs)> = Vec::with_capacity(map.len());
+    server: &LicenseServer,
+) -> Result<Vec<(String, Product)>, ConfigError> {
+    let keygen = matches!(server, LicenseServer::Keygen(_));
+    let mut out: Vec<(String, Product)> = Vec::with_capacity(map.len());
     for (key, value) in map {
         let code = key
             .strip_prefix(QLM_PROPERTY_PREFIX)
@@ -478,26 +556,57 @@ fn products(
                 excerpt(&key)
             ));
         }
-        let args = match value {
-            Value::String(s) => ProductArgs::from_qlm(&s),
+        let at = format!("products.{key}");
+        let is_keygen_object = value.get("policy").is_some();
+        let product = match value {
+            v @ Value::Object(_) if keygen => {
+                keygen_product(json::read_value(&at, v).map_err(ConfigError)?)
+            }
+            _ if keygen => Err("must be a Keygen policy, {\"policy\": \"<policy id>\"} (license_server.kind is \"keygen\")".to_owned()),
+            Value::Object(_) if is_keygen_object => Err("is a Keygen policy, but license_server.kind is \"qlm\"".to_owned()),
+            Value::String(s) => QlmArgs::from_qlm(&s).map(|args| Product {
+                renewal: false,
+                terms: Terms::Qlm(args),
+            }),
             v @ Value::Object(_) => {
-                let product =
-                    json::read_value(&format!("products.{key}"), v).map_err(ConfigError)?;
-                structured_product(product)
+                structured_product(json::read_value(&at, v).map_err(ConfigError)?)
             }
             _ => Err("must be QLM's '&is_…' string or an object".to_owned()),
         }
-        .map_err(|e| ConfigError(format!("products.{key}: {e}")))?;
+        .map_err(|e| ConfigError(format!("{at}: {e}")))?;
         // Kept sorted as it is built: lookups are binary searches.
         match out.binary_search_by(|(c, _)| c.as_str().cmp(&code)) {
             Ok(_) => return err(format!("products: Product Code '{code}' is mapped twice")),
-            Err(at) => out.insert(at, (code, args)),
+            Err(at) => out.insert(at, (code, product)),
         }
     }
     Ok(out)
 }
 
-fn structured_product(o: json::Product) -> Result<ProductArgs, String> {
+fn keygen_product(o: json::KeygenProduct) -> Result<Product, String> {
+    // The policy's id goes into the create request's body only; Keygen's ids are UUIDs, but a
+    // self-hosted server's may differ: any visible ASCII.
+    if o.policy.is_empty()
+        || o.policy.len() > 255
+        || !o.policy.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err("policy must be the Keygen policy's id".into());
+    }
+    let seats_from_quantity = match o.seats.as_deref() {
+        None => false,
+        Some("quantity") => true,
+        Some(_) => return Err("seats must be \"quantity\" (maxMachines follows the line's Quantity) or left out (the policy's own limits)".into()),
+    };
+    Ok(Product {
+        renewal: o.renewal,
+        terms: Terms::Keygen(KeygenTerms {
+            policy: o.policy,
+            seats_from_quantity,
+        }),
+    })
+}
+
+fn structured_product(o: json::Product) -> Result<Product, String> {
     let mut extra = Vec::with_capacity(o.args.len());
     for (k, v) in o.args {
         let v = match v {
@@ -508,7 +617,7 @@ fn structured_product(o: json::Product) -> Result<ProductArgs, String> {
         };
         extra.push((k, v));
     }
-    let mut product = ProductArgs::from_structured(
+    let args = QlmArgs::from_structured(
         o.productid,
         o.majorversion,
         o.minorversion,
@@ -516,12 +625,12 @@ fn structured_product(o: json::Product) -> Result<ProductArgs, String> {
         o.emailtemplate,
         extra,
     )?;
-    if o.renewal {
-        // What RenewSubscriptionHttp adds: days on top of the current expiry, or a new date.
-        if product.get("is_expduration").is_none() && product.get("is_expdate").is_none() {
-            return Err("a renewal needs args.is_expduration or args.is_expdate".into());
-        }
-        product.renewal = true;
+    // What RenewSubscriptionHttp adds: days on top of the current expiry, or a new date.
+    if o.renewal && args.get("is_expduration").is_none() && args.get("is_expdate").is_none() {
+        return Err("a renewal needs args.is_expduration or args.is_expdate".into());
     }
-    Ok(product)
+    Ok(Product {
+        renewal: o.renewal,
+        terms: Terms::Qlm(args),
+    })
 }

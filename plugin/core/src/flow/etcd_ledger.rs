@@ -184,6 +184,7 @@ impl Flow {
                 headers,
                 body,
                 timeout_ms: timeout,
+                reply_headers: &[],
             },
             env,
         )

@@ -5,12 +5,23 @@
 use super::line_ledger::Marked;
 use super::*;
 use crate::ledger::Instance;
-use crate::license::{HttpRequest, LicenseBackend};
+use crate::license::{Backend, HttpRequest, LicenseReply};
+use crate::throttle;
 
 /// The configured license server (`license::backend`), borrowed from `cfg` (a clone of the
 /// flow's) so that the flow stays free to change.
-pub(super) fn license_backend(cfg: &Config) -> Option<impl LicenseBackend + '_> {
+pub(super) fn license_backend(cfg: &Config) -> Option<Backend<'_>> {
     cfg.issuing.as_ref().map(|i| license::backend(&i.license))
+}
+
+/// A license-server response as the backend reads it; `None`: no HTTP answer.
+pub(super) fn license_reply(resp: &Response, now_ms: u64) -> Option<LicenseReply<'_>> {
+    Some(LicenseReply {
+        status: resp.status?,
+        headers: &resp.headers,
+        body: &resp.body,
+        now_ms,
+    })
 }
 
 /// Why a call Envoy never sent failed (`Response::never_sent`).
@@ -145,11 +156,40 @@ impl Flow {
         self.send_issue_marks(rest, env);
     }
 
-    /// Start queued license calls up to the concurrency bound.
-    pub(super) fn pump(&mut self, env: &mut Env<'_>) {
-        let Some(max) = self.issuing().map(|i| i.license.max_concurrency) else {
+    /// The license server throttles the account (every worker of this Envoy sees it): no call
+    /// goes to it before `until_ms`.
+    pub(super) fn throttled(&mut self, until_ms: u64, env: &mut Env<'_>) {
+        let Some(cluster) = self.issuing().map(|i| i.license.cluster.clone()) else {
             return;
         };
+        throttle::record(env.store, &self.cfg.state_prefix, &cluster, until_ms);
+        self.count(Metric::LicenseThrottled, 1);
+    }
+
+    /// Start queued license calls up to the concurrency bound; none while the license server
+    /// throttles the account (each queued line fails, for Salesforce to redeliver later).
+    pub(super) fn pump(&mut self, env: &mut Env<'_>) {
+        let Some((max, cluster)) = self
+            .issuing()
+            .map(|i| (i.license.max_concurrency, i.license.cluster.clone()))
+        else {
+            return;
+        };
+        if !self.work.queue.is_empty() {
+            if let Some(until) =
+                throttle::until(env.store, &self.cfg.state_prefix, &cluster, env.now_ms)
+            {
+                let why = LicenseError::Throttled { until_ms: until };
+                let lines: Vec<usize> = self.work.queue.drain(..).map(|(idx, _)| idx).collect();
+                for idx in lines {
+                    let item = self.line_item(idx);
+                    self.outcome.failures.push(format!(
+                        "line {item} not started: {why}; nothing was called, retry later"
+                    ));
+                }
+                return;
+            }
+        }
         while self.work.in_flight < max {
             let Some((line, step)) = self.work.queue.pop_front() else {
                 break;
@@ -314,6 +354,7 @@ impl Flow {
         };
         let (cluster, authority, timeout) =
             (lic.cluster.clone(), lic.authority.clone(), lic.timeout_ms);
+        let reply_headers = license::backend(lic).reply_headers();
         let started = self.dispatch(
             what,
             Call {
@@ -325,6 +366,7 @@ impl Flow {
                 headers: http.headers,
                 body: http.body,
                 timeout_ms: timeout,
+                reply_headers,
             },
             env,
         );
@@ -351,18 +393,23 @@ impl Flow {
         let Some(backend) = license_backend(&cfg) else {
             return;
         };
-        let (answered, result) = match resp.status {
+        let (answered, result) = match license_reply(&resp, env.now_ms) {
             // The call may still be running at the license server: the line stays busy.
             None => (
                 false,
                 Err("no response (reset or refused); outcome unknown".to_owned()),
             ),
-            Some(504) => (false, Err("timed out; outcome unknown".to_owned())),
-            Some(s) => (
+            Some(r) if r.status == 504 => (false, Err("timed out; outcome unknown".to_owned())),
+            Some(r) => (
                 true,
-                match backend.issued(s, &resp.body) {
+                match backend.issued(&r) {
                     Ok(keys) if !keys.is_empty() => Ok(keys),
                     Ok(_) => Err("reply carried no key".to_owned()),
+                    // Refused before anything was done: as a call never sent.
+                    Err(e @ LicenseError::Throttled { until_ms }) => {
+                        self.throttled(until_ms, env);
+                        return self.license_call_refused(idx, &e.to_string(), env);
+                    }
                     Err(e) => Err(e.to_string()),
                 },
             ),
@@ -386,6 +433,12 @@ impl Flow {
     /// the line's pending mark goes (what the ledger held before it is back) and the next
     /// delivery needs no lookup for it. Retryable.
     pub(super) fn license_call_not_sent(&mut self, idx: usize, env: &mut Env<'_>) {
+        self.license_call_refused(idx, NOT_SENT, env);
+    }
+
+    /// Line `idx`'s call did nothing at the license server (never sent, or refused before it
+    /// was looked at, as a throttled call is): its pending mark goes, as for a call never sent.
+    pub(super) fn license_call_refused(&mut self, idx: usize, why: &str, env: &mut Env<'_>) {
         if let Some(before) = self
             .work
             .lines
@@ -394,7 +447,7 @@ impl Flow {
         {
             self.ledger_set(idx, before, env);
         }
-        self.license_failed(idx, NOT_SENT);
+        self.license_failed(idx, why);
         self.pump(env);
     }
 
@@ -435,10 +488,13 @@ impl Flow {
         let Some(backend) = license_backend(&cfg) else {
             return;
         };
-        let found = match resp.status {
+        let found = match license_reply(&resp, env.now_ms) {
             None => Err(LicenseError::Unparseable("no response".into())),
-            Some(s) => backend.found(s, &resp.body),
+            Some(r) => backend.found(&r),
         };
+        if let Err(LicenseError::Throttled { until_ms }) = found {
+            self.throttled(until_ms, env);
+        }
         match found {
             Ok(keys) if !keys.is_empty() && action == Intent::Issue => {
                 self.log(

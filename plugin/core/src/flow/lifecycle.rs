@@ -3,9 +3,9 @@
 //! makes a renewal happen once: before its call the key's expiry is recorded with the pending
 //! mark, and when that call's outcome is unknown a later expiry proves it was applied.
 
-use super::licensing::license_backend;
+use super::licensing::{license_backend, license_reply};
 use super::*;
-use crate::license::{KeyChange, LicenseBackend};
+use crate::license::KeyChange;
 
 impl Flow {
     /// Does this delivery revoke `item`'s keys? Its ledger record stays `R` whatever the
@@ -57,16 +57,23 @@ impl Flow {
             None => ("", String::new()),
         };
         let answered = resp.status.is_some_and(|s| s != 504);
-        let result = match resp.status {
+        let applied = match (self.key_change(idx), license_reply(&resp, env.now_ms)) {
             // A renewal may still be applied: the line stays pending until its time is up.
-            None => Err("no response (reset or refused); outcome unknown".to_owned()),
-            Some(504) => Err("timed out; outcome unknown".to_owned()),
-            Some(s) => backend.change_applied(s, &resp.body).map_err(|e| match e {
-                e if backend.is_unknown_key(&e) => String::new(),
-                LicenseError::Refused(m) => format!("{m}; {hint}"),
-                other => other.to_string(),
-            }),
+            (_, None) => Err("no response (reset or refused); outcome unknown".to_owned()),
+            (_, Some(r)) if r.status == 504 => Err("timed out; outcome unknown".to_owned()),
+            (None, Some(_)) => Err("the line has no key left to change".to_owned()),
+            (Some((change, _)), Some(r)) => match backend.change_applied(&change, &r) {
+                Ok(()) => Ok(()),
+                Err(LicenseError::UnknownKey(_)) => Err(String::new()),
+                Err(e @ LicenseError::Throttled { until_ms }) => {
+                    self.throttled(until_ms, env);
+                    return self.license_call_refused(idx, &format!("{name}: {e}"), env);
+                }
+                Err(LicenseError::Refused(m)) => Err(format!("{m}; {hint}")),
+                Err(other) => Err(other.to_string()),
+            },
         };
+        let result = applied;
         match result {
             Ok(()) => {
                 let Some(line) = self.work.lines.get_mut(idx) else {
@@ -111,12 +118,15 @@ impl Flow {
         let Some(backend) = license_backend(&cfg) else {
             return;
         };
-        let expiry = match resp.status {
+        let expiry = match license_reply(&resp, env.now_ms) {
             None => Err(LicenseError::Unparseable("no response".into())),
-            Some(s) => backend.expiry(s, &resp.body),
+            Some(r) => backend.expiry(&r),
         };
+        if let Err(LicenseError::Throttled { until_ms }) = expiry {
+            self.throttled(until_ms, env);
+        }
         match expiry {
-            Err(e) if backend.is_unknown_key(&e) => {
+            Err(LicenseError::UnknownKey(_)) => {
                 self.skip_unknown_key(idx, "is unknown to the license server")
             }
             Err(e) => {
@@ -187,17 +197,10 @@ impl Flow {
             Intent::Revoke => plan::REVOKED.to_owned(),
             Intent::Restore => "Restored".to_owned(),
             Intent::Reduce(n) => format!("Reduced to {n}"),
-            Intent::Renew => {
-                let product = self.issuing().and_then(|i| i.product(&line.code));
-                match (
-                    product.and_then(|p| p.get("is_expduration")),
-                    product.and_then(|p| p.get("is_expdate")),
-                ) {
-                    (Some(d), _) => format!("Renewed +{d} d"),
-                    (None, Some(date)) => format!("Renewed to {date}"),
-                    (None, None) => "Renewed".to_owned(),
-                }
-            }
+            Intent::Renew => self
+                .issuing()
+                .and_then(|i| i.product(&line.code))
+                .map_or_else(|| "Renewed".to_owned(), |p| p.renewal_label()),
         }
     }
 }

@@ -73,6 +73,9 @@ pub struct Call {
     /// May carry credentials: never logged.
     pub body: Vec<u8>,
     pub timeout_ms: u64,
+    /// The reply headers the core reads (lower case): the shell passes these in the
+    /// [`Response`], and only these.
+    pub reply_headers: &'static [&'static str],
 }
 
 impl std::fmt::Debug for Call {
@@ -95,6 +98,8 @@ impl std::fmt::Debug for Call {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
     pub status: Option<u16>,
+    /// The headers of [`Call::reply_headers`] the reply had, in that order.
+    pub headers: Vec<(&'static str, String)>,
     pub body: Vec<u8>,
 }
 

@@ -147,7 +147,8 @@ impl Flow {
                     }
                     self.plan_revoke(line, item, &mut p, env);
                 } else if reduction {
-                    self.plan_reduction(line, item, &mut p, env);
+                    let seats = product.seats_follow_quantity();
+                    self.plan_reduction(line, item, seats, &mut p, env);
                 } else if product.renewal {
                     self.plan_renewal(line, item, &mut p, env);
                 } else {
@@ -321,7 +322,17 @@ impl Flow {
     }
 
     /// A reduction order's line: lower the key of the line it reduces to what is left.
-    fn plan_reduction(&mut self, mut line: Line, item: &OrderItem, p: &mut Planner, env: &Env<'_>) {
+    /// A reduction line: the original line's key allows `left` seats, or is revoked at none.
+    /// `seats`: the license's seats follow the Quantity (else only a reduction to none changes
+    /// the key: a Keygen policy's own limits are not the order's).
+    fn plan_reduction(
+        &mut self,
+        mut line: Line,
+        item: &OrderItem,
+        seats: bool,
+        p: &mut Planner,
+        env: &Env<'_>,
+    ) {
         let Some(original) = item.original.as_ref() else {
             p.skip_invalid(format!(
                 "reduction line {}: no OriginalOrderItemId: skipped",
@@ -344,6 +355,16 @@ impl Flow {
         let mut left = had.saturating_sub(reduced);
         if let Some(a) = original.available.and_then(whole_or_zero) {
             left = left.min(a);
+        }
+        if left > 0 && !seats {
+            p.logs.push((
+                Level::Info,
+                format!(
+                    "reduction line {}: the license's seats are its policy's, not the Quantity: nothing to change",
+                    item.id
+                ),
+            ));
+            return;
         }
         line.intent = Intent::Reduce(left);
         line.target = original.id;

@@ -47,6 +47,7 @@ impl Flow {
                 headers,
                 body,
                 timeout_ms: timeout,
+                reply_headers: &[],
             },
             env,
         );
@@ -112,6 +113,7 @@ impl Flow {
                 headers,
                 body,
                 timeout_ms: timeout,
+                reply_headers: &[],
             },
             env,
         );

@@ -1,12 +1,20 @@
 //! The license server, as the flow sees it: one seam ([`LicenseBackend`]) with a request for each
 //! job (issue a line's keys, look them up, change a key, read its expiry) and what each reply
-//! means, typed. Quick License Manager is `qlm` ([`Qlm`]); a second license server is a second
-//! module implementing the trait and a value of the configuration, chosen in [`backend`]. What
-//! is common to every server is here: who a license is for, the line to issue, a change to a key,
-//! a request as it goes on the wire, and why a call failed.
+//! means, typed. Quick License Manager is `qlm` ([`Qlm`]), Keygen is `keygen` ([`Keygen`]);
+//! [`backend`] picks the one `license_server.kind` names. A third server is a third module
+//! implementing the trait, a variant of [`Backend`] and of the configuration's `LicenseServer`.
+//! What is common to every server is here: who a license is for, the line to issue, a change to
+//! a key, a request as it goes on the wire, a reply as it comes back, and why a call failed.
 
+mod keygen;
 mod qlm;
 
+pub use keygen::Keygen;
+/// Keygen's requests and replies, for the start-up self-check and tests.
+pub use keygen::{
+    api_error, me as keygen_me, policy as keygen_policy, read_policy as keygen_read_policy,
+    KEYGEN_MEDIA_TYPE,
+};
 pub use qlm::{
     change, change_method, is_unknown_key, issue, looks_like_key, lookup, parse_change, parse_keys,
     parse_ping, parse_validate, ping, qlm_timestamp, server_property, sign, validate, Qlm, QlmCall,
@@ -15,9 +23,11 @@ pub use qlm::{
 /// QLM's method table, and its lookup (a stock server's strict-authentication list).
 pub use qlm::{LOOKUP as QLM_LOOKUP, METHODS as QLM_METHODS};
 
-use crate::config::LicenseConfig;
+use std::ops::Deref;
+
+use crate::config::{LicenseConfig, LicenseServer};
 use crate::ids::SfId;
-pub use crate::products::ProductArgs;
+pub use crate::products::Product;
 
 /// Who the license is for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -30,7 +40,7 @@ pub struct Customer {
 
 /// One license to create: one order line.
 pub struct IssueRequest<'a> {
-    pub product: &'a ProductArgs,
+    pub product: &'a Product,
     pub quantity: u32,
     /// The line's reference: the license server records the key under it, and the lookup
     /// finds it by it.
@@ -46,8 +56,9 @@ pub enum KeyChange<'a> {
     Restore,
     /// Activations allowed after a reduction.
     SetQuantity(u32),
-    /// Adds the product's `is_expduration` (or sets its `is_expdate`).
-    Renew(&'a ProductArgs),
+    /// QLM: adds the product's `is_expduration` (or sets its `is_expdate`); Keygen: the
+    /// policy's duration.
+    Renew(&'a Product),
 }
 
 /// A license-server call as it goes on the wire.
@@ -71,15 +82,38 @@ impl std::fmt::Debug for HttpRequest {
     }
 }
 
+/// A license-server reply: its status, the headers the backend asked for
+/// ([`LicenseBackend::reply_headers`]) and its body (bounded by the flow), read at `now_ms`.
+pub struct LicenseReply<'a> {
+    pub status: u16,
+    pub headers: &'a [(&'static str, String)],
+    pub body: &'a [u8],
+    pub now_ms: u64,
+}
+
+impl LicenseReply<'_> {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
 /// Why a license-server call failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LicenseError {
-    /// Not a 2xx status.
+    /// Not a 2xx status, and no error the server explains.
     Status(u16),
-    /// The body says it failed (QLM answers `Error: …`, or an `<error>` element).
+    /// The server says it failed (QLM answers `Error: …`, or an `<error>` element; Keygen a
+    /// JSON:API error).
     Refused(String),
     /// Neither what was asked for nor a recognisable error.
     Unparseable(String),
+    /// The key the call names does not exist there: a line to skip, not to retry.
+    UnknownKey(String),
+    /// The server throttles this account: nothing was done, and no call may go until `until_ms`.
+    Throttled { until_ms: u64 },
 }
 
 impl std::fmt::Display for LicenseError {
@@ -88,12 +122,18 @@ impl std::fmt::Display for LicenseError {
             LicenseError::Status(s) => write!(f, "license server answered HTTP {s}"),
             LicenseError::Refused(m) => write!(f, "license server refused: {m}"),
             LicenseError::Unparseable(m) => write!(f, "license server reply not understood: {m}"),
+            LicenseError::UnknownKey(m) => write!(f, "license server does not know the key: {m}"),
+            LicenseError::Throttled { until_ms } => write!(
+                f,
+                "license server is rate-limiting this account until {} UTC",
+                qlm_timestamp(*until_ms)
+            ),
         }
     }
 }
 
 /// What the flow asks of a license server. Requests are built at `now_ms` (a server may sign
-/// them with the time); replies are read from their status and body, bounded by the flow.
+/// them with the time); replies are read from their status, headers and body.
 pub trait LicenseBackend {
     /// Create one line's keys, recorded under the line's reference.
     fn issue(&self, req: &IssueRequest<'_>, now_ms: u64) -> HttpRequest;
@@ -103,26 +143,50 @@ pub trait LicenseBackend {
     fn change(&self, key: &str, change: KeyChange<'_>, now_ms: u64) -> HttpRequest;
     /// Read a key's expiry, without using the key up.
     fn read_expiry(&self, key: &str, now_ms: u64) -> HttpRequest;
+    /// The reply headers the readers below look at (the shell reads only these).
+    fn reply_headers(&self) -> &'static [&'static str];
 
     /// The keys an issue created (never empty when `Ok`, or the reply was not an issue).
-    fn issued(&self, status: u16, body: &[u8]) -> Result<Vec<String>, LicenseError>;
+    fn issued(&self, reply: &LicenseReply<'_>) -> Result<Vec<String>, LicenseError>;
     /// The keys a lookup found; empty: none issued under the reference.
-    fn found(&self, status: u16, body: &[u8]) -> Result<Vec<String>, LicenseError>;
-    /// The change was applied.
-    fn change_applied(&self, status: u16, body: &[u8]) -> Result<(), LicenseError>;
+    fn found(&self, reply: &LicenseReply<'_>) -> Result<Vec<String>, LicenseError>;
+    /// `change` was applied (or the key already was as it asked).
+    fn change_applied(
+        &self,
+        change: &KeyChange<'_>,
+        reply: &LicenseReply<'_>,
+    ) -> Result<(), LicenseError>;
     /// The key's expiry as the server writes it; `None`: it has none.
-    fn expiry(&self, status: u16, body: &[u8]) -> Result<Option<String>, LicenseError>;
+    fn expiry(&self, reply: &LicenseReply<'_>) -> Result<Option<String>, LicenseError>;
 
-    /// The failure says the key does not exist (a line to skip, not to retry).
-    fn is_unknown_key(&self, e: &LicenseError) -> bool;
     /// What the server calls the change, for logs and faults.
     fn name_of(&self, change: &KeyChange<'_>) -> &'static str;
     /// What to check on the server when it refuses the change.
     fn refusal_hint(&self, change: &KeyChange<'_>) -> String;
 }
 
-/// The license server the configuration names (QLM, so far: a second server makes this an enum
-/// over the backends, dispatching each method).
-pub fn backend(cfg: &LicenseConfig) -> impl LicenseBackend + '_ {
-    Qlm { cfg }
+/// The license server the configuration names.
+pub enum Backend<'a> {
+    Qlm(Qlm<'a>),
+    Keygen(Keygen<'a>),
+}
+
+/// The flow calls the backend's methods through this: one `match`, not one per method.
+impl<'a> Deref for Backend<'a> {
+    type Target = dyn LicenseBackend + 'a;
+
+    fn deref(&self) -> &Self::Target {
+        match self {
+            Backend::Qlm(q) => q,
+            Backend::Keygen(k) => k,
+        }
+    }
+}
+
+/// The backend for `license_server`.
+pub fn backend(cfg: &LicenseConfig) -> Backend<'_> {
+    match &cfg.server {
+        LicenseServer::Qlm(q) => Backend::Qlm(Qlm { cfg: q }),
+        LicenseServer::Keygen(k) => Backend::Keygen(Keygen { cfg: k }),
+    }
 }

@@ -59,6 +59,7 @@ fn num(v: &Value) -> i64 {
 fn reply(v: Value) -> Response {
     Response {
         status: Some(200),
+        headers: Vec::new(),
         body: v.to_string().into_bytes(),
     }
 }
@@ -105,12 +106,14 @@ impl EtcdModel {
         if self.down_from_call.is_some_and(|n| self.calls >= n) {
             return Response {
                 status: None,
+                headers: Vec::new(),
                 body: Vec::new(),
             };
         }
         if self.unreachable_calls.contains(&self.calls) {
             return Response {
                 status: Some(503),
+                headers: Vec::new(),
                 body: b"upstream connect error or disconnect/reset before headers. reset reason: connection failure".to_vec(),
             };
         }
@@ -131,6 +134,7 @@ impl EtcdModel {
         if self.lost_reply_calls.contains(&self.calls) {
             return Response {
                 status: None,
+                headers: Vec::new(),
                 body: Vec::new(),
             };
         }
@@ -149,6 +153,7 @@ impl EtcdModel {
                 }
                 _ => Response {
                     status: Some(400),
+                    headers: Vec::new(),
                     body: br#"{"error":"etcdserver: authentication failed, invalid user ID or password","code":3}"#.to_vec(),
                 },
             };
@@ -162,6 +167,7 @@ impl EtcdModel {
             if !token.is_some_and(|t| self.tokens.contains(&t)) {
                 return Response {
                     status: Some(401),
+                    headers: Vec::new(),
                     body: br#"{"error":"etcdserver: invalid auth token","code":16}"#.to_vec(),
                 };
             }
@@ -176,6 +182,7 @@ impl EtcdModel {
             "/v3/kv/txn" => self.txn(&body),
             other => Response {
                 status: Some(404),
+                headers: Vec::new(),
                 body: format!("no {other} here").into_bytes(),
             },
         }
@@ -205,6 +212,7 @@ impl EtcdModel {
         if too_many {
             return Response {
                 status: Some(400),
+                headers: Vec::new(),
                 body: br#"{"error":"etcdserver: too many operations in txn request","message":"etcdserver: too many operations in txn request","code":3}"#.to_vec(),
             };
         }
@@ -229,6 +237,7 @@ impl EtcdModel {
                 if lease != 0 && !self.leases.contains(&lease) {
                     return Response {
                         status: Some(404),
+                        headers: Vec::new(),
                         body: br#"{"error":"etcdserver: requested lease not found","message":"etcdserver: requested lease not found","code":5}"#
                             .to_vec(),
                     };

@@ -4,6 +4,8 @@
 use serde_json::Value;
 
 pub mod etcd_model;
+pub mod keygen_model;
+pub mod orders;
 pub mod world;
 
 /// The full example configuration every test starts from.

@@ -14,6 +14,7 @@ use keygate_core::webhook;
 use serde_json::{json, Value};
 
 use super::etcd_model::EtcdModel;
+use super::keygen_model::KeygenModel;
 use super::patched_full;
 
 pub const ONE: &[u8] = include_bytes!("../../../../testdata/soap/valid/activated_one.xml");
@@ -74,6 +75,8 @@ pub struct World {
     pub item_page_fault: Option<Response>,
     /// The fleet's etcd (for configurations with `ledger.backend: "etcd"`).
     pub etcd: EtcdModel,
+    /// Keygen (for configurations with `license_server.kind: "keygen"`).
+    pub keygen: KeygenModel,
     /// Each issued key's terms as the lifecycle calls change them.
     pub key_state: BTreeMap<String, KeyState>,
     /// OrderItem → its state field (`License_State__c`) as written back.
@@ -110,6 +113,7 @@ pub fn expiry_date(days: u32) -> String {
 pub fn ok(body: impl Into<Vec<u8>>) -> Response {
     Response {
         status: Some(200),
+        headers: Vec::new(),
         body: body.into(),
     }
 }
@@ -117,6 +121,7 @@ pub fn ok(body: impl Into<Vec<u8>>) -> Response {
 pub fn status(s: u16, body: &str) -> Response {
     Response {
         status: Some(s),
+        headers: Vec::new(),
         body: body.as_bytes().to_vec(),
     }
 }
@@ -124,6 +129,7 @@ pub fn status(s: u16, body: &str) -> Response {
 pub fn reset() -> Response {
     Response {
         status: None,
+        headers: Vec::new(),
         body: Vec::new(),
     }
 }
@@ -181,6 +187,8 @@ impl World {
         };
         if call.path.starts_with("/v3/") {
             "etcd"
+        } else if call.path.starts_with("/v1/accounts/") {
+            "keygen"
         } else if call.path.ends_with("/oauth2/token") {
             "token"
         } else if call.path.contains("/query") {
@@ -245,6 +253,22 @@ impl World {
         }
         if ep == "etcd" {
             return self.etcd.serve(call);
+        }
+        if ep == "keygen" {
+            let resp = self.keygen.serve(call);
+            // Every license Keygen holds, by line, as `one_key_per_line` reads them.
+            self.keys_issued.clear();
+            for l in &self.keygen.licenses {
+                let item = l.metadata["salesforceOrderItemId"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned();
+                self.keys_issued
+                    .entry(item)
+                    .or_default()
+                    .push(l.key.clone());
+            }
+            return resp;
         }
         let bearer_ok = call.headers.iter().any(|(k, v)| {
             *k == "authorization"

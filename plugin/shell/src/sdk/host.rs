@@ -35,9 +35,14 @@ fn lossy(bytes: Vec<u8>) -> String {
 }
 
 /// The answer to a dispatched call, read once: on a reset or a timeout Envoy calls back with no
-/// headers at all (no status: no answer), and the body is read at most one byte over
-/// `max_reply_bytes`, enough for the core to refuse it.
-pub fn call_response(num_headers: usize, body_size: usize, max_reply_bytes: usize) -> Response {
+/// headers at all (no status: no answer); of the headers, only those the core asked for
+/// (`names`); the body at most one byte over `max_reply_bytes`, enough for the core to refuse it.
+pub fn call_response(
+    num_headers: usize,
+    body_size: usize,
+    max_reply_bytes: usize,
+    names: &'static [&'static str],
+) -> Response {
     let status = if num_headers == 0 {
         None
     } else {
@@ -55,7 +60,24 @@ pub fn call_response(num_headers: usize, body_size: usize, max_reply_bytes: usiz
     } else {
         Vec::new()
     };
-    Response { status, body }
+    let headers = if status.is_some() {
+        names
+            .iter()
+            .filter_map(|name| {
+                let value = hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, name)
+                    .ok()
+                    .flatten()?;
+                Some((*name, String::from_utf8(value).ok()?))
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Response {
+        status,
+        headers,
+        body,
+    }
 }
 
 /// proxy-wasm shared data: one map per VM id, shared by every worker.

@@ -41,7 +41,8 @@ impl Context for Request {
         body_size: usize,
         _num_trailers: usize,
     ) {
-        let resp = call_response(num_headers, body_size, self.stream.max_reply_bytes());
+        let names = self.stream.reply_headers(token);
+        let resp = call_response(num_headers, body_size, self.stream.max_reply_bytes(), names);
         self.stream.on_call_response(&mut self.host, token, resp);
     }
 }

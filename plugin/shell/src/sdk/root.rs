@@ -75,11 +75,12 @@ impl Context for Root {
         body_size: usize,
         _num_trailers: usize,
     ) {
+        let names = self.calls.reply_headers(token);
         let Some(call_id) = self.calls.answered(token) else {
             return;
         };
         let max = self.config.as_ref().map_or(0, |c| c.max_reply_bytes);
-        let resp = call_response(num_headers, body_size, max);
+        let resp = call_response(num_headers, body_size, max, names);
         let Some(check) = self.check.as_mut() else {
             return;
         };

@@ -19,8 +19,10 @@ pub use replies::{
 };
 pub use strict_auth::{qlm_timestamp, sign, AUTH_VERSION};
 
-use crate::config::LicenseConfig;
-use crate::license::{HttpRequest, IssueRequest, KeyChange, LicenseBackend, LicenseError};
+use crate::config::QlmConfig;
+use crate::license::{
+    HttpRequest, IssueRequest, KeyChange, LicenseBackend, LicenseError, LicenseReply,
+};
 
 /// One QLM HTTP method call before it is HTTP: the method and its form-encoded arguments.
 pub struct QlmCall {
@@ -43,7 +45,7 @@ impl QlmCall {
     }
 
     /// The vendor and the 3rd-party extension's user and password: every call but the ping.
-    fn credentials(&mut self, cfg: &LicenseConfig) -> &mut QlmCall {
+    fn credentials(&mut self, cfg: &QlmConfig) -> &mut QlmCall {
         self.arg("is_vendor", &cfg.vendor)
             .arg("is_user", cfg.user.expose())
             .arg("is_pwd", cfg.password.expose())
@@ -52,7 +54,7 @@ impl QlmCall {
     /// The call as HTTP at `now_ms` (the strict-authentication timestamp): a signed GET for a
     /// method under `license_server.strict_auth`, a GET for a call without arguments (the ping),
     /// a form POST otherwise.
-    pub fn to_http(self, cfg: &LicenseConfig, now_ms: u64) -> HttpRequest {
+    pub fn to_http(self, cfg: &QlmConfig, now_ms: u64) -> HttpRequest {
         let path = format!("{}/{}", cfg.path_prefix, self.method);
         if let Some(strict) = cfg
             .strict_auth
@@ -101,9 +103,10 @@ impl QlmCall {
 /// `GetActivationKeyWithExpiryDate`: one line's key. The line's OrderItem id goes as
 /// `is_userdata1` (documented for the lookup and for `GetActivationKey`) and as `is_orderid`
 /// (documented for the lookup only), so the lookup finds it by whichever the server kept.
-pub fn issue(cfg: &LicenseConfig, req: &IssueRequest<'_>) -> QlmCall {
+pub fn issue(cfg: &QlmConfig, req: &IssueRequest<'_>) -> QlmCall {
     let mut call = QlmCall::new(ISSUE);
-    for (k, v) in req.product.args() {
+    // The configuration maps every product to the configured server's terms.
+    for (k, v) in req.product.qlm().map(|a| a.args()).unwrap_or_default() {
         call.arg(k, v);
     }
     call.arg("is_vendor", &cfg.vendor);
@@ -127,7 +130,7 @@ pub fn issue(cfg: &LicenseConfig, req: &IssueRequest<'_>) -> QlmCall {
 
 /// `RetrieveActivationKeyHttp`: the keys already issued under a line's reference, by the one
 /// argument `license_server.line_reference` names.
-pub fn lookup(cfg: &LicenseConfig, reference: &str) -> QlmCall {
+pub fn lookup(cfg: &QlmConfig, reference: &str) -> QlmCall {
     let mut call = QlmCall::new(LOOKUP);
     call.arg(cfg.line_reference.argument(), reference)
         .arg("is_format", "xml")
@@ -176,7 +179,7 @@ pub fn server_property(method: &str) -> &'static str {
 }
 
 /// A lifecycle call on `key`.
-pub fn change(cfg: &LicenseConfig, key: &str, change: KeyChange<'_>) -> QlmCall {
+pub fn change(cfg: &QlmConfig, key: &str, change: KeyChange<'_>) -> QlmCall {
     let mut call = QlmCall::new(change_method(&change));
     call.arg("is_avkey", key);
     match change {
@@ -192,7 +195,7 @@ pub fn change(cfg: &LicenseConfig, key: &str, change: KeyChange<'_>) -> QlmCall 
         KeyChange::Renew(p) => {
             // RenewSubscriptionHttp takes either one (QLM's page): the mapping has one of them.
             for k in ["is_expduration", "is_expdate"] {
-                if let Some(v) = p.get(k) {
+                if let Some(v) = p.qlm().and_then(|a| a.get(k)) {
                     call.arg(k, v);
                 }
             }
@@ -203,7 +206,7 @@ pub fn change(cfg: &LicenseConfig, key: &str, change: KeyChange<'_>) -> QlmCall 
 }
 
 /// `ValidateLicenseHttp` of a key: its state, without activating it (`is_activate=false`).
-pub fn validate(cfg: &LicenseConfig, key: &str) -> QlmCall {
+pub fn validate(cfg: &QlmConfig, key: &str) -> QlmCall {
     let mut call = QlmCall::new(VALIDATE);
     call.arg("is_avkey", key)
         .arg("is_activate", "false")
@@ -218,7 +221,7 @@ pub fn ping() -> QlmCall {
 
 /// QLM as the flow's license server.
 pub struct Qlm<'a> {
-    pub cfg: &'a LicenseConfig,
+    pub cfg: &'a QlmConfig,
 }
 
 impl LicenseBackend for Qlm<'_> {
@@ -238,24 +241,31 @@ impl LicenseBackend for Qlm<'_> {
         validate(self.cfg, key).to_http(self.cfg, now_ms)
     }
 
-    fn issued(&self, status: u16, body: &[u8]) -> Result<Vec<String>, LicenseError> {
-        parse_keys(status, body)
+    fn reply_headers(&self) -> &'static [&'static str] {
+        // QLM's replies say everything in their status and body.
+        &[]
     }
 
-    fn found(&self, status: u16, body: &[u8]) -> Result<Vec<String>, LicenseError> {
-        parse_keys(status, body)
+    fn issued(&self, reply: &LicenseReply<'_>) -> Result<Vec<String>, LicenseError> {
+        parse_keys(reply.status, reply.body)
     }
 
-    fn change_applied(&self, status: u16, body: &[u8]) -> Result<(), LicenseError> {
-        parse_change(status, body)
+    fn found(&self, reply: &LicenseReply<'_>) -> Result<Vec<String>, LicenseError> {
+        parse_keys(reply.status, reply.body)
     }
 
-    fn expiry(&self, status: u16, body: &[u8]) -> Result<Option<String>, LicenseError> {
-        parse_validate(status, body).map(|v| v.expiry)
+    fn change_applied(
+        &self,
+        _change: &KeyChange<'_>,
+        reply: &LicenseReply<'_>,
+    ) -> Result<(), LicenseError> {
+        parse_change(reply.status, reply.body).map_err(unknown_key)
     }
 
-    fn is_unknown_key(&self, e: &LicenseError) -> bool {
-        matches!(e, LicenseError::Refused(m) if is_unknown_key(m))
+    fn expiry(&self, reply: &LicenseReply<'_>) -> Result<Option<String>, LicenseError> {
+        parse_validate(reply.status, reply.body)
+            .map(|v| v.expiry)
+            .map_err(unknown_key)
     }
 
     fn name_of(&self, change: &KeyChange<'_>) -> &'static str {
@@ -267,5 +277,13 @@ impl LicenseBackend for Qlm<'_> {
             "is the license server's property {} set to true?",
             server_property(change_method(change))
         )
+    }
+}
+
+/// QLM says a key does not exist in words: the typed error for them.
+fn unknown_key(e: LicenseError) -> LicenseError {
+    match e {
+        LicenseError::Refused(m) if is_unknown_key(&m) => LicenseError::UnknownKey(m),
+        other => other,
     }
 }
