@@ -290,6 +290,43 @@ pub fn line_cas_body(
     .body()
 }
 
+/// One line of [`marks_body`]: its order and the revision of the order's claim, the line, the
+/// state to write, and the revision the line must still have.
+pub struct LineMark<'a> {
+    pub order: SfId,
+    pub claim_revision: i64,
+    pub item: SfId,
+    pub state: &'a LineState,
+    pub mod_revision: i64,
+}
+
+/// Compare-and-swap several lines at once (a message's pending marks): all written only while
+/// every order's claim is ours and every line unchanged, or none. At most 64 lines (etcd's
+/// default `--max-txn-ops` is 128, and each line may bring its order's compare).
+pub fn marks_body(keys: &Keys<'_>, marks: &[LineMark<'_>]) -> Vec<u8> {
+    let mut claims: Vec<(SfId, i64)> = Vec::with_capacity(marks.len());
+    for m in marks {
+        if !claims.iter().any(|(o, _)| o.same_record(&m.order)) {
+            claims.push((m.order, m.claim_revision));
+        }
+    }
+    let mut compare = claims_still_ours(keys, &claims);
+    compare.extend(
+        marks
+            .iter()
+            .map(|m| unchanged_since(&keys.line(&m.order, &m.item), m.mod_revision)),
+    );
+    Txn {
+        compare,
+        success: marks
+            .iter()
+            .map(|m| put(&keys.line(&m.order, &m.item), &m.state.encode(), None))
+            .collect(),
+        failure: Vec::new(),
+    }
+    .body()
+}
+
 fn record_puts(keys: &Keys<'_>, records: &[(SfId, SfId, LineState)]) -> Vec<Op> {
     records
         .iter()

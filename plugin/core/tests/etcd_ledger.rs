@@ -71,8 +71,9 @@ fn a_hundred_orders_fit_etcd_s_transaction_limit() {
     assert!(run.reply.is_ack(), "{}", run.reply.body);
     assert_eq!(world.count("license"), 100);
     one_key_per_line(&world);
-    // Lease, two claim parts, a pending mark per line, the records, the release.
-    assert_eq!(world.count("etcd"), 1 + 2 + 100 + 2);
+    // Lease, two claim parts, the pending marks of all lines in two parts (64 + 36), the
+    // records, the release.
+    assert_eq!(world.count("etcd"), 1 + 2 + 2 + 2);
     let lines = world.etcd.keys("keygate/line/");
     assert_eq!(lines.len(), 100);
     assert!(lines
@@ -303,6 +304,41 @@ fn etcd_lost_before_the_pending_mark_means_no_license_call() {
     let run = deliver(&cfg, &mut world, &mut MemStore::new(), ONE);
     assert!(run.reply.is_ack(), "{}", run.reply.body);
     one_key_per_line(&world);
+}
+
+#[test]
+fn a_hundred_lines_are_marked_64_at_a_time_each_part_all_or_none() {
+    let cfg = etcd_config(json!({}));
+    let mut world = family_world();
+    // Grant, two claim parts; the second part of the marks (the fifth call) gets no response,
+    // nor does anything after it.
+    world.etcd.down_from_call = Some(5);
+    let run = deliver(&cfg, &mut world, &mut MemStore::new(), HUNDRED);
+    assert!(
+        is_fault(&run.reply, 500, "recording it in etcd failed"),
+        "{}",
+        run.reply.body
+    );
+    // The first 64 lines are marked and licensed; the other 36 have no mark, so no call.
+    assert_eq!(world.count("license"), 64);
+    assert_eq!(world.count("retrieve"), 0);
+    let pending: Vec<String> = world
+        .etcd
+        .keys("keygate/line/")
+        .iter()
+        .map(|k| world.etcd.get(k).unwrap())
+        .collect();
+    assert_eq!(pending.len(), 64);
+    // Their records never reached etcd: pending, and with more lines than calls at once (4),
+    // busy until the deadline (45 s) and the grace (30 s), then looked up.
+    let until = (T + 45_000 + 30_000).to_string();
+    assert!(
+        pending
+            .iter()
+            .all(|v| v.starts_with("P\n") && v.contains(&until)),
+        "{:?}",
+        pending.first()
+    );
 }
 
 #[test]

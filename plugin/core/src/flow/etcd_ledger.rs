@@ -2,9 +2,13 @@
 //! dispatched call, answered like any other.
 //!
 //! One delivery: one transaction that claims every order (mod-revision compare; the claim names
-//! its holder and until when it holds) and reads all their lines; per new line a compare-and-swap to pending before its
-//! license call; one last transaction that records each licensed line (issued, or written back)
-//! and releases the claims, answered before the reply goes out. Three writes for a new line.
+//! its holder and until when it holds) and reads all their lines; one transaction that marks
+//! every new line pending before any license call (a compare-and-swap of each, up to 64 lines a
+//! transaction: a message of 100 one-line orders is two), and a compare-and-swap of its own for a
+//! line whose mark must wait (a renewal's, which holds the expiry read first; an issue after a
+//! lookup); one last transaction that records each licensed line (issued, or written back) and
+//! releases the claims, answered before the reply goes out. Three transactions for a message of
+//! new lines, whatever its size up to 64 lines.
 //!
 //! A claim holds for the claim TTL from when it was taken, by the time written in it: a claim
 //! found past that time is taken over (a compare on the revision seen), whoever left it. The
@@ -35,6 +39,12 @@ pub(super) enum EtcdStep {
         state: LineState,
         issue: bool,
     },
+    /// Mark these lines pending, all or none (`MARKS_CHUNK` at most), then the next part or the
+    /// license calls.
+    Marks {
+        lines: Vec<(usize, LineState)>,
+        rest: Vec<(usize, LineState)>,
+    },
     /// Record the licensed lines, release the claims, then send the held reply. Not `last`: a
     /// part with more records only (a long message's records do not fit one transaction).
     Final {
@@ -64,6 +74,9 @@ pub(super) struct EtcdRun {
     /// Lines Salesforce now holds the keys of.
     written: Vec<SfId>,
     relogged: bool,
+    /// Lines whose pending mark a `Marks` transaction recorded, not yet sent (their call needs
+    /// no mark of its own).
+    marked: Vec<SfId>,
     /// Calls sent again because they never reached etcd (see `on_etcd`).
     retries: u8,
     token_cas: Option<u32>,
@@ -80,6 +93,8 @@ const MAX_RETRIES: u8 = 4;
 const MAX_TXN_OPS: usize = 128;
 /// Orders per claim transaction (a put and a read each): one transaction up to 64 orders.
 const CLAIM_CHUNK: usize = MAX_TXN_OPS / 2;
+/// Lines per marks transaction: a compare each and perhaps their order's claim's.
+pub(super) const MARKS_CHUNK: usize = MAX_TXN_OPS / 2;
 /// Shared data: `<lease id> <expires at, ms>` of the lease this Envoy's claims are attached to.
 const ETCD_LEASE_KEY: &str = "etcd_lease";
 /// A part of the claims tried again after finding expired claims (taken over meanwhile by
@@ -226,6 +241,20 @@ impl Flow {
                     etcd::line_cas_body(&keys, (order, claim), &item, state, rev),
                 )
             }
+            EtcdStep::Marks { lines, .. } => {
+                let mut marks = Vec::with_capacity(lines.len());
+                for (idx, state) in lines {
+                    let (order, item) = self.line_ids(*idx)?;
+                    marks.push(etcd::LineMark {
+                        order,
+                        claim_revision: self.claim_revision(&order)?,
+                        item,
+                        state,
+                        mod_revision: self.etcd_line(&item).map(|l| l.mod_revision).unwrap_or(0),
+                    });
+                }
+                (etcd::TXN_PATH, etcd::marks_body(&keys, &marks))
+            }
             EtcdStep::Final { last } => {
                 let records = self.final_records();
                 let sent = self.etcd.as_ref().map_or(0, |r| r.final_sent);
@@ -297,6 +326,38 @@ impl Flow {
     pub(super) fn line_ids(&self, idx: usize) -> Option<(SfId, SfId)> {
         let line = self.work.lines.get(idx)?;
         Some((self.work.orders.get(line.order)?.id, line.item))
+    }
+
+    /// Mark `marks` pending in etcd, `MARKS_CHUNK` lines a transaction, then start the license
+    /// calls.
+    pub(super) fn etcd_send_marks(
+        &mut self,
+        mut marks: Vec<(usize, LineState)>,
+        env: &mut Env<'_>,
+    ) {
+        if marks.is_empty() {
+            return self.pump(env);
+        }
+        let rest = marks.split_off(marks.len().min(MARKS_CHUNK));
+        let step = EtcdStep::Marks { lines: marks, rest };
+        if !self.etcd_send(step.clone(), env) {
+            self.etcd_failed(step, "deadline reached", env);
+        }
+    }
+
+    /// Was line `item`'s pending mark recorded by a marks transaction (and not used yet)? Its
+    /// call then needs no mark of its own; asking uses it up.
+    pub(super) fn etcd_take_mark(&mut self, item: &SfId) -> bool {
+        let Some(run) = self.etcd.as_mut() else {
+            return false;
+        };
+        match run.marked.iter().position(|m| m.same_record(item)) {
+            Some(pos) => {
+                run.marked.swap_remove(pos);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Compare-and-swap line `idx` to `state` in etcd. With `issue`, the line holds a
@@ -396,7 +457,9 @@ impl Flow {
                 etcd::parse_claim(status, &resp.body, &Keys { prefix }, chunk.len())
                     .map(|c| Answer::Claim(c, chunk))
             }
-            EtcdStep::Line { .. } => etcd::parse_cas(status, &resp.body).map(Answer::Cas),
+            EtcdStep::Line { .. } | EtcdStep::Marks { .. } => {
+                etcd::parse_cas(status, &resp.body).map(Answer::Cas)
+            }
             EtcdStep::Final { .. } => etcd::parse_final(status, &resp.body).map(Answer::Final),
         };
         match result {
@@ -440,6 +503,27 @@ impl Flow {
             }
             Ok(Answer::Claim(Claimed::Contested(seen), chunk)) => {
                 self.on_contested_claims(&seen, &chunk, env)
+            }
+            Ok(Answer::Cas(Some(rev))) if matches!(step, EtcdStep::Marks { .. }) => {
+                if let EtcdStep::Marks { lines, rest } = step {
+                    for (idx, state) in lines {
+                        let Some(item) = self.work.lines.get(idx).map(|l| l.item) else {
+                            continue;
+                        };
+                        // What the line held before, for a call that is then never sent.
+                        let before = self
+                            .etcd_line(&item)
+                            .map_or(LineState::Unknown, |l| l.state.clone());
+                        if let Some(line) = self.work.lines.get_mut(idx) {
+                            line.before_mark = Some(before);
+                        }
+                        self.etcd_line_recorded(idx, state, rev);
+                        if let Some(run) = self.etcd.as_mut() {
+                            run.marked.push(item);
+                        }
+                    }
+                    self.etcd_send_marks(rest, env);
+                }
             }
             Ok(Answer::Cas(Some(rev))) => {
                 if let EtcdStep::Line { idx, state, issue } = step {
@@ -582,6 +666,19 @@ impl Flow {
                 let reason = format!("could not claim the orders in etcd: {why}; retry later");
                 self.log(Level::Warn, reason.clone());
                 self.outcome.failures.push(reason);
+            }
+            EtcdStep::Marks { lines, rest } => {
+                // None of these lines is marked: none gets a call in this delivery.
+                let failed: Vec<usize> = lines.iter().chain(&rest).map(|(idx, _)| *idx).collect();
+                for idx in &failed {
+                    let item = self.line_item(*idx);
+                    let msg =
+                        format!("line {item} not licensed: recording it in etcd failed: {why}");
+                    self.log(Level::Warn, msg.clone());
+                    self.outcome.failures.push(msg);
+                }
+                self.work.queue.retain(|(idx, _)| !failed.contains(idx));
+                self.pump(env);
             }
             EtcdStep::Line { idx, issue, .. } => {
                 let item = self.line_item(idx);

@@ -67,10 +67,11 @@ impl Flow {
 
     /// After planning: with the shared-data ledger, every line that may be issued is marked in
     /// Salesforce (one sObject Collections call per 200 lines, in turn) before any license call
-    /// of this delivery, so a restart mid-call cannot forget it; then the calls start.
+    /// of this delivery, so a restart mid-call cannot forget it; with a durable ledger, in the
+    /// ledger. Then the calls start.
     pub(super) fn mark_then_pump(&mut self, instance: Option<&Instance>, env: &mut Env<'_>) {
         let Some(field) = self.mark_field() else {
-            return self.pump(env);
+            return self.ledger_mark_new_lines(env);
         };
         let grace = self.cfg.ledger.pending_grace_ms;
         let instance = instance.map_or("", |i| i.id.as_str());

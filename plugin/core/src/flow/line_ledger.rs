@@ -7,7 +7,9 @@
 //! - shared data answers at once; etcd's answers are dispatched calls (`on_etcd`), so a mark
 //!   before a license call sends the call when etcd has it;
 //! - etcd records every line before its call, so a line it does not know was never issued
-//!   ([`Flow::ledger_is_durable`]); shared data may have lost it in a restart.
+//!   ([`Flow::ledger_is_durable`]); shared data may have lost it in a restart;
+//! - etcd marks a message's new lines in one transaction before any call
+//!   ([`Flow::ledger_mark_new_lines`]); shared data marks each line as its call starts.
 
 use super::*;
 use crate::ledger::ClaimError;
@@ -107,12 +109,63 @@ impl Flow {
         self.shared().busy_until(from, timeout_ms)
     }
 
+    /// After planning, before any license call: with etcd, every line to issue now is marked
+    /// pending at once (a transaction per 64 lines, not one per line); then the calls start.
+    /// Shared data marks each line when its call starts (`ledger_mark`): a write of its own
+    /// costs nothing there.
+    ///
+    /// The marks hold (busy) until the last of these calls can be over, and the grace: when
+    /// every queued call starts at once (no more than `max_concurrency`), one call's time after
+    /// etcd has the marks; otherwise the delivery's deadline, by which every call ends.
+    pub(super) fn ledger_mark_new_lines(&mut self, env: &mut Env<'_>) {
+        let Some(etcd_timeout) = self.cfg.etcd.as_ref().map(|e| e.timeout_ms) else {
+            return self.pump(env);
+        };
+        let (timeout, max) = self.issuing().map_or((0, 1), |i| {
+            (i.license.timeout_ms, i.license.max_concurrency)
+        });
+        let marked_at = env.now_ms.saturating_add(etcd_timeout);
+        let calls_end = if self.work.queue.len() <= max {
+            marked_at
+                .saturating_add(timeout)
+                .min(self.deadline_at.max(marked_at))
+        } else {
+            self.deadline_at.max(marked_at)
+        };
+        let busy_until = calls_end.saturating_add(self.cfg.ledger.pending_grace_ms);
+        let marks: Vec<(usize, LineState)> = self
+            .work
+            .queue
+            .iter()
+            .filter(|(idx, step)| {
+                *step == Step::Act
+                    && self
+                        .work
+                        .lines
+                        .get(*idx)
+                        .is_some_and(|l| l.intent == Intent::Issue)
+            })
+            .map(|(idx, _)| {
+                let mark = LineState::Pending {
+                    busy_until_ms: busy_until,
+                    expiry_before: None,
+                };
+                (*idx, mark)
+            })
+            .collect();
+        self.etcd_send_marks(marks, env);
+    }
+
     /// Record line `idx`'s pending mark before its license call (what it held before is kept
-    /// on the line, for a call that is never sent).
+    /// on the line, for a call that is never sent). A line `ledger_mark_new_lines` marked is
+    /// recorded already.
     pub(super) fn ledger_mark(&mut self, idx: usize, mark: LineState, env: &mut Env<'_>) -> Marked {
         let Some(item) = self.work.lines.get(idx).map(|l| l.item) else {
             return Marked::Failed;
         };
+        if self.etcd_take_mark(&item) {
+            return Marked::Recorded;
+        }
         let before = self.ledger_line(&item, env);
         if let Some(l) = self.work.lines.get_mut(idx) {
             l.before_mark = Some(before);

@@ -191,7 +191,7 @@ enum Intent {
 /// The next license-server step of a queued line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Step {
-    /// Find the keys of the line's target (`RetrieveActivationKeyHttp`).
+    /// Find the keys of the line's target (the license server's lookup).
     Lookup,
     /// Read the target key's expiry (renewals).
     Validate,
