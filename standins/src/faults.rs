@@ -24,12 +24,16 @@ pub enum FaultKind {
     /// The normal answer (keys really issued), padded to 8 MiB with white space: a reply no
     /// client should read whole.
     Oversize,
-    /// License server only (issue, revoke, update, renew): really do it and record the outcome,
-    /// then close without answering.
+    /// License server only (QLM's issue, revoke, update, renew; Keygen's create, update,
+    /// suspend, reinstate, renew): really do it and record the outcome, then close without
+    /// answering.
     IssueThenReset,
-    /// License server only (issue, revoke, update, renew): really do it and record the outcome,
-    /// then sleep `delay_ms` before answering.
+    /// License server only (the calls of `IssueThenReset`): really do it and record the
+    /// outcome, then sleep `delay_ms` before answering.
     IssueThenDelay,
+    /// The normal answer (the call really done), served as `text/html; charset=utf-8`: a proxy
+    /// or a misconfigured server relabelling the reply.
+    WrongContentType,
 }
 
 /// A fault request, as `POST /_standin/fault` takes it.
@@ -98,7 +102,15 @@ impl Fault {
             FaultKind::IssueThenReset | FaultKind::IssueThenDelay
         ) && !matches!(
             self.endpoint,
-            Endpoint::License | Endpoint::Revoke | Endpoint::Update | Endpoint::Renew
+            Endpoint::License
+                | Endpoint::Revoke
+                | Endpoint::Update
+                | Endpoint::Renew
+                | Endpoint::KeygenCreate
+                | Endpoint::KeygenUpdate
+                | Endpoint::KeygenSuspend
+                | Endpoint::KeygenReinstate
+                | Endpoint::KeygenRenew
         ) {
             return Err(format!(
                 "{:?} applies to license-server calls that change state only",
@@ -205,6 +217,19 @@ mod tests {
         assert!(Fault::new(Endpoint::License, FaultKind::IssueThenDelay)
             .validate()
             .is_ok());
+        assert!(Fault::new(Endpoint::KeygenRenew, FaultKind::IssueThenReset)
+            .validate()
+            .is_ok());
+        assert!(Fault::new(Endpoint::KeygenList, FaultKind::IssueThenDelay)
+            .validate()
+            .is_err());
+        let f: Fault =
+            serde_json::from_str(r#"{"endpoint":"keygen_create","kind":"wrong_content_type"}"#)
+                .unwrap();
+        assert_eq!(
+            f,
+            Fault::new(Endpoint::KeygenCreate, FaultKind::WrongContentType)
+        );
         assert!(Fault::new(Endpoint::Other, FaultKind::Reset)
             .validate()
             .is_err());

@@ -86,6 +86,9 @@ pub struct Response {
     pub status: u16,
     pub content_type: String,
     pub body: Vec<u8>,
+    /// Headers besides content-type, content-length, connection and server (Keygen's
+    /// `X-RateLimit-*`, `Retry-After`, `WWW-Authenticate`, `Location`).
+    pub headers: Vec<(String, String)>,
 }
 
 impl Response {
@@ -94,7 +97,19 @@ impl Response {
             status,
             content_type: content_type.to_owned(),
             body: body.into(),
+            headers: Vec::new(),
         }
+    }
+
+    /// The same response with one more header (CR and LF are dropped from the value).
+    pub fn with_header(mut self, name: &str, value: impl Into<String>) -> Response {
+        let value: String = value
+            .into()
+            .chars()
+            .filter(|c| *c != '\r' && *c != '\n')
+            .collect();
+        self.headers.push((name.to_owned(), value));
+        self
     }
 
     pub fn json(status: u16, value: &serde_json::Value) -> Response {
@@ -437,15 +452,19 @@ pub fn reason(status: u16) -> &'static str {
 
 /// Serialises head and body into one buffer: one write, so TCP_NODELAY sends one segment train.
 pub fn encode_response(resp: &Response, keep_alive: bool, head_only: bool) -> Vec<u8> {
-    let mut out = format!(
-        "HTTP/1.1 {} {}\r\ncontent-type: {}\r\ncontent-length: {}\r\nconnection: {}\r\nserver: keygate-standins\r\n\r\n",
+    let mut head = format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: {}\r\ncontent-length: {}\r\nconnection: {}\r\nserver: keygate-standins\r\n",
         resp.status,
         reason(resp.status),
         resp.content_type,
         resp.body.len(),
         if keep_alive { "keep-alive" } else { "close" },
-    )
-    .into_bytes();
+    );
+    for (name, value) in &resp.headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut out = head.into_bytes();
     if !head_only {
         out.extend_from_slice(&resp.body);
     }

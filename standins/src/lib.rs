@@ -1,6 +1,15 @@
-//! Loopback stand-ins for Salesforce and the QLM license server (plus an echo upstream), for the
+//! Loopback stand-ins for Salesforce and the license server (plus an echo upstream), for the
 //! end-to-end tests and the demo. The HTTP contract is in `docs/architecture.md` ("Stand-ins HTTP
 //! contract"); the wire formats follow `wire-formats.md` §2, §3 and §5.
+//!
+//! The license listener serves two license servers: QLM (`/qlmLicenseServer/qlmservice.asmx/…`)
+//! and Keygen's JSON:API (`/v1/accounts/{account}/…`, account [`KEYGEN_ACCOUNT`], product token
+//! [`KEYGEN_TOKEN`], policies [`KEYGEN_POLICY_PERPETUAL`] and [`KEYGEN_POLICY_ANNUAL`]), as
+//! `keygen-sh/keygen-api`'s source answers: licenses created, looked up by metadata, read,
+//! updated, suspended, reinstated and renewed; `GET /policies/{id}`, `GET /me`; Keygen's error
+//! documents; Rack::Attack's throttle once [`Standins::set_keygen_rate_limit`] switches it on.
+//! Documented reply shapes and their sources are in `testdata/keygen/`; what a test leaves
+//! behind is [`Standins::keygen_licenses`].
 //!
 //! ```no_run
 //! use keygate_standins::{Standins, StandinsConfig, Fault, FaultKind, Endpoint};
@@ -14,6 +23,7 @@ mod clock;
 mod faults;
 mod http;
 mod ids;
+mod keygen;
 mod license;
 mod record;
 mod salesforce;
@@ -28,6 +38,13 @@ use std::sync::Arc;
 
 pub use faults::{Fault, FaultKind};
 pub use ids::{family_item_id, family_order_id, sf_id18, FAMILY_SIZE};
+pub use keygen::{
+    expiry_after as keygen_expiry_after, KeygenLicense, KeygenRateLimit, ACCOUNT as KEYGEN_ACCOUNT,
+    ACCOUNT_ID as KEYGEN_ACCOUNT_ID, ANNUAL_DURATION_S as KEYGEN_ANNUAL_DURATION_S,
+    CONTENT_TYPE as KEYGEN_CONTENT_TYPE, POLICY_ANNUAL as KEYGEN_POLICY_ANNUAL,
+    POLICY_PERPETUAL as KEYGEN_POLICY_PERPETUAL, PRODUCT_ID as KEYGEN_PRODUCT_ID,
+    TOKEN as KEYGEN_TOKEN, TOKEN_ID as KEYGEN_TOKEN_ID,
+};
 pub use license::{
     KeyState, PATH_PREFIX as LICENSE_PATH_PREFIX, QLM_API_KEY, QLM_PASSWORD, QLM_USER,
 };
@@ -191,6 +208,11 @@ impl Standins {
         url_of(self.upstream_addr())
     }
 
+    /// The Keygen stand-in's account URL: `http://ADDR/v1/accounts/acme` (the license listener).
+    pub fn keygen_url(&self) -> String {
+        format!("{}/v1/accounts/{KEYGEN_ACCOUNT}", self.license_url())
+    }
+
     /// Ids of every order in the fixture.
     pub fn order_ids(&self) -> Vec<String> {
         self.shared.orders.ids()
@@ -242,9 +264,27 @@ impl Standins {
         self.shared.stats()
     }
 
-    /// Forgets record, stats, issued keys, write-backs, faults, tokens and query cursors, and
-    /// restores the configured page size and key format and every license-server switch
-    /// (strict authentication, disabled methods, allowed IPs, `issue_keeps_orderid`).
+    /// Key → what the Keygen stand-in holds for each license created since the start or the
+    /// last reset (suspension, expiry, seats, metadata as the API answers it, renewals).
+    pub fn keygen_licenses(&self) -> BTreeMap<String, KeygenLicense> {
+        self.shared.keygen_licenses()
+    }
+
+    /// Keygen's throttle (Rack::Attack): `Some((limit, window_s))` allows `limit` Keygen calls
+    /// per fixed window of `window_s` seconds (0 is taken as 1); the next call gets 429
+    /// `TOO_MANY_REQUESTS` with `X-RateLimit-*` and `Retry-After` and does nothing. While on,
+    /// every Keygen reply carries the `X-RateLimit-*` headers. `None` (the default): off.
+    /// Setting it starts the count over.
+    pub fn set_keygen_rate_limit(&self, limit: Option<(u32, u64)>) {
+        self.shared.set_keygen_rate_limit(
+            limit.map(|(limit, window_s)| KeygenRateLimit { limit, window_s }),
+        );
+    }
+
+    /// Forgets record, stats, issued keys, write-backs, faults, tokens, query cursors and the
+    /// Keygen licenses, and restores the configured page size and key format and every
+    /// license-server switch (strict authentication, disabled methods, allowed IPs,
+    /// `issue_keeps_orderid`, the Keygen throttle).
     pub fn reset(&self) {
         self.shared.reset()
     }

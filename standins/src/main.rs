@@ -1,4 +1,5 @@
-//! `keygate-standins`: runs the Salesforce, license-server and echo stand-ins until killed.
+//! `keygate-standins`: runs the Salesforce, license-server (QLM and Keygen) and echo stand-ins
+//! until killed.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -84,7 +85,12 @@ fn main() -> ExitCode {
         standins.salesforce_url(),
         standins.order_ids().len()
     );
-    println!("license stand-in listening on {}", standins.license_url());
+    println!(
+        "license stand-in listening on {} (QLM under {}, Keygen under {})",
+        standins.license_url(),
+        keygate_standins::LICENSE_PATH_PREFIX,
+        standins.keygen_url()
+    );
     println!("upstream stand-in listening on {}", standins.upstream_url());
     // Serve until SIGINT/SIGTERM: their default action ends the process, which is all we need.
     loop {

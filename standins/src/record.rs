@@ -48,7 +48,8 @@ impl fmt::Display for Service {
 }
 
 /// The endpoint a request was routed to. `Other` is anything unrouted (answered 404/500) and
-/// requests too malformed to route (answered 400).
+/// requests too malformed to route (answered 400). The `Keygen*` endpoints are the Keygen
+/// stand-in's routes under `/v1/accounts/{account}` on the license listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Endpoint {
@@ -63,6 +64,24 @@ pub enum Endpoint {
     Renew,
     Validate,
     Ping,
+    /// `POST /v1/accounts/{account}/licenses`.
+    KeygenCreate,
+    /// `GET …/licenses` (metadata filter, paging).
+    KeygenList,
+    /// `GET …/licenses/{id or key}`.
+    KeygenRead,
+    /// `PATCH` or `PUT …/licenses/{id or key}`.
+    KeygenUpdate,
+    /// `POST …/licenses/{id or key}/actions/suspend`.
+    KeygenSuspend,
+    /// `POST …/licenses/{id or key}/actions/reinstate`.
+    KeygenReinstate,
+    /// `POST …/licenses/{id or key}/actions/renew`.
+    KeygenRenew,
+    /// `GET …/policies/{id}`.
+    KeygenPolicy,
+    /// `GET …/me`.
+    KeygenMe,
     Echo,
     Other,
 }
@@ -81,9 +100,34 @@ impl Endpoint {
             Endpoint::Renew => "renew",
             Endpoint::Validate => "validate",
             Endpoint::Ping => "ping",
+            Endpoint::KeygenCreate => "keygen_create",
+            Endpoint::KeygenList => "keygen_list",
+            Endpoint::KeygenRead => "keygen_read",
+            Endpoint::KeygenUpdate => "keygen_update",
+            Endpoint::KeygenSuspend => "keygen_suspend",
+            Endpoint::KeygenReinstate => "keygen_reinstate",
+            Endpoint::KeygenRenew => "keygen_renew",
+            Endpoint::KeygenPolicy => "keygen_policy",
+            Endpoint::KeygenMe => "keygen_me",
             Endpoint::Echo => "echo",
             Endpoint::Other => "other",
         }
+    }
+
+    /// True for the Keygen stand-in's endpoints.
+    pub fn is_keygen(self) -> bool {
+        matches!(
+            self,
+            Endpoint::KeygenCreate
+                | Endpoint::KeygenList
+                | Endpoint::KeygenRead
+                | Endpoint::KeygenUpdate
+                | Endpoint::KeygenSuspend
+                | Endpoint::KeygenReinstate
+                | Endpoint::KeygenRenew
+                | Endpoint::KeygenPolicy
+                | Endpoint::KeygenMe
+        )
     }
 
     pub fn service(self) -> Option<Service> {
@@ -97,7 +141,16 @@ impl Endpoint {
             | Endpoint::Update
             | Endpoint::Renew
             | Endpoint::Validate
-            | Endpoint::Ping => Some(Service::License),
+            | Endpoint::Ping
+            | Endpoint::KeygenCreate
+            | Endpoint::KeygenList
+            | Endpoint::KeygenRead
+            | Endpoint::KeygenUpdate
+            | Endpoint::KeygenSuspend
+            | Endpoint::KeygenReinstate
+            | Endpoint::KeygenRenew
+            | Endpoint::KeygenPolicy
+            | Endpoint::KeygenMe => Some(Service::License),
             Endpoint::Echo => Some(Service::Upstream),
             Endpoint::Other => None,
         }
@@ -110,8 +163,8 @@ impl fmt::Display for Endpoint {
     }
 }
 
-/// One request as a stand-in saw it. Secret values (authorization headers, `is_pwd`,
-/// `client_secret`, `password`, tokens) are replaced by `***` in `headers`, `query`, `body` and
+/// One request as a stand-in saw it. Secret values (authorization headers, Keygen's bearer
+/// token included, `is_pwd`, `client_secret`, `password`, tokens) are replaced by `***` in `headers`, `query`, `body` and
 /// `form`; the stand-in itself checked them before masking, so `status` tells whether they were
 /// right.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -267,6 +320,11 @@ mod tests {
     fn masks_authorization_keeping_scheme() {
         assert_eq!(mask_header("authorization", "Bearer abc"), "Bearer ***");
         assert_eq!(mask_header("authorization", "abc"), "***");
+        assert_eq!(
+            mask_header("authorization", "Bearer standin-keygen-token"),
+            "Bearer ***"
+        );
+        assert_eq!(mask_form_text("token=prod-abc&auth=x"), "token=***&auth=x");
         assert_eq!(mask_header("x-keygate-secret", "s3"), "***");
         assert_eq!(mask_header("content-type", "text/xml"), "text/xml");
     }

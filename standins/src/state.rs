@@ -15,7 +15,7 @@ use crate::http::{Handler, Outcome, Request, Response};
 use crate::ids::Rng;
 use crate::record::{record_of, Endpoint, EndpointStats, RecordedRequest, Service};
 use crate::strict::IpRule;
-use crate::{license, salesforce};
+use crate::{keygen, license, salesforce};
 
 /// Everything that changes while the stand-ins run. One lock: contention is irrelevant at test
 /// volumes, and one lock makes every control operation atomic.
@@ -55,6 +55,8 @@ pub struct State {
     /// Query locator → the full result it pages through (a snapshot, as Salesforce's cursors
     /// are) and its page size.
     pub cursors: HashMap<String, (Vec<Value>, usize)>,
+    /// The Keygen stand-in's licenses and throttle.
+    pub keygen: keygen::KeygenState,
     pub rng: Rng,
 }
 
@@ -141,6 +143,7 @@ impl Shared {
                 order_status: BTreeMap::new(),
                 writebacks: BTreeMap::new(),
                 cursors: HashMap::new(),
+                keygen: keygen::KeygenState::default(),
                 rng: Rng::new(),
             }),
         }
@@ -210,9 +213,10 @@ impl Shared {
         self.lock().stats.clone()
     }
 
-    /// Forgets the record, stats, issued keys, write-backs, faults, tokens and cursors, and
-    /// restores the configured page sizes, key format, write-back acceptance and every license
-    /// server switch (strict authentication, disabled methods, allowed IPs, issue_keeps_orderid).
+    /// Forgets the record, stats, issued keys, write-backs, faults, tokens, cursors and the
+    /// Keygen licenses, and restores the configured page sizes, key format, write-back
+    /// acceptance and every license server switch (strict authentication, disabled methods,
+    /// allowed IPs, issue_keeps_orderid, the Keygen throttle).
     pub fn reset(&self) {
         let mut s = self.lock();
         s.record.clear();
@@ -229,6 +233,7 @@ impl Shared {
         s.order_status.clear();
         s.writebacks.clear();
         s.cursors.clear();
+        s.keygen.reset();
         s.page_size = self.default_page_size;
         s.items_page_size = DEFAULT_ITEMS_PAGE_SIZE;
         s.plain_text_keys = self.default_plain_text_keys;
@@ -263,11 +268,22 @@ impl Shared {
         self.lock().plain_text_keys = on;
     }
 
+    pub fn keygen_licenses(&self) -> BTreeMap<String, keygen::KeygenLicense> {
+        self.lock().keygen.licenses()
+    }
+
+    pub fn set_keygen_rate_limit(&self, limit: Option<keygen::KeygenRateLimit>) {
+        self.lock().keygen.set_rate_limit(limit);
+    }
+
     fn route(&self, service: Service, req: &Request) -> (Endpoint, String) {
         match service {
             Service::Salesforce => {
                 let (endpoint, version) = salesforce::route(&req.path);
                 (endpoint, version.to_owned())
+            }
+            Service::License if keygen::is_keygen_path(&req.path) => {
+                (keygen::route(&req.method, &req.path), String::new())
             }
             Service::License => (license::route(&req.path), String::new()),
             Service::Upstream => (Endpoint::Echo, String::new()),
@@ -294,10 +310,22 @@ impl Shared {
             Endpoint::Renew => license::renew(self, req),
             Endpoint::Validate => license::validate(self, req),
             Endpoint::Ping => license::ping(self, req),
+            Endpoint::KeygenCreate
+            | Endpoint::KeygenList
+            | Endpoint::KeygenRead
+            | Endpoint::KeygenUpdate
+            | Endpoint::KeygenSuspend
+            | Endpoint::KeygenReinstate
+            | Endpoint::KeygenRenew
+            | Endpoint::KeygenPolicy
+            | Endpoint::KeygenMe => keygen::serve(self, endpoint, req),
             Endpoint::Echo => {
                 Response::text(200, format!("upstream: {} {}", req.method, req.target))
             }
             Endpoint::Other => match service {
+                Service::License if keygen::is_keygen_path(&req.path) => {
+                    keygen::serve(self, endpoint, req)
+                }
                 Service::License => license::unrouted(&req.path),
                 _ => salesforce::not_found(),
             },
@@ -325,12 +353,13 @@ impl Shared {
         let outcome = match &fault {
             None => Outcome::Reply(self.serve(service, endpoint, &version, req)),
             Some(f) => match f.kind {
-                FaultKind::Status => Outcome::Reply(fault_reply(service, endpoint, f.status)),
+                FaultKind::Status => Outcome::Reply(self.fault_reply(service, endpoint, f.status)),
                 FaultKind::Delay => {
                     sleep(f);
                     Outcome::Reply(self.serve(service, endpoint, &version, req))
                 }
                 FaultKind::Reset => Outcome::Reset,
+                FaultKind::Garbage if endpoint.is_keygen() => Outcome::Reply(keygen::garbage()),
                 FaultKind::Garbage => Outcome::Reply(garbage(service)),
                 FaultKind::Word => Outcome::Reply(Response::new(
                     200,
@@ -349,6 +378,11 @@ impl Shared {
                 FaultKind::IssueThenDelay => {
                     let resp = self.serve(service, endpoint, &version, req);
                     sleep(f);
+                    Outcome::Reply(resp)
+                }
+                FaultKind::WrongContentType => {
+                    let mut resp = self.serve(service, endpoint, &version, req);
+                    resp.content_type = "text/html; charset=utf-8".to_owned();
                     Outcome::Reply(resp)
                 }
             },
@@ -396,6 +430,7 @@ impl Shared {
             ("GET", "writebacks") => as_json(serde_json::to_value(self.writebacks())),
             ("GET", "writeback_fields") => as_json(serde_json::to_value(self.writeback_fields())),
             ("GET", "stats") => as_json(serde_json::to_value(self.stats())),
+            ("GET", "keygen_licenses") => as_json(serde_json::to_value(self.keygen_licenses())),
             ("GET", "faults") => as_json(serde_json::to_value(self.pending_faults())),
             ("GET", "orders") => as_json(serde_json::to_value(self.orders.ids())),
             ("GET", "config") => Response::json(200, &self.lock().config_json()),
@@ -418,6 +453,10 @@ impl Shared {
                 Ok(change) if change.page_size == Some(0) || change.items_page_size == Some(0) => {
                     bad("page sizes must be at least 1".into())
                 }
+                Ok(ConfigChange {
+                    keygen_rate_limit: Some(Some(keygen::KeygenRateLimit { window_s: 0, .. })),
+                    ..
+                }) => bad("keygen_rate_limit: window_s must be at least 1".into()),
                 Ok(change) => {
                     // Checked before anything changes: a bad list refuses the whole change.
                     if let Some(e) = change.bad_ip() {
@@ -456,6 +495,9 @@ impl Shared {
                     if let Some(on) = change.issue_keeps_orderid {
                         s.license.issue_keeps_orderid = on;
                     }
+                    if let Some(limit) = change.keygen_rate_limit {
+                        s.keygen.set_rate_limit(limit);
+                    }
                     if let Some(ids) = change.refuse_writeback {
                         let full = ids.iter().map(|id| self.orders.item_id18(id));
                         s.refuse_writeback = full.collect();
@@ -479,7 +521,8 @@ impl Shared {
             (
                 _,
                 "record" | "probes" | "issued" | "keys" | "writebacks" | "writeback_fields"
-                | "stats" | "faults" | "orders" | "config" | "reset" | "expire_tokens" | "fault",
+                | "stats" | "faults" | "orders" | "config" | "reset" | "expire_tokens" | "fault"
+                | "keygen_licenses",
             ) => Response::json(405, &json!({ "error": "method not allowed" })),
             _ => Response::json(404, &json!({ "error": "no such control endpoint" })),
         }
@@ -515,6 +558,10 @@ struct ConfigChange {
     refuse_marks: Option<Vec<String>>,
     /// Order id (15 or 18 characters) → its Status from now on (merged into earlier changes).
     order_status: Option<BTreeMap<String, String>>,
+    /// Keygen's throttle: `{"limit": N, "window_s": S}` (N calls per S-second window), or
+    /// `null` for none (the default).
+    #[serde(default, deserialize_with = "present")]
+    keygen_rate_limit: Option<Option<keygen::KeygenRateLimit>>,
 }
 
 impl ConfigChange {
@@ -554,15 +601,25 @@ impl State {
             "disabled_methods": l.disabled_methods,
             "allowed_ips": l.allowed_ips.as_ref().map(|(list, _)| list),
             "issue_keeps_orderid": l.issue_keeps_orderid,
+            "keygen_rate_limit": self.keygen.rate_limit,
         })
     }
 }
 
-fn fault_reply(service: Service, endpoint: Endpoint, status: u16) -> Response {
-    match service {
-        Service::Salesforce => salesforce::fault_reply(endpoint, status),
-        Service::License => license::fault_reply(status),
-        Service::Upstream => Response::text(status, format!("upstream fault: {status}\n")),
+impl Shared {
+    /// What an injected `status` fault answers: each service's own error shape (Keygen's
+    /// JSON:API errors, with the throttle's headers for a 429).
+    fn fault_reply(&self, service: Service, endpoint: Endpoint, status: u16) -> Response {
+        match service {
+            Service::License if endpoint.is_keygen() => {
+                let mut s = self.lock();
+                let request_id = keygen::request_id(&mut s.rng);
+                keygen::fault_reply(status, s.keygen.rate_limit, &request_id)
+            }
+            Service::Salesforce => salesforce::fault_reply(endpoint, status),
+            Service::License => license::fault_reply(status),
+            Service::Upstream => Response::text(status, format!("upstream fault: {status}\n")),
+        }
     }
 }
 

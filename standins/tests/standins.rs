@@ -352,7 +352,7 @@ fn structure(xml: &str) -> Vec<String> {
 fn default_config() -> Value {
     json!({"page_size":2000,"items_page_size":2000,"plain_text_keys":false,"refuse_writeback":[],"refuse_marks":[],"lifecycle_enabled":true,"order_status":{},
         "strict_auth_methods":["RetrieveActivationKeyHttp"],"strict_url_base":null,"strict_timestamp_tolerance_s":300,
-        "disabled_methods":[],"allowed_ips":null,"issue_keeps_orderid":false})
+        "disabled_methods":[],"allowed_ips":null,"issue_keeps_orderid":false,"keygen_rate_limit":null})
 }
 
 /// Unix time of midnight UTC on the date of a `yyyy-MM-dd…` text: a binary search over days
@@ -1332,7 +1332,7 @@ fn control_api_over_http() {
         .json(),
         json!({"page_size":1,"items_page_size":2000,"plain_text_keys":true,"refuse_writeback":[],"refuse_marks":[],"lifecycle_enabled":true,"order_status":{},
             "strict_auth_methods":["RetrieveActivationKeyHttp"],"strict_url_base":null,"strict_timestamp_tolerance_s":300,
-            "disabled_methods":[],"allowed_ips":null,"issue_keeps_orderid":false})
+            "disabled_methods":[],"allowed_ips":null,"issue_keeps_orderid":false,"keygen_rate_limit":null})
     );
     assert_eq!(post("/_standin/config", r#"{"page_size":0}"#).status, 400);
     let r = call(

@@ -14,7 +14,7 @@
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
 mod common;
-use common::keygen_model::{json_reply, ANNUAL, PERPETUAL, TOKEN};
+use common::keygen_model::{json_reply, keygen_json, ANNUAL, PERPETUAL, TOKEN};
 use common::orders::*;
 use common::patched_full;
 use common::world::*;
@@ -26,19 +26,6 @@ use keygate_core::flow::Response;
 use keygate_core::metrics::Metric;
 use keygate_core::store::MemStore;
 use serde_json::{json, Value};
-
-/// FULL, with Keygen instead of QLM (the QLM fields and products taken out), patched by `extra`.
-fn keygen_json(extra: Value) -> String {
-    let mut patch = json!({
-        "license_server": {"kind": "keygen", "account": "acme", "token_env": "KEYGATE_KEYGEN_TOKEN",
-                           "path_prefix": null, "user_env": null, "password_env": null,
-                           "line_reference": null, "strict_auth": null},
-        "products": {"001": {"policy": PERPETUAL, "seats": "quantity"},
-                     "salesforce_pid_002": null, "002": {"policy": ANNUAL}}
-    });
-    common::merge(&mut patch, extra);
-    patched_full(patch)
-}
 
 fn keygen_config(extra: Value) -> Rc<Config> {
     Rc::new(Config::from_json(keygen_json(extra).as_bytes(), &env).unwrap())

@@ -65,6 +65,10 @@ fn which(call: &Call) -> &'static str {
         "lookup"
     } else if call.path.ends_with("/oauth2/token") {
         "login"
+    } else if call.path == "/v1/accounts/acme/me" {
+        "me"
+    } else if call.path.starts_with("/v1/accounts/acme/policies/") {
+        "policy"
     } else {
         panic!("unexpected call {call:?}")
     }
@@ -397,4 +401,92 @@ fn a_refused_salesforce_login_is_not_tried_again_for_five_minutes() {
     }
     assert_eq!(logins, 2, "one login per five minutes in ten minutes");
     assert!(store.get(&salesforce::token_key("keygate")).is_none());
+}
+
+const KEYGEN_ME: &[u8] = include_bytes!("../../../testdata/keygen/me.json");
+const KEYGEN_POLICY: &[u8] = include_bytes!("../../../testdata/keygen/policy.json");
+const KEYGEN_TOKEN_INVALID: &[u8] = include_bytes!("../../../testdata/keygen/token_invalid.json");
+const KEYGEN_NOT_FOUND: &[u8] = include_bytes!("../../../testdata/keygen/not_found.json");
+
+fn keygen_reply(status: u16, body: &[u8]) -> Response {
+    Response {
+        status: Some(status),
+        headers: vec![(
+            "content-type",
+            "application/vnd.api+json; charset=utf-8".to_owned(),
+        )],
+        body: body.to_vec(),
+    }
+}
+
+fn keygen_cfg() -> Rc<Config> {
+    use common::keygen_model::keygen_json;
+    Rc::new(Config::from_json(keygen_json(json!({})).as_bytes(), &common::world::env).unwrap())
+}
+
+#[test]
+fn with_keygen_a_round_checks_the_token_the_account_and_every_mapped_policy() {
+    use common::keygen_model::{ANNUAL, PERPETUAL};
+    let (mut store, cfg) = ready(&keygen_cfg());
+    let healthy = |probe: &str| match probe {
+        "me" => keygen_reply(200, KEYGEN_ME),
+        "policy" => keygen_reply(200, KEYGEN_POLICY),
+        other => healthy(other),
+    };
+    let r = round(&cfg, &mut store, T0, &healthy);
+    let paths: Vec<&str> = r.calls.iter().map(|c| c.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "/v1/accounts/acme/me".to_owned(),
+            format!("/v1/accounts/acme/policies/{PERPETUAL}"),
+            format!("/v1/accounts/acme/policies/{ANNUAL}"),
+            salesforce::TOKEN_PATH.to_owned(),
+        ]
+    );
+    assert!(r.calls[..3].iter().all(|c| c.cluster == "license_server"
+        && c.headers.contains(&(
+            "authorization",
+            "Bearer secret-of-KEYGATE_KEYGEN_TOKEN".to_owned()
+        ))));
+    assert!(errors(&r).is_empty(), "{:?}", r.logs);
+    assert_eq!(
+        r.gauges,
+        [(Gauge::LicenseReady, 1), (Gauge::SalesforceReady, 1)]
+    );
+
+    // A refused token, named by its variable; a policy Keygen does not have, with its products.
+    let (mut store, cfg) = ready(&keygen_cfg());
+    let refused = |probe: &str| match probe {
+        "me" => keygen_reply(401, KEYGEN_TOKEN_INVALID),
+        "policy" => keygen_reply(404, KEYGEN_NOT_FOUND),
+        other => healthy(other),
+    };
+    let r = round(&cfg, &mut store, T0, &refused);
+    let errors = errors(&r);
+    assert_eq!(errors.len(), 3, "{errors:?}");
+    assert!(errors[0].starts_with("self-check: license server: Keygen refused the token for GET /me (HTTP 401 Unauthorized: You must be authenticated to complete the request (code TOKEN_INVALID)): check the variable KEYGATE_KEYGEN_TOKEN holds a product, environment or admin token of account acme"), "{}", errors[0]);
+    assert!(
+        errors[1].starts_with(&format!(
+            "self-check: license server: Keygen has no policy {PERPETUAL} (HTTP 404 Not found: "
+        )),
+        "{}",
+        errors[1]
+    );
+    assert!(
+        errors[1].ends_with(
+            "products 001 map to it; check the policy's id (and that the token's product owns it)"
+        ),
+        "{}",
+        errors[1]
+    );
+    assert!(
+        errors[2].contains("products 002 map to it"),
+        "{}",
+        errors[2]
+    );
+    assert_eq!(
+        r.gauges,
+        [(Gauge::LicenseReady, 0), (Gauge::SalesforceReady, 1)]
+    );
 }

@@ -7,6 +7,23 @@ use std::collections::VecDeque;
 use keygate_core::flow::{Call, Response};
 use serde_json::{json, Value};
 
+use super::{merge, patched_full};
+
+/// The full example configuration with Keygen instead of QLM (the QLM fields and products taken
+/// out: 001 on the perpetual policy with seats from the Quantity, 002 on the annual one), then
+/// patched by `extra`.
+pub fn keygen_json(extra: Value) -> String {
+    let mut patch = json!({
+        "license_server": {"kind": "keygen", "account": ACCOUNT, "token_env": "KEYGATE_KEYGEN_TOKEN",
+                           "path_prefix": null, "user_env": null, "password_env": null,
+                           "line_reference": null, "strict_auth": null},
+        "products": {"001": {"policy": PERPETUAL, "seats": "quantity"},
+                     "salesforce_pid_002": null, "002": {"policy": ANNUAL}}
+    });
+    merge(&mut patch, extra);
+    patched_full(patch)
+}
+
 pub const ACCOUNT: &str = "acme";
 /// The token `world::env` resolves `KEYGATE_KEYGEN_TOKEN` to.
 pub const TOKEN: &str = "secret-of-KEYGATE_KEYGEN_TOKEN";
