@@ -13,14 +13,12 @@ import urllib.error
 import urllib.request
 import xml.etree.ElementTree as ET
 
+import standin_licenses
+from standin_licenses import get_json
+
 SF = "urn:sobject.enterprise.soap.sforce.com"
 OUTBOUND = "http://soap.sforce.com/2005/09/outbound"
 ACTIVATED = "<sf:Status>Activated</sf:Status>"
-
-
-def get_json(url):
-    with urllib.request.urlopen(url, timeout=5) as r:
-        return json.load(r)
 
 
 def post(url, body, content_type):
@@ -49,7 +47,7 @@ def main():
     fixture = json.load(open(orders_file, encoding="utf-8"))
     record = next((o for k, o in fixture.items() if k[:15] == order[:15]), {})
     items = {i["Id"] for i in (record.get("OrderItems") or {}).get("records", [])}
-    keys_before = get_json(f"{license_url}/_standin/keys")
+    keys_before = standin_licenses.keys(license_url)
     ours = {k: v for k, v in keys_before.items() if v["order"] in items}
     ok = True
     print()
@@ -60,7 +58,7 @@ def main():
         body = message.replace(ACTIVATED, f"<sf:Status>{status}</sf:Status>").encode()
         code, reply = post(webhook, body, "text/xml; charset=utf-8")
         acked = code == 200 and "<Ack>true</Ack>" in reply
-        keys = get_json(f"{license_url}/_standin/keys")
+        keys = standin_licenses.keys(license_url)
         fields = get_json(f"{sf_url}/_standin/writeback_fields")
         verb = "cancels" if status == "Cancelled" else "activates it again"
         print(f"  an admin {verb} (Status {status}): "
@@ -70,11 +68,12 @@ def main():
             now = keys.get(key, {})
             item = before["order"]
             shown = (fields.get(item) or {}).get(state_field, "(none)")
-            state = "revoked" if now.get("revoked") else "active"
+            withdrawn = "suspended" if standin_licenses.server() == "keygen" else "revoked"
+            state = withdrawn if now.get("revoked") else "active"
             print(f"    line {item}: key {key} {state} at the license server; "
                   f"{state_field} = {shown}")
             ok &= now.get("revoked") == revoked and shown == label
-    new_keys = set(get_json(f"{license_url}/_standin/keys")) - set(keys_before)
+    new_keys = set(standin_licenses.keys(license_url)) - set(keys_before)
     print(f"  keys issued by these steps: {len(new_keys)} (the same keys throughout)")
     ok &= not new_keys and bool(ours)
     return 0 if ok else 1

@@ -6,16 +6,13 @@ Usage: demo_summary.py MESSAGE.xml ORDERS.json LICENSE_URL SALESFORCE_URL HTTP_S
 
 import json
 import sys
-import urllib.request
 import xml.etree.ElementTree as ET
+
+import standin_licenses
+from standin_licenses import get_json
 
 SF = "urn:sobject.enterprise.soap.sforce.com"
 OUTBOUND = "http://soap.sforce.com/2005/09/outbound"
-
-
-def get_json(url):
-    with urllib.request.urlopen(url, timeout=5) as r:
-        return json.load(r)
 
 
 def orders_in(message):
@@ -34,7 +31,7 @@ def orders_in(message):
 def main():
     message, orders_file, license_url, sf_url, status, reply_file = sys.argv[1:7]
     fixture = json.load(open(orders_file))
-    issued = get_json(f"{license_url}/_standin/issued")
+    issued = standin_licenses.issued(license_url)
     written = get_json(f"{sf_url}/_standin/writebacks")
     with open(reply_file, encoding="utf-8", errors="replace") as f:
         reply = f.read()

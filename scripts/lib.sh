@@ -37,6 +37,7 @@ export_standin_secrets() {
   export KEYGATE_QLM_USER="${KEYGATE_QLM_USER:-keygate}"
   export KEYGATE_QLM_PASSWORD="${KEYGATE_QLM_PASSWORD:-standin-qlm-password}"
   export KEYGATE_QLM_API_KEY="${KEYGATE_QLM_API_KEY:-standin-qlm-api-key}"
+  export KEYGATE_KEYGEN_TOKEN="${KEYGATE_KEYGEN_TOKEN:-standin-keygen-token}"
 }
 
 # The webhook as Salesforce calls it in QLM's setup (secret as is_user/is_pwd query parameters).

@@ -122,6 +122,24 @@ pub fn etcd_ledger_patch(client_ports: &[u16]) -> Value {
         "etcd": {"cluster": "etcd", "authority": format!("127.0.0.1:{first}"), "prefix": "keygate/"}}})
 }
 
+/// The plugin configuration patches, applied in turn, that put licensing on the Keygen stand-in
+/// (the license listener answers Keygen's paths too) instead of QLM: the QLM products out (a
+/// merge patch would merge a policy into a QLM mapping), then the QLM fields out, the account
+/// and the token variable in, 001 on the perpetual policy with seats from the Quantity, 002 on
+/// the annual one (scripts/run's `KEYGATE_LICENSE_SERVER=keygen`, e2e/tests/keygen.rs).
+pub fn keygen_patches() -> [Value; 2] {
+    use keygate_standins::{KEYGEN_ACCOUNT, KEYGEN_POLICY_ANNUAL, KEYGEN_POLICY_PERPETUAL};
+    let keygen = serde_json::json!({
+        "license_server": {"kind": "keygen", "account": KEYGEN_ACCOUNT,
+                           "token_env": "KEYGATE_KEYGEN_TOKEN", "path_prefix": null,
+                           "user_env": null, "password_env": null, "strict_auth": null,
+                           "vendor": null, "affiliate_id": null, "line_reference": null},
+        "products": {"001": {"policy": KEYGEN_POLICY_PERPETUAL, "seats": "quantity"},
+                     "002": {"policy": KEYGEN_POLICY_ANNUAL}}
+    });
+    [serde_json::json!({"products": null}), keygen]
+}
+
 /// The plugin JSON of envoy.local.yaml: the block scalar after the first `value: |` line.
 /// Returns (line index of `value: |`, indentation of the block, block end line index, JSON).
 fn plugin_block(yaml: &str) -> (usize, usize, usize, Value) {

@@ -97,7 +97,9 @@ pub fn refs_of(record: &[RecordedRequest], endpoint: Endpoint) -> Vec<String> {
         .collect()
 }
 
-/// Calls the stand-ins saw, per endpoint (everything but the pass-through echo).
+/// Calls the stand-ins saw, per endpoint (everything but the pass-through echo). `license` is
+/// an issue (QLM's `GetActivationKeyWithExpiryDate`, Keygen's `POST /licenses`), `retrieve` a
+/// lookup (`RetrieveActivationKeyHttp`, `GET /licenses?metadata…`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Calls {
     pub token: usize,
@@ -136,8 +138,8 @@ impl Calls {
             match r.endpoint {
                 Endpoint::Token => c.token += 1,
                 Endpoint::Query => c.query += 1,
-                Endpoint::License => c.license += 1,
-                Endpoint::Retrieve => c.retrieve += 1,
+                Endpoint::License | Endpoint::KeygenCreate => c.license += 1,
+                Endpoint::Retrieve | Endpoint::KeygenList => c.retrieve += 1,
                 Endpoint::Composite => c.composite += 1,
                 Endpoint::Echo => {}
                 Endpoint::QueryMore
@@ -146,6 +148,13 @@ impl Calls {
                 | Endpoint::Renew
                 | Endpoint::Validate
                 | Endpoint::Ping
+                | Endpoint::KeygenRead
+                | Endpoint::KeygenUpdate
+                | Endpoint::KeygenSuspend
+                | Endpoint::KeygenReinstate
+                | Endpoint::KeygenRenew
+                | Endpoint::KeygenPolicy
+                | Endpoint::KeygenMe
                 | Endpoint::Other => c.other += 1,
             }
         }
@@ -195,7 +204,41 @@ pub fn settle(standins: &Standins, fired: usize) {
 /// Asserts that exactly `lines` (OrderItem ids) have keys: one key each, issued once, and that
 /// exactly these lines were written back, each with its key. Returns line → key.
 pub fn assert_one_key_per_line(standins: &Standins, lines: &[String]) -> BTreeMap<String, String> {
-    let issued = standins.issued();
+    assert_one_key_each(&standins.issued(), standins, lines)
+}
+
+/// What the Keygen stand-in holds, as line → keys: each license by the OrderItem id keygate puts
+/// in its metadata, in creation order.
+pub fn keygen_issued(standins: &Standins) -> BTreeMap<String, Vec<String>> {
+    let mut licenses: Vec<_> = standins.keygen_licenses().into_values().collect();
+    licenses.sort_by_key(|l| l.created_seq);
+    let mut issued: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for l in licenses {
+        let line = l
+            .metadata
+            .get("salesforceOrderItemId")
+            .and_then(|v| v.as_str());
+        issued
+            .entry(line.unwrap_or("").to_owned())
+            .or_default()
+            .push(l.key);
+    }
+    issued
+}
+
+/// [`assert_one_key_per_line`] against the Keygen stand-in: one license per line.
+pub fn assert_one_license_per_line(
+    standins: &Standins,
+    lines: &[String],
+) -> BTreeMap<String, String> {
+    assert_one_key_each(&keygen_issued(standins), standins, lines)
+}
+
+fn assert_one_key_each(
+    issued: &BTreeMap<String, Vec<String>>,
+    standins: &Standins,
+    lines: &[String],
+) -> BTreeMap<String, String> {
     let writebacks = standins.writebacks();
     let wanted: BTreeSet<&str> = lines.iter().map(String::as_str).collect();
 

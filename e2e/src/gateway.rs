@@ -448,7 +448,10 @@ impl Gateway {
         SECRET_ENV
             .iter()
             .filter(|(name, _)| {
-                name.ends_with("PASSWORD") || name.ends_with("SECRET") || name.ends_with("API_KEY")
+                name.ends_with("PASSWORD")
+                    || name.ends_with("SECRET")
+                    || name.ends_with("API_KEY")
+                    || name.ends_with("TOKEN")
             })
             .filter(|(_, value)| log.contains(value))
             .map(|(name, _)| *name)

@@ -32,7 +32,7 @@ pub const HOOK_PASSWORD: &str = "standin-hook-password";
 
 /// Environment Envoy gets for every `*_env` of the plugin JSON: the credentials the stand-ins
 /// accept (docs/architecture.md, "Stand-ins HTTP contract"). scripts/lib.sh exports the same values.
-pub const SECRET_ENV: [(&str, &str); 9] = [
+pub const SECRET_ENV: [(&str, &str); 10] = [
     ("KEYGATE_HOOK_USER", HOOK_USER),
     ("KEYGATE_HOOK_PASSWORD", HOOK_PASSWORD),
     ("KEYGATE_SF_CLIENT_ID", standins::CLIENT_ID),
@@ -42,6 +42,7 @@ pub const SECRET_ENV: [(&str, &str); 9] = [
     ("KEYGATE_QLM_USER", standins::QLM_USER),
     ("KEYGATE_QLM_PASSWORD", standins::QLM_PASSWORD),
     ("KEYGATE_QLM_API_KEY", standins::QLM_API_KEY),
+    ("KEYGATE_KEYGEN_TOKEN", standins::KEYGEN_TOKEN),
 ];
 
 /// The workspace root (this crate lives in `<root>/e2e`).

@@ -4,11 +4,13 @@
 //! harness render the file with one function (`keygate_e2e::envoy::render_envoy_config`).
 //! `KEYGATE_ETCD_PORTS` (comma-separated client ports) puts the plugin's ledger on those etcd
 //! members (`keygate_e2e::envoy::with_etcd_ledger`); `KEYGATE_PLUGIN_PATCH` (a JSON merge patch)
-//! changes the plugin configuration (scripts/run turns the order lifecycle on with it).
+//! changes the plugin configuration (scripts/run turns the order lifecycle on with it);
+//! `KEYGATE_LICENSE_SERVER=keygen` licenses with the Keygen stand-in (`keygate_e2e::envoy::keygen_patches`)
+//! before that patch applies.
 
 use keygate_e2e::envoy::{
-    merge_patch, plugin_config, render_envoy_config, with_etcd_ledger, with_plugin_config, Ports,
-    DEFAULT_WASM,
+    keygen_patches, merge_patch, plugin_config, render_envoy_config, with_etcd_ledger,
+    with_plugin_config, Ports, DEFAULT_WASM,
 };
 use keygate_e2e::repo_root;
 use std::process::ExitCode;
@@ -55,6 +57,21 @@ fn run() -> Result<(), String> {
             })
             .collect::<Result<_, _>>()?;
         yaml = with_etcd_ledger(&yaml, &etcd);
+    }
+    match std::env::var("KEYGATE_LICENSE_SERVER").as_deref() {
+        Err(_) | Ok("qlm") => {}
+        Ok("keygen") => {
+            let mut config = plugin_config(&yaml);
+            for patch in keygen_patches() {
+                merge_patch(&mut config, &patch);
+            }
+            yaml = with_plugin_config(&yaml, &config);
+        }
+        Ok(other) => {
+            return Err(format!(
+                "KEYGATE_LICENSE_SERVER must be qlm or keygen, not {other:?}"
+            ))
+        }
     }
     if let Ok(patch) = std::env::var("KEYGATE_PLUGIN_PATCH") {
         let patch: serde_json::Value = serde_json::from_str(&patch)
