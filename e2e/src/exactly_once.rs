@@ -75,10 +75,26 @@ pub fn family_message(orders: impl IntoIterator<Item = usize>) -> String {
     outbound_message(orders.iter().map(|(id, num)| (id.as_str(), num.as_str())))
 }
 
-/// The line reference of a license-server request (`is_userdata1`, else `is_orderid`: keygate
-/// sends both on issue and looks up by the one `license_server.line_reference` names), from its
-/// form or query.
+/// The line reference of a license-server request, from its form or query: QLM's
+/// `is_userdata1`, else `is_orderid` (keygate sends both on issue and looks up by the one
+/// `license_server.line_reference` names); Keygen's `salesforceOrderItemId` metadata (in a
+/// create's body, in a lookup's `metadata[…]` filter).
 pub fn order_ref(r: &RecordedRequest) -> Option<String> {
+    const KEYGEN_REFERENCE: &str = "salesforceOrderItemId";
+    match r.endpoint {
+        Endpoint::KeygenCreate => {
+            let body: serde_json::Value = serde_json::from_str(&r.body).ok()?;
+            let item = &body["data"]["attributes"]["metadata"][KEYGEN_REFERENCE];
+            return item.as_str().map(str::to_owned);
+        }
+        Endpoint::KeygenList => {
+            let filter = format!("metadata[{KEYGEN_REFERENCE}]");
+            return form_urlencoded::parse(r.query.as_bytes())
+                .find(|(k, _)| *k == filter)
+                .map(|(_, v)| v.into_owned());
+        }
+        _ => {}
+    }
     ["is_userdata1", "is_orderid"].iter().find_map(|name| {
         r.form.get(*name).cloned().or_else(|| {
             form_urlencoded::parse(r.query.as_bytes())

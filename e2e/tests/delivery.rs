@@ -6,8 +6,8 @@
 //! still issue its key, after the plugin gave up), redeliver the SAME message, and then check from
 //! the stand-ins' record that
 //! - each delivery made exactly the expected calls (token, query, license, retrieve, composite);
-//! - every line was looked up (RetrieveActivationKeyHttp) before its first issue, as shared data
-//!   cannot vouch for a line it does not know;
+//! - every line was looked up (QLM's RetrieveActivationKeyHttp, Keygen's metadata filter)
+//!   before its first issue, as shared data cannot vouch for a line it does not know;
 //! - the redelivery looked up exactly the lines whose license call failed or never went out, and
 //!   issued only lines the license server had no key for;
 //! - every order line of the message has exactly one key, issued once and written back;
@@ -19,8 +19,10 @@
 //!
 //! `cargo test -p keygate-e2e --test delivery -- --test-threads=2 --nocapture` prints one line per case.
 
+use keygate_e2e::envoy::keygen_patches;
 use keygate_e2e::exactly_once::{
-    assert_one_key_per_line, family_message, order_ref, refs_of, settle, Calls,
+    assert_one_key_per_line, assert_one_license_per_line, family_message, order_ref, refs_of,
+    settle, Calls,
 };
 use keygate_e2e::soap_reply::{assert_ack_from, assert_no_leaks, assert_server_fault};
 use keygate_e2e::{json, testdata, webhook_path_with_secret, Gateway, GatewayOptions, Response};
@@ -97,8 +99,34 @@ fn fault_mentioning(words: &[&str]) -> First {
     First::Fault(words.iter().map(|w| w.to_string()).collect())
 }
 
+/// The license server a case runs against: the same matrix, the same guarantee.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Server {
+    Qlm,
+    Keygen,
+}
+
+impl Server {
+    /// The call that issues a line's key.
+    fn issue(self) -> Endpoint {
+        match self {
+            Server::Qlm => Endpoint::License,
+            Server::Keygen => Endpoint::KeygenCreate,
+        }
+    }
+
+    /// The lookup by the line's reference.
+    fn lookup(self) -> Endpoint {
+        match self {
+            Server::Qlm => Endpoint::Retrieve,
+            Server::Keygen => Endpoint::KeygenList,
+        }
+    }
+}
+
 struct Case {
     name: String,
+    server: Server,
     message: Message,
     max_concurrency: u32,
     /// Deliver another message first (so a token is cached), then expire every token.
@@ -153,7 +181,7 @@ fn matrix() -> Vec<Case> {
     let f = Fault::new;
     let c = Calls::new;
     let case = |name: &str, faults: Vec<Fault>, first: First, first_calls, redelivery_calls| Case {
-        name: name.to_owned(), message: Message::Several, max_concurrency: 1,
+        name: name.to_owned(), server: Server::Qlm, message: Message::Several, max_concurrency: 1,
         expire_cached_token: false, faults, first, first_calls, redelivery_calls,
     };
     let ack = || First::Ack;
@@ -165,16 +193,22 @@ fn matrix() -> Vec<Case> {
     // for a line it does not know): two sObject Collections calls, the marks and the keys.
     // The other two lines are issued and written back; the failed one is looked up again on
     // redelivery and issued only if the license server has nothing for it.
-    for lic in &LICENSE_FAULTS {
-        for (position, skip) in POSITIONS {
-            let line = &several_lines()[skip as usize];
-            cases.push(case(
-                &format!("license {} at the {position} call", lic.name),
-                vec![f(License, lic.kind).skip(skip).delay_ms(lic.delay_ms)],
-                mentioning(&["license call", line]),
-                c(1, 1, 3, 3, 2),
-                c(0, 1, if lic.key_issued { 0 } else { 1 }, 1, 2),
-            ));
+    // The same for Keygen (its create and its metadata lookup in place of QLM's two methods).
+    for (server, prefix) in [(Server::Qlm, "license"), (Server::Keygen, "keygen")] {
+        for lic in &LICENSE_FAULTS {
+            for (position, skip) in POSITIONS {
+                let line = &several_lines()[skip as usize];
+                cases.push(Case {
+                    server,
+                    ..case(
+                        &format!("{prefix} {} at the {position} call", lic.name),
+                        vec![f(server.issue(), lic.kind).skip(skip).delay_ms(lic.delay_ms)],
+                        mentioning(&["license call", line]),
+                        c(1, 1, 3, 3, 2),
+                        c(0, 1, if lic.key_issued { 0 } else { 1 }, 1, 2),
+                    )
+                });
+            }
         }
     }
 
@@ -230,8 +264,14 @@ fn matrix() -> Vec<Case> {
 // Running a case
 // ---------------------------------------------------------------------------------------------
 
-fn options(max_concurrency: u32) -> GatewayOptions {
-    GatewayOptions::default().patch(json!({
+fn options(server: Server, max_concurrency: u32) -> GatewayOptions {
+    let mut options = GatewayOptions::default();
+    if server == Server::Keygen {
+        for patch in keygen_patches() {
+            options = options.patch(patch);
+        }
+    }
+    options.patch(json!({
         "deadline_ms": 10000,
         "salesforce": { "timeout_ms": SF_TIMEOUT_MS },
         "license_server": { "timeout_ms": LICENSE_TIMEOUT_MS, "max_concurrency": max_concurrency },
@@ -239,18 +279,19 @@ fn options(max_concurrency: u32) -> GatewayOptions {
     }))
 }
 
-/// Lines whose license call misbehaved (the stand-in recorded a fault on it).
-fn faulted_license_lines(record: &[RecordedRequest]) -> BTreeSet<String> {
+/// Lines whose issuing call misbehaved (the stand-in recorded a fault on it).
+fn faulted_license_lines(server: Server, record: &[RecordedRequest]) -> BTreeSet<String> {
     record
         .iter()
-        .filter(|r| r.endpoint == Endpoint::License && r.fault.is_some())
+        .filter(|r| r.endpoint == server.issue() && r.fault.is_some())
         .filter_map(order_ref)
         .collect()
 }
 
 fn run_case(case: &Case) {
     let started = Instant::now();
-    let gw = Gateway::start(options(case.max_concurrency));
+    let gw = Gateway::start(options(case.server, case.max_concurrency));
+    let (issue, lookup) = (case.server.issue(), case.server.lookup());
     let standins = &gw.standins;
     let body = case.message.body();
     let mut lines = case.message.lines();
@@ -297,15 +338,13 @@ fn run_case(case: &Case) {
     let record = standins.record();
     let first_record = record[mark..].to_vec();
     let first_calls = Calls::of(&first_record);
-    let uncertain = faulted_license_lines(&first_record);
+    let uncertain = faulted_license_lines(case.server, &first_record);
     // A line whose license call got no answer is busy for timeout + grace after the call began.
     if !uncertain.is_empty() {
         std::thread::sleep(Duration::from_millis(LICENSE_TIMEOUT_MS + PENDING_GRACE_MS));
     }
     // Lines the first delivery never tried are unknown to the ledger: looked up before issuing.
-    let tried: BTreeSet<String> = refs_of(&first_record, Endpoint::License)
-        .into_iter()
-        .collect();
+    let tried: BTreeSet<String> = refs_of(&first_record, issue).into_iter().collect();
     let must_look_up: BTreeSet<String> = case
         .message
         .lines()
@@ -323,7 +362,10 @@ fn run_case(case: &Case) {
     let redelivery_calls = Calls::of(second_record);
 
     // 4. The guarantee: exactly one key per line, written back; nothing leaked.
-    assert_one_key_per_line(standins, &lines);
+    match case.server {
+        Server::Qlm => assert_one_key_per_line(standins, &lines),
+        Server::Keygen => assert_one_license_per_line(standins, &lines),
+    };
     assert_no_leaks(&gw);
 
     // 5. How it got there: the calls of each delivery.
@@ -338,23 +380,21 @@ fn run_case(case: &Case) {
     // Exactly the lines whose license call misbehaved or never went out are looked up, each
     // before it is issued, and issued only when the lookup found nothing; each one found counts
     // as recovered.
-    let looked_up: BTreeSet<String> = refs_of(second_record, Endpoint::Retrieve)
-        .into_iter()
-        .collect();
+    let looked_up: BTreeSet<String> = refs_of(second_record, lookup).into_iter().collect();
     assert_eq!(
         looked_up, must_look_up,
         "redelivery looked up other lines than the failed and untried ones: {second_record:#?}"
     );
-    let reissued: Vec<String> = refs_of(second_record, Endpoint::License);
+    let reissued: Vec<String> = refs_of(second_record, issue);
     for line in &reissued {
         let position = |endpoint| {
             second_record
                 .iter()
                 .position(|r| r.endpoint == endpoint && order_ref(r).as_ref() == Some(line))
         };
-        let (lookup, issue) = (position(Endpoint::Retrieve), position(Endpoint::License));
+        let (looked, issued) = (position(lookup), position(issue));
         assert!(
-            lookup.is_some() && lookup < issue,
+            looked.is_some() && looked < issued,
             "line {line} issued again without a lookup first: {second_record:#?}"
         );
     }
@@ -386,6 +426,13 @@ fn run_matrix(prefix: &str) {
         .map(|case| case.name.as_str())
         .collect();
     assert!(failed.is_empty(), "failed cases: {failed:?}");
+}
+
+/// Keygen under the same license faults at the same three positions (18 cases): the same
+/// calls, the same lookups, one license per line.
+#[test]
+fn keygen_faults_at_first_middle_last() {
+    run_matrix("keygen ");
 }
 
 #[test]
@@ -588,7 +635,9 @@ fn client_hanging_up_mid_call_leaves_a_key_the_redelivery_finds() {
         Calls::new(1, 1, 3, 3, 1),
         "abandoned delivery (the issuing marks, no write-back): {record:#?}"
     );
-    let slow_line: Vec<String> = faulted_license_lines(&record).into_iter().collect();
+    let slow_line: Vec<String> = faulted_license_lines(Server::Qlm, &record)
+        .into_iter()
+        .collect();
     assert_eq!(slow_line.len(), 1);
     assert_eq!(
         standins.issued().len(),
@@ -664,7 +713,7 @@ fn failed_lookup_keeps_the_line_pending() {
 
 fn failed_lookup_case(name: &str, kind: FaultKind, delay_ms: u64) {
     let started = Instant::now();
-    let gw = Gateway::start(options(1));
+    let gw = Gateway::start(options(Server::Qlm, 1));
     let standins = &gw.standins;
     let lines = several_lines();
     let body = testdata("soap/valid/several.xml");
@@ -747,7 +796,7 @@ fn lines_pushed_out_of_the_ledger_are_not_licensed_twice() {
 
 fn evicted_case(name: &str, fault: Fault, looked_up: &[String], calls: Calls) {
     let started = Instant::now();
-    let gw = Gateway::start(options(1).patch(json!({ "ledger": { "max_lines": 4 } })));
+    let gw = Gateway::start(options(Server::Qlm, 1).patch(json!({ "ledger": { "max_lines": 4 } })));
     let standins = &gw.standins;
     let body = testdata("soap/valid/several.xml");
     let newer = family_message(0..3);
