@@ -1194,16 +1194,20 @@ fn calls_row(id: &str, run: &FlowRun, text: &str) -> Row {
     )
 }
 
-/// Rows 7a–7c: the same full flow (1 order, then 100 per message) on a fresh Envoy with the
-/// shared-data ledger, then on one with the ledger on a one-member etcd on loopback (per message:
-/// claim + read, a pending mark per new line, record + release, each a write; a lease grant per
-/// claim TTL per Envoy).
+/// Rows 7a–7c: the same full flow (1 order, then 100 per message) on two Envoys started side by
+/// side, one with the shared-data ledger and one with the ledger on a one-member etcd on
+/// loopback, the runs alternating round by round (shared, etcd, shared, …): 7a and 7c are the
+/// median of the per-round ratios, with their spread. Per message with etcd: claim + read, the
+/// new lines' pending marks (a transaction per 64 lines), record + release; a lease grant per
+/// claim TTL per Envoy. 7c also counts the etcd calls per message (Envoy's `etcd` cluster).
 fn ledger_modes(plan: &Plan, opts: &Opts, orders_path: &Path) -> Result<(Vec<Row>, Value), String> {
     let etcd = keygate_e2e::etcd::EtcdCluster::start(1);
     let (_, messages) = plan.flow[0];
     let (big, big_messages) = plan.flow[2];
-    let mut runs = Vec::new();
-    let mut big_runs = Vec::new();
+    let rounds = plan.rounds.max(1);
+    // Each round's share, at least 2 (100-order messages use up the generated orders quickly).
+    let (small_each, big_each) = ((messages / rounds).max(2), (big_messages / rounds).max(2));
+    let mut gws = Vec::new();
     for on_etcd in [false, true] {
         let mut options = GatewayOptions {
             concurrency: plan.concurrency,
@@ -1221,21 +1225,55 @@ fn ledger_modes(plan: &Plan, opts: &Opts, orders_path: &Path) -> Result<(Vec<Row
         let mut conn = client::Conn::new(gw.gateway_addr);
         let mut next_order = 0;
         flow_run(&gw, &mut conn, &mut next_order, 1, plan.flow_warmup)?;
-        runs.push(flow_run(&gw, &mut conn, &mut next_order, 1, messages)?);
-        big_runs.push(flow_run(
-            &gw,
-            &mut conn,
-            &mut next_order,
-            big,
-            big_messages,
-        )?);
+        gws.push((gw, conn, next_order));
     }
-    let ([shared, on_etcd], [big_shared, big_etcd]) = (&runs[..], &big_runs[..]) else {
-        return Err("two ledger runs of each size expected".into());
+    // Index 0: shared data; 1: etcd.
+    let mut small: [Vec<FlowRun>; 2] = [Vec::new(), Vec::new()];
+    let mut large: [Vec<FlowRun>; 2] = [Vec::new(), Vec::new()];
+    let mut etcd_calls = 0u64;
+    for _ in 0..rounds {
+        for (i, (gw, conn, next)) in gws.iter_mut().enumerate() {
+            if let Some(runs) = small.get_mut(i) {
+                runs.push(flow_run(gw, conn, next, 1, small_each)?);
+            }
+        }
+    }
+    for _ in 0..rounds {
+        for (i, (gw, conn, next)) in gws.iter_mut().enumerate() {
+            let before = cluster_requests(gw, "etcd");
+            let run = flow_run(gw, conn, next, big, big_each)?;
+            if i == 1 {
+                etcd_calls += cluster_requests(gw, "etcd").saturating_sub(before);
+            }
+            if let Some(runs) = large.get_mut(i) {
+                runs.push(run);
+            }
+        }
+    }
+    let per_round = |runs: &[Vec<FlowRun>; 2]| -> Vec<f64> {
+        runs[0]
+            .iter()
+            .zip(&runs[1])
+            .map(|(shared, on_etcd)| on_etcd.p50() / shared.p50().max(1e-9))
+            .collect()
     };
-    let big_rel = big_etcd.p50() / big_shared.p50().max(1e-9);
+    let (rels, big_rels) = (per_round(&small), per_round(&large));
+    let spread = |v: &[f64]| {
+        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = v.iter().copied().fold(0.0, f64::max);
+        format!("rounds {}–{}", ratio(lo), ratio(hi))
+    };
+    let (rel, big_rel) = (median(&rels), median(&big_rels));
+    let etcd_per_message = etcd_calls as f64 / (rounds * big_each) as f64;
+    let (Some(shared), Some(on_etcd), Some(big_shared), Some(big_etcd)) = (
+        small[0].last(),
+        small[1].last(),
+        large[0].last(),
+        large[1].last(),
+    ) else {
+        return Err("ledger runs of each size expected".into());
+    };
     let added = on_etcd.p50() - shared.p50();
-    let rel = on_etcd.p50() / shared.p50().max(1e-9);
     let cpu = |r: &FlowRun| {
         r.envoy_cpu_us_per_message
             .map_or("?".into(), |c| us(c * 1e3))
@@ -1246,7 +1284,8 @@ fn ledger_modes(plan: &Plan, opts: &Opts, orders_path: &Path) -> Result<(Vec<Row
             .latency(on_etcd.p50(), on_etcd.p99())
             .result(format!("{} the shared-data time", ratio(rel)))
             .vs(format!(
-                "shared data p50 {} → etcd adds {} per message; Envoy CPU {} vs {} per message",
+                "median of {rounds} alternating rounds ({}); last round: shared data p50 {} → etcd adds {} per message; Envoy CPU {} vs {} per message",
+                spread(&rels),
                 ms(shared.p50()),
                 ms(added),
                 cpu(on_etcd),
@@ -1256,7 +1295,8 @@ fn ledger_modes(plan: &Plan, opts: &Opts, orders_path: &Path) -> Result<(Vec<Row
             .latency(big_etcd.p50(), big_etcd.p99())
             .result(format!("{} the shared-data time", ratio(big_rel)))
             .vs(format!(
-                "shared data p50 {} (a lookup + an issue per line) → etcd {} (a pending mark + an issue per line, 4 in flight)",
+                "median of {rounds} alternating rounds ({}); last round: shared data p50 {} (a lookup + an issue per line) → etcd {} (the lines' marks in one transaction per 64, an issue per line); {etcd_per_message:.1} etcd calls per message",
+                spread(&big_rels),
                 ms(big_shared.p50()),
                 ms(big_etcd.p50())
             ))
@@ -1269,12 +1309,23 @@ fn ledger_modes(plan: &Plan, opts: &Opts, orders_path: &Path) -> Result<(Vec<Row
     let json = json!({
         "shared_data": shared.to_json(), "etcd": on_etcd.to_json(),
         "shared_data_big": big_shared.to_json(), "etcd_big": big_etcd.to_json(),
-        "etcd_over_shared_p50_big": big_rel,
-        "etcd_over_shared_p50": rel, "etcd_added_p50_us": added,
+        "etcd_over_shared_p50_big": big_rel, "etcd_over_shared_p50_big_rounds": big_rels,
+        "etcd_over_shared_p50": rel, "etcd_over_shared_p50_rounds": rels, "etcd_added_p50_us": added,
+        "etcd_calls_per_big_message": etcd_per_message,
         "license_calls_per_new_line_etcd": calls,
         "license_calls_per_new_line_shared": license_calls_per_line(shared),
     });
     Ok((rows, json))
+}
+
+/// Requests Envoy has sent through `cluster` (its `upstream_rq_total`).
+fn cluster_requests(gw: &Gateway, cluster: &str) -> u64 {
+    let name = format!("cluster.{cluster}.upstream_rq_total");
+    gw.admin_get(&format!("/stats?filter=^{name}$"))
+        .text()
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}: "))?.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// Calls row 3's message makes one after another: query, lookup, issue, write-back.

@@ -1,37 +1,26 @@
-//! The order-to-license flow end to end: a real Envoy with the built plugin, the stand-ins behind
-//! it. Every test asserts the SOAP reply, what the stand-ins were asked (endpoints, methods, form
-//! fields, SOQL), what they issued and had written back, the plugin's Envoy counters, and that no
-//! secret reached Envoy's log.
+//! The order-to-license flow through a real Envoy, for what only Envoy shows: each kind of call
+//! on the wire as the stand-ins received it (methods, headers, forms), secrets reaching the VM
+//! from Envoy's environment, concurrency through Envoy's cluster, the ledger shared by two
+//! workers, the plugin's counters in `/stats`, and no secret in Envoy's log. The flow's logic case
+//! by case (mappings, contacts, pages, skipped orders, a refused login, an expired token, failed
+//! license calls and their redelivery) is proven once, in `plugin/core/tests/flow.rs`.
 
 use keygate_e2e::soap_reply::{assert_ack, assert_fault, assert_no_leaks};
 use keygate_e2e::{json, testdata, Gateway, GatewayOptions, Value};
 use keygate_standins::{
-    family_item_id, family_order_id, sf_id18, Endpoint, Fault, FaultKind, RecordedRequest,
-    CLIENT_ID, DEMO_ITEM_ID, DEMO_ORDER_ID, DRAFT_ORDER_ID, ISSUING_MARK, MULTI_LINE_ITEM_IDS,
-    MULTI_LINE_ORDER_ID, NO_ITEMS_ORDER_ID, QLM_USER, USERNAME,
+    family_item_id, family_order_id, Endpoint, Fault, FaultKind, RecordedRequest, CLIENT_ID,
+    DEMO_ITEM_ID, ISSUING_MARK, QLM_USER, USERNAME,
 };
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 const LICENSE_PATH: &str = "/qlmLicenseServer/qlmservice.asmx/GetActivationKeyWithExpiryDate";
-const RETRIEVE_PATH: &str = "/qlmLicenseServer/qlmservice.asmx/RetrieveActivationKeyHttp";
 const WRITEBACK_FIELD: &str = "License_Keys__c";
-/// Draft order's one line (testdata/README.md).
-const DRAFT_ITEM_ID: &str = "8025Y000001DrA1QAK";
-
-// ---- replies --------------------------------------------------------------------------------
 
 // ---- messages -------------------------------------------------------------------------------
 
 fn activated_one() -> String {
     testdata("soap/valid/activated_one.xml")
-}
-
-/// activated_one.xml with the demo order replaced by `order_id` (still one Activated notification).
-fn message_for(order_id: &str) -> String {
-    let m = activated_one();
-    assert!(m.contains(DEMO_ORDER_ID), "fixture changed");
-    m.replace(DEMO_ORDER_ID, order_id)
 }
 
 // ---- what the stand-ins saw -----------------------------------------------------------------
@@ -136,19 +125,6 @@ fn assert_license_calls_well_formed(gw: &Gateway) {
     }
 }
 
-/// Like `assert_license_calls_well_formed`, for a record that holds failed (500) calls too.
-fn assert_license_calls_well_formed_after_fault(gw: &Gateway) {
-    for r in calls(gw, Endpoint::License) {
-        assert_eq!((r.method.as_str(), r.path.as_str()), ("POST", LICENSE_PATH));
-        assert!(r.query.is_empty(), "{}", r.query);
-        assert!(r.form.contains_key("is_pwd"));
-        assert!(
-            r.status == 200 || (r.status == 500 && r.fault.is_some()),
-            "{r:?}"
-        );
-    }
-}
-
 /// The license-server arguments the plugin configuration maps `code` to (QLM's `&is_…` string or
 /// the structured form).
 fn mapped_args(gw: &Gateway, code: &str) -> Vec<(String, String)> {
@@ -222,42 +198,6 @@ fn assert_line_form(
             "line {item}: argument {k}; form {form:?}"
         );
     }
-}
-
-fn assert_customer(
-    form: &BTreeMap<String, String>,
-    name: &str,
-    email: &str,
-    company: &str,
-    phone: Option<&str>,
-) {
-    assert_person(form, name, email, phone);
-    let item = form.get("is_orderid").cloned().unwrap_or_default();
-    assert_eq!(
-        form.get("is_company").map(String::as_str),
-        Some(company),
-        "{item} is_company (the order's Account.Name)"
-    );
-}
-
-/// The contact's part of the customer: name, email, phone (sent only when known).
-fn assert_person(form: &BTreeMap<String, String>, name: &str, email: &str, phone: Option<&str>) {
-    let item = form.get("is_orderid").cloned().unwrap_or_default();
-    assert_eq!(
-        form.get("is_fullname").map(String::as_str),
-        Some(name),
-        "{item} is_fullname"
-    );
-    assert_eq!(
-        form.get("is_email").map(String::as_str),
-        Some(email),
-        "{item} is_email"
-    );
-    assert_eq!(
-        form.get("is_phone").map(String::as_str),
-        phone,
-        "{item} is_phone"
-    );
 }
 
 /// Records of every composite (write-back) call, in call order: (OrderItem id, field value).
@@ -336,10 +276,6 @@ fn assert_counters(gw: &Gateway, want: &[(&str, u64)]) {
     }
 }
 
-fn seqs(gw: &Gateway, endpoint: Endpoint) -> Vec<u64> {
-    calls(gw, endpoint).iter().map(|r| r.seq).collect()
-}
-
 // ---- tests ----------------------------------------------------------------------------------
 
 #[test]
@@ -385,49 +321,14 @@ fn one_order_one_line_is_licensed_and_written_back() {
         query.headers.get("authorization").map(String::as_str),
         Some("Bearer ***")
     );
-    let q = soql(query);
-    assert!(
-        q.contains(&format!("WHERE Id IN ('{DEMO_ORDER_ID}')")),
-        "{q}"
-    );
-    assert!(
-        q.contains("BillToContact.Email") && !q.contains("CustomerAuthorizedBy"),
-        "{q}"
-    );
-    assert!(q.contains(WRITEBACK_FIELD), "{q}");
     assert_eq!(query.status, 200);
 
-    // One license call with the mapped arguments, the line's quantity and reference, the customer.
+    // The license call as the stand-in received it through Envoy (what it carries: core
+    // flow.rs `license_request_carries_mapped_arguments_quantity_customer_and_reference`).
     assert_license_calls_well_formed(&gw);
-    let forms = license_forms(&gw);
-    let form = &forms[DEMO_ITEM_ID];
-    assert_line_form(&gw, form, "001", 3, DEMO_ITEM_ID);
-    for (k, v) in [
-        ("is_productid", "1"),
-        ("is_majorversion", "1"),
-        ("is_minorversion", "0"),
-        ("is_productname", "MyProduct"),
-        ("is_emailtemplate", "1. New Order"),
-        ("is_quantity", "3"),
-        ("orderNumber", "00000114"),
-    ] {
-        assert_eq!(form.get(k).map(String::as_str), Some(v), "{k} in {form:?}");
-    }
-    assert_customer(
-        form,
-        "Jane Doe",
-        "jane@acme.com",
-        "Acme",
-        Some("+1 415 555 0100"),
-    );
-    // One lookup, before the issue: signed for QLM's strict authentication, a GET with every
-    // argument in its query (QLM hashes the URL), by the line reference alone.
-    let record = gw.standins.record();
-    let at = |e| record.iter().position(|r| r.endpoint == e);
-    assert!(
-        at(Endpoint::Retrieve) < at(Endpoint::License),
-        "{record:#?}"
-    );
+    // One lookup (before the issue: core flow.rs `one_order_one_line_…`): signed for QLM's strict
+    // authentication, a GET with every argument in its query (QLM hashes the URL), by the line
+    // reference alone.
     let lookup = &calls(&gw, Endpoint::Retrieve)[0];
     assert_eq!(lookup.method, "GET");
     assert_eq!(
@@ -464,20 +365,6 @@ fn one_order_one_line_is_licensed_and_written_back() {
     );
     assert_one_key_per_line_written_back(&gw, &[DEMO_ITEM_ID]);
 
-    // In that order: the line's issuing mark before its license call, its key after.
-    let composites = seqs(&gw, Endpoint::Composite);
-    let order = [
-        seqs(&gw, Endpoint::Token)[0],
-        seqs(&gw, Endpoint::Query)[0],
-        composites[0],
-        seqs(&gw, Endpoint::License)[0],
-        composites[1],
-    ];
-    assert!(
-        order.windows(2).all(|w| w[0] < w[1]),
-        "call order {order:?}"
-    );
-
     assert_counters(
         &gw,
         &[
@@ -492,128 +379,6 @@ fn one_order_one_line_is_licensed_and_written_back() {
         ],
     );
 
-    // Salesforce redelivers: the written-back field says it is done; no license call, no write.
-    assert_ack(&gw.post_webhook(activated_one()));
-    expect_counts(
-        &gw,
-        &[
-            ("token", 1),
-            ("query", 2),
-            ("retrieve", 1),
-            ("license", 1),
-            // The line's issuing mark, then its key.
-            ("composite", 2),
-        ],
-    );
-    assert_one_key_per_line_written_back(&gw, &[DEMO_ITEM_ID]);
-    assert_eq!(gw.standins.writebacks()[DEMO_ITEM_ID], key);
-    assert_counters(
-        &gw,
-        &[
-            ("keygate_messages_acked", 2),
-            ("keygate_licenses_issued", 1),
-            ("keygate_lines_already_licensed", 1),
-        ],
-    );
-    assert_no_leaks(&gw);
-}
-
-#[test]
-fn several_orders_and_lines_get_their_quantities_and_mappings() {
-    let gw = Gateway::start(GatewayOptions::default());
-    assert_ack(&gw.post_webhook(testdata("soap/valid/several.xml")));
-
-    expect_counts(
-        &gw,
-        &[
-            ("token", 1),
-            ("query", 1),
-            ("retrieve", 3),
-            ("license", 3),
-            // The lines' issuing marks, then their keys.
-            ("composite", 2),
-        ],
-    );
-    let q = soql(&calls(&gw, Endpoint::Query)[0]);
-    assert!(
-        q.contains(DEMO_ORDER_ID) && q.contains(MULTI_LINE_ORDER_ID),
-        "{q}"
-    );
-    assert!(
-        !q.contains(DRAFT_ORDER_ID),
-        "the Draft order must not be queried: {q}"
-    );
-
-    assert_license_calls_well_formed(&gw);
-    let forms = license_forms(&gw);
-    let [l001, l002, l999] = MULTI_LINE_ITEM_IDS;
-    let lines: Vec<&str> = forms.keys().map(String::as_str).collect();
-    let mut want = vec![DEMO_ITEM_ID, l001, l002];
-    want.sort();
-    assert_eq!(
-        lines, want,
-        "unmapped {l999} and Draft {DRAFT_ITEM_ID} get no license call"
-    );
-
-    assert_line_form(&gw, &forms[DEMO_ITEM_ID], "001", 3, DEMO_ITEM_ID);
-    assert_line_form(&gw, &forms[l001], "001", 1, l001);
-    assert_line_form(&gw, &forms[l002], "002", 2, l002);
-    // 002's structured mapping, spelled out (host-config/envoy.local.yaml).
-    for (k, v) in [
-        ("is_productid", "2"),
-        ("is_majorversion", "3"),
-        ("is_minorversion", "0"),
-        ("is_productname", "Other"),
-        ("is_expduration", "365"),
-    ] {
-        assert_eq!(
-            forms[l002].get(k).map(String::as_str),
-            Some(v),
-            "{k}: {:?}",
-            forms[l002]
-        );
-    }
-    assert!(
-        !forms[l002].contains_key("is_emailtemplate"),
-        "002 maps no template"
-    );
-    for l in [l001, l002] {
-        assert_eq!(
-            forms[l].get("orderNumber").map(String::as_str),
-            Some("00000115")
-        );
-        // BillToContact is null on this order: no person (its company: see
-        // `company_comes_from_the_account_even_without_a_contact`).
-        assert_person(&forms[l], "", "", None);
-    }
-    assert_customer(
-        &forms[DEMO_ITEM_ID],
-        "Jane Doe",
-        "jane@acme.com",
-        "Acme",
-        Some("+1 415 555 0100"),
-    );
-
-    // One write-back call with the three keys.
-    let written = composite_records(&gw);
-    assert_eq!(written.len(), 1);
-    assert_eq!(written[0].len(), 3, "{written:?}");
-    assert_one_key_per_line_written_back(&gw, &[DEMO_ITEM_ID, l001, l002]);
-    let issued = gw.standins.issued();
-    for (id, value) in &written[0] {
-        assert_eq!(&issued[id][0], value, "write-back of {id}");
-    }
-
-    assert_counters(
-        &gw,
-        &[
-            ("keygate_messages_acked", 1),
-            ("keygate_notifications", 3),
-            ("keygate_licenses_issued", 3),
-            ("keygate_lines_skipped_unmapped", 1),
-            ("keygate_orders_skipped", 0),
-        ],
-    );
     assert_no_leaks(&gw);
 }
 
@@ -760,123 +525,6 @@ fn hundred_notifications_one_query_bounded_concurrency() {
 }
 
 #[test]
-fn orders_with_nothing_to_license_are_acked_without_license_calls() {
-    let gw = Gateway::start(GatewayOptions::default());
-
-    // Not activated: nothing to look up at all.
-    assert_ack(&gw.post_webhook(testdata("soap/valid/not_activated_one.xml")));
-    expect_counts(&gw, &[]);
-    assert_counters(
-        &gw,
-        &[
-            ("keygate_messages_acked", 1),
-            ("keygate_notifications", 1),
-            ("keygate_orders_skipped", 0),
-        ],
-    );
-
-    // Vanished: a well-formed Order id Salesforce does not have (deleted since the message).
-    let vanished = sf_id18("8015Y000001GoNe");
-    assert!(!gw.standins.order_ids().contains(&vanished));
-    assert_ack(&gw.post_webhook(message_for(&vanished)));
-    expect_counts(&gw, &[("token", 1), ("query", 1)]);
-    assert!(soql(&calls(&gw, Endpoint::Query)[0]).contains(&vanished));
-    assert_counters(
-        &gw,
-        &[("keygate_messages_acked", 2), ("keygate_orders_skipped", 1)],
-    );
-
-    // OrderItems null: an activated order without order products.
-    assert_ack(&gw.post_webhook(message_for(NO_ITEMS_ORDER_ID)));
-    expect_counts(&gw, &[("token", 1), ("query", 2)]);
-    assert!(soql(&calls(&gw, Endpoint::Query)[1]).contains(NO_ITEMS_ORDER_ID));
-
-    assert!(gw.standins.issued().is_empty());
-    assert!(gw.standins.writebacks().is_empty());
-    assert_counters(
-        &gw,
-        &[
-            ("keygate_messages_acked", 3),
-            ("keygate_notifications", 3),
-            ("keygate_licenses_issued", 0),
-            ("keygate_lines_skipped_unmapped", 0),
-            ("keygate_messages_faulted_upstream", 0),
-        ],
-    );
-    assert_no_leaks(&gw);
-}
-
-#[test]
-fn unmapped_only_order_is_acked_and_counted() {
-    // Without a mapping for 001, the demo order's only line is unmapped.
-    let gw = Gateway::start(GatewayOptions::default().patch(json!({"products": {"001": null}})));
-    assert!(gw.plugin_config["products"].get("001").is_none());
-    assert_ack(&gw.post_webhook(activated_one()));
-    expect_counts(&gw, &[("token", 1), ("query", 1)]);
-    assert!(gw.standins.issued().is_empty());
-    assert_counters(
-        &gw,
-        &[
-            ("keygate_messages_acked", 1),
-            ("keygate_lines_skipped_unmapped", 1),
-            ("keygate_licenses_issued", 0),
-        ],
-    );
-    assert_no_leaks(&gw);
-}
-
-#[test]
-fn customer_authorized_by_contact_is_used_when_configured() {
-    let gw = Gateway::start(
-        GatewayOptions::default().patch(json!({"salesforce": {"contact": "CustomerAuthorizedBy"}})),
-    );
-    assert_ack(&gw.post_webhook(testdata("soap/valid/several.xml")));
-    let q = soql(&calls(&gw, Endpoint::Query)[0]);
-    for field in [
-        "CustomerAuthorizedById",
-        "CustomerAuthorizedBy.FirstName",
-        "CustomerAuthorizedBy.LastName",
-        "CustomerAuthorizedBy.Email",
-    ] {
-        assert!(q.contains(field), "SOQL does not select {field}: {q}");
-    }
-    assert!(!q.contains("BillToContact"), "{q}");
-
-    let forms = license_forms(&gw);
-    let [l001, l002, _] = MULTI_LINE_ITEM_IDS;
-    for l in [l001, l002] {
-        assert_customer(
-            &forms[l],
-            "Seán O'Brien",
-            "sean.obrien@globex.example",
-            "Globex & Søn",
-            None,
-        );
-    }
-    // The demo order has no CustomerAuthorizedBy: no person (its company: see
-    // `company_comes_from_the_account_even_without_a_contact`).
-    assert_person(&forms[DEMO_ITEM_ID], "", "", None);
-    assert_one_key_per_line_written_back(&gw, &[DEMO_ITEM_ID, l001, l002]);
-    assert_no_leaks(&gw);
-}
-
-/// The customer is the configured contact, the company the order's Account (the SOQL selects
-/// `Account.Name` for every order). An order without that contact still has its Account, and the
-/// license server still gets its name as `is_company`.
-#[test]
-fn company_comes_from_the_account_even_without_a_contact() {
-    let gw = Gateway::start(GatewayOptions::default());
-    // Multi-line order: BillToContact null, Account "Globex & Søn".
-    assert_ack(&gw.post_webhook(message_for(MULTI_LINE_ORDER_ID)));
-    let forms = license_forms(&gw);
-    let [l001, l002, _] = MULTI_LINE_ITEM_IDS;
-    for l in [l001, l002] {
-        assert_customer(&forms[l], "", "", "Globex & Søn", None);
-    }
-    assert_no_leaks(&gw);
-}
-
-#[test]
 fn password_grant_logs_in_with_username_and_password() {
     let gw = Gateway::start(GatewayOptions::default().patch(json!({
         "salesforce": {"grant": "password", "username_env": "KEYGATE_SF_USERNAME",
@@ -912,56 +560,6 @@ fn password_grant_logs_in_with_username_and_password() {
     assert!(token.form.contains_key("client_secret"), "{token:?}");
     assert_one_key_per_line_written_back(&gw, &[DEMO_ITEM_ID]);
     assert_counters(&gw, &[("keygate_logins", 1), ("keygate_messages_acked", 1)]);
-    assert_no_leaks(&gw);
-}
-
-#[test]
-fn expired_token_mid_flow_logs_in_once_more_and_retries() {
-    let gw = Gateway::start(GatewayOptions::default());
-    assert_ack(&gw.post_webhook(activated_one()));
-    assert_eq!(count(&gw, Endpoint::Token), 1);
-    let first_key = gw.standins.issued()[DEMO_ITEM_ID].clone();
-
-    gw.standins.expire_tokens();
-    let other = family_order_id(7);
-    assert_ack(&gw.post_webhook(message_for(&other)));
-
-    // One re-login: the query got 401 INVALID_SESSION_ID, was retried once with the new token.
-    assert_eq!(count(&gw, Endpoint::Token), 2, "{:?}", call_counts(&gw));
-    let queries = calls(&gw, Endpoint::Query);
-    assert_eq!(queries.len(), 3, "{:?}", call_counts(&gw));
-    assert_eq!(queries[1].status, 401, "{:?}", queries[1]);
-    assert_eq!(queries[2].status, 200, "{:?}", queries[2]);
-    let relogin = calls(&gw, Endpoint::Token)[1].seq;
-    assert!(queries[1].seq < relogin && relogin < queries[2].seq);
-    assert_eq!(
-        soql(&queries[1]),
-        soql(&queries[2]),
-        "the same query retried"
-    );
-
-    let items = [DEMO_ITEM_ID.to_string(), family_item_id(7)];
-    assert_one_key_per_line_written_back(&gw, &[&items[0], &items[1]]);
-    assert_eq!(
-        gw.standins.issued()[DEMO_ITEM_ID],
-        first_key,
-        "no second key for the first order"
-    );
-
-    // The first order redelivered now: the new token works, nothing is issued again.
-    assert_ack(&gw.post_webhook(activated_one()));
-    assert_eq!(count(&gw, Endpoint::Token), 2);
-    assert_eq!(count(&gw, Endpoint::License), 2);
-    assert_eq!(gw.standins.issued()[DEMO_ITEM_ID], first_key);
-    assert_counters(
-        &gw,
-        &[
-            ("keygate_logins", 2),
-            ("keygate_messages_acked", 3),
-            ("keygate_licenses_issued", 2),
-            ("keygate_messages_faulted_upstream", 0),
-        ],
-    );
     assert_no_leaks(&gw);
 }
 
@@ -1020,107 +618,11 @@ fn without_writeback_nothing_is_written_and_the_ledger_prevents_a_second_key() {
 }
 
 #[test]
-fn license_server_failure_faults_then_redelivery_licenses_each_line_once() {
-    let gw = Gateway::start(GatewayOptions::default());
-    let several = testdata("soap/valid/several.xml");
-    let [l001, l002, _] = MULTI_LINE_ITEM_IDS;
-    let lines = [DEMO_ITEM_ID, l001, l002];
-
-    gw.standins
-        .inject_fault(
-            Fault::new(Endpoint::License, FaultKind::Status)
-                .status(500)
-                .times(3),
-        )
-        .unwrap();
-    let reply = gw.post_webhook(&several);
-    let faultstring = assert_fault(&reply, 500, "soapenv:Server");
-    assert!(
-        faultstring.contains("license server answered HTTP 500"),
-        "{faultstring}"
-    );
-    assert!(gw.standins.pending_faults().is_empty());
-    assert_eq!(count(&gw, Endpoint::License), 3);
-    assert_eq!(
-        count(&gw, Endpoint::Composite),
-        1,
-        "the issuing marks; no key to write back"
-    );
-    assert!(gw.standins.issued().is_empty());
-    assert_counters(
-        &gw,
-        &[
-            ("keygate_messages_acked", 0),
-            ("keygate_messages_faulted_upstream", 1),
-            ("keygate_callouts_failed_license", 3),
-            ("keygate_licenses_issued", 0),
-        ],
-    );
-
-    // Healed; Salesforce redelivers. Each line was looked up before its first call and is
-    // pending after it (its call answered, so not busy): looked up again (nothing there) before
-    // it is issued.
-    assert_ack(&gw.post_webhook(&several));
-    let retrieved: Vec<String> = calls(&gw, Endpoint::Retrieve)
-        .iter()
-        .map(|r| {
-            assert_eq!(r.path, RETRIEVE_PATH, "{r:?}");
-            // Signed: the stock server's strict authentication accepted it.
-            assert_eq!((r.method.as_str(), r.status), ("GET", 200), "{r:?}");
-            r.form.get("is_userdata1").cloned().unwrap_or_default()
-        })
-        .collect();
-    let mut retrieved_sorted = retrieved.clone();
-    retrieved_sorted.sort();
-    let mut want: Vec<String> = lines
-        .iter()
-        .flat_map(|s| [s.to_string(), s.to_string()])
-        .collect();
-    want.sort();
-    assert_eq!(retrieved_sorted, want, "a lookup per line and delivery");
-    assert_eq!(count(&gw, Endpoint::License), 6, "{:?}", call_counts(&gw));
-    assert_license_calls_well_formed_after_fault(&gw);
-    assert_one_key_per_line_written_back(&gw, &lines);
-    // Each delivery's issuing marks, and the keys.
-    assert_eq!(count(&gw, Endpoint::Composite), 3);
-    assert_counters(
-        &gw,
-        &[
-            ("keygate_messages_acked", 1),
-            ("keygate_messages_faulted_upstream", 1),
-            ("keygate_licenses_issued", 3),
-        ],
-    );
-    assert_no_leaks(&gw);
-}
-
-#[test]
 fn refused_login_is_a_server_fault_naming_the_error() {
-    // The token endpoint answers 400 once.
-    let gw = Gateway::start(GatewayOptions::default());
-    gw.standins
-        .inject_fault(Fault::new(Endpoint::Token, FaultKind::Status).status(400))
-        .unwrap();
-    let faultstring = assert_fault(&gw.post_webhook(activated_one()), 500, "soapenv:Server");
-    assert!(
-        faultstring.contains("login refused") && faultstring.contains("unknown_error"),
-        "{faultstring}"
-    );
-    expect_counts(&gw, &[("token", 1)]);
-    assert_counters(
-        &gw,
-        &[
-            ("keygate_messages_faulted_upstream", 1),
-            ("keygate_callouts_failed_salesforce", 1),
-            ("keygate_logins", 0),
-        ],
-    );
-    // Healed: the redelivery logs in and licenses.
-    assert_ack(&gw.post_webhook(activated_one()));
-    assert_one_key_per_line_written_back(&gw, &[DEMO_ITEM_ID]);
-    assert_no_leaks(&gw);
-    drop(gw);
-
+    // A refused login's fault, counters and the redelivery that heals: core flow.rs
+    // `a_refused_login_is_a_fault_with_the_reason`; through Envoy: delivery.rs
+    // `token_endpoint_down`. Here what only Envoy shows: the variable from Envoy's environment
+    // reaching the VM, Salesforce's own refusal, and Envoy's log without the secret.
     // A wrong client secret: Salesforce says invalid_client, every time.
     const WRONG: &str = "not-the-standin-client-secret";
     let gw = Gateway::start(GatewayOptions::default().env("KEYGATE_SF_CLIENT_SECRET", WRONG));
@@ -1145,36 +647,6 @@ fn refused_login_is_a_server_fault_naming_the_error() {
     assert!(
         !gw.envoy_log().contains(WRONG),
         "the wrong secret is in Envoy's log"
-    );
-    assert_no_leaks(&gw);
-}
-
-#[test]
-fn query_pages_are_followed() {
-    let gw = Gateway::start(GatewayOptions::default());
-    gw.standins.set_page_size(1);
-    assert_ack(&gw.post_webhook(testdata("soap/valid/several.xml")));
-    let counts = call_counts(&gw);
-    assert_eq!(counts.get("query").copied(), Some(1), "{counts:?}");
-    assert!(
-        counts.get("query_more").copied().unwrap_or(0) >= 1,
-        "{counts:?}"
-    );
-    for r in calls(&gw, Endpoint::QueryMore) {
-        assert_eq!(r.method, "GET");
-        assert_eq!(r.status, 200, "{r:?}");
-        assert!(r.path.starts_with("/services/data/"), "{r:?}");
-    }
-    assert_eq!(counts.get("license").copied(), Some(3), "{counts:?}");
-    let [l001, l002, _] = MULTI_LINE_ITEM_IDS;
-    assert_one_key_per_line_written_back(&gw, &[DEMO_ITEM_ID, l001, l002]);
-    assert_counters(
-        &gw,
-        &[
-            ("keygate_messages_acked", 1),
-            ("keygate_licenses_issued", 3),
-            ("keygate_lines_skipped_unmapped", 1),
-        ],
     );
     assert_no_leaks(&gw);
 }

@@ -128,36 +128,6 @@ fn after_an_envoy_restart_cancel_and_reactivation_still_find_the_key() {
 }
 
 #[test]
-fn a_license_server_failing_mid_revoke_is_finished_by_the_redelivery() {
-    let gw = lifecycle_gateway();
-    assert_ack_from(&set_and_send(&gw, DEMO_ORDER_ID, "Activated"), &gw);
-    let (key, _) = key_of(&gw.standins, DEMO_ITEM_ID);
-    gw.standins
-        .inject_fault(Fault::new(Endpoint::Revoke, FaultKind::Status).status(503))
-        .unwrap();
-    let why = assert_server_fault(&set_and_send(&gw, DEMO_ORDER_ID, "Cancelled"));
-    assert!(why.contains("RevokeLicenseHttp"), "{why}");
-    assert!(!gw.standins.keys()[&key].revoked, "not acked, not revoked");
-    assert_ack_from(&gw.post_webhook(message(DEMO_ORDER_ID, "Cancelled")), &gw);
-    assert!(gw.standins.keys()[&key].revoked);
-    assert_eq!(
-        state_in_salesforce(&gw.standins, DEMO_ITEM_ID).as_deref(),
-        Some("Revoked")
-    );
-}
-
-#[test]
-fn a_disabled_server_property_is_named_in_the_fault() {
-    let gw = lifecycle_gateway();
-    assert_ack_from(&set_and_send(&gw, DEMO_ORDER_ID, "Activated"), &gw);
-    let (key, _) = key_of(&gw.standins, DEMO_ITEM_ID);
-    gw.standins.set_lifecycle_enabled(false);
-    let why = assert_server_fault(&set_and_send(&gw, DEMO_ORDER_ID, "Cancelled"));
-    assert!(why.contains("enableRevokeLicense"), "{why}");
-    assert!(!gw.standins.keys()[&key].revoked);
-}
-
-#[test]
 fn a_reduction_order_lowers_the_original_key() {
     let gw = lifecycle_gateway();
     assert_ack_from(&set_and_send(&gw, DEMO_ORDER_ID, "Activated"), &gw);

@@ -33,6 +33,8 @@ fn nothing_activated_is_acked_without_callouts() {
     assert!(world.calls.is_empty());
     assert_eq!(run.counts[&Metric::MessagesAcked], 1);
     assert_eq!(run.counts[&Metric::Notifications], 1);
+    // Not activated is not "skipped": the order was never asked for.
+    assert_eq!(run.counts.get(&Metric::OrdersSkipped), None);
 }
 
 #[test]
@@ -87,9 +89,39 @@ fn one_order_one_line_logs_in_queries_issues_writes_back_and_acks() {
 fn license_request_carries_mapped_arguments_quantity_customer_and_reference() {
     let cfg = config(json!({}));
     let (mut world, mut store) = (demo_world(), MemStore::new());
-    assert!(deliver(&cfg, &mut world, &mut store, SEVERAL)
-        .reply
-        .is_ack());
+    // The second order has no BillToContact (the license is then for no person).
+    world.orders.get_mut("8015Y000001MuLt").unwrap()["BillToContact"] = Value::Null;
+    let run = deliver(&cfg, &mut world, &mut store, SEVERAL);
+    assert!(run.reply.is_ack(), "{}", run.reply.body);
+    // SEVERAL: the demo order, the two-order with lines 001, 002 and the unmapped 999, and a
+    // Draft order that is not queried at all.
+    let calls: Vec<usize> = ["token", "query", "retrieve", "license", "composite"]
+        .iter()
+        .map(|e| world.count(e))
+        .collect();
+    assert_eq!(calls, [1, 1, 3, 3, 2]);
+    let query = world
+        .sent
+        .iter()
+        .find(|c| World::endpoint(c) == "query")
+        .unwrap();
+    let soql = form_urlencoded::parse(query.path.split_once('?').unwrap().1.as_bytes())
+        .next()
+        .unwrap()
+        .1
+        .into_owned();
+    assert!(soql.contains("'8015Y000001AbCdQAK'") && soql.contains("'8015Y000001MuLtQAK'"));
+    assert!(
+        !soql.contains("8015Y000001DrAf"),
+        "the Draft order is not asked for: {soql}"
+    );
+    // The configured contact (BillToContact by default) and no other.
+    assert!(soql.contains("BillToContact.Email"), "{soql}");
+    assert!(!soql.contains("CustomerAuthorizedBy"), "{soql}");
+    assert_eq!(run.counts[&Metric::Notifications], 3);
+    assert_eq!(run.counts[&Metric::LicensesIssued], 3);
+    assert_eq!(run.counts[&Metric::LinesSkippedUnmapped], 1);
+    assert_eq!(run.counts.get(&Metric::OrdersSkipped), None);
     let seen = world.forms("license");
     // Two mapped lines on the second order + one on the first; the unmapped 999 is skipped.
     assert_eq!(seen.len(), 3);
@@ -107,14 +139,46 @@ fn license_request_carries_mapped_arguments_quantity_customer_and_reference() {
     assert_eq!(first["is_company"], "Acme");
     assert_eq!(first["orderNumber"], "00000114");
     assert_eq!(first["is_user"], "secret-of-KEYGATE_QLM_USER");
+    assert_eq!(first["is_majorversion"], "1");
+    assert_eq!(first["is_minorversion"], "0");
+    assert_eq!(first["is_productname"], "MyProduct");
+    assert_eq!(first["is_phone"], "555");
+    assert_eq!(first["is_userdata1"], "8025Y00000AbCdEQAV");
+    // Line 001 of the second order: its own quantity and reference, the same mapping.
+    let l001 = seen
+        .iter()
+        .find(|f| f["is_orderid"] == "8025Y000001MuL1QAK")
+        .unwrap();
+    assert_eq!(l001["is_quantity"], "1");
+    assert_eq!(l001["is_userdata1"], "8025Y000001MuL1QAK");
+    assert_eq!(
+        (
+            l001["is_productid"].as_str(),
+            l001["is_emailtemplate"].as_str()
+        ),
+        ("1", "1. New Order")
+    );
     let second = seen
         .iter()
         .find(|f| f["is_orderid"] == "8025Y000001MuL2QAK")
         .unwrap();
     assert_eq!(second["is_productid"], "2");
     assert_eq!(second["is_majorversion"], "3");
+    assert_eq!(second["is_minorversion"], "0");
+    assert_eq!(second["is_productname"], "Other");
+    assert!(!second.contains_key("is_emailtemplate"));
     assert_eq!(second["is_expduration"], "365");
     assert_eq!(second["is_quantity"], "2");
+    // The order without a contact: no person, the Account's company, no phone.
+    for f in [l001, second] {
+        assert_eq!(f["orderNumber"], "00000115");
+        assert_eq!(
+            (f["is_fullname"].as_str(), f["is_email"].as_str()),
+            ("", "")
+        );
+        assert_eq!(f["is_company"], "Acme");
+        assert!(!f.contains_key("is_phone"));
+    }
 }
 
 #[test]
@@ -136,36 +200,99 @@ fn unmapped_lines_and_vanished_or_deactivated_orders_are_skipped_and_acked() {
     let mut store = MemStore::new();
     let run = deliver(&cfg, &mut world, &mut store, SEVERAL);
     assert!(run.reply.is_ack(), "{}", run.reply.body);
-    assert_eq!(world.count("license"), 0);
-    assert_eq!(world.count("composite"), 0);
+    // An unmapped line is not even looked up.
+    let order: Vec<&str> = world.calls.iter().map(|(e, _)| e.as_str()).collect();
+    assert_eq!(order, ["token", "query"]);
     assert_eq!(run.counts[&Metric::LinesSkippedUnmapped], 1);
     assert_eq!(run.counts[&Metric::OrdersSkipped], 1);
+    assert_eq!(run.counts[&Metric::MessagesAcked], 1);
+    assert_eq!(run.counts.get(&Metric::LicensesIssued), None);
 
+    // An order Salesforce no longer has: logged, skipped, nothing but the query.
     let mut empty = World::new();
     let run = deliver(&cfg, &mut empty, &mut MemStore::new(), ONE);
     assert!(run.reply.is_ack());
+    let order: Vec<&str> = empty.calls.iter().map(|(e, _)| e.as_str()).collect();
+    assert_eq!(order, ["token", "query"]);
     assert_eq!(run.counts[&Metric::OrdersSkipped], 1);
     assert!(run.logs.iter().any(|l| l.contains("not found")));
+    for m in [
+        Metric::LicensesIssued,
+        Metric::LinesSkippedUnmapped,
+        Metric::FaultedUpstream,
+    ] {
+        assert_eq!(run.counts.get(&m), None, "{m:?}");
+    }
+}
+
+#[test]
+fn an_activated_order_without_order_products_is_acked_with_the_query_alone() {
+    let cfg = config(json!({}));
+    let mut o = order("8015Y000001AbCdQAK", "00000114", "Activated", &[]);
+    o["OrderItems"] = Value::Null;
+    let mut world = World::new().with_order(o);
+    let mut store = MemStore::new();
+    // A token cached by an earlier message: this one needs no login.
+    assert!(deliver(&cfg, &mut world, &mut store, ONE).reply.is_ack());
+    world.calls.clear();
+    let run = deliver(&cfg, &mut world, &mut store, ONE);
+    assert!(run.reply.is_ack(), "{}", run.reply.body);
+    let order: Vec<&str> = world.calls.iter().map(|(e, _)| e.as_str()).collect();
+    assert_eq!(order, ["query"]);
+    assert_eq!(run.counts.get(&Metric::OrdersSkipped), None);
+    assert_eq!(run.counts.get(&Metric::LicensesIssued), None);
 }
 
 #[test]
 fn the_contact_variant_chooses_who_the_license_is_for() {
     let cfg = config(json!({"salesforce": {"contact": "CustomerAuthorizedBy"}}));
     let (mut world, mut store) = (demo_world(), MemStore::new());
-    assert!(deliver(&cfg, &mut world, &mut store, ONE).reply.is_ack());
+    // Names and a company that form encoding must carry whole (non-ASCII, `'`, `&`); the demo
+    // order has no CustomerAuthorizedBy at all.
+    let multi = world.orders.get_mut("8015Y000001MuLt").unwrap();
+    multi["CustomerAuthorizedBy"] =
+        json!({"FirstName": "Seán", "LastName": "O'Brien", "Email": "sean@globex.example"});
+    multi["Account"] = json!({"Name": "Globex & Søn"});
+    world.orders.get_mut("8015Y000001AbCd").unwrap()["CustomerAuthorizedBy"] = Value::Null;
+    assert!(deliver(&cfg, &mut world, &mut store, SEVERAL)
+        .reply
+        .is_ack());
     let query = world
         .sent
         .iter()
         .find(|c| World::endpoint(c) == "query")
         .unwrap();
-    assert!(
-        query.path.contains("CustomerAuthorizedBy.Email"),
-        "{}",
-        query.path
+    let soql = form_urlencoded::parse(query.path.split_once('?').unwrap().1.as_bytes())
+        .next()
+        .unwrap()
+        .1
+        .into_owned();
+    for field in [
+        "CustomerAuthorizedById",
+        "CustomerAuthorizedBy.FirstName",
+        "CustomerAuthorizedBy.LastName",
+        "CustomerAuthorizedBy.Email",
+    ] {
+        assert!(soql.contains(field), "{field} not in {soql}");
+    }
+    assert!(!soql.contains("BillToContact"), "{soql}");
+    let forms = world.forms("license");
+    for line in ["8025Y000001MuL1QAK", "8025Y000001MuL2QAK"] {
+        let f = forms.iter().find(|f| f["is_userdata1"] == line).unwrap();
+        assert_eq!(f["is_fullname"], "Seán O'Brien");
+        assert_eq!(f["is_email"], "sean@globex.example");
+        assert_eq!(f["is_company"], "Globex & Søn");
+        assert!(!f.contains_key("is_phone"));
+    }
+    let demo = forms
+        .iter()
+        .find(|f| f["is_userdata1"] == "8025Y00000AbCdEQAV")
+        .unwrap();
+    assert_eq!(
+        (demo["is_fullname"].as_str(), demo["is_email"].as_str()),
+        ("", "")
     );
-    let f = &world.forms("license")[0];
-    assert_eq!(f["is_fullname"], "Carl Buyer");
-    assert_eq!(f["is_email"], "carl@acme.example");
+    assert_eq!(demo["is_company"], "Acme");
 }
 
 #[test]
@@ -191,10 +318,29 @@ fn password_grant_posts_username_and_password() {
     assert_eq!(f["username"], "secret-of-U");
     assert_eq!(f["password"], "secret-of-P");
     assert_eq!(f["client_secret"], "secret-of-KEYGATE_SF_CLIENT_SECRET");
+    assert_eq!(f["client_id"], "secret-of-KEYGATE_SF_CLIENT_ID");
     assert!(
         format!("{login:?}").find("secret-of").is_none(),
         "Debug of a call must hide its body"
     );
+    // And the whole delivery under it, as under client credentials.
+    let mut world = demo_world();
+    let run = deliver(&cfg, &mut world, &mut MemStore::new(), ONE);
+    assert!(run.reply.is_ack(), "{}", run.reply.body);
+    let order: Vec<&str> = world.calls.iter().map(|(e, _)| e.as_str()).collect();
+    assert_eq!(
+        order,
+        [
+            "token",
+            "query",
+            "composite",
+            "retrieve",
+            "license",
+            "composite"
+        ]
+    );
+    assert_eq!(run.counts[&Metric::Logins], 1);
+    one_key_per_line(&world);
 }
 
 #[test]
@@ -212,7 +358,12 @@ fn an_expired_token_means_one_new_login_and_one_retry_and_no_duplicate_key() {
     assert!(run.reply.is_ack(), "{}", run.reply.body);
     let order: Vec<&str> = world.calls.iter().map(|(e, _)| e.as_str()).collect();
     assert_eq!(&order[..3], ["query", "token", "query"]);
+    assert_eq!(
+        world.calls[0].1, world.calls[2].1,
+        "the refused query is sent again as it was"
+    );
     assert_eq!(world.count("token"), 1);
+    assert_eq!(run.counts[&Metric::Logins], 1);
     // The first order's line was licensed in the earlier delivery and is not licensed again.
     assert_eq!(world.keys_issued["8025Y00000AbCdEQAV"].len(), 1);
 }
@@ -252,6 +403,8 @@ fn a_refused_login_is_a_fault_with_the_reason() {
         run.reply.body
     );
     assert_eq!(run.counts[&Metric::FaultedUpstream], 1);
+    assert_eq!(run.counts[&Metric::CalloutsFailedSalesforce], 1);
+    assert_eq!(run.counts.get(&Metric::Logins), None);
     assert_eq!(world.count("query"), 0);
     assert!(run.logs.iter().any(|l| l.contains("login refused")));
 }
@@ -285,6 +438,52 @@ fn query_pages_are_followed() {
     assert!(run.reply.is_ack(), "{}", run.reply.body);
     assert_eq!(world.count("query"), 2);
     assert_eq!(world.count("license"), 3);
+    one_key_per_line(&world);
+    assert_eq!(world.keys_written().len(), 3);
+    assert_eq!(run.counts[&Metric::MessagesAcked], 1);
+    assert_eq!(run.counts[&Metric::LicensesIssued], 3);
+    assert_eq!(run.counts[&Metric::LinesSkippedUnmapped], 1);
+}
+
+#[test]
+fn license_failures_on_every_line_fault_then_the_redelivery_looks_each_up_and_issues_once() {
+    let cfg = config(json!({}));
+    let (mut world, mut store) = (demo_world(), MemStore::new());
+    for _ in 0..3 {
+        world.fail_next("license", status(500, "Server Error"));
+    }
+    let run = deliver(&cfg, &mut world, &mut store, SEVERAL);
+    assert!(
+        is_fault(&run.reply, 500, "license server answered HTTP 500"),
+        "{}",
+        run.reply.body
+    );
+    // The issuing marks went out; no key was written back.
+    assert_eq!(
+        (
+            world.count("composite"),
+            world.count("retrieve"),
+            world.count("license")
+        ),
+        (1, 3, 3)
+    );
+    assert!(world.keys_written().is_empty());
+    assert_eq!(run.counts[&Metric::CalloutsFailedLicense], 3);
+    assert_eq!(run.counts[&Metric::FaultedUpstream], 1);
+
+    let run = deliver(&cfg, &mut world, &mut store, SEVERAL);
+    assert!(run.reply.is_ack(), "{}", run.reply.body);
+    assert_eq!(
+        (
+            world.count("composite"),
+            world.count("retrieve"),
+            world.count("license")
+        ),
+        (3, 6, 6)
+    );
+    assert_eq!(run.counts[&Metric::LicensesIssued], 3);
+    one_key_per_line(&world);
+    assert_eq!(world.keys_written().len(), 3);
 }
 
 #[test]
@@ -400,9 +599,18 @@ fn the_write_back_in_salesforce_protects_lines_across_gateways() {
         .is_ack());
     // Another replica: empty ledger, but Salesforce shows the key on the line.
     world.calls.clear();
-    let run = deliver(&cfg, &mut world, &mut MemStore::new(), ONE);
+    let mut replica = MemStore::new();
+    let run = deliver(&cfg, &mut world, &mut replica, ONE);
     assert!(run.reply.is_ack());
     assert_eq!(world.count("license"), 0);
+    assert_eq!((world.count("retrieve"), world.count("composite")), (0, 0));
+    assert_eq!(run.counts[&Metric::LinesAlreadyLicensed], 1);
+    // That replica, redelivered: the query alone (its token cached).
+    world.calls.clear();
+    let run = deliver(&cfg, &mut world, &mut replica, ONE);
+    assert!(run.reply.is_ack());
+    let order: Vec<&str> = world.calls.iter().map(|(e, _)| e.as_str()).collect();
+    assert_eq!(order, ["query"]);
     assert_eq!(run.counts[&Metric::LinesAlreadyLicensed], 1);
 }
 
@@ -681,13 +889,18 @@ fn the_company_comes_from_the_account_even_without_a_contact() {
         &[("8025Y00000AbCdEQAV", "001", 1.0)],
     );
     o["BillToContact"] = Value::Null;
+    o["Account"] = json!({"Name": "Globex & Søn"});
     let mut world = World::new().with_order(o);
     assert!(deliver(&cfg, &mut world, &mut MemStore::new(), ONE)
         .reply
         .is_ack());
     let f = &world.forms("license")[0];
-    assert_eq!(f["is_company"], "Acme");
-    assert_eq!(f["is_fullname"], "");
+    assert_eq!(f["is_company"], "Globex & Søn");
+    assert_eq!(
+        (f["is_fullname"].as_str(), f["is_email"].as_str()),
+        ("", "")
+    );
+    assert!(!f.contains_key("is_phone"));
 }
 
 #[test]

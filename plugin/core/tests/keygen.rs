@@ -314,6 +314,10 @@ fn hostile_keygen_replies_are_refused_and_nothing_is_acked() {
         &json!({"data": {"id": "x", "type": "licenses", "attributes": {"key": 42}}}),
     );
     let no_data = json_reply(201, &json!({"meta": {}}));
+    let key_with_a_line_break = json_reply(
+        201,
+        &json!({"data": {"id": "x", "type": "licenses", "attributes": {"key": "AB\nCD"}}}),
+    );
     let cases = [
         (
             html,
@@ -330,6 +334,10 @@ fn hostile_keygen_replies_are_refused_and_nothing_is_acked() {
         (
             no_data,
             "not a Keygen license document: missing field `data`",
+        ),
+        (
+            key_with_a_line_break,
+            "a license key that is not printable ASCII of 1 to 4096 bytes: AB?CD",
         ),
     ];
     for (reply, expected) in cases {
