@@ -16,6 +16,10 @@ pub const KEYGEN_MEDIA_TYPE: &str = "application/vnd.api+json";
 /// call again.
 pub(super) const HEADERS: &[&str] = &["content-type", "retry-after", "x-ratelimit-reset"];
 
+/// The longest key accepted: a signed Keygen key (a scheme's base64 payload and signature) runs
+/// to a few hundred bytes; anything much longer is not a key.
+pub const MAX_KEY_BYTES: usize = 4096;
+
 /// Without a usable header, a throttled account waits Keygen's shortest window (30 s); with
 /// one, never longer than its longest (10 min): a wrong header cannot stop licensing for long.
 const THROTTLE_DEFAULT_MS: u64 = 30_000;
@@ -142,14 +146,34 @@ pub(super) fn one(
     cfg: &KeygenConfig,
     addressed: Addressed,
 ) -> Result<License, LicenseError> {
-    read::<One>(reply, cfg, addressed).map(|d| d.data)
+    let license = read::<One>(reply, cfg, addressed)?.data;
+    checked_key(&license.attributes.key)?;
+    Ok(license)
 }
 
 pub(super) fn many(
     reply: &LicenseReply<'_>,
     cfg: &KeygenConfig,
 ) -> Result<Vec<License>, LicenseError> {
-    read::<Many>(reply, cfg, Addressed::Account).map(|d| d.data)
+    let licenses = read::<Many>(reply, cfg, Addressed::Account)?.data;
+    for l in &licenses {
+        checked_key(&l.attributes.key)?;
+    }
+    Ok(licenses)
+}
+
+/// A key keygate writes back to Salesforce (keys of a line are joined by line breaks there):
+/// printable ASCII without white space, at most [`MAX_KEY_BYTES`]. Keygen's own keys and its
+/// signed keys are; a custom key that is not is refused, never written back (UNCONFIRMED:
+/// Keygen's pages put no limit on custom keys).
+fn checked_key(key: &str) -> Result<(), LicenseError> {
+    if key.is_empty() || key.len() > MAX_KEY_BYTES || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(LicenseError::Unparseable(format!(
+            "a license key that is not printable ASCII of 1 to {MAX_KEY_BYTES} bytes: {}",
+            excerpt(key)
+        )));
+    }
+    Ok(())
 }
 
 /// Why a call that did not succeed failed: throttled, unknown key, or what Keygen's error says
