@@ -336,12 +336,12 @@ impl Flow {
         env: &mut Env<'_>,
     ) {
         if marks.is_empty() {
-            return self.pump(env);
+            return self.then(Resume::Pump);
         }
         let rest = marks.split_off(marks.len().min(MARKS_CHUNK));
         let step = EtcdStep::Marks { lines: marks, rest };
         if !self.etcd_send(step.clone(), env) {
-            self.etcd_failed(step, "deadline reached", env);
+            self.etcd_failed(step, "deadline reached");
         }
     }
 
@@ -432,7 +432,7 @@ impl Flow {
             }
         }
         let Some(status) = resp.status else {
-            return self.etcd_failed(step, "no response (unreachable, reset or timeout)", env);
+            return self.etcd_failed(step, "no response (unreachable, reset or timeout)");
         };
         if let EtcdStep::Auth { then } = step {
             return match etcd::parse_auth(status, &resp.body) {
@@ -443,7 +443,7 @@ impl Flow {
                 }
                 Err(e) => {
                     self.log(Level::Error, format!("etcd login failed: {e}"));
-                    self.etcd_failed(*then, "login refused", env);
+                    self.etcd_failed(*then, "login refused");
                 }
             };
         }
@@ -473,7 +473,7 @@ impl Flow {
                 let _ = env.store.set(&self.etcd_lease_key(), b"", None);
                 self.resend(EtcdStep::Grant, env);
             }
-            Err(e) => self.etcd_failed(step, &e.to_string(), env),
+            Err(e) => self.etcd_failed(step, &e.to_string()),
             Ok(Answer::Lease(lease)) => {
                 let expires = env.now_ms.saturating_add(self.lease_ttl_s() * 1000);
                 let _ = env.store.set(
@@ -530,20 +530,14 @@ impl Flow {
                     self.etcd_line_recorded(idx, state, rev);
                     if issue {
                         self.work.in_flight = self.work.in_flight.saturating_sub(1);
-                        if !self.send_marked(idx, env) {
-                            let item = self.line_item(idx);
-                            self.outcome
-                                .failures
-                                .push(format!("deadline reached before licensing line {item}"));
-                        }
-                        self.pump(env);
+                        self.then(Resume::SendMarked(idx));
+                        self.then(Resume::Pump);
                     }
                 }
             }
             Ok(Answer::Cas(None)) => self.etcd_failed(
                 step,
                 "the line changed or the order's claim expired (another delivery took it over)",
-                env,
             ),
             Ok(Answer::Final(_)) if matches!(step, EtcdStep::Final { last: false }) => {
                 if let Some(run) = self.etcd.as_mut() {
@@ -632,7 +626,7 @@ impl Flow {
 
     fn resend(&mut self, step: EtcdStep, env: &mut Env<'_>) {
         if !self.etcd_send(step.clone(), env) {
-            self.etcd_failed(step, "deadline reached", env);
+            self.etcd_failed(step, "deadline reached");
         }
     }
 
@@ -648,7 +642,7 @@ impl Flow {
             } else {
                 "etcd requires authentication: set ledger.etcd.user_env and password_env"
             };
-            return self.etcd_failed(step, why, env);
+            return self.etcd_failed(step, why);
         }
         run.relogged = true;
         if let Some(cas) = run.token_cas.take() {
@@ -658,10 +652,10 @@ impl Flow {
     }
 
     /// A ledger step failed: nothing that depends on it happens in this delivery.
-    pub(super) fn etcd_failed(&mut self, step: EtcdStep, why: &str, env: &mut Env<'_>) {
+    pub(super) fn etcd_failed(&mut self, step: EtcdStep, why: &str) {
         self.count(Metric::CalloutsFailedLedger, 1);
         match step {
-            EtcdStep::Auth { then } => self.etcd_failed(*then, why, env),
+            EtcdStep::Auth { then } => self.etcd_failed(*then, why),
             EtcdStep::Grant | EtcdStep::Claim => {
                 let reason = format!("could not claim the orders in etcd: {why}; retry later");
                 self.log(Level::Warn, reason.clone());
@@ -678,7 +672,7 @@ impl Flow {
                     self.outcome.failures.push(msg);
                 }
                 self.work.queue.retain(|(idx, _)| !failed.contains(idx));
-                self.pump(env);
+                self.then(Resume::Pump);
             }
             EtcdStep::Line { idx, issue, .. } => {
                 let item = self.line_item(idx);
@@ -691,7 +685,7 @@ impl Flow {
                 if issue {
                     self.work.in_flight = self.work.in_flight.saturating_sub(1);
                     self.outcome.failures.push(msg);
-                    self.pump(env);
+                    self.then(Resume::Pump);
                 }
             }
             EtcdStep::Final { .. } => {

@@ -1,11 +1,13 @@
-//! The license-server side of the flow: license calls and lookups at most `max_concurrency` at a
-//! time, the write-ahead mark before each call that must not run twice (an issue, a renewal),
-//! and what each reply means for its line. The calls that change a key are in `lifecycle`.
+//! The license-server side of the flow: issues, lookups and key changes, at most
+//! `max_concurrency` at a time, the write-ahead mark before each call that must not run twice
+//! (an issue, a renewal), and what an issue's or a lookup's reply means for its line. What a key
+//! change's reply means is `lifecycle`.
 
 use super::line_ledger::Marked;
+use super::marks;
 use super::*;
 use crate::ledger::Instance;
-use crate::license::{Backend, HttpRequest, LicenseReply};
+use crate::license::{Backend, HttpRequest, KeyChange, LicenseReply};
 use crate::throttle;
 
 /// The configured license server (`license::backend`), borrowed from `cfg` (a clone of the
@@ -76,7 +78,7 @@ impl Flow {
         let grace = self.cfg.ledger.pending_grace_ms;
         let instance = instance.map_or("", |i| i.id.as_str());
         // Every call of this delivery ends by its deadline (timeouts are cut to it).
-        let mark = plan::issuing_mark(self.deadline_at.saturating_add(grace), instance);
+        let mark = marks::issuing_mark(self.deadline_at.saturating_add(grace), instance);
         let marks: Vec<(usize, WriteBack)> = self
             .work
             .queue
@@ -287,7 +289,7 @@ impl Flow {
             let mark = WriteBack {
                 item,
                 keys: Vec::new(),
-                state: plan::renewing_mark(expiry_mark.as_deref()),
+                state: marks::renewing_mark(expiry_mark.as_deref()),
             };
             self.work.in_flight += 1;
             let call = SfCall::WriteBack {
@@ -375,14 +377,6 @@ impl Flow {
             self.work.in_flight += 1;
         }
         started
-    }
-
-    pub(super) fn line_item(&self, idx: usize) -> String {
-        self.work
-            .lines
-            .get(idx)
-            .map(|l| l.item.to_string())
-            .unwrap_or_default()
     }
 
     pub(super) fn on_issue(&mut self, idx: usize, resp: Response, env: &mut Env<'_>) {
@@ -585,6 +579,80 @@ impl Flow {
         self.salesforce
             .to_write
             .push(WriteBack { item, keys, state });
+    }
+
+    pub(super) fn send_change(&mut self, idx: usize, env: &mut Env<'_>) -> bool {
+        let cfg = Rc::clone(&self.cfg);
+        let Some(backend) = license_backend(&cfg) else {
+            return false;
+        };
+        let Some((change, key)) = self.key_change(idx) else {
+            return false;
+        };
+        let request = backend.change(key, change, env.now_ms);
+        self.send_license_call(Awaiting::Change(idx), request, env)
+    }
+
+    /// The change line `idx` needs on its next key.
+    pub(super) fn key_change(&self, idx: usize) -> Option<(KeyChange<'_>, &str)> {
+        let line = self.work.lines.get(idx)?;
+        let key = line.keys.get(line.keys_done)?;
+        let change = match line.intent {
+            Intent::Issue => return None,
+            Intent::Revoke | Intent::Reduce(0) => KeyChange::Revoke,
+            Intent::Restore => KeyChange::Restore,
+            Intent::Reduce(n) => KeyChange::SetQuantity(n),
+            Intent::Renew => KeyChange::Renew(self.issuing()?.product(&line.code)?),
+        };
+        Some((change, key))
+    }
+
+    /// Reductions and renewals change one key's terms; a line with a key per seat is left to a
+    /// person (logged and counted) rather than guessed at. `false`: skipped.
+    pub(super) fn single_key(&mut self, idx: usize) -> bool {
+        let Some(line) = self.work.lines.get(idx) else {
+            return false;
+        };
+        if line.keys.len() <= 1 || matches!(line.intent, Intent::Revoke | Intent::Restore) {
+            return true;
+        }
+        let msg = format!(
+            "line {}: line {} has {} keys (one per seat); reduce or renew them in the license server: skipped",
+            line.item,
+            line.target,
+            line.keys.len()
+        );
+        self.log(Level::Error, msg);
+        self.count(Metric::LinesSkippedInvalid, 1);
+        false
+    }
+
+    /// A change to a key the license server does not know (or a line it has no key for) can
+    /// never succeed: a permanent skip, logged and counted, never a reason to redeliver.
+    pub(super) fn skip_unknown_key(&mut self, idx: usize, why: &str) {
+        let Some(line) = self.work.lines.get(idx) else {
+            return;
+        };
+        let msg = format!(
+            "line {}: the key of line {} {why}: skipped",
+            line.item, line.target
+        );
+        self.log(Level::Warn, msg);
+        self.count(Metric::LinesSkippedUnknownKey, 1);
+    }
+
+    /// The state field's value for a line whose action is done.
+    pub(super) fn state_label(&self, line: &Line) -> String {
+        match line.intent {
+            Intent::Issue => "Issued".to_owned(),
+            Intent::Revoke => marks::REVOKED.to_owned(),
+            Intent::Restore => "Restored".to_owned(),
+            Intent::Reduce(n) => format!("Reduced to {n}"),
+            Intent::Renew => self
+                .issuing()
+                .and_then(|i| i.product(&line.code))
+                .map_or_else(|| "Renewed".to_owned(), |p| p.renewal_label()),
+        }
     }
 }
 

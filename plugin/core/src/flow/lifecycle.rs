@@ -1,48 +1,13 @@
-//! The calls that change a key that exists (`lifecycle`): revoke and restore (every key of the
-//! line, one call each), a reduction's new activation count, a renewal, and the expiry read that
-//! makes a renewal happen once: before its call the key's expiry is recorded with the pending
-//! mark, and when that call's outcome is unknown a later expiry proves it was applied.
+//! What the replies to the calls that change a key mean (`lifecycle`): revoke and restore (every
+//! key of the line, one call each), a reduction's new seat count, a renewal, and the expiry read
+//! that makes a renewal happen once: before its call the key's expiry is recorded with the
+//! pending mark, and when that call's outcome is unknown a later expiry proves it was applied.
+//! The calls themselves are sent by `licensing`.
 
 use super::licensing::{license_backend, license_reply};
 use super::*;
-use crate::license::KeyChange;
 
 impl Flow {
-    /// Does this delivery revoke `item`'s keys? Its ledger record stays `R` whatever the
-    /// write-back does.
-    pub(super) fn revokes(&self, item: &SfId) -> bool {
-        self.work
-            .lines
-            .iter()
-            .any(|l| l.item.same_record(item) && l.intent == Intent::Revoke)
-    }
-
-    /// The change line `idx` needs on its next key.
-    fn key_change(&self, idx: usize) -> Option<(KeyChange<'_>, &str)> {
-        let line = self.work.lines.get(idx)?;
-        let key = line.keys.get(line.keys_done)?;
-        let change = match line.intent {
-            Intent::Issue => return None,
-            Intent::Revoke | Intent::Reduce(0) => KeyChange::Revoke,
-            Intent::Restore => KeyChange::Restore,
-            Intent::Reduce(n) => KeyChange::SetQuantity(n),
-            Intent::Renew => KeyChange::Renew(self.issuing()?.product(&line.code)?),
-        };
-        Some((change, key))
-    }
-
-    pub(super) fn send_change(&mut self, idx: usize, env: &mut Env<'_>) -> bool {
-        let cfg = Rc::clone(&self.cfg);
-        let Some(backend) = license_backend(&cfg) else {
-            return false;
-        };
-        let Some((change, key)) = self.key_change(idx) else {
-            return false;
-        };
-        let request = backend.change(key, change, env.now_ms);
-        self.send_license_call(Awaiting::Change(idx), request, env)
-    }
-
     pub(super) fn on_change(&mut self, idx: usize, resp: Response, env: &mut Env<'_>) {
         self.work.in_flight = self.work.in_flight.saturating_sub(1);
         if resp.never_sent() {
@@ -154,53 +119,5 @@ impl Flow {
             }
         }
         self.pump(env);
-    }
-
-    /// Reductions and renewals change one key's terms; a line with a key per seat is left to a
-    /// person (logged and counted) rather than guessed at. `false`: skipped.
-    pub(super) fn single_key(&mut self, idx: usize) -> bool {
-        let Some(line) = self.work.lines.get(idx) else {
-            return false;
-        };
-        if line.keys.len() <= 1 || matches!(line.intent, Intent::Revoke | Intent::Restore) {
-            return true;
-        }
-        let msg = format!(
-            "line {}: line {} has {} keys (one per seat); reduce or renew them in the license server: skipped",
-            line.item,
-            line.target,
-            line.keys.len()
-        );
-        self.log(Level::Error, msg);
-        self.count(Metric::LinesSkippedInvalid, 1);
-        false
-    }
-
-    /// A change to a key the license server does not know (or a line it has no key for) can
-    /// never succeed: a permanent skip, logged and counted, never a reason to redeliver.
-    pub(super) fn skip_unknown_key(&mut self, idx: usize, why: &str) {
-        let Some(line) = self.work.lines.get(idx) else {
-            return;
-        };
-        let msg = format!(
-            "line {}: the key of line {} {why}: skipped",
-            line.item, line.target
-        );
-        self.log(Level::Warn, msg);
-        self.count(Metric::LinesSkippedUnknownKey, 1);
-    }
-
-    /// The state field's value for a line whose action is done.
-    pub(super) fn state_label(&self, line: &Line) -> String {
-        match line.intent {
-            Intent::Issue => "Issued".to_owned(),
-            Intent::Revoke => plan::REVOKED.to_owned(),
-            Intent::Restore => "Restored".to_owned(),
-            Intent::Reduce(n) => format!("Reduced to {n}"),
-            Intent::Renew => self
-                .issuing()
-                .and_then(|i| i.product(&line.code))
-                .map_or_else(|| "Renewed".to_owned(), |p| p.renewal_label()),
-        }
     }
 }

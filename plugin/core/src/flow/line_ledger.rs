@@ -119,7 +119,7 @@ impl Flow {
     /// etcd has the marks; otherwise the delivery's deadline, by which every call ends.
     pub(super) fn ledger_mark_new_lines(&mut self, env: &mut Env<'_>) {
         let Some(etcd_timeout) = self.cfg.etcd.as_ref().map(|e| e.timeout_ms) else {
-            return self.pump(env);
+            return self.then(Resume::Pump);
         };
         let (timeout, max) = self.issuing().map_or((0, 1), |i| {
             (i.license.timeout_ms, i.license.max_concurrency)

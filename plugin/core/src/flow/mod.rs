@@ -8,11 +8,19 @@
 //! Collections) → one reply. A line's [`Intent`] is an issue, or with `lifecycle` a revoke,
 //! restore, reduction or renewal of the keys of the line it names.
 //!
-//! Files: this one holds the types, the message's life (start, responses, cancel, the one reply);
-//! `salesforce_calls` the Salesforce side, `plan` what each line needs, `licensing` the license
-//! calls and lookups, `lifecycle` the calls that change an existing key; `line_ledger` the one
-//! seam onto the ledger (claims, a line's state, marks, release), behind which are shared data
-//! and `etcd_ledger`.
+//! Files, each calling only those below it (this one, the hub, feeds every event in):
+//! - `salesforce_calls`: what Salesforce's replies mean (login, query pages, write-back, marks);
+//! - `lifecycle`: what a key change's reply means (revoke, restore, reduce, renew, the expiry
+//!   read that makes a renewal happen once);
+//! - `plan`: what each line needs;
+//! - `licensing`: the license calls (issue, lookup, key changes), at most `max_concurrency` at a
+//!   time, the write-ahead marks before them, what an issue's or a lookup's reply means;
+//! - `line_ledger`: the one seam onto the ledger (claims, a line's state, marks, release), behind
+//!   which are shared data and `etcd_ledger`; they ask for the license calls to go on through
+//!   [`Resume`], never by calling up;
+//! - `salesforce_requests`: sending a Salesforce call (the shared token, a login first);
+//! - `marks`: the texts of a line in progress in Salesforce's fields.
+//! This one holds the types and the message's life (start, responses, cancel, the one reply).
 //!
 //! Invariants a reader can check here: exactly one `Reply` per flow, always the last command;
 //! an ack only when every line that was meant to be licensed has a recorded key; every
@@ -35,8 +43,10 @@ mod etcd_ledger;
 mod licensing;
 mod lifecycle;
 mod line_ledger;
+mod marks;
 mod plan;
 mod salesforce_calls;
+mod salesforce_requests;
 
 use etcd_ledger::{EtcdRun, EtcdStep};
 
@@ -129,6 +139,17 @@ impl Response {
 pub struct Env<'s> {
     pub now_ms: u64,
     pub store: &'s mut dyn Store,
+}
+
+/// What the ledger's parts (`line_ledger`, `etcd_ledger`), which sit below the license calls,
+/// ask to happen once the event at hand is handled: they never call back up into `licensing`,
+/// so the flow's files call one way only (replies → plan → license calls → ledger → sending).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resume {
+    /// Start queued license calls up to the concurrency bound (`pump`).
+    Pump,
+    /// Send line `idx`'s call: its pending mark is recorded (`send_marked`).
+    SendMarked(usize),
 }
 
 /// Don't start a call that would have less than this before the deadline.
@@ -245,6 +266,8 @@ pub struct Flow {
     finished: bool,
     /// The etcd ledger's part of this delivery (`None`: shared data).
     etcd: Option<EtcdRun>,
+    /// What the ledger asked to happen next, in order (`run_resumed`).
+    resume: Vec<Resume>,
     out: Vec<Command>,
 }
 
@@ -307,6 +330,7 @@ impl Flow {
             outcome: Outcome::default(),
             finished: false,
             etcd: None,
+            resume: Vec::new(),
             out: Vec::new(),
         };
         if flow.cfg.etcd.is_some() {
@@ -329,6 +353,7 @@ impl Flow {
             }
         }
         flow.begin(env);
+        flow.run_resumed(env);
         let out = std::mem::take(&mut flow.out);
         if flow.finished {
             (None, out)
@@ -409,6 +434,7 @@ impl Flow {
             let (_, what) = self.pending.swap_remove(pos);
             if resp.body.len() > self.cfg.max_reply_bytes {
                 self.reply_too_large(what, env);
+                self.run_resumed(env);
                 self.maybe_finish(env);
                 return std::mem::take(&mut self.out);
             }
@@ -421,9 +447,32 @@ impl Flow {
                 Awaiting::Validate(line) => self.on_validate(line, resp, env),
                 Awaiting::Etcd(step) => self.on_etcd(step, resp, env),
             }
+            self.run_resumed(env);
             self.maybe_finish(env);
         }
         std::mem::take(&mut self.out)
+    }
+
+    /// The ledger's part asks for `r` once the event at hand is handled.
+    fn then(&mut self, r: Resume) {
+        self.resume.push(r);
+    }
+
+    /// Carry out what the ledger asked for, in order (each may ask for more).
+    fn run_resumed(&mut self, env: &mut Env<'_>) {
+        while !self.resume.is_empty() {
+            match self.resume.remove(0) {
+                Resume::Pump => self.pump(env),
+                Resume::SendMarked(idx) => {
+                    if !self.send_marked(idx, env) {
+                        let item = self.line_item(idx);
+                        self.outcome
+                            .failures
+                            .push(format!("deadline reached before licensing line {item}"));
+                    }
+                }
+            }
+        }
     }
 
     /// The downstream request went away (Salesforce hung up): outstanding calls are cancelled
@@ -469,7 +518,7 @@ impl Flow {
                 self.license_failed(idx, &why);
                 self.pump(env);
             }
-            Awaiting::Etcd(step) => self.etcd_failed(step, &why, env),
+            Awaiting::Etcd(step) => self.etcd_failed(step, &why),
         }
     }
 
@@ -575,5 +624,22 @@ impl Flow {
 
     fn log(&mut self, level: Level, msg: String) {
         self.out.push(Command::Log(level, msg));
+    }
+
+    /// Does this delivery revoke `item`'s keys? Its ledger record stays `R` whatever the
+    /// write-back does.
+    pub(super) fn revokes(&self, item: &SfId) -> bool {
+        self.work
+            .lines
+            .iter()
+            .any(|l| l.item.same_record(item) && l.intent == Intent::Revoke)
+    }
+
+    pub(super) fn line_item(&self, idx: usize) -> String {
+        self.work
+            .lines
+            .get(idx)
+            .map(|l| l.item.to_string())
+            .unwrap_or_default()
     }
 }
