@@ -17,7 +17,7 @@
 //!   time, the write-ahead marks before them, what an issue's or a lookup's reply means;
 //! - `line_ledger`: the one seam onto the ledger (claims, a line's state, marks, release), behind
 //!   which are shared data and `etcd_ledger`; they ask for the license calls to go on through
-//!   [`Resume`], never by calling up;
+//!   `Resume`, never by calling up;
 //! - `salesforce_requests`: sending a Salesforce call (the shared token, a login first);
 //! - `marks`: the texts of a line in progress in Salesforce's fields.
 //! This one holds the types and the message's life (start, responses, cancel, the one reply).
