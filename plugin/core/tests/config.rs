@@ -18,6 +18,8 @@ use keygate_core::config::{Config, ContactField, Grant, LineReference};
 
 const MINIMAL: &str = include_str!("../../../testdata/config/minimal.json");
 const PASSWORD: &str = include_str!("../../../testdata/config/password_grant.json");
+/// The README's Keygen example, whole (also a seed of the configuration fuzzer).
+const KEYGEN: &str = include_str!("../../../testdata/config/keygen.json");
 
 fn env(name: &str) -> Option<String> {
     match name {
@@ -30,6 +32,7 @@ fn env(name: &str) -> Option<String> {
         "KEYGATE_QLM_USER" => Some("keygate".into()),
         "KEYGATE_QLM_PASSWORD" => Some("qlm-password-1".into()),
         "KEYGATE_QLM_API_KEY" => Some("qlm-api-key-1".into()),
+        "KEYGATE_KEYGEN_TOKEN" => Some("keygen-token-1".into()),
         "EMPTY" => Some(String::new()),
         _ => None,
     }
@@ -368,4 +371,19 @@ fn null_means_no_affiliate_and_nothing_else() {
         err.contains("deadline_ms: invalid type: null, expected u64"),
         "{err}"
     );
+}
+
+#[test]
+fn the_keygen_example_configuration_is_valid_as_written() {
+    let c = Config::from_json(KEYGEN.as_bytes(), &env).unwrap();
+    let i = c.issuing.as_ref().unwrap();
+    let keygen = i.license.keygen().unwrap();
+    assert_eq!(
+        (keygen.account.as_str(), keygen.token_env.as_str()),
+        ("acme", "KEYGATE_KEYGEN_TOKEN")
+    );
+    assert_eq!(i.license.cluster, "keygen");
+    assert!(i.product("001").unwrap().seats_follow_quantity());
+    assert!(!i.product("002").unwrap().seats_follow_quantity());
+    assert!(i.product("002-RENEW").unwrap().renewal);
 }

@@ -169,3 +169,20 @@ fn a_throttled_call_waits_for_the_later_of_retry_after_and_the_reset_and_never_t
     assert_eq!(with(&[]), 30_000);
     assert_eq!(with(&[reset_in(3600)]), 600_000);
 }
+
+#[test]
+fn fuzz_findings_stay_fixed() {
+    // A 2xx whose `data` is a long string: serde's message quotes it; the reason stays short.
+    let found = include_bytes!("../../../testdata/fuzz-found/keygen_replies-long-json-error.bin");
+    let [s0, s1, _, _, body @ ..] = &found[..] else {
+        panic!("a fuzz input has a four-byte head")
+    };
+    let cfg = keygen();
+    let backend = license::backend(&cfg.issuing.as_ref().unwrap().license);
+    let json = [("content-type", MEDIA.to_owned())];
+    let e = backend
+        .issued(&reply(u16::from_be_bytes([*s0, *s1]), &json, body))
+        .unwrap_err();
+    assert!(e.to_string().chars().count() <= 200, "{e}");
+    assert!(matches!(e, LicenseError::Unparseable(_)), "{e:?}");
+}

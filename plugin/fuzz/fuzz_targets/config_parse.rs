@@ -8,7 +8,8 @@
 //! only on whether they are set; secret values never appear in an error or in `Debug`.
 #![no_main]
 
-use keygate_core::config::{Config, Grant};
+use keygate_core::config::{Config, Grant, LicenseServer};
+use keygate_core::products::Terms;
 use keygate_fuzz::{allowed, assert_no_control, check_id, contains};
 use libfuzzer_sys::fuzz_target;
 
@@ -138,22 +139,45 @@ fn check_config(cfg: &Config) {
         assert!(!lic.authority.is_empty());
         assert!(!lic.authority.contains(['/', '?', '#', '@']));
         header_safe("license_server.authority", &lic.authority);
-        let pp = &lic.path_prefix;
-        assert!(pp.is_empty() || pp.starts_with('/'), "path_prefix {pp:?}");
-        assert!(!pp.ends_with('/'), "path_prefix {pp:?} ends with '/'");
-        assert!(!pp.contains(['?', '#']), "path_prefix {pp:?}");
-        header_safe("license_server.path_prefix", pp);
         assert!((1..=32).contains(&lic.max_concurrency));
         assert!((100..=60_000).contains(&lic.timeout_ms));
-        assert!(!lic.vendor.is_empty());
-        if let Some(a) = &lic.affiliate_id {
-            assert!(!a.is_empty());
+        match &lic.server {
+            LicenseServer::Qlm(qlm) => {
+                let pp = &qlm.path_prefix;
+                assert!(pp.is_empty() || pp.starts_with('/'), "path_prefix {pp:?}");
+                assert!(!pp.ends_with('/'), "path_prefix {pp:?} ends with '/'");
+                assert!(!pp.contains(['?', '#']), "path_prefix {pp:?}");
+                header_safe("license_server.path_prefix", pp);
+                assert!(!qlm.vendor.is_empty());
+                if let Some(a) = &qlm.affiliate_id {
+                    assert!(!a.is_empty());
+                }
+            }
+            LicenseServer::Keygen(keygen) => {
+                // It goes into every path.
+                let a = &keygen.account;
+                assert!(
+                    !a.is_empty()
+                        && a.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+                    "account {a:?}"
+                );
+                assert!(!keygen.token.expose().is_empty());
+            }
         }
-        for (code, args) in &i.products {
+        for (code, product) in &i.products {
             assert!(
                 !code.is_empty() && code.len() <= 255,
                 "product code {code:?}"
             );
+            // Every product is in the configured server's terms.
+            let args = match (&lic.server, &product.terms) {
+                (LicenseServer::Qlm(_), Terms::Qlm(args)) => args,
+                (LicenseServer::Keygen(_), Terms::Keygen(k)) => {
+                    assert!(!k.policy.is_empty() && k.policy.bytes().all(|b| b.is_ascii_graphic()));
+                    continue;
+                }
+                (server, terms) => panic!("product {code:?}: {terms:?} under {server:?}"),
+            };
             for required in ["is_productid", "is_majorversion", "is_minorversion"] {
                 let v = args
                     .get(required)

@@ -20,6 +20,7 @@
 //!   `Resume`, never by calling up;
 //! - `salesforce_requests`: sending a Salesforce call (the shared token, a login first);
 //! - `marks`: the texts of a line in progress in Salesforce's fields.
+//!
 //! This one holds the types and the message's life (start, responses, cancel, the one reply).
 //!
 //! Invariants a reader can check here: exactly one `Reply` per flow, always the last command;

@@ -134,9 +134,11 @@ fn read<T: for<'de> Deserialize<'de>>(
         )));
     }
     serde_json::from_slice(reply.body).map_err(|e| {
+        // serde's message quotes the value it met: the server's text, bounded like any other.
         LicenseError::Unparseable(format!(
-            "HTTP {}: not a Keygen license document: {e}",
-            reply.status
+            "HTTP {}: not a Keygen license document: {}",
+            reply.status,
+            excerpt(&e.to_string())
         ))
     })
 }
