@@ -38,6 +38,8 @@ use wrk::{WrkResult, WrkSettings};
 const USAGE: &str = "usage: keygate-bench [--smoke] [--json PATH] [--wasm PATH] [--wasm-unopt PATH]
                      [--core-native PATH] [--core-wasm PATH] [--connections N] [--duration SECONDS]
                      [--rounds N] [--starts N] [--concurrency N] [--patch JSON]...
+--wasm: the plugin module every Envoy of the run loads (default: scripts/build's output); run
+the benchmark once per module, alternating, to compare two builds.
 --patch: a JSON merge patch over the plugin configuration of envoy.local.yaml (repeatable), for
 experiments such as --patch '{\"license_server\":{\"max_concurrency\":16}}'.
 Run through scripts/bench, which builds the .wasm, the stand-ins and the core benchmarks first.";
@@ -315,6 +317,7 @@ fn run(opts: &Opts) -> Result<(), String> {
             listener::minimal_dispatch(chain_port, &opts.minimal_wasm, FLOW_CALLS),
             listener::bare(bare_port),
         ],
+        wasm: Some(opts.wasm.clone()),
         ..GatewayOptions::default()
     })?;
     let minimal_addr = SocketAddr::from(([127, 0, 0, 1], minimal_port));
@@ -1216,6 +1219,7 @@ fn ledger_modes(plan: &Plan, opts: &Opts, orders_path: &Path) -> Result<(Vec<Row
                 orders_path: orders_path.to_path_buf(),
                 ..StandinsConfig::default()
             },
+            wasm: Some(opts.wasm.clone()),
             ..GatewayOptions::default()
         };
         if on_etcd {

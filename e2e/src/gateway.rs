@@ -49,6 +49,9 @@ pub struct GatewayOptions {
     /// The license cluster's circuit breakers at this many requests (and pending requests)
     /// instead of the shipped 16: `envoy::with_license_breakers`.
     pub license_breakers: Option<u32>,
+    /// The module to load instead of [`wasm_path`]'s (the benchmark's `--wasm`, to compare two
+    /// builds in one run).
+    pub wasm: Option<PathBuf>,
 }
 
 /// Whether the filter may pause a request at its headers.
@@ -86,6 +89,7 @@ impl Default for GatewayOptions {
             etcd: None,
             access_log: false,
             license_breakers: None,
+            wasm: None,
         }
     }
 }
@@ -186,7 +190,7 @@ impl Gateway {
                 envoy_bin.display()
             ));
         }
-        let wasm = wasm_path();
+        let wasm = options.wasm.clone().unwrap_or_else(wasm_path);
         if !wasm.exists() {
             return Err(format!("{} is missing: run scripts/build", wasm.display()));
         }
