@@ -212,21 +212,6 @@ fn envoy_version(envoy: &Path) -> String {
     format!("Envoy {release}")
 }
 
-/// The Envoy this process started (its child named `envoy`), for CPU accounting.
-fn envoy_child_pid() -> Option<u32> {
-    let me = std::process::id();
-    std::fs::read_dir("/proc")
-        .ok()?
-        .flatten()
-        .find_map(|entry| {
-            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            let (head, rest) = stat.rsplit_once(')')?;
-            let ppid: u32 = rest.split_whitespace().nth(1)?.parse().ok()?;
-            (ppid == me && head.ends_with("(envoy")).then_some(pid)
-        })
-}
-
 /// User + system CPU time of a process (all threads), in seconds (clock ticks of 1/100 s).
 fn cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -753,7 +738,7 @@ fn floor_and_validate(
             return Err(format!("{key}: GET {PASSTHROUGH_PATH}: HTTP {}", r.status));
         }
     }
-    let envoy_pid = envoy_child_pid();
+    let envoy_pid = Some(gw.envoy_pid());
     let mut results: BTreeMap<&str, Vec<WrkResult>> = BTreeMap::new();
     // One wrk run, with Envoy's CPU time per request over it.
     let measure = |key: &str, addr: SocketAddr, path: &str, script: &Path| {
@@ -1084,7 +1069,7 @@ fn closed_loop(
             2
         },
     };
-    let envoy_pid = envoy_child_pid();
+    let envoy_pid = Some(gw.envoy_pid());
     let cpu_before = envoy_pid.and_then(cpu_seconds);
     let mut before = gw.standins.stats();
     let mut busy = Duration::ZERO;
