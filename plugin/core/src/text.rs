@@ -20,3 +20,20 @@ pub fn excerpt(s: &str) -> String {
     }
     out
 }
+
+/// The UTC time `ms` (milliseconds since the Unix epoch) as `yyyy-MM-dd HH:mm:ss`: for a person
+/// (a mark in Salesforce, a fault's "until"), and QLM's strict-authentication timestamp.
+pub fn utc_datetime(ms: u64) -> String {
+    let secs = i64::try_from(ms / 1000).unwrap_or(i64::MAX);
+    let t =
+        time::OffsetDateTime::from_unix_timestamp(secs).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}

@@ -20,7 +20,7 @@ const ISSUING: &str = "Issuing; busy until ";
 pub(super) fn issuing_mark(until_ms: u64, instance: &str) -> String {
     format!(
         "{ISSUING}{} UTC ({until_ms}, gateway {instance})",
-        crate::license::qlm_timestamp(until_ms)
+        crate::text::utc_datetime(until_ms)
     )
 }
 

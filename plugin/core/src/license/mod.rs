@@ -126,7 +126,7 @@ impl std::fmt::Display for LicenseError {
             LicenseError::Throttled { until_ms } => write!(
                 f,
                 "license server is rate-limiting this account until {} UTC",
-                qlm_timestamp(*until_ms)
+                crate::text::utc_datetime(*until_ms)
             ),
         }
     }

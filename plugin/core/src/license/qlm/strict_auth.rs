@@ -12,6 +12,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::secret::Secret;
+use crate::text::utc_datetime;
 
 /// `X-Qlm-Authentication-Version`: "The latest version is 2".
 pub const AUTH_VERSION: u32 = 2;
@@ -32,19 +33,8 @@ pub fn sign(api_key: &Secret, url: &str, timestamp: &str) -> String {
 }
 
 /// `X-Qlm-Timestamp`: the UTC time `now_ms` (milliseconds since the Unix epoch, the host clock)
-/// as `yyyy-MM-dd HH:mm:ss`. The server honours it only within its
+/// as `yyyy-MM-dd HH:mm:ss` ([`utc_datetime`]). The server honours it only within its
 /// `security/strictAuthenticationTimestampTolerance`, so the gateway's clock must be right.
 pub fn qlm_timestamp(now_ms: u64) -> String {
-    let secs = i64::try_from(now_ms / 1000).unwrap_or(i64::MAX);
-    let t =
-        time::OffsetDateTime::from_unix_timestamp(secs).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
+    utc_datetime(now_ms)
 }
