@@ -1,111 +1,14 @@
 //! Starts the stand-ins on ephemeral ports and talks to them over raw TCP, the way Envoy would.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+mod common;
+use common::{start, Client, Reply};
+
 use keygate_standins::*;
 use serde_json::{json, Value};
-
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// A minimal keep-alive HTTP/1.1 client.
-struct Client {
-    writer: TcpStream,
-    reader: BufReader<TcpStream>,
-}
-
-impl Client {
-    fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect(addr).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-        Client {
-            writer: stream.try_clone().expect("clone"),
-            reader: BufReader::new(stream),
-        }
-    }
-
-    fn send_raw(&mut self, bytes: &[u8]) {
-        self.writer.write_all(bytes).expect("write");
-    }
-
-    fn send(&mut self, method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]) {
-        let mut head = format!("{method} {target} HTTP/1.1\r\nHost: standin\r\n");
-        for (n, v) in headers {
-            head.push_str(&format!("{n}: {v}\r\n"));
-        }
-        if !body.is_empty() || method == "POST" || method == "PATCH" {
-            head.push_str(&format!("Content-Length: {}\r\n", body.len()));
-        }
-        head.push_str("\r\n");
-        let mut bytes = head.into_bytes();
-        bytes.extend_from_slice(body);
-        self.send_raw(&bytes);
-    }
-
-    /// The next response, or None when the server closed the connection instead.
-    fn read(&mut self) -> Option<Reply> {
-        let mut line = String::new();
-        match self.reader.read_line(&mut line) {
-            Ok(0) | Err(_) => return None,
-            Ok(_) => {}
-        }
-        let status: u16 = line.split(' ').nth(1)?.parse().ok()?;
-        let mut headers = Vec::new();
-        loop {
-            let mut h = String::new();
-            self.reader.read_line(&mut h).ok()?;
-            let h = h.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            let (n, v) = h.split_once(':')?;
-            headers.push((n.trim().to_ascii_lowercase(), v.trim().to_owned()));
-        }
-        let len: usize = headers
-            .iter()
-            .find(|(n, _)| n == "content-length")
-            .map_or(0, |(_, v)| v.parse().unwrap_or(0));
-        let mut body = vec![0; len];
-        self.reader.read_exact(&mut body).ok()?;
-        Some(Reply {
-            status,
-            headers,
-            body,
-        })
-    }
-
-    fn call(&mut self, method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
-        self.send(method, target, headers, body);
-        self.read()
-            .unwrap_or_else(|| panic!("no reply to {method} {target}"))
-    }
-}
 
 fn call(
     addr: SocketAddr,
@@ -115,10 +18,6 @@ fn call(
     body: &[u8],
 ) -> Reply {
     Client::connect(addr).call(method, target, headers, body)
-}
-
-fn start() -> Standins {
-    Standins::start(StandinsConfig::default()).expect("start stand-ins")
 }
 
 const FORM: (&str, &str) = ("Content-Type", "application/x-www-form-urlencoded");
