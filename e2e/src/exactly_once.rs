@@ -322,3 +322,60 @@ pub fn keys_written_back(
         .filter(|(_, v)| !v.starts_with(keygate_standins::ISSUING_MARK))
         .collect()
 }
+
+/// Calls to `endpoint` the stand-ins saw.
+pub fn count(standins: &Standins, endpoint: Endpoint) -> usize {
+    standins
+        .record()
+        .iter()
+        .filter(|r| r.endpoint == endpoint)
+        .count()
+}
+
+/// The value Salesforce holds in `field` of order product `item` (the state field, say).
+pub fn field_written(standins: &Standins, item: &str, field: &str) -> Option<String> {
+    standins
+        .writeback_fields()
+        .get(item)?
+        .get(field)?
+        .as_str()
+        .map(str::to_owned)
+}
+
+/// Delivers `message` as Salesforce does: to one replica, then after every fault again, to
+/// whichever replica is next, until it is acked (or `limit` passes). Returns the faults seen.
+pub fn deliver_until_acked(
+    replicas: &[&crate::Gateway],
+    message: &str,
+    limit: Duration,
+) -> Vec<String> {
+    let deadline = Instant::now() + limit;
+    let mut faults = Vec::new();
+    for gw in replicas.iter().cycle() {
+        let r = gw.post_webhook(message);
+        if crate::soap_reply::is_ack(&r) {
+            break;
+        }
+        faults.push(crate::soap_reply::assert_server_fault(&r));
+        assert!(
+            Instant::now() < deadline,
+            "not acked within {limit:?}; faults: {faults:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    faults
+}
+
+/// The etcd ledger's end state: every line written back with its key, no claim left behind.
+pub fn assert_ledger_holds(etcd: &crate::etcd::EtcdCluster, keys: &BTreeMap<String, String>) {
+    let held = etcd.keys("keygate/line/");
+    assert_eq!(held.len(), keys.len(), "{held:?}");
+    for (line, key) in keys {
+        let value = held
+            .iter()
+            .find(|(k, _)| k.ends_with(line.as_str()))
+            .map(|(_, v)| v.as_str());
+        assert_eq!(value, Some(format!("W\n{key}").as_str()), "line {line}");
+    }
+    assert!(etcd.keys("keygate/claim/").is_empty(), "a claim was left");
+}

@@ -36,6 +36,11 @@ pub fn assert_ack(r: &Response) {
     assert!(body.contains("<Ack>true</Ack>"), "{body}");
 }
 
+/// Whether `r` is the ack (for loops that redeliver until it is, as Salesforce does).
+pub fn is_ack(r: &Response) -> bool {
+    r.status == 200 && element(&r.text(), "Ack") == Some("true")
+}
+
 /// Like [`assert_ack`], with the tail of Envoy's log in the failure message.
 pub fn assert_ack_from(r: &Response, gw: &Gateway) {
     if r.status != 200 {

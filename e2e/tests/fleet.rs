@@ -4,11 +4,13 @@
 //! exactly one key, and no message is acked before its lines are licensed.
 
 use keygate_e2e::etcd::EtcdCluster;
-use keygate_e2e::exactly_once::{assert_one_key_per_line, family_message, Calls};
-use keygate_e2e::soap_reply::{assert_ack_from, assert_no_leaks, assert_server_fault, element};
-use keygate_e2e::{json, Gateway, GatewayOptions, Response};
+use keygate_e2e::exactly_once::{
+    assert_ledger_holds, assert_one_key_per_line, deliver_until_acked, family_message, Calls,
+};
+use keygate_e2e::soap_reply::{assert_ack_from, assert_no_leaks, assert_server_fault, is_ack};
+use keygate_e2e::{json, Gateway, GatewayOptions};
 use keygate_standins::family_item_id;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn fleet(etcd: &EtcdCluster) -> (Gateway, Gateway) {
     let a = Gateway::start(GatewayOptions::default().etcd(&etcd.client_ports()));
@@ -18,45 +20,6 @@ fn fleet(etcd: &EtcdCluster) -> (Gateway, Gateway) {
 
 fn lines(orders: std::ops::Range<usize>) -> Vec<String> {
     orders.map(family_item_id).collect()
-}
-
-fn is_ack(r: &Response) -> bool {
-    r.status == 200 && element(&r.text(), "Ack") == Some("true")
-}
-
-/// Delivers `message` as Salesforce does: to one replica, then after every fault again, to
-/// whichever replica is next, until it is acked (or `limit` passes). Returns the faults seen.
-fn deliver_until_acked(replicas: &[&Gateway], message: &str, limit: Duration) -> Vec<String> {
-    let deadline = Instant::now() + limit;
-    let mut faults = Vec::new();
-    for turn in 0.. {
-        let gw = replicas[turn % replicas.len()];
-        let r = gw.post_webhook(message);
-        if is_ack(&r) {
-            return faults;
-        }
-        faults.push(assert_server_fault(&r));
-        assert!(
-            Instant::now() < deadline,
-            "not acked within {limit:?}; faults: {faults:#?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    unreachable!()
-}
-
-/// The ledger's end state: every line written back with its key, no claim left behind.
-fn assert_ledger_holds(etcd: &EtcdCluster, keys: &std::collections::BTreeMap<String, String>) {
-    let held = etcd.keys("keygate/line/");
-    assert_eq!(held.len(), keys.len(), "{held:?}");
-    for (line, key) in keys {
-        let value = held
-            .iter()
-            .find(|(k, _)| k.ends_with(line.as_str()))
-            .map(|(_, v)| v.as_str());
-        assert_eq!(value, Some(format!("W\n{key}").as_str()), "line {line}");
-    }
-    assert!(etcd.keys("keygate/claim/").is_empty(), "a claim was left");
 }
 
 #[test]

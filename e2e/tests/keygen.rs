@@ -5,15 +5,15 @@
 //! two-replica etcd fleet. The guarantees are QLM's (README, "Using Keygen instead of QLM").
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use keygate_e2e::envoy::keygen_patches;
 use keygate_e2e::etcd::EtcdCluster;
 use keygate_e2e::exactly_once::{
-    assert_one_license_per_line, family_message, keygen_issued, outbound_message,
-    short_issuing_marks, Calls, SHORT_MARK,
+    assert_ledger_holds, assert_one_license_per_line, count, deliver_until_acked, family_message,
+    field_written, keygen_issued, outbound_message, short_issuing_marks, Calls, SHORT_MARK,
 };
-use keygate_e2e::soap_reply::{assert_ack_from, assert_no_leaks, assert_server_fault, element};
+use keygate_e2e::soap_reply::{assert_ack_from, assert_no_leaks, assert_server_fault, is_ack};
 use keygate_e2e::{json, Gateway, GatewayOptions, Response};
 use keygate_standins::{
     family_item_id, keygen_expiry_after, Endpoint, Fault, FaultKind, KeygenLicense, Standins,
@@ -60,27 +60,6 @@ fn license_of(standins: &Standins, item: &str) -> KeygenLicense {
     standins.keygen_licenses()[&keys[0]].clone()
 }
 
-fn state_in_salesforce(standins: &Standins, item: &str) -> Option<String> {
-    standins
-        .writeback_fields()
-        .get(item)?
-        .get(STATE_FIELD)?
-        .as_str()
-        .map(str::to_owned)
-}
-
-fn calls(standins: &Standins, endpoint: Endpoint) -> usize {
-    standins
-        .record()
-        .iter()
-        .filter(|r| r.endpoint == endpoint)
-        .count()
-}
-
-fn is_ack(r: &Response) -> bool {
-    r.status == 200 && element(&r.text(), "Ack") == Some("true")
-}
-
 #[test]
 fn activate_cancel_reactivate_reduce_and_renew_each_reach_keygen_once() {
     let gw = lifecycle_gateway();
@@ -107,18 +86,18 @@ fn activate_cancel_reactivate_reduce_and_renew_each_reach_keygen_once() {
     assert_ack_from(&set_and_send(&gw, DEMO_ORDER_ID, "Cancelled"), &gw);
     assert!(gw.standins.keygen_licenses()[&license.key].suspended);
     assert_eq!(
-        state_in_salesforce(&gw.standins, DEMO_ITEM_ID).as_deref(),
+        field_written(&gw.standins, DEMO_ITEM_ID, STATE_FIELD).as_deref(),
         Some("Revoked")
     );
     assert_ack_from(&gw.post_webhook(message(DEMO_ORDER_ID, "Cancelled")), &gw);
-    assert_eq!(calls(&gw.standins, Endpoint::KeygenSuspend), 1);
+    assert_eq!(count(&gw.standins, Endpoint::KeygenSuspend), 1);
 
     // Activated again: the same license reinstated, never a new one.
     assert_ack_from(&set_and_send(&gw, DEMO_ORDER_ID, "Activated"), &gw);
     let same = license_of(&gw.standins, DEMO_ITEM_ID);
     assert_eq!(same.key, license.key);
     assert!(!same.suspended);
-    assert_eq!(calls(&gw.standins, Endpoint::KeygenReinstate), 1);
+    assert_eq!(count(&gw.standins, Endpoint::KeygenReinstate), 1);
 
     // A reduction order of one seat: maxMachines 3 → 2.
     assert_ack_from(&set_and_send(&gw, REDUCTION_ORDER_ID, "Activated"), &gw);
@@ -127,7 +106,7 @@ fn activate_cancel_reactivate_reduce_and_renew_each_reach_keygen_once() {
         Some(2)
     );
     assert_eq!(
-        state_in_salesforce(&gw.standins, REDUCTION_ITEM_ID).as_deref(),
+        field_written(&gw.standins, REDUCTION_ITEM_ID, STATE_FIELD).as_deref(),
         Some("Reduced to 2")
     );
 
@@ -151,7 +130,7 @@ fn activate_cancel_reactivate_reduce_and_renew_each_reach_keygen_once() {
         keygen_expiry_after(&expiry, KEYGEN_ANNUAL_DURATION_S)
     );
     assert_eq!(
-        state_in_salesforce(&gw.standins, RENEWAL_ITEM_ID).as_deref(),
+        field_written(&gw.standins, RENEWAL_ITEM_ID, STATE_FIELD).as_deref(),
         Some("Renewed")
     );
     assert!(!keygen_issued(&gw.standins).contains_key(RENEWAL_ITEM_ID));
@@ -241,11 +220,7 @@ fn a_429_storm_is_honoured_no_worker_calls_keygen_until_the_reset() {
     // Keygen lifts the limit; a new Envoy (its shared data empty) licenses the rest, once.
     gw.standins.set_keygen_rate_limit(None);
     let gw = gw.restart_envoy();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !is_ack(&gw.post_webhook(&message)) {
-        assert!(Instant::now() < deadline, "never acked");
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    deliver_until_acked(&[&gw], &message, Duration::from_secs(20));
     assert_one_license_per_line(&gw.standins, &lines);
     assert_no_leaks(&gw);
 }
@@ -281,11 +256,7 @@ fn hostile_keygen_replies_are_refused_never_written_back_and_then_recovered() {
             .unwrap_or_default();
         assert!(held.starts_with(ISSUING_MARK), "{kind:?}: {held}");
         // Redelivered once the faulted call's time is up: one license, whatever Keygen did.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !is_ack(&gw.post_webhook(&message)) {
-            assert!(Instant::now() < deadline, "{kind:?}: never acked");
-            std::thread::sleep(Duration::from_millis(500));
-        }
+        deliver_until_acked(&[&gw], &message, Duration::from_secs(60));
         expected.insert(line.clone(), String::new());
     }
     let lines: Vec<String> = expected.into_keys().collect();
@@ -311,28 +282,14 @@ fn a_two_replica_etcd_fleet_licenses_each_line_once_with_keygen() {
             assert!(why.contains("being processed by another request"), "{why}");
         }
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    for turn in 0.. {
-        let gw = if turn % 2 == 0 { &b } else { &a };
-        if is_ack(&gw.post_webhook(&message)) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "not acked");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let faults = deliver_until_acked(&[&b, &a], &message, Duration::from_secs(10));
+    assert!(faults.is_empty(), "{faults:?}");
     let lines: Vec<String> = (0..5).map(family_item_id).collect();
     let keys = assert_one_license_per_line(&a.standins, &lines);
     // Durable ledger: each line one create, no lookup.
     let all = Calls::of(&a.standins.record());
     assert_eq!((all.license, all.retrieve), (5, 0), "{all}");
-    let held = etcd.keys("keygate/line/");
-    for (line, key) in &keys {
-        let value = held
-            .iter()
-            .find(|(k, _)| k.ends_with(line.as_str()))
-            .map(|(_, v)| v.as_str());
-        assert_eq!(value, Some(format!("W\n{key}").as_str()), "line {line}");
-    }
+    assert_ledger_holds(&etcd, &keys);
     assert_no_leaks(&a);
     assert_no_leaks(&b);
 }

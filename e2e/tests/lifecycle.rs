@@ -4,7 +4,7 @@
 //! the SOAP reply, on the license stand-in's end state (each key's revoked flag, activations,
 //! expiry) and on what Salesforce holds (keys and `License_State__c`).
 
-use keygate_e2e::exactly_once::{outbound_message, settle};
+use keygate_e2e::exactly_once::{count, field_written, outbound_message, settle};
 use keygate_e2e::soap_reply::{assert_ack_from, assert_no_leaks, assert_server_fault};
 use keygate_e2e::{json, Gateway, GatewayOptions};
 use keygate_standins::{
@@ -50,23 +50,6 @@ fn key_of(standins: &Standins, item: &str) -> (String, KeyState) {
     (key, state)
 }
 
-fn state_in_salesforce(standins: &Standins, item: &str) -> Option<String> {
-    standins
-        .writeback_fields()
-        .get(item)?
-        .get(STATE_FIELD)?
-        .as_str()
-        .map(str::to_owned)
-}
-
-fn calls(standins: &Standins, endpoint: Endpoint) -> usize {
-    standins
-        .record()
-        .iter()
-        .filter(|r| r.endpoint == endpoint)
-        .count()
-}
-
 #[test]
 fn cancel_revokes_and_reactivation_restores_the_same_key() {
     let gw = lifecycle_gateway();
@@ -74,7 +57,7 @@ fn cancel_revokes_and_reactivation_restores_the_same_key() {
     let (key, state) = key_of(&gw.standins, DEMO_ITEM_ID);
     assert!(!state.revoked);
     assert_eq!(
-        state_in_salesforce(&gw.standins, DEMO_ITEM_ID).as_deref(),
+        field_written(&gw.standins, DEMO_ITEM_ID, STATE_FIELD).as_deref(),
         Some("Issued")
     );
 
@@ -84,7 +67,7 @@ fn cancel_revokes_and_reactivation_restores_the_same_key() {
         "revoked at the license server"
     );
     assert_eq!(
-        state_in_salesforce(&gw.standins, DEMO_ITEM_ID).as_deref(),
+        field_written(&gw.standins, DEMO_ITEM_ID, STATE_FIELD).as_deref(),
         Some("Revoked")
     );
     assert_eq!(
@@ -95,18 +78,18 @@ fn cancel_revokes_and_reactivation_restores_the_same_key() {
     assert_eq!(gw.counter("keygate_licenses_revoked"), 1);
     // A redelivery of the cancellation repeats nothing.
     assert_ack_from(&gw.post_webhook(message(DEMO_ORDER_ID, "Cancelled")), &gw);
-    assert_eq!(calls(&gw.standins, Endpoint::Revoke), 1);
+    assert_eq!(count(&gw.standins, Endpoint::Revoke), 1);
 
     assert_ack_from(&set_and_send(&gw, DEMO_ORDER_ID, "Activated"), &gw);
     let (same, state) = key_of(&gw.standins, DEMO_ITEM_ID);
     assert_eq!(same, key, "the same key, never a new one");
     assert!(!state.revoked, "restored");
     assert_eq!(
-        state_in_salesforce(&gw.standins, DEMO_ITEM_ID).as_deref(),
+        field_written(&gw.standins, DEMO_ITEM_ID, STATE_FIELD).as_deref(),
         Some("Restored")
     );
     assert_eq!(gw.counter("keygate_licenses_restored"), 1);
-    assert_eq!(calls(&gw.standins, Endpoint::License), 1);
+    assert_eq!(count(&gw.standins, Endpoint::License), 1);
     assert_no_leaks(&gw);
 }
 
@@ -124,7 +107,7 @@ fn after_an_envoy_restart_cancel_and_reactivation_still_find_the_key() {
     let (same, state) = key_of(&gw.standins, DEMO_ITEM_ID);
     assert_eq!(same, key);
     assert!(!state.revoked);
-    assert_eq!(calls(&gw.standins, Endpoint::License), 1);
+    assert_eq!(count(&gw.standins, Endpoint::License), 1);
 }
 
 #[test]
@@ -140,7 +123,7 @@ fn a_reduction_order_lowers_the_original_key() {
     assert_eq!(gw.standins.keys()[&key].quantity, 2, "3 − 1 activations");
     assert_eq!(gw.standins.writebacks()[REDUCTION_ITEM_ID], key);
     assert_eq!(
-        state_in_salesforce(&gw.standins, REDUCTION_ITEM_ID).as_deref(),
+        field_written(&gw.standins, REDUCTION_ITEM_ID, STATE_FIELD).as_deref(),
         Some("Reduced to 2")
     );
     assert_eq!(gw.counter("keygate_licenses_reduced"), 1);
@@ -150,7 +133,7 @@ fn a_reduction_order_lowers_the_original_key() {
         &gw.post_webhook(message(REDUCTION_ORDER_ID, "Activated")),
         &gw,
     );
-    assert_eq!(calls(&gw.standins, Endpoint::Update), 1);
+    assert_eq!(count(&gw.standins, Endpoint::Update), 1);
     assert!(
         !gw.standins.issued().contains_key(REDUCTION_ITEM_ID),
         "no key of its own"
@@ -185,11 +168,11 @@ fn a_renewal_adds_its_time_once_even_when_the_answer_is_lost() {
         &gw.post_webhook(message(RENEWAL_ORDER_ID, "Activated")),
         &gw,
     );
-    assert_eq!(calls(&gw.standins, Endpoint::Renew), 1, "renewed once");
+    assert_eq!(count(&gw.standins, Endpoint::Renew), 1, "renewed once");
     assert_eq!(gw.standins.keys()[&key].expiry_days, Some(730));
     assert_eq!(gw.standins.writebacks()[RENEWAL_ITEM_ID], key);
     assert_eq!(
-        state_in_salesforce(&gw.standins, RENEWAL_ITEM_ID).as_deref(),
+        field_written(&gw.standins, RENEWAL_ITEM_ID, STATE_FIELD).as_deref(),
         Some("Renewed +365 d")
     );
     assert!(!gw.standins.issued().contains_key(RENEWAL_ITEM_ID));
@@ -232,8 +215,8 @@ fn a_reduction_and_a_restore_whose_call_failed_are_finished_by_the_redelivery() 
     assert!(!state.revoked);
     assert_eq!(state.quantity, 2, "the reduction stays");
     assert_eq!(
-        state_in_salesforce(&gw.standins, DEMO_ITEM_ID).as_deref(),
+        field_written(&gw.standins, DEMO_ITEM_ID, STATE_FIELD).as_deref(),
         Some("Restored")
     );
-    assert_eq!(calls(&gw.standins, Endpoint::License), 1, "never a new key");
+    assert_eq!(count(&gw.standins, Endpoint::License), 1, "never a new key");
 }
