@@ -289,17 +289,14 @@ impl SelfCheck {
     /// A Keygen probe's answer: `what` is the call, `codes` the products mapped to the policy.
     fn on_keygen(&mut self, resp: &Response, what: &str, codes: &[String]) -> Option<String> {
         let cluster = self.license_cfg().map_or("", |l| l.cluster.as_str());
-        let Some(status) = resp.status else {
+        // The self-check reads no time off a reply.
+        let Some(reply) = resp.license_reply(0) else {
             return Some(format!(
                 "license server unreachable: Keygen's {what} got no answer through cluster '{cluster}' (is the cluster defined, its address and TLS right, the server up?)"
             ));
         };
-        let content_type = resp
-            .headers
-            .iter()
-            .find(|(n, _)| *n == "content-type")
-            .map(|(_, v)| v.as_str());
-        let refused = license::keygen_read_policy(status, content_type, &resp.body).err()?;
+        let status = reply.status;
+        let refused = license::keygen_read_policy(&reply).err()?;
         let (token_env, account) = self
             .keygen_cfg()
             .map_or(("", ""), |k| (k.token_env.as_str(), k.account.as_str()));

@@ -80,10 +80,10 @@ fn a_created_license_gives_its_key_and_a_lookup_the_keys_it_found() {
     );
     // The self-check's reads of a policy and of the token's bearer.
     assert_eq!(
-        license::keygen_read_policy(200, Some(MEDIA), POLICY),
+        license::keygen_read_policy(&reply(200, &json, POLICY)),
         Ok(())
     );
-    assert_eq!(license::keygen_read_policy(200, Some(MEDIA), ME), Ok(()));
+    assert_eq!(license::keygen_read_policy(&reply(200, &json, ME)), Ok(()));
 }
 
 #[test]

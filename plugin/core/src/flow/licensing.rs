@@ -7,23 +7,13 @@ use super::line_ledger::Marked;
 use super::marks;
 use super::*;
 use crate::ledger::Instance;
-use crate::license::{Backend, HttpRequest, KeyChange, LicenseReply};
+use crate::license::{Backend, HttpRequest, KeyChange};
 use crate::throttle;
 
 /// The configured license server (`license::backend`), borrowed from `cfg` (a clone of the
 /// flow's) so that the flow stays free to change.
 pub(super) fn license_backend(cfg: &Config) -> Option<Backend<'_>> {
     cfg.issuing.as_ref().map(|i| license::backend(&i.license))
-}
-
-/// A license-server response as the backend reads it; `None`: no HTTP answer.
-pub(super) fn license_reply(resp: &Response, now_ms: u64) -> Option<LicenseReply<'_>> {
-    Some(LicenseReply {
-        status: resp.status?,
-        headers: &resp.headers,
-        body: &resp.body,
-        now_ms,
-    })
 }
 
 /// Why a call Envoy never sent failed (`Response::never_sent`).
@@ -159,29 +149,50 @@ impl Flow {
         self.send_issue_marks(rest, env);
     }
 
-    /// The license server throttles the account (every worker of this Envoy sees it): no call
-    /// goes to it before `until_ms`.
+    /// The license server throttles the account: no call of this delivery goes to it before
+    /// `until_ms`, nor of any delivery this Envoy's workers start before then (shared data).
     pub(super) fn throttled(&mut self, until_ms: u64, env: &mut Env<'_>) {
-        let Some(cluster) = self.issuing().map(|i| i.license.cluster.clone()) else {
-            return;
-        };
-        throttle::record(env.store, &self.cfg.state_prefix, &cluster, until_ms);
+        self.work.throttled_until = Some(Some(until_ms));
+        if let Some(i) = self.cfg.issuing.as_ref() {
+            throttle::record(
+                env.store,
+                &self.cfg.state_prefix,
+                &i.license.cluster,
+                until_ms,
+            );
+        }
         self.count(Metric::LicenseThrottled, 1);
+    }
+
+    /// Until when the license server throttles the account, as this delivery knows it: read
+    /// from shared data at its first license call (once, not before each call), then kept.
+    fn throttled_until(&mut self, env: &Env<'_>) -> Option<u64> {
+        let until = match self.work.throttled_until {
+            Some(known) => known,
+            None => {
+                let read = self.cfg.issuing.as_ref().and_then(|i| {
+                    throttle::until(
+                        env.store,
+                        &self.cfg.state_prefix,
+                        &i.license.cluster,
+                        env.now_ms,
+                    )
+                });
+                self.work.throttled_until = Some(read);
+                read
+            }
+        };
+        until.filter(|u| *u > env.now_ms)
     }
 
     /// Start queued license calls up to the concurrency bound; none while the license server
     /// throttles the account (each queued line fails, for Salesforce to redeliver later).
     pub(super) fn pump(&mut self, env: &mut Env<'_>) {
-        let Some((max, cluster)) = self
-            .issuing()
-            .map(|i| (i.license.max_concurrency, i.license.cluster.clone()))
-        else {
+        let Some(max) = self.issuing().map(|i| i.license.max_concurrency) else {
             return;
         };
         if !self.work.queue.is_empty() {
-            if let Some(until) =
-                throttle::until(env.store, &self.cfg.state_prefix, &cluster, env.now_ms)
-            {
+            if let Some(until) = self.throttled_until(env) {
                 let why = LicenseError::Throttled { until_ms: until };
                 let lines: Vec<usize> = self.work.queue.drain(..).map(|(idx, _)| idx).collect();
                 for idx in lines {
@@ -198,12 +209,7 @@ impl Flow {
                 break;
             };
             if !self.start_line(line, step, env) {
-                let item = self
-                    .work
-                    .lines
-                    .get(line)
-                    .map(|l| l.item.to_string())
-                    .unwrap_or_default();
+                let item = self.line_item(line);
                 self.outcome
                     .failures
                     .push(format!("deadline reached before licensing line {item}"));
@@ -388,7 +394,7 @@ impl Flow {
         let Some(backend) = license_backend(&cfg) else {
             return;
         };
-        let (answered, result) = match license_reply(&resp, env.now_ms) {
+        let (answered, result) = match resp.license_reply(env.now_ms) {
             // The call may still be running at the license server: the line stays busy.
             None => (
                 false,
@@ -483,7 +489,7 @@ impl Flow {
         let Some(backend) = license_backend(&cfg) else {
             return;
         };
-        let found = match license_reply(&resp, env.now_ms) {
+        let found = match resp.license_reply(env.now_ms) {
             None => Err(LicenseError::Unparseable("no response".into())),
             Some(r) => backend.found(&r),
         };

@@ -4,7 +4,7 @@
 //! pending mark, and when that call's outcome is unknown a later expiry proves it was applied.
 //! The calls themselves are sent by `licensing`.
 
-use super::licensing::{license_backend, license_reply};
+use super::licensing::license_backend;
 use super::*;
 
 impl Flow {
@@ -22,7 +22,7 @@ impl Flow {
             None => ("", String::new()),
         };
         let answered = resp.status.is_some_and(|s| s != 504);
-        let applied = match (self.key_change(idx), license_reply(&resp, env.now_ms)) {
+        let applied = match (self.key_change(idx), resp.license_reply(env.now_ms)) {
             // A renewal may still be applied: the line stays pending until its time is up.
             (_, None) => Err("no response (reset or refused); outcome unknown".to_owned()),
             (_, Some(r)) if r.status == 504 => Err("timed out; outcome unknown".to_owned()),
@@ -83,7 +83,7 @@ impl Flow {
         let Some(backend) = license_backend(&cfg) else {
             return;
         };
-        let expiry = match license_reply(&resp, env.now_ms) {
+        let expiry = match resp.license_reply(env.now_ms) {
             None => Err(LicenseError::Unparseable("no response".into())),
             Some(r) => backend.expiry(&r),
         };

@@ -126,6 +126,16 @@ const ENVOY_NEVER_SENT: [&[u8]; 2] = [
 ];
 
 impl Response {
+    /// The response as a license-server backend reads it, at `now_ms`; `None`: no HTTP answer.
+    pub fn license_reply(&self, now_ms: u64) -> Option<license::LicenseReply<'_>> {
+        Some(license::LicenseReply {
+            status: self.status?,
+            headers: &self.headers,
+            body: &self.body,
+            now_ms,
+        })
+    }
+
     /// The call never left this Envoy: whatever it asked was not done, and asking again is safe.
     pub fn never_sent(&self) -> bool {
         let envoy_refused = self.status == Some(503)
@@ -294,6 +304,9 @@ struct LicenseWork {
     /// Lines waiting for a license-server call (index into `lines`, and which call).
     queue: VecDeque<(usize, Step)>,
     in_flight: usize,
+    /// Until when the license server throttles the account (`None`: not throttled), read from
+    /// shared data once, when this delivery's license calls start, and set by its own 429s.
+    throttled_until: Option<Option<u64>>,
 }
 
 /// How the delivery is going, for its one reply: what failed, what is busy, what was done.

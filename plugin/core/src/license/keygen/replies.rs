@@ -57,7 +57,7 @@ struct Errors {
 }
 
 /// One JSON:API error object.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 pub struct ApiError {
     #[serde(default)]
     pub title: Option<String>,
@@ -69,7 +69,7 @@ pub struct ApiError {
     pub source: Option<ErrorSource>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 pub struct ErrorSource {
     #[serde(default)]
     pub pointer: Option<String>,
@@ -256,25 +256,26 @@ pub(super) fn already(change: &KeyChange<'_>, reply: &LicenseReply<'_>) -> bool 
 }
 
 /// A `GET /policies/{id}` or `GET /me` reply: `Ok` when it is a resource document.
-pub fn read_policy(status: u16, content_type: Option<&str>, body: &[u8]) -> Result<(), String> {
-    #[derive(Deserialize)]
-    struct Resource {
-        #[allow(dead_code)]
-        id: String,
-    }
+pub fn read_policy(reply: &LicenseReply<'_>) -> Result<(), String> {
+    /// A resource with an id: all the self-check needs to know it exists.
     #[derive(Deserialize)]
     struct Doc {
-        #[allow(dead_code)]
-        data: Resource,
+        #[serde(rename = "data")]
+        _data: Resource,
     }
-    let json = content_type.is_none_or(|ct| {
-        let ct = ct.trim_start().to_ascii_lowercase();
-        ct.starts_with(KEYGEN_MEDIA_TYPE) || ct.starts_with("application/json")
-    });
-    if (200..300).contains(&status) && json && serde_json::from_slice::<Doc>(body).is_ok() {
+    #[derive(Deserialize)]
+    struct Resource {
+        #[serde(rename = "id")]
+        _id: String,
+    }
+    let status = reply.status;
+    if (200..300).contains(&status)
+        && is_json(reply)
+        && serde_json::from_slice::<Doc>(reply.body).is_ok()
+    {
         return Ok(());
     }
-    let said = api_error(body).map(|e| e.describe());
+    let said = api_error(reply.body).map(|e| e.describe());
     Err(format!(
         "HTTP {status}{}",
         said.map(|s| format!(" {s}")).unwrap_or_default()
