@@ -614,7 +614,7 @@ fn a_renewal_under_a_policy_without_duration_is_refused_with_what_to_check() {
         .for_each(|l| l.expiry_days = None);
     let run = deliver(&cfg, &mut world, &mut store, &message(RENEWAL, "Activated"));
     assert!(
-        is_fault(&run.reply, 500, "renew: HTTP 422 Unprocessable resource: cannot be renewed because the policy does not have a duration (at /data/relationships/policy); Keygen renews by the license&apos;s policy: does the policy have a duration?"),
+        is_fault(&run.reply, 500, "renew: HTTP 422 Unprocessable entity: cannot be renewed because the policy does not have a duration; Keygen renews by the license&apos;s policy: does the policy have a duration?"),
         "{}",
         run.reply.body
     );

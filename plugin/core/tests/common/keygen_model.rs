@@ -1,6 +1,7 @@
 //! Keygen as the flow tests need it: the licenses an account holds (suspended, expiry, seats,
 //! metadata), served as Keygen's JSON:API serves them (201 on create, 422 on a second suspend,
-//! 404 for an unknown key, metadata filters), with misbehaviour on demand.
+//! 404 for an unknown key, metadata filters; every error Keygen's own documented reply in
+//! `testdata/keygen`), with misbehaviour on demand.
 
 use std::collections::VecDeque;
 
@@ -61,21 +62,28 @@ pub fn json_reply(status: u16, v: &Value) -> Response {
     }
 }
 
-fn error(
-    status: u16,
-    title: &str,
-    detail: &str,
-    code: Option<&str>,
-    pointer: Option<&str>,
-) -> Response {
-    let mut e = json!({"title": title, "detail": detail});
-    if let Some(c) = code {
-        e["code"] = json!(c);
+/// Keygen's own documented error replies (`testdata/keygen`, sources in its README).
+const TOKEN_INVALID: &[u8] = include_bytes!("../../../../testdata/keygen/token_invalid.json");
+const RATE_LIMITED: &[u8] = include_bytes!("../../../../testdata/keygen/rate_limited.json");
+const ACCOUNT_NOT_FOUND: &[u8] =
+    include_bytes!("../../../../testdata/keygen/account_not_found.json");
+const NOT_FOUND: &[u8] = include_bytes!("../../../../testdata/keygen/not_found.json");
+const SUSPENDED_TWICE: &[u8] =
+    include_bytes!("../../../../testdata/keygen/license_suspended_twice.json");
+const NOT_SUSPENDED: &[u8] =
+    include_bytes!("../../../../testdata/keygen/license_not_suspended.json");
+const RENEW_NO_DURATION: &[u8] =
+    include_bytes!("../../../../testdata/keygen/renew_no_duration.json");
+const POLICY_NOT_FOUND: &[u8] =
+    include_bytes!("../../../../testdata/keygen/policy_not_found_on_create.json");
+
+/// `body`, a documented Keygen error, with `status`.
+fn error(status: u16, body: &[u8]) -> Response {
+    Response {
+        status: Some(status),
+        headers: vec![("content-type", MEDIA.to_owned())],
+        body: body.to_vec(),
     }
-    if let Some(p) = pointer {
-        e["source"] = json!({"pointer": p});
-    }
-    json_reply(status, &json!({"errors": [e]}))
 }
 
 /// `2026-01-01` plus `days`, as Keygen writes an expiry.
@@ -136,13 +144,7 @@ impl KeygenModel {
             .find(|(k, _)| *k == "authorization")
             .map(|(_, v)| v.as_str());
         if bearer != Some(&format!("Bearer {TOKEN}")) {
-            return error(
-                401,
-                "Unauthorized",
-                "You must be authenticated to complete the request",
-                Some("TOKEN_INVALID"),
-                None,
-            );
+            return error(401, TOKEN_INVALID);
         }
         assert!(
             call.headers
@@ -151,19 +153,13 @@ impl KeygenModel {
             "asks for JSON:API"
         );
         if let Some(headers) = self.throttle.pop_front() {
-            let mut r = error(429, "Too many requests", "Throttled", None, None);
+            let mut r = error(429, RATE_LIMITED);
             r.headers.extend(headers);
             return r;
         }
         let base = format!("/v1/accounts/{ACCOUNT}");
         let Some(rest) = call.path.strip_prefix(&base) else {
-            return error(
-                404,
-                "Not found",
-                "The requested account was not found",
-                Some("NOT_FOUND"),
-                None,
-            );
+            return error(404, ACCOUNT_NOT_FOUND);
         };
         let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
@@ -190,27 +186,9 @@ impl KeygenModel {
                 match self.find(id) {
                     None => not_found(),
                     Some(l) => match action.as_str() {
-                        "suspend" if l.suspended => error(
-                            422,
-                            "Unprocessable resource",
-                            "is already suspended",
-                            None,
-                            Some("/data/attributes/suspended"),
-                        ),
-                        "reinstate" if !l.suspended => error(
-                            422,
-                            "Unprocessable resource",
-                            "is not suspended",
-                            None,
-                            Some("/data/attributes/suspended"),
-                        ),
-                        "renew" if l.expiry_days.is_none() => error(
-                            422,
-                            "Unprocessable resource",
-                            "cannot be renewed because the policy does not have a duration",
-                            None,
-                            Some("/data/relationships/policy"),
-                        ),
+                        "suspend" if l.suspended => error(422, SUSPENDED_TWICE),
+                        "reinstate" if !l.suspended => error(422, NOT_SUSPENDED),
+                        "renew" if l.expiry_days.is_none() => error(422, RENEW_NO_DURATION),
                         "suspend" | "reinstate" | "renew" => {
                             match action.as_str() {
                                 "suspend" => l.suspended = true,
@@ -251,15 +229,7 @@ impl KeygenModel {
         let expiry_days = match policy.as_str() {
             PERPETUAL => None,
             ANNUAL => Some(365),
-            _ => {
-                return error(
-                    422,
-                    "Unprocessable resource",
-                    "must exist",
-                    Some("POLICY_NOT_FOUND"),
-                    Some("/data/relationships/policy"),
-                )
-            }
+            _ => return error(422, POLICY_NOT_FOUND),
         };
         let n = self.licenses.len() + 1;
         let license = License {
@@ -301,11 +271,5 @@ impl KeygenModel {
 }
 
 fn not_found() -> Response {
-    error(
-        404,
-        "Not found",
-        "The requested resource was not found",
-        Some("NOT_FOUND"),
-        None,
-    )
+    error(404, NOT_FOUND)
 }
