@@ -54,21 +54,10 @@ fn one_order_one_line_logs_in_queries_issues_writes_back_and_acks() {
     let (mut world, mut store) = (demo_world(), MemStore::new());
     let run = deliver(&cfg, &mut world, &mut store, ONE);
     assert!(run.reply.is_ack(), "{}", run.reply.body);
-    let order: Vec<&str> = world.calls.iter().map(|(e, _)| e.as_str()).collect();
     // Shared data forgets on restart and is not shared by replicas: a line it does not know is
     // marked in Salesforce (durable: a restart mid-call cannot forget it), then looked up before
     // it is issued.
-    assert_eq!(
-        order,
-        [
-            "token",
-            "query",
-            "composite",
-            "retrieve",
-            "license",
-            "composite"
-        ]
-    );
+    assert_eq!(world.endpoints(), ONE_NEW_LINE);
     assert_eq!(world.keys_issued["8025Y00000AbCdEQAV"], ["KEY01-1-QLM"]);
     assert_eq!(run.counts[&Metric::Lookups], 1);
     assert_eq!(world.written["8025Y00000AbCdEQAV"], "KEY01-1-QLM");
@@ -201,8 +190,7 @@ fn unmapped_lines_and_vanished_or_deactivated_orders_are_skipped_and_acked() {
     let run = deliver(&cfg, &mut world, &mut store, SEVERAL);
     assert!(run.reply.is_ack(), "{}", run.reply.body);
     // An unmapped line is not even looked up.
-    let order: Vec<&str> = world.calls.iter().map(|(e, _)| e.as_str()).collect();
-    assert_eq!(order, ["token", "query"]);
+    assert_eq!(world.endpoints(), ["token", "query"]);
     assert_eq!(run.counts[&Metric::LinesSkippedUnmapped], 1);
     assert_eq!(run.counts[&Metric::OrdersSkipped], 1);
     assert_eq!(run.counts[&Metric::MessagesAcked], 1);
@@ -212,8 +200,7 @@ fn unmapped_lines_and_vanished_or_deactivated_orders_are_skipped_and_acked() {
     let mut empty = World::new();
     let run = deliver(&cfg, &mut empty, &mut MemStore::new(), ONE);
     assert!(run.reply.is_ack());
-    let order: Vec<&str> = empty.calls.iter().map(|(e, _)| e.as_str()).collect();
-    assert_eq!(order, ["token", "query"]);
+    assert_eq!(empty.endpoints(), ["token", "query"]);
     assert_eq!(run.counts[&Metric::OrdersSkipped], 1);
     assert!(run.logs.iter().any(|l| l.contains("not found")));
     for m in [
@@ -237,8 +224,7 @@ fn an_activated_order_without_order_products_is_acked_with_the_query_alone() {
     world.calls.clear();
     let run = deliver(&cfg, &mut world, &mut store, ONE);
     assert!(run.reply.is_ack(), "{}", run.reply.body);
-    let order: Vec<&str> = world.calls.iter().map(|(e, _)| e.as_str()).collect();
-    assert_eq!(order, ["query"]);
+    assert_eq!(world.endpoints(), ["query"]);
     assert_eq!(run.counts.get(&Metric::OrdersSkipped), None);
     assert_eq!(run.counts.get(&Metric::LicensesIssued), None);
 }
@@ -327,18 +313,7 @@ fn password_grant_posts_username_and_password() {
     let mut world = demo_world();
     let run = deliver(&cfg, &mut world, &mut MemStore::new(), ONE);
     assert!(run.reply.is_ack(), "{}", run.reply.body);
-    let order: Vec<&str> = world.calls.iter().map(|(e, _)| e.as_str()).collect();
-    assert_eq!(
-        order,
-        [
-            "token",
-            "query",
-            "composite",
-            "retrieve",
-            "license",
-            "composite"
-        ]
-    );
+    assert_eq!(world.endpoints(), ONE_NEW_LINE);
     assert_eq!(run.counts[&Metric::Logins], 1);
     one_key_per_line(&world);
 }
@@ -356,7 +331,7 @@ fn an_expired_token_means_one_new_login_and_one_retry_and_no_duplicate_key() {
     world.calls.clear();
     let run = deliver(&cfg, &mut world, &mut store, SEVERAL);
     assert!(run.reply.is_ack(), "{}", run.reply.body);
-    let order: Vec<&str> = world.calls.iter().map(|(e, _)| e.as_str()).collect();
+    let order = world.endpoints();
     assert_eq!(&order[..3], ["query", "token", "query"]);
     assert_eq!(
         world.calls[0].1, world.calls[2].1,
@@ -609,8 +584,7 @@ fn the_write_back_in_salesforce_protects_lines_across_gateways() {
     world.calls.clear();
     let run = deliver(&cfg, &mut world, &mut replica, ONE);
     assert!(run.reply.is_ack());
-    let order: Vec<&str> = world.calls.iter().map(|(e, _)| e.as_str()).collect();
-    assert_eq!(order, ["query"]);
+    assert_eq!(world.endpoints(), ["query"]);
     assert_eq!(run.counts[&Metric::LinesAlreadyLicensed], 1);
 }
 

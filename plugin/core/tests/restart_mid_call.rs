@@ -189,17 +189,9 @@ fn a_fresh_install_acks_its_first_order_at_once_for_one_more_salesforce_call() {
     Ledger::new("keygate", cfg.ledger).init(&mut store, T, 0xdead_0003);
     let run = deliver(&cfg, &mut world, &mut store, ONE);
     assert!(run.reply.is_ack(), "{}", run.reply.body);
-    let order: Vec<&str> = world.calls.iter().map(|(e, _)| e.as_str()).collect();
     assert_eq!(
-        order,
-        [
-            "token",
-            "query",
-            "composite",
-            "retrieve",
-            "license",
-            "composite"
-        ],
+        world.endpoints(),
+        ONE_NEW_LINE,
         "the mark, then the license calls, then the keys"
     );
     assert_eq!(world.written[ITEM], world.keys_issued[ITEM][0]);

@@ -30,6 +30,18 @@ pub const ISSUING_MARK: &str = "Issuing; busy until ";
 /// The clock of `deliver` (ms); tests that step time start from it.
 pub const T: u64 = 1_000_000;
 
+/// The calls of a delivery of one new line, shared-data ledger, write-back field, no token
+/// cached: login, query, the line's issuing mark, the lookup (shared data cannot vouch for the
+/// line), the issue, the keys' write-back.
+pub const ONE_NEW_LINE: [&str; 6] = [
+    "token",
+    "query",
+    "composite",
+    "retrieve",
+    "license",
+    "composite",
+];
+
 /// Every line the license server issued for, issued once.
 pub fn one_key_per_line(world: &World) {
     for (item, keys) in &world.keys_issued {
@@ -520,6 +532,11 @@ impl World {
             .filter(|(_, v)| !v.starts_with(ISSUING_MARK))
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect()
+    }
+
+    /// The endpoints called so far, in order.
+    pub fn endpoints(&self) -> Vec<&str> {
+        self.calls.iter().map(|(e, _)| e.as_str()).collect()
     }
 
     pub fn count(&self, ep: &str) -> usize {
