@@ -46,10 +46,6 @@ fn lifecycle_config() -> Rc<Config> {
     }))
 }
 
-fn assert_ack(run: &Run) {
-    assert!(run.reply.is_ack(), "{}", run.reply.body);
-}
-
 /// Calls to Keygen of one kind: `POST /licenses` is "create", an action its name, and so on.
 fn calls(world: &World, what: &str) -> usize {
     world

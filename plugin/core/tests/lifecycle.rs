@@ -46,10 +46,6 @@ fn key_of(world: &World, item: &str) -> String {
     world.keys_issued[item][0].clone()
 }
 
-fn assert_ack(run: &Run) {
-    assert!(run.reply.is_ack(), "{}", run.reply.body);
-}
-
 /// One delivery of `body` on a replica (or an Envoy after a restart): empty shared data.
 fn deliver_fresh(cfg: &Rc<Config>, world: &mut World, body: &[u8]) -> Run {
     deliver(cfg, world, &mut MemStore::new(), body)

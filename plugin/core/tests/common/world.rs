@@ -655,6 +655,11 @@ pub fn demo_world() -> World {
         ))
 }
 
+/// The delivery was acked (the fault's text when not).
+pub fn assert_ack(run: &Run) {
+    assert!(run.reply.is_ack(), "{}", run.reply.body);
+}
+
 pub fn is_fault(r: &Reply, status: u16, needle: &str) -> bool {
     r.status == status
         && r.body.contains("<faultcode>soapenv:Server</faultcode>")
