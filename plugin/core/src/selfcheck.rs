@@ -173,7 +173,7 @@ impl SelfCheck {
                 ),
             ],
             LicenseServer::Keygen(keygen) => {
-                let mut probes = vec![(Probe::Me, license::keygen_me(keygen))];
+                let mut probes = vec![(Probe::Me, license::Keygen { cfg: keygen }.me())];
                 // One call per policy, naming every product that maps to it.
                 let mut policies: Vec<(String, Vec<String>)> = Vec::new();
                 for (code, product) in &issuing.products {
@@ -186,7 +186,7 @@ impl SelfCheck {
                     }
                 }
                 for (id, codes) in policies {
-                    let http = license::keygen_policy(keygen, &id);
+                    let http = license::Keygen { cfg: keygen }.policy(&id);
                     probes.push((Probe::Policy { id, codes }, http));
                 }
                 probes

@@ -9,12 +9,9 @@
 mod keygen;
 mod qlm;
 
+/// Keygen's reader of a resource (a policy, the token's bearer), for the start-up self-check.
+pub use keygen::read_policy as keygen_read_policy;
 pub use keygen::Keygen;
-/// Keygen's requests and replies, for the start-up self-check and tests.
-pub use keygen::{
-    api_error, me as keygen_me, policy as keygen_policy, read_policy as keygen_read_policy,
-    KEYGEN_MEDIA_TYPE,
-};
 pub use qlm::{
     change, change_method, is_unknown_key, issue, looks_like_key, lookup, parse_change, parse_keys,
     parse_ping, parse_validate, ping, qlm_timestamp, server_property, sign, validate, Qlm, QlmCall,

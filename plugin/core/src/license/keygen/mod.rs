@@ -22,7 +22,7 @@
 
 mod replies;
 
-pub use replies::{api_error, read_policy, KEYGEN_MEDIA_TYPE};
+pub use replies::{read_policy, KEYGEN_MEDIA_TYPE};
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::Serialize;
@@ -94,16 +94,6 @@ impl Keygen<'_> {
         ));
         self.request("GET", path, None)
     }
-}
-
-/// `GET /me` for `cfg` (the self-check).
-pub fn me(cfg: &KeygenConfig) -> HttpRequest {
-    Keygen { cfg }.me()
-}
-
-/// `GET /policies/{id}` for `cfg` (the self-check).
-pub fn policy(cfg: &KeygenConfig, id: &str) -> HttpRequest {
-    Keygen { cfg }.policy(id)
 }
 
 /// `{"data": …}`: a JSON:API document.
