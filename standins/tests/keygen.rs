@@ -1250,3 +1250,29 @@ fn the_documented_replies_parse_and_are_listed() {
         a["expiry"].as_str()
     );
 }
+
+#[test]
+fn keygen_s_documented_requests_are_served() {
+    let s = start();
+    // The create as Keygen's own feature sends it (testdata/keygen/license_create_request.json).
+    let create = fixture("license_create_request.json");
+    assert_eq!(
+        create["data"]["relationships"]["policy"]["data"]["id"],
+        KEYGEN_POLICY_ANNUAL
+    );
+    let r = kg(&s, "POST", "/licenses", Some(&create));
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json()["data"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        r.json()["data"]["attributes"]["metadata"],
+        json!({"fooBarBaz": "Qux"})
+    );
+    // The update as Keygen's feature sends it, `data.id` and all.
+    let mut update = fixture("license_update_request.json");
+    update["data"]["id"] = json!(id);
+    let r = kg(&s, "PATCH", &format!("/licenses/{id}"), Some(&update));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["data"]["attributes"]["maxMachines"], 10);
+    let license = s.keygen_licenses().into_values().next().unwrap();
+    assert_eq!(license.max_machines, Some(10));
+}

@@ -1,5 +1,6 @@
-//! Keygen's own documented replies (`testdata/keygen`, each with its source in that folder's
-//! README) read by the Keygen backend as a delivery reads them: the key of a created license,
+//! Keygen's own documented requests and replies (`testdata/keygen`, each with its source in that
+//! folder's README): keygate's requests have the documented members, and the Keygen backend reads
+//! the replies as a delivery reads them: the key of a created license,
 //! the keys a metadata lookup found, the 422s that mean "already so", the errors that name what
 //! to fix, and a throttled call.
 #![allow(
@@ -33,6 +34,11 @@ const ACCOUNT_NOT_FOUND: &[u8] = include_bytes!("../../../testdata/keygen/accoun
 const RATE_LIMITED: &[u8] = include_bytes!("../../../testdata/keygen/rate_limited.json");
 const POLICY: &[u8] = include_bytes!("../../../testdata/keygen/policy.json");
 const ME: &[u8] = include_bytes!("../../../testdata/keygen/me.json");
+
+const CREATE_REQUEST: &[u8] =
+    include_bytes!("../../../testdata/keygen/license_create_request.json");
+const UPDATE_REQUEST: &[u8] =
+    include_bytes!("../../../testdata/keygen/license_update_request.json");
 
 const MEDIA: &str = "application/vnd.api+json; charset=utf-8";
 const NOW_MS: u64 = 1_780_000_000_000;
@@ -185,4 +191,92 @@ fn fuzz_findings_stay_fixed() {
         .unwrap_err();
     assert!(e.to_string().chars().count() <= 200, "{e}");
     assert!(matches!(e, LicenseError::Unparseable(_)), "{e:?}");
+}
+
+/// The paths of every member of a JSON document (`data.attributes.metadata`, …), values left out.
+fn members(v: &serde_json::Value, at: &str, out: &mut Vec<String>) {
+    if let serde_json::Value::Object(map) = v {
+        for (k, v) in map {
+            let path = if at.is_empty() {
+                k.clone()
+            } else {
+                format!("{at}.{k}")
+            };
+            out.push(path.clone());
+            // Metadata keys are the caller's own.
+            if k != "metadata" {
+                members(v, &path, out);
+            }
+        }
+    }
+}
+
+fn members_of(body: &[u8]) -> Vec<String> {
+    let mut out = Vec::new();
+    members(&serde_json::from_slice(body).unwrap(), "", &mut out);
+    out.sort();
+    out
+}
+
+#[test]
+fn keygate_s_requests_have_the_members_keygen_documents() {
+    use keygate_core::license::{Customer, IssueRequest};
+    let cfg = Config::from_json(keygen_json(json!({})).as_bytes(), &env).unwrap();
+    let issuing = cfg.issuing.as_ref().unwrap();
+    let backend = license::backend(&issuing.license);
+    let item = keygate_core::ids::SfId::parse("8025Y00000AbCdEQAV").unwrap();
+    let create = backend.issue(
+        &IssueRequest {
+            product: issuing.product("001").unwrap(),
+            quantity: 3,
+            order_item_id: &item,
+            order_number: "00000114",
+            customer: &Customer::default(),
+        },
+        NOW_MS,
+    );
+    // The documented create's members, and the attributes keygate adds (`name`, `maxMachines`:
+    // documented license attributes).
+    let mut expected = members_of(CREATE_REQUEST);
+    expected.extend([
+        "data.attributes.maxMachines".to_owned(),
+        "data.attributes.name".to_owned(),
+    ]);
+    expected.sort();
+    assert_eq!(members_of(&create.body), expected);
+    assert_eq!(
+        (create.verb, create.path.as_str()),
+        ("POST", "/v1/accounts/acme/licenses")
+    );
+
+    // The documented update less `data.id` (optional, ignored by Keygen: the key is in the path).
+    let update = backend.change("KEY-1", KeyChange::SetQuantity(10), NOW_MS);
+    let expected: Vec<String> = members_of(UPDATE_REQUEST)
+        .into_iter()
+        .filter(|m| m != "data.id")
+        .collect();
+    assert_eq!(members_of(&update.body), expected);
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&update.body).unwrap()["data"],
+        json!({"type": "licenses", "attributes": {"maxMachines": 10}})
+    );
+    assert_eq!(update.verb, "PATCH");
+    // The lookup is Keygen's documented metadata filter (`?metadata[id]=…` in its feature), on
+    // the key keygate stores, with paging inside Keygen's bounds.
+    let lookup = backend.lookup("8025Y00000AbCdEQAV", NOW_MS);
+    let query = lookup.path.split_once('?').unwrap().1;
+    let args: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect();
+    assert_eq!(
+        args,
+        [
+            (
+                "metadata[salesforceOrderItemId]".to_owned(),
+                "8025Y00000AbCdEQAV".to_owned()
+            ),
+            ("page[size]".to_owned(), "100".to_owned()),
+            ("page[number]".to_owned(), "1".to_owned()),
+        ]
+    );
 }
