@@ -17,28 +17,28 @@ impl Flow {
         let Some(backend) = license_backend(&cfg) else {
             return;
         };
-        let (name, hint) = match self.key_change(idx) {
-            Some((c, _)) => (backend.name_of(&c), backend.refusal_hint(&c)),
-            None => ("", String::new()),
-        };
+        let change = self.key_change(idx).map(|(c, _)| c);
+        let name = change.as_ref().map_or("", |c| backend.name_of(c));
         let answered = resp.status.is_some_and(|s| s != 504);
-        let applied = match (self.key_change(idx), resp.license_reply(env.now_ms)) {
+        let result = match (change, resp.license_reply(env.now_ms)) {
             // A renewal may still be applied: the line stays pending until its time is up.
             (_, None) => Err("no response (reset or refused); outcome unknown".to_owned()),
             (_, Some(r)) if r.status == 504 => Err("timed out; outcome unknown".to_owned()),
             (None, Some(_)) => Err("the line has no key left to change".to_owned()),
-            (Some((change, _)), Some(r)) => match backend.change_applied(&change, &r) {
+            (Some(change), Some(r)) => match backend.change_applied(&change, &r) {
                 Ok(()) => Ok(()),
                 Err(LicenseError::UnknownKey(_)) => Err(String::new()),
                 Err(e @ LicenseError::Throttled { until_ms }) => {
                     self.throttled(until_ms, env);
                     return self.license_call_refused(idx, &format!("{name}: {e}"), env);
                 }
-                Err(LicenseError::Refused(m)) => Err(format!("{m}; {hint}")),
+                // What to check on the server: only for a refusal.
+                Err(LicenseError::Refused(m)) => {
+                    Err(format!("{m}; {}", backend.refusal_hint(&change)))
+                }
                 Err(other) => Err(other.to_string()),
             },
         };
-        let result = applied;
         match result {
             Ok(()) => {
                 let Some(line) = self.work.lines.get_mut(idx) else {
